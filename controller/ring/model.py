@@ -1,0 +1,128 @@
+"""Typed inputs and outputs of the ring engine."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_SHARDS = 65536
+MAX_REPLICATION = 5
+
+
+class RingError(ValueError):
+    """The inputs cannot produce a ring; the message says what to change."""
+
+
+class Algorithm(str, enum.Enum):
+    BALANCED = "balanced"
+    CONSISTENT = "consistent"
+    RENDEZVOUS = "rendezvous"
+
+
+@dataclass(frozen=True, order=True)
+class Member:
+    id: str
+    weight: float = 1.0
+    zone: str | None = None
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    shards: int
+    replication: int = 1
+    algorithm: Algorithm = Algorithm.BALANCED
+    virtual_nodes: int = 160
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise RingError(f"shards must be between 1 and {MAX_SHARDS}, got {self.shards}")
+        if not 1 <= self.replication <= MAX_REPLICATION:
+            raise RingError(
+                f"replicationFactor must be between 1 and {MAX_REPLICATION}, got {self.replication}"
+            )
+        if not 1 <= self.virtual_nodes <= 10000:
+            raise RingError(f"virtualNodes must be between 1 and 10000, got {self.virtual_nodes}")
+        object.__setattr__(self, "algorithm", Algorithm(self.algorithm))
+
+
+def validate_members(members: list[Member] | tuple[Member, ...], spec: RingSpec) -> list[Member]:
+    """Members sorted by id, after checking what the engine relies on."""
+    ordered = sorted(members, key=lambda m: m.id)
+    for previous, current in zip(ordered, ordered[1:]):
+        if previous.id == current.id:
+            raise RingError(f"duplicate member id {current.id!r}")
+    for member in ordered:
+        if not isinstance(member.weight, (int, float)) or not math.isfinite(member.weight) \
+                or member.weight <= 0:
+            raise RingError(f"member {member.id!r} has weight {member.weight!r}; weights must be > 0")
+    if len(ordered) < spec.replication:
+        raise RingError(
+            f"replicationFactor {spec.replication} needs at least {spec.replication} members, "
+            f"have {len(ordered)}"
+        )
+    return ordered
+
+
+class Assignment:
+    """Shard -> owners. ``table[s]`` holds indices into ``members`` (sorted by id), primary first."""
+
+    __slots__ = ("members", "table", "spec", "_owners")
+
+    def __init__(self, members: tuple[Member, ...], table: np.ndarray, spec: RingSpec):
+        self.members = members
+        self.table = table
+        self.spec = spec
+        self._owners: tuple[tuple[str, ...], ...] | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.id for m in self.members]
+
+    @property
+    def shards(self) -> int:
+        return self.table.shape[0]
+
+    @property
+    def owners(self) -> tuple[tuple[str, ...], ...]:
+        if self._owners is None:
+            ids = self.ids
+            self._owners = tuple(tuple(ids[i] for i in row) for row in self.table.tolist())
+        return self._owners
+
+    @property
+    def loads(self) -> dict[str, int]:
+        counts = np.bincount(self.table.ravel(), minlength=len(self.members))
+        return {m.id: int(c) for m, c in zip(self.members, counts)}
+
+    def shards_of(self, member_id: str) -> list[int]:
+        index = self.ids.index(member_id)
+        return np.nonzero((self.table == index).any(axis=1))[0].tolist()
+
+    def table_for(self, ids: list[str]) -> np.ndarray:
+        """This assignment's table re-indexed onto another member list (-1 where a member is gone)."""
+        position = {member_id: i for i, member_id in enumerate(ids)}
+        remap = np.array([position.get(m.id, -1) for m in self.members] + [-1], dtype=np.int64)
+        return remap[self.table]
+
+    def moved_from(self, previous: "Assignment | None") -> int:
+        """Shard replicas owned by a member that did not own that shard before (0 without one).
+
+        When the shard count changed every replica counts as moved: shard numbers mean other keys.
+        """
+        if previous is None:
+            return 0
+        if previous.shards != self.shards:
+            return int(self.table.size)
+        before = previous.table_for(self.ids)
+        kept = (self.table[:, :, None] == before[:, None, :]).any(axis=2)
+        return int((~kept).sum())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Assignment) and self.spec == other.spec \
+            and self.members == other.members and np.array_equal(self.table, other.table)
+
+    def __repr__(self) -> str:
+        return f"Assignment(members={len(self.members)}, shards={self.shards}, spec={self.spec})"
