@@ -22,6 +22,7 @@ import numpy as np
 
 from .hashing import mix64_array, shard_positions
 from .model import Member, RingError
+from .flow import fill_by_flow
 from .quotas import integer_quotas, zone_cap, zone_of
 from .vnodes import VnodeRing, member_hashes
 
@@ -38,25 +39,41 @@ def assign_balanced(members: Sequence[Member], shards: int, replication: int,
     n = len(members)
     hashes = member_hashes(members)
     ring = VnodeRing(hashes, BASE_VNODES)
-    previous_loads = None
+    previous_loads = can_fill = None
     if previous is not None:
         previous_loads = np.bincount(previous[previous >= 0], minlength=n).tolist()
+        vacant_rows = previous[(previous == VACANT).any(axis=1)]
+        owned_vacant = np.bincount(vacant_rows[vacant_rows >= 0], minlength=n)
+        can_fill = (len(vacant_rows) - owned_vacant).tolist()
         owners = previous.copy()
     else:
         owners = ring.first_distinct(shards, replication)
-    quotas = np.array(integer_quotas(members, shards, replication, previous_loads, hashes.tolist()),
-                      dtype=np.int64)
+    bounds = integer_quotas(members, shards, replication, previous_loads, hashes.tolist(), can_fill)
+    quotas = np.array(bounds.target, dtype=np.int64)
     zone_names = sorted({zone_of(m) for m in members})
     zone_index = {z: i for i, z in enumerate(zone_names)}
     zones = np.array([zone_index[zone_of(m)] for m in members], dtype=np.int64)
     cap = zone_cap(members, replication)
 
     _drop_invalid(owners, zones, cap)
+    valid = owners.copy()
     _trim_to_quota(owners, quotas, hashes, shards)
+    kept = owners.copy()
     spare = quotas - np.bincount(owners[owners >= 0], minlength=n)
-    if not _fill(owners, spare, ring, zones, cap, shards):
-        return _cyclic(members, quotas, shards, replication)
-    return owners
+    if _fill(owners, spare, ring, zones, cap, shards, swaps=False):
+        return owners
+    # The greedy walk got stuck (tight, replicated rings): place the vacancies by max-flow, which
+    # also chooses who rounds up, so that still only vacancies move.
+    for start, limit in ((valid, bounds.high), (kept, bounds.target)):
+        owners = start.copy()
+        _trim_to_quota(owners, np.array(limit, dtype=np.int64), hashes, shards)
+        if fill_by_flow(owners, bounds, zones, cap):
+            return owners
+    owners = kept
+    spare = quotas - np.bincount(owners[owners >= 0], minlength=n)
+    if _fill(owners, spare, ring, zones, cap, shards, swaps=True):
+        return owners
+    return _cyclic(members, quotas, shards, replication)
 
 
 def _drop_invalid(owners: np.ndarray, zones: np.ndarray, cap: int) -> None:
@@ -81,26 +98,37 @@ def _claim_scores(shard_ids: np.ndarray, member_ids: np.ndarray, hashes: np.ndar
 
 
 def _trim_to_quota(owners: np.ndarray, quotas: np.ndarray, hashes: np.ndarray, shards: int) -> None:
-    shard_ids, slots = np.nonzero(owners >= 0)
-    held = owners[shard_ids, slots]
-    counts = np.bincount(held, minlength=len(quotas))
-    if (counts <= quotas).all():
-        return
-    over = counts[held] > quotas[held]
-    shard_ids, slots, held = shard_ids[over], slots[over], held[over]
-    order = np.lexsort((_claim_scores(shard_ids, held, hashes, shards), held))
-    held_sorted = held[order]
-    group_start = np.searchsorted(held_sorted, held_sorted, side="left")
-    rank = np.arange(len(held_sorted)) - group_start
-    drop = order[rank >= quotas[held_sorted]]
-    owners[shard_ids[drop], slots[drop]] = VACANT
+    """Over-quota members give up their weakest claims.
+
+    With replication, two members giving up the same shard would leave two vacancies that one
+    newcomer cannot both take, so a shard that already has a vacancy is given up last, and each
+    round vacates at most one slot per shard.
+    """
+    while True:
+        shard_ids, slots = np.nonzero(owners >= 0)
+        held = owners[shard_ids, slots]
+        excess = np.bincount(held, minlength=len(quotas)) - quotas
+        over = excess[held] > 0
+        if not over.any():
+            return
+        shard_ids, slots, held = shard_ids[over], slots[over], held[over]
+        has_vacancy = (owners[shard_ids] == VACANT).any(axis=1)
+        order = np.lexsort((_claim_scores(shard_ids, held, hashes, shards), has_vacancy, held))
+        held_sorted = held[order]
+        rank = np.arange(len(held_sorted)) - np.searchsorted(held_sorted, held_sorted, side="left")
+        drop = order[rank < excess[held_sorted]]
+        if owners.shape[1] > 1:
+            _, first = np.unique(shard_ids[drop], return_index=True)
+            drop = drop[first]
+        owners[shard_ids[drop], slots[drop]] = VACANT
 
 
 def _fill(owners: np.ndarray, spare: np.ndarray, ring: VnodeRing, zones: np.ndarray,
-          cap: int, shards: int) -> bool:
+          cap: int, shards: int, swaps: bool) -> bool:
     """Give each vacancy to the first member clockwise that has room and may own the shard."""
     replication = owners.shape[1]
     positions = shard_positions(shards)
+    fresh = owners == VACANT  # slots placed by this fill: re-routing them in a swap costs nothing
     while True:
         vacant_shards, vacant_slots = np.nonzero(owners == VACANT)
         if not vacant_shards.size:
@@ -135,7 +163,7 @@ def _fill(owners: np.ndarray, spare: np.ndarray, ring: VnodeRing, zones: np.ndar
             shard, slot = int(vacant_shards[i]), int(vacant_slots[i])
             member = _walk(owners[shard], int(pointer[i]), ring_owner, spare, zones, cap)
             if member is None:
-                member = _swap(owners, shard, spare, zones, cap)
+                member = _swap(owners, shard, spare, zones, cap, fresh) if swaps else None
                 if member is None:
                     return False
             else:
@@ -172,25 +200,26 @@ def _walk(row: np.ndarray, start: int, ring_owner: np.ndarray, spare: np.ndarray
 
 
 def _swap(owners: np.ndarray, shard: int, spare: np.ndarray, zones: np.ndarray,
-          cap: int) -> int | None:
+          cap: int, fresh: np.ndarray) -> int | None:
     """Free a member that may own ``shard``: it hands one of its shards to a member with room.
 
+    Slots placed by this fill are tried first: handing one on moves nothing that was published.
     Returns the freed member (it keeps its load, the member with room gains one), or None.
     """
     roomy = [int(m) for m in np.nonzero(spare > 0)[0]]
-    for other in range(owners.shape[0]):
-        row = owners[other]
-        for slot, donor in enumerate(row):
-            donor = int(donor)
-            if donor < 0 or not _may_own(owners[shard], donor, zones, cap):
-                continue
-            without = row.copy()
-            without[slot] = VACANT
-            for member in roomy:
-                if _may_own(without, member, zones, cap):
-                    owners[other, slot] = member
-                    spare[member] -= 1
-                    return donor
+    fresh_slots = list(zip(*np.nonzero(fresh & (owners >= 0))))
+    kept_slots = list(zip(*np.nonzero(~fresh & (owners >= 0))))
+    for other, slot in fresh_slots + kept_slots:
+        donor = int(owners[other, slot])
+        if other == shard or not _may_own(owners[shard], donor, zones, cap):
+            continue
+        without = owners[other].copy()
+        without[slot] = VACANT
+        for member in roomy:
+            if _may_own(without, member, zones, cap):
+                owners[other, slot] = member
+                spare[member] -= 1
+                return donor
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .hashing import hash64
 from .model import Member, RingError
@@ -94,15 +95,31 @@ def _fill_zone(members: Sequence[Member], inside: list[int], share: list[float],
         fixed[i] = True
 
 
+@dataclass(frozen=True)
+class Quotas:
+    """``target`` is the chosen quota; any member may end anywhere in [low, high] as long as the
+    total is K*R (the choice among tied shares is free)."""
+
+    target: list[int]
+    low: list[int]
+    high: list[int]
+
+
 def integer_quotas(members: Sequence[Member], shards: int, replication: int,
                    previous_loads: Sequence[int] | None = None,
-                   tiebreak: Sequence[int] | None = None) -> list[int]:
-    """Each member's number of shard replicas: floor or ceil of its real share, summing to K*R."""
+                   tiebreak: Sequence[int] | None = None,
+                   can_fill: Sequence[int] | None = None) -> Quotas:
+    """Each member's number of shard replicas: floor or ceil of its real share, summing to K*R.
+
+    Where shares tie, a rounding-up goes first to members that already own more (fewer moves), then
+    to members that can take more of the current vacancies (``can_fill``), then by hash.
+    """
     cap_per_zone = zone_cap(members, replication)
     shares = real_shares(members, shards, replication, cap_per_zone)
     total = shards * replication
     # Round away float noise so that equal shares give equal floors.
     quotas = [min(shards, math.floor(s + 1e-9)) for s in shares]
+    low = list(quotas)
     # Unzoned members are zones of their own whose cap (1 * K) is the member cap: no extra check.
     zoned = any(m.zone is not None for m in members)
     zones = [zone_of(m) if zoned else "" for m in members]
@@ -111,9 +128,11 @@ def integer_quotas(members: Sequence[Member], shards: int, replication: int,
         zone_used[zone] = zone_used.get(zone, 0) + quota
     loads = previous_loads if previous_loads is not None else [0] * len(members)
     ties = tiebreak if tiebreak is not None else [hash64(m.id) for m in members]
+    useful = can_fill if can_fill is not None else [0] * len(members)
     order = sorted(
         range(len(members)),
-        key=lambda i: (-round(shares[i] - quotas[i], 9), -loads[i], ties[i], members[i].id),
+        key=lambda i: (-round(shares[i] - quotas[i], 9), -loads[i], -useful[i], ties[i],
+                       members[i].id),
     )
     extra = total - sum(quotas)
     zone_limit = cap_per_zone * shards if zoned else total
@@ -130,4 +149,6 @@ def integer_quotas(members: Sequence[Member], shards: int, replication: int,
                 extra -= 1
     if extra:
         raise RingError("no placement satisfies the member and zone limits")  # pragma: no cover
-    return quotas
+    high = [max(q, lo + 1 if shares[i] - lo > 1e-9 and lo < shards else lo)
+            for i, (q, lo) in enumerate(zip(quotas, low))]
+    return Quotas(target=quotas, low=low, high=high)

@@ -1,0 +1,96 @@
+"""Command line: ``python -m controller [run|ring plan]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import ringfile
+from .ring import Algorithm, Member, RingError, RingSpec, plan
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit code 2."""
+
+
+def _load_members(path: str) -> list[Member]:
+    try:
+        raw = json.loads(Path(path).read_text() if path != "-" else sys.stdin.read())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read members from {path}: {error}") from None
+    if not isinstance(raw, list):
+        raise UsageError("members file must hold a JSON list of objects with 'id'")
+    members = []
+    for position, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
+            raise UsageError(f"member #{position} needs a non-empty string 'id'")
+        weight = entry.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise UsageError(f"member {entry['id']!r} has a non-numeric weight {weight!r}")
+        zone = entry.get("zone")
+        if zone is not None and not isinstance(zone, str):
+            raise UsageError(f"member {entry['id']!r} has a non-string zone {zone!r}")
+        members.append(Member(id=entry["id"], weight=weight, zone=zone))
+    return members
+
+
+def ring_plan(args: argparse.Namespace) -> int:
+    members = _load_members(args.members)
+    spec = RingSpec(shards=args.shards, replication=args.replication,
+                    algorithm=Algorithm(args.algorithm), virtual_nodes=args.virtual_nodes)
+    before = None
+    if args.previous:
+        try:
+            before = ringfile.parse(Path(args.previous).read_text())
+        except OSError as error:
+            raise UsageError(f"cannot read {args.previous}: {error}") from None
+    previous = before.assignment if before else None
+    assignment = plan(members, spec, previous)
+    version = 1
+    if before is not None:
+        unchanged = ringfile.ring_hash(assignment) == before.hash
+        version = before.version if unchanged else before.version + 1
+    sys.stdout.write(ringfile.render(ringfile.RingFile(assignment=assignment, version=version)))
+    if previous is not None:
+        print(f"moved shard replicas: {assignment.moved_from(previous)}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m controller",
+                                     description="ShardRing operator and ring tools")
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run the operator (the default)")
+    run.add_argument("--namespace", action="append", default=[],
+                     help="watch only this namespace (repeatable); default: all namespaces")
+    run.add_argument("--standalone", action="store_true",
+                     help="no peering: assume this is the only operator process")
+    ring = commands.add_parser("ring", help="ring tools").add_subparsers(dest="ring_command",
+                                                                        required=True)
+    planner = ring.add_parser("plan", help="print the canonical ring.json for a membership")
+    planner.add_argument("--members", required=True,
+                         help="JSON list of {id, weight?, zone?} ('-' for stdin)")
+    planner.add_argument("--shards", type=int, required=True)
+    planner.add_argument("--replication", type=int, default=1)
+    planner.add_argument("--algorithm", default="balanced",
+                         choices=[a.value for a in Algorithm])
+    planner.add_argument("--virtual-nodes", type=int, default=160)
+    planner.add_argument("--previous", help="a ring.json to keep placements from")
+    planner.set_defaults(handler=ring_plan)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in (None, "run"):
+        from .operator import run_operator
+        return run_operator(namespaces=getattr(args, "namespace", []) or [],
+                            standalone=getattr(args, "standalone", False))
+    try:
+        return args.handler(args)
+    except (UsageError, RingError, ringfile.RingFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
