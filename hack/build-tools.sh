@@ -11,10 +11,12 @@
 set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
-CONSUL_VERSION="${CONSUL_VERSION:-v1.22.2}"
+CONSUL_VERSION="${CONSUL_VERSION:-v1.21.0}"  # newest whose own and sub-module zips the proxy serves
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 CACHE_ROOT="${SHARDRING_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shardring}"
-BIN_DIR="$CACHE_ROOT/bin/k8s-$KUBE_VERSION-consul-$CONSUL_VERSION-etcd-$ETCD_VERSION"
+# One directory per component and version (a version bump rebuilds only that component), and one
+# directory of links that holds them all, which is what callers use.
+ASSETS="$CACHE_ROOT/assets/k8s-$KUBE_VERSION-consul-$CONSUL_VERSION-etcd-$ETCD_VERSION"
 
 log() { echo "build-tools: $*" >&2; }
 
@@ -28,8 +30,10 @@ for override in "${SHARDRING_ASSETS:-}" "${KUBEBUILDER_ASSETS:-}"; do
 done
 
 command -v go >/dev/null || { log "Go is required to build the control-plane binaries"; exit 1; }
-mkdir -p "$BIN_DIR"
 export GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0
+# The module proxy serves consul-awsauth's pinned pseudo-version, but the checksum database has no
+# entry for it (404), so that one module is taken from the proxy unverified.
+export GONOSUMDB="${GONOSUMDB:+$GONOSUMDB,}github.com/hashicorp/consul-awsauth"
 
 # mod_file MODULE VERSION -> path of the upstream go.mod in the module cache
 mod_file() {
@@ -71,9 +75,13 @@ wrapper() {
 
 build() {  # build NAME MODULE VERSION STAGED LDFLAGS PKG...
   local name="$1" module="$2" version="$3" staged="$4" ldflags="$5"; shift 5
-  local missing=0
-  for pkg in "$@"; do [[ -x "$BIN_DIR/$(basename "$pkg")" ]] || missing=1; done
-  [[ "$name" == etcd && ! -x "$BIN_DIR/etcd" ]] && missing=1
+  local missing=0 BIN_DIR="$CACHE_ROOT/bin/$name-$version"
+  mkdir -p "$BIN_DIR" "$ASSETS"
+  for pkg in "$@"; do
+    local binary="$(basename "$pkg")"; [[ "$name" == etcd ]] && binary=etcd
+    ln -sfn "$BIN_DIR/$binary" "$ASSETS/$binary"
+    [[ -x "$ASSETS/$binary" ]] || missing=1
+  done
   ((missing)) || return 0
   local work="$CACHE_ROOT/src/$name-$version"
   wrapper "$work" "$module" "$version" "$staged"
@@ -96,5 +104,5 @@ build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" "" go.etcd.io/etcd/serve
 build consul github.com/hashicorp/consul "$CONSUL_VERSION" "" \
   "-X github.com/hashicorp/consul/version.GitDescribe=$CONSUL_VERSION" github.com/hashicorp/consul
 
-have_all "$BIN_DIR" || { log "binaries missing in $BIN_DIR after build"; exit 1; }
-echo "$BIN_DIR"
+have_all "$ASSETS" || { log "binaries missing in $ASSETS after build"; exit 1; }
+echo "$ASSETS"

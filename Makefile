@@ -1,0 +1,46 @@
+# Everything a fresh machine needs is installed by these targets: a virtualenv (.venv) and the real
+# control-plane binaries (built once from pinned Go modules into ~/.cache/shardring).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
+
+.PHONY: all venv tools test test-fast cluster run demo bench bench-ring lint clean
+
+all: test
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[test,bench]'
+	touch $@
+
+tools:  ## build (first run) or find the control-plane binaries and print their versions
+	@dir="$$(bash hack/build-tools.sh)" && echo "binaries: $$dir" && \
+	  "$$dir/etcd" --version | head -1 && \
+	  "$$dir/kube-apiserver" --version && \
+	  "$$dir/consul" version | head -1 && \
+	  { [ ! -x "$$dir/kubectl" ] || "$$dir/kubectl" version --client | head -1; }
+
+test: venv tools  ## the whole suite, on the real control plane
+	$(PY) -m pytest
+
+test-fast: venv tools  ## everything but the slow fault tests
+	$(PY) -m pytest -m "not slow"
+
+cluster: venv tools  ## a local control plane to experiment with; Ctrl-C tears it down
+	$(PY) -m controller.testing.cluster
+
+run: venv  ## the operator against $$KUBECONFIG and $$CONSUL_HTTP_ADDR (see `make cluster`)
+	$(PY) -m controller run
+
+demo: venv tools  ## the whole story in two minutes on a local control plane
+	$(PY) -m controller.testing.demo
+
+bench-ring: venv  ## ring engine benchmark -> bench/results/ring.json
+	$(PY) bench/ring_bench.py
+
+bench: bench-ring
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .local

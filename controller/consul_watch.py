@@ -1,0 +1,235 @@
+"""Shared Consul blocking-query watchers: one per distinct query, however many rings need it.
+
+Rules from Consul's blocking-query documentation:
+* ``/v1/health/service/<name>?index=I&wait=W`` returns when the index moves past I or after W plus up
+  to W/16 of jitter, so the client timeout is W + W/16 + a margin;
+* a reply is not a change: the sorted entries are compared before anyone is woken;
+* an index that goes backwards (agent restart, snapshot restore) resets to 0;
+* errors back off with jitter, and a churning index is rate-limited, so nothing loops hot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import consul
+import consul.aio
+
+from .settings import ConsulConnection
+from .spec import ServiceQuery
+
+log = logging.getLogger("shardring.consul")
+
+WAIT_SECONDS = 55.0
+MIN_INTERVAL = 0.05  # at most 20 queries a second per watcher, even if the index churns
+BACKOFF_START, BACKOFF_MAX = 0.5, 15.0
+
+
+@dataclass(frozen=True)
+class WatchKey:
+    query: ServiceQuery
+    token_digest: str  # the token itself never goes into keys, reprs or logs
+
+
+@dataclass
+class Snapshot:
+    index: int
+    entries: list[dict[str, Any]]
+    received: float  # monotonic time the change was seen
+
+
+@dataclass
+class WatchState:
+    snapshot: Snapshot | None = None
+    error: str | None = None  # a message safe to show: never contains the token
+    permission_denied: bool = False
+    not_found: bool = False
+
+
+def token_digest(token: str | None) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else ""
+
+
+def _canonical(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What matters of each entry, sorted; the raw reply carries indexes that change every time."""
+    slim = []
+    for entry in entries:
+        node = entry.get("Node") or {}
+        service = entry.get("Service") or {}
+        slim.append({
+            "Node": {"Node": node.get("Node"), "Address": node.get("Address"),
+                     "Meta": node.get("Meta") or {}},
+            "Service": {"ID": service.get("ID"), "Address": service.get("Address"),
+                        "Port": service.get("Port"), "Meta": service.get("Meta") or {},
+                        "Tags": sorted(service.get("Tags") or []),
+                        "Weights": service.get("Weights") or {}},
+        })
+    slim.sort(key=lambda e: (e["Node"]["Node"] or "", e["Service"]["ID"] or ""))
+    return slim
+
+
+class Watcher:
+    def __init__(self, key: WatchKey, connection: ConsulConnection, token: str | None,
+                 stats: "WatchStats"):
+        self.key = key
+        self.state = WatchState()
+        self.subscribers: set[Callable[[], None]] = set()
+        self._connection = connection
+        self._token = token
+        self._stats = stats
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consul-watch:{self.key.query.service}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    def _client(self) -> consul.aio.Consul:
+        client = consul.aio.Consul(host=self._connection.host, port=self._connection.port,
+                                   scheme=self._connection.scheme,
+                                   verify=self._connection.verify)
+        # py-consul lets CONSUL_HTTP_TOKEN override the constructor's token; every request here
+        # carries the ring's own token explicitly, and nothing falls back to the environment.
+        client.token = None
+        return client
+
+    async def _run(self) -> None:
+        query = self.key.query
+        index = 0
+        backoff = BACKOFF_START
+        last_query = 0.0
+        client = self._client()
+        self._stats.active += 1
+        try:
+            while True:
+                pause = MIN_INTERVAL - (time.monotonic() - last_query)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                last_query = time.monotonic()
+                self._stats.requests += 1
+                try:
+                    new_index, entries = await asyncio.wait_for(
+                        client.health.service(
+                            query.service, index=index or None, wait=f"{int(WAIT_SECONDS)}s",
+                            passing=query.only_passing, tag=list(query.tags) or None,
+                            dc=query.datacenter, node_meta=dict(query.node_meta) or None,
+                            token=self._token or None),
+                        timeout=WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
+                    self._stats.errors += 1
+                    self._fail(error)
+                    await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                    backoff = min(BACKOFF_MAX, backoff * 2)
+                    if isinstance(error, (asyncio.TimeoutError, OSError)):
+                        await _close(client)
+                        client = self._client()
+                        self._stats.reconnects += 1
+                    continue
+                backoff = BACKOFF_START
+                new_index = int(new_index or 0)
+                # An index that goes backwards means Consul's state was reset: start over.
+                index = 0 if new_index < index else new_index
+                self._succeed(entries or [], new_index)
+        finally:
+            self._stats.active -= 1
+            await _close(client)
+
+    def _fail(self, error: BaseException) -> None:
+        denied = isinstance(error, consul.ACLPermissionDenied)
+        message = "Consul refused the ACL token (permission denied)" if denied else \
+            f"Consul query failed: {type(error).__name__}"
+        if not denied and isinstance(error, consul.ConsulException):
+            message = "Consul query failed: Consul returned an error"
+        if self.state.error != message:
+            log.warning("%s for service %s", message, self.key.query.service)
+            self.state = WatchState(snapshot=self.state.snapshot, error=message,
+                                    permission_denied=denied)
+            self._notify()
+
+    def _succeed(self, entries: list[dict[str, Any]], index: int) -> None:
+        canonical = _canonical(entries)
+        unchanged = self.state.snapshot is not None and self.state.error is None and \
+            json.dumps(canonical, sort_keys=True) == json.dumps(self.state.snapshot.entries,
+                                                               sort_keys=True)
+        if unchanged:
+            return  # a reply is not a change
+        self.state = WatchState(snapshot=Snapshot(index, canonical, time.monotonic()))
+        self._stats.changes += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        for wake in list(self.subscribers):
+            wake()
+
+
+async def _close(client: consul.aio.Consul) -> None:
+    try:
+        await client.http.close()
+    except Exception:  # noqa: BLE001 - closing a broken session must not mask the real error
+        pass
+
+
+@dataclass
+class WatchStats:
+    active: int = 0
+    requests: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    changes: int = 0
+
+
+@dataclass
+class Subscription:
+    watcher: Watcher
+    wake: Callable[[], None]
+
+    @property
+    def state(self) -> WatchState:
+        return self.watcher.state
+
+
+@dataclass
+class WatcherRegistry:
+    connections: dict[str, ConsulConnection]
+    watchers: dict[WatchKey, Watcher] = field(default_factory=dict)
+    stats: WatchStats = field(default_factory=WatchStats)
+
+    def subscribe(self, query: ServiceQuery, token: str | None,
+                  wake: Callable[[], None]) -> Subscription:
+        key = WatchKey(query, token_digest(token))
+        watcher = self.watchers.get(key)
+        if watcher is None:
+            connection = self.connections[query.connection]
+            watcher = Watcher(key, connection, token, self.stats)
+            self.watchers[key] = watcher
+            watcher.start()
+        watcher.subscribers.add(wake)
+        return Subscription(watcher, wake)
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        watcher = subscription.watcher
+        watcher.subscribers.discard(subscription.wake)
+        if not watcher.subscribers and self.watchers.get(watcher.key) is watcher:
+            del self.watchers[watcher.key]
+            await watcher.stop()
+
+    async def close(self) -> None:
+        for watcher in list(self.watchers.values()):
+            await watcher.stop()
+        self.watchers.clear()

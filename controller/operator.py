@@ -1,0 +1,379 @@
+"""The kopf operator: handlers and one worker task per ShardRing (the imperative shell).
+
+Every ShardRing gets a RingWorker. Kubernetes events (the ring changed, its ConfigMap changed) and
+Consul events (its shared watcher saw a new membership) only wake the worker; the worker then
+reconciles level-triggered: read what is, decide (reconcile.decide, pure), write what differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from . import conditions, ringfile
+from .conditions import Condition
+from .consul_watch import Subscription, WatcherRegistry
+from .kube import RING_LABEL, MANAGED_BY, Conflict, Kube, SecretMissing, owner_reference
+from .membership import MembershipError, members_from
+from .reconcile import Decision, Problem, decide
+from .render import RingTooLarge, configmap_data
+from .settings import OperatorSettings
+from .spec import RingConfig, SpecError, parse_spec
+
+log = logging.getLogger("shardring")
+RETRY_MIN, RETRY_MAX = 1.0, 60.0
+SECRET_RECHECK = 30.0
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RingLog(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        return f"[{self.extra['ring']}] {msg}", kwargs
+
+
+@dataclass
+class OperatorState:
+    settings: OperatorSettings
+    kube: Kube
+    registry: WatcherRegistry
+    workers: dict[tuple[str, str], "RingWorker"] = field(default_factory=dict)
+
+    def worker(self, namespace: str, name: str) -> "RingWorker":
+        key = (namespace, name)
+        if key not in self.workers:
+            self.workers[key] = RingWorker(self, namespace, name)
+        return self.workers[key]
+
+    async def forget(self, namespace: str, name: str) -> None:
+        worker = self.workers.pop((namespace, name), None)
+        if worker:
+            await worker.stop()
+
+    async def close(self) -> None:
+        for key in list(self.workers):
+            await self.forget(*key)
+        await self.registry.close()
+
+
+STATE: OperatorState | None = None
+
+
+class RingWorker:
+    def __init__(self, state: OperatorState, namespace: str, name: str):
+        self.state = state
+        self.namespace, self.name = namespace, name
+        self.log = RingLog(log, {"ring": f"{namespace}/{name}"})
+        self.body: dict[str, Any] | None = None
+        self.subscription: Subscription | None = None
+        self.last_published: ringfile.RingFile | None = None
+        self.pending_since: float | None = None
+        self.last_status: dict[str, Any] | None = None
+        self.last_problem: str | None = None
+        self.writes = 0
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"ring:{namespace}/{name}")
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def observe(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            pass
+        await self._unsubscribe()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                timeout = await self.reconcile() if self.body else None
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - one ring's failure never stops the others
+                failures += 1
+                timeout = min(RETRY_MAX, RETRY_MIN * 2 ** (failures - 1))
+                self.log.error("reconcile failed (retry in %.0f s): %s", timeout,
+                               _safe(error), exc_info=failures == 1)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _unsubscribe(self) -> None:
+        if self.subscription:
+            subscription, self.subscription = self.subscription, None
+            await self.state.registry.unsubscribe(subscription)
+
+    # ---- reconcile ---------------------------------------------------------------------------
+
+    async def reconcile(self) -> float | None:
+        """One level-triggered pass. Returns seconds until it must run again (None: when woken)."""
+        body = self.body
+        generation = int(body["metadata"].get("generation") or 0)
+        try:
+            config = parse_spec(self.name, body.get("spec") or {})
+        except SpecError as error:
+            await self._unsubscribe()
+            await self._report(None, Problem("InvalidSpec", str(error)), consul=None)
+            return None
+        if config.query.connection not in self.state.settings.connections:
+            await self._unsubscribe()
+            known = ", ".join(sorted(self.state.settings.connections))
+            await self._report(config, Problem(
+                "UnknownConnection", f"spec.consul.connection {config.query.connection!r} is not "
+                f"configured on the operator (configured: {known})"), consul=None)
+            return None
+        if config.suspend:
+            await self._unsubscribe()
+            await self._report(config, None, consul=None, suspended=True)
+            return None
+        token = None
+        if config.token:
+            try:
+                token = await self.state.kube.read_secret_key(self.namespace, config.token.secret,
+                                                              config.token.key)
+            except SecretMissing as error:
+                await self._unsubscribe()
+                await self._report(config, Problem("SecretMissing", str(error)), consul=None)
+                return SECRET_RECHECK
+        self._subscribe(config, token)
+        watch = self.subscription.state
+        if watch.snapshot is None and watch.error is None:
+            return None  # the first reply wakes us
+        configmap = await self.state.kube.read_configmap(self.namespace, config.configmap)
+        uid = body["metadata"]["uid"]
+        if configmap is not None and configmap.controller_uid != uid:
+            await self._report(config, Problem(
+                "ConfigMapConflict", f"ConfigMap {config.configmap!r} already exists and is not "
+                f"owned by this ShardRing; it is left untouched. Delete or rename it, or set "
+                f"spec.configMap.name"), consul=watch)
+            return None
+        previous = self._previous(configmap)
+        decision = self._decide(config, watch, previous, generation)
+        if decision.ring is not None:
+            try:
+                data = configmap_data(decision.ring, config.prometheus_relabel)
+            except RingTooLarge as error:
+                decision = Decision(previous, problem=Problem("RingTooLarge", str(error)))
+                data = configmap_data(previous, config.prometheus_relabel) if previous else None
+            if data is not None:
+                try:
+                    await self._write_configmap(config, configmap, data, body)
+                except Conflict:
+                    return RETRY_MIN
+                self.last_published = decision.ring
+        if decision.changed:
+            self.pending_since = None
+            self._announce(decision)
+        elif decision.wait_until is not None and self.pending_since is None:
+            self.pending_since = time.monotonic()
+        elif decision.wait_until is None and decision.problem is None:
+            self.pending_since = None
+        await self._report(config, decision.problem, consul=watch, decision=decision)
+        if decision.wait_until is not None:
+            return max(0.0, decision.wait_until - time.monotonic())
+        return None
+
+    def _subscribe(self, config: RingConfig, token: str | None) -> None:
+        from .consul_watch import WatchKey, token_digest
+        key = WatchKey(config.query, token_digest(token))
+        if self.subscription and self.subscription.watcher.key == key:
+            return
+        old = self.subscription
+        self.subscription = self.state.registry.subscribe(config.query, token, self.wake)
+        if old:
+            asyncio.create_task(self.state.registry.unsubscribe(old))
+
+    def _previous(self, configmap) -> ringfile.RingFile | None:
+        if configmap is not None and "ring.json" in configmap.data:
+            try:
+                return ringfile.parse(configmap.data["ring.json"])
+            except ringfile.RingFileError as error:
+                self.log.warning("published ring.json is unreadable (%s); restoring the last "
+                                 "ring this operator published", error)
+        return self.last_published
+
+    def _decide(self, config: RingConfig, watch, previous, generation: int) -> Decision:
+        if watch.error is not None or watch.snapshot is None:
+            return Decision(previous)  # Consul unreachable: publish nothing new
+        try:
+            membership = members_from(watch.snapshot.entries, config.identity,
+                                      config.weight_from, config.zone_from)
+        except MembershipError as error:
+            return Decision(previous, problem=Problem("InvalidMembership", str(error)))
+        status = (self.body or {}).get("status") or {}
+        return decide(config, membership, watch.snapshot.index, previous,
+                      ring_meta={"namespace": self.namespace, "name": self.name},
+                      now=time.monotonic(), seen_at=watch.snapshot.received,
+                      pending_since=self.pending_since,
+                      last_version=int(status.get("ringVersion") or 0))
+
+    async def _write_configmap(self, config: RingConfig, current, data: dict[str, str],
+                               body: dict[str, Any]) -> None:
+        labels = {**MANAGED_BY, RING_LABEL: self.name}
+        if current is not None and current.data == data and \
+                all(current.labels.get(k) == v for k, v in labels.items()):
+            return  # nothing changed, nothing written
+        if current is not None:
+            labels = {**current.labels, **labels}
+        await self.state.kube.write_configmap(
+            self.namespace, config.configmap, data, labels, owner_reference(body),
+            current.resource_version if current else None)
+        self.writes += 1
+        self.log.info("ConfigMap %s %s", config.configmap, "updated" if current else "created")
+
+    def _announce(self, decision: Decision) -> None:
+        ring = decision.ring
+        message = (f"ring version {ring.version}: {len(ring.assignment.members)} members "
+                   f"(+{decision.added} -{decision.removed}), {decision.moved} shard replicas moved")
+        self.log.info("resharded: %s", message)
+        kopf.event(self.body, type="Normal", reason="Resharded", message=message)
+
+    async def _report(self, config: RingConfig | None, problem: Problem | None, consul,
+                      decision: Decision | None = None, suspended: bool = False) -> None:
+        body = self.body
+        generation = int(body["metadata"].get("generation") or 0)
+        current = dict(body.get("status") or {})
+        status: dict[str, Any] = {k: v for k, v in current.items() if k != "conditions"}
+        status["observedGeneration"] = generation
+        ring = decision.ring if decision else None
+        if config is not None:
+            status["configMapName"] = config.configmap
+        if ring is not None:
+            loads = ring.assignment.loads.values()
+            status.update(members=len(ring.assignment.members), shards=ring.assignment.shards,
+                          ringVersion=ring.version, ringHash=ring.hash,
+                          consulIndex=ring.consul_index,
+                          load={"min": min(loads, default=0), "max": max(loads, default=0)})
+        if decision is not None and decision.changed:
+            status["lastChange"] = {"time": _now(), "added": decision.added,
+                                    "removed": decision.removed, "movedShards": decision.moved}
+        wanted = self._conditions(problem, consul, decision, suspended)
+        status["conditions"] = conditions.merge(current.get("conditions"), wanted, generation,
+                                                _now())
+        if status == current or status == self.last_status:
+            return
+        if problem and problem.reason != self.last_problem:
+            self.log.warning("%s: %s", problem.reason, problem.message)
+            kopf.event(body, type="Warning", reason=problem.reason, message=problem.message)
+        self.last_problem = problem.reason if problem else None
+        try:
+            patched = await self.state.kube.patch_status(
+                self.namespace, self.name, status, body["metadata"].get("resourceVersion"))
+        except Conflict:
+            fresh = await self.state.kube.read_ring(self.namespace, self.name)
+            if fresh is not None:
+                self.observe(fresh)
+            return
+        self.last_status = status
+        self.body = {**body, "status": patched.get("status", status),
+                     "metadata": patched.get("metadata", body["metadata"])}
+
+    @staticmethod
+    def _conditions(problem: Problem | None, consul, decision: Decision | None,
+                    suspended: bool) -> list[Condition]:
+        published = decision is not None and decision.ring is not None
+        if consul is None:
+            reachable = Condition("ConsulReachable", None, "NotQueried",
+                                  "no Consul query is running for this ring")
+        elif consul.error:
+            reachable = Condition("ConsulReachable", False,
+                                  "PermissionDenied" if consul.permission_denied else "QueryFailed",
+                                  f"{consul.error}; the last published ring is kept")
+        else:
+            reachable = Condition("ConsulReachable", True, "QuerySucceeded", "")
+        waiting = decision is not None and decision.wait_until is not None
+        stable = Condition("Stable", not waiting, "Stabilizing" if waiting else "Settled",
+                           "a membership change is waiting out spec.stabilization.window"
+                           if waiting else "")
+        degraded = Condition("Degraded", problem is not None,
+                             problem.reason if problem else "AsExpected",
+                             problem.message if problem else "")
+        if suspended:
+            ready = Condition("Ready", False, "Suspended",
+                              "spec.suspend is true; the last ConfigMap is kept as it is")
+        elif problem is not None:
+            ready = Condition("Ready", False, problem.reason, problem.message)
+        elif consul is not None and consul.error:
+            ready = Condition("Ready", False, "ConsulUnreachable", reachable.message)
+        elif not published:
+            ready = Condition("Ready", False, "Pending", "waiting for the first Consul reply")
+        else:
+            ready = Condition("Ready", True, "Published", "the ConfigMap holds the current ring")
+        return [ready, reachable, stable, degraded]
+
+
+def _safe(error: BaseException) -> str:
+    """An exception's text is only its type: client errors can echo request headers."""
+    return type(error).__name__
+
+
+# ---- kopf wiring ---------------------------------------------------------------------------------
+
+@kopf.on.startup()
+async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global STATE
+    # Kopf's bookkeeping lives in annotations, so the structural schema never prunes it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="shardring.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="shardring.io")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    operator_settings = OperatorSettings.from_env()
+    STATE = OperatorState(operator_settings, Kube(),
+                          WatcherRegistry(dict(operator_settings.connections)))
+
+
+@kopf.on.cleanup()
+async def _cleanup(**_: Any) -> None:
+    global STATE
+    if STATE is not None:
+        await STATE.close()
+        STATE = None
+
+
+@kopf.on.event("shardring.io", "v1alpha1", "shardrings")
+async def _ring_event(event: dict[str, Any], body: kopf.Body, namespace: str, name: str,
+                      **_: Any) -> None:
+    if STATE is None:
+        return
+    if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        await STATE.forget(namespace, name)
+        return
+    STATE.worker(namespace, name).observe(_plain(body))
+
+
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)
+async def _configmap_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+    ring = (body.get("metadata", {}).get("labels") or {}).get(RING_LABEL)
+    if STATE is not None and ring and (namespace, ring) in STATE.workers:
+        STATE.workers[(namespace, ring)].wake()
+
+
+def _plain(body: Any) -> dict[str, Any]:
+    import copy
+    return copy.deepcopy(dict(body))
+
+
+def run_operator(namespaces: list[str], standalone: bool) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    kopf.run(standalone=standalone, clusterwide=not namespaces, namespaces=namespaces or None)
+    return 0

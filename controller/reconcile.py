@@ -1,0 +1,89 @@
+"""The reconcile decision, as a pure function: what should be published, given what was published,
+what Consul reports now, and the ring's guards. The operator module only gathers the inputs and
+carries the decision out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import ringfile
+from .membership import Membership
+from .ring import RingError, plan
+from .spec import RingConfig
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    ring: ringfile.RingFile | None  # the ring that should be in the ConfigMap (None: nothing yet)
+    changed: bool = False  # ``ring`` is a new version
+    moved: int = 0
+    added: int = 0
+    removed: int = 0
+    problem: Problem | None = None  # Degraded: the last good ring stays
+    wait_until: float | None = None  # stabilizing: decide again at this (monotonic) time
+
+
+def decide(config: RingConfig, membership: Membership, consul_index: int,
+           previous: ringfile.RingFile | None, *, ring_meta: dict[str, str],
+           now: float, seen_at: float, pending_since: float | None,
+           last_version: int = 0) -> Decision:
+    """``seen_at``: when Consul first reported this membership; ``pending_since``: when the
+    membership first differed from the published one; ``last_version``: the highest version ever
+    published (from status), so numbering continues even if the ConfigMap was lost."""
+    members = membership.members
+    guard = config.stabilization
+    needed = max(guard.min_members, config.ring.replication, 1)
+    service = {"name": config.query.service, "connection": config.query.connection}
+    if config.query.datacenter:
+        service["datacenter"] = config.query.datacenter
+    if config.query.tags:
+        service["tags"] = list(config.query.tags)
+    if len(members) < needed:
+        what = "minMembers" if guard.min_members >= config.ring.replication else \
+            "replicationFactor"
+        return Decision(previous, problem=Problem(
+            "NotEnoughMembers",
+            f"Consul reports {len(members)} healthy instance(s) of {config.query.service!r}; "
+            f"{what} needs at least {needed}. The last published ring is kept."))
+    if previous is not None:
+        before = {m.id for m in previous.assignment.members}
+        after = {m.id for m in members}
+        removed, added = before - after, after - before
+        if before and len(removed) * 100 > guard.max_member_loss_percent * len(before):
+            return Decision(previous, problem=Problem(
+                "MemberLoss",
+                f"{len(removed)} of {len(before)} members left at once, more than "
+                f"maxMemberLossPercent={guard.max_member_loss_percent}. The last ring is kept; "
+                f"if this is intended, raise spec.stabilization.maxMemberLossPercent."))
+        spec_changed = previous.assignment.spec != config.ring
+        members_changed = tuple(previous.assignment.members) != members
+        if members_changed and not spec_changed and guard.window > 0:
+            ready_at = seen_at + guard.window
+            if pending_since is not None:
+                ready_at = min(ready_at, pending_since + guard.max_delay)
+            if now < ready_at:
+                return Decision(previous, wait_until=ready_at)
+    else:
+        removed, added = set(), {m.id for m in members}
+    try:
+        assignment = plan(members, config.ring, previous.assignment if previous else None)
+    except RingError as error:
+        return Decision(previous, problem=Problem("InvalidSpec", str(error)))
+    candidate = ringfile.RingFile(
+        assignment=assignment, version=previous.version if previous else last_version,
+        consul_index=previous.consul_index if previous else consul_index, ring=ring_meta,
+        service=service, endpoints=membership.endpoints)
+    if previous is not None and ringfile.render(candidate) == ringfile.render(previous):
+        return Decision(previous)
+    published = ringfile.RingFile(
+        assignment=assignment, version=max(last_version, candidate.version) + 1,
+        consul_index=consul_index, ring=ring_meta, service=service,
+        endpoints=membership.endpoints)
+    moved = assignment.moved_from(previous.assignment) if previous else 0
+    return Decision(published, changed=True, moved=moved, added=len(added), removed=len(removed))

@@ -1,0 +1,130 @@
+"""A ShardRing's spec, parsed into typed settings. Pure: no I/O.
+
+The CRD schema refuses most bad specs at apply time; what it cannot express is refused here with a
+``SpecError`` whose message says what to fix (reported as Degraded / InvalidSpec).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ring import Algorithm, RingError, RingSpec
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class SpecError(ValueError):
+    """The spec cannot be acted on; the message names the field and what to change."""
+
+
+def parse_duration(text: str, field_name: str) -> float:
+    """Go-style duration ("1m30s", "250ms", "0s") in seconds."""
+    text = str(text).strip()
+    if text == "0":
+        return 0.0
+    position, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        position = match.end()
+    if position != len(text) or not text:
+        raise SpecError(f"{field_name}: {text!r} is not a duration like 10s, 1m30s or 500ms")
+    return total
+
+
+@dataclass(frozen=True)
+class ServiceQuery:
+    """What to ask Consul: one watcher serves every ring with an equal query."""
+
+    connection: str
+    service: str
+    datacenter: str | None = None
+    tags: tuple[str, ...] = ()
+    node_meta: tuple[tuple[str, str], ...] = ()
+    only_passing: bool = True
+
+
+@dataclass(frozen=True)
+class TokenRef:
+    secret: str
+    key: str = "token"
+
+
+@dataclass(frozen=True)
+class Stabilization:
+    window: float = 10.0
+    max_delay: float = 60.0
+    min_members: int = 1
+    max_member_loss_percent: int = 50
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    query: ServiceQuery
+    ring: RingSpec
+    configmap: str
+    identity: str = "id"
+    weight_from: str | None = None
+    zone_from: str | None = None
+    token: TokenRef | None = None
+    stabilization: Stabilization = field(default_factory=Stabilization)
+    prometheus_relabel: bool = False
+    suspend: bool = False
+
+
+def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
+    if not mapping:
+        return default
+    value = mapping.get(key)
+    return default if value is None else value
+
+
+def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
+    service = _get(spec, "service", {})
+    if not _get(service, "name"):
+        raise SpecError("spec.service.name is required")
+    consul = _get(spec, "consul", {})
+    members = _get(spec, "members", {})
+    stabilization = _get(spec, "stabilization", {})
+    algorithm = _get(spec, "algorithm", "balanced")
+    try:
+        ring = RingSpec(shards=int(_get(spec, "shards", 256)),
+                        replication=int(_get(spec, "replicationFactor", 1)),
+                        algorithm=Algorithm(algorithm),
+                        virtual_nodes=int(_get(spec, "virtualNodes", 160)))
+    except (RingError, ValueError) as error:
+        raise SpecError(f"spec: {error}") from None
+    window = parse_duration(_get(stabilization, "window", "10s"), "spec.stabilization.window")
+    max_delay = parse_duration(_get(stabilization, "maxDelay", "60s"),
+                               "spec.stabilization.maxDelay")
+    if max_delay < window:
+        raise SpecError("spec.stabilization.maxDelay must be at least spec.stabilization.window")
+    token_ref = _get(consul, "tokenSecretRef")
+    node_meta = _get(service, "nodeMeta", {})
+    return RingConfig(
+        query=ServiceQuery(
+            connection=_get(consul, "connection", "default"),
+            service=service["name"],
+            datacenter=_get(service, "datacenter"),
+            tags=tuple(sorted(set(_get(service, "tags", [])))),
+            node_meta=tuple(sorted((str(k), str(v)) for k, v in node_meta.items())),
+            only_passing=bool(_get(service, "onlyPassing", True)),
+        ),
+        ring=ring,
+        configmap=_get(_get(spec, "configMap", {}), "name", f"{name}-ring"),
+        identity=_get(members, "identity", "id"),
+        weight_from=_get(members, "weightFrom"),
+        zone_from=_get(members, "zoneFrom"),
+        token=TokenRef(token_ref["name"], _get(token_ref, "key", "token")) if token_ref else None,
+        stabilization=Stabilization(
+            window=window, max_delay=max_delay,
+            min_members=int(_get(stabilization, "minMembers", 1)),
+            max_member_loss_percent=int(_get(stabilization, "maxMemberLossPercent", 50))),
+        prometheus_relabel=bool(_get(_get(spec, "outputs", {}), "prometheusRelabel", False)),
+        suspend=bool(_get(spec, "suspend", False)),
+    )

@@ -1,0 +1,41 @@
+"""``make cluster``: start the local control plane, write an env file, run until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .controlplane import ControlPlane, ControlPlaneError
+
+ENV_FILE = Path(__file__).resolve().parents[2] / ".local" / "cluster.env"
+
+
+def main() -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    plane = ControlPlane()
+    try:
+        plane.start()
+    except ControlPlaneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        ENV_FILE.parent.mkdir(exist_ok=True)
+        plane.write_env_file(ENV_FILE)
+        print(f"control plane up: kube-apiserver {plane.api_url}, consul http://{plane.consul_addr}")
+        print(f"in another shell:  source {ENV_FILE}")
+        print("then kubectl, consul and `make run` use it. Ctrl-C tears everything down.",
+              flush=True)
+        stop.wait()
+    finally:
+        plane.stop()
+        ENV_FILE.unlink(missing_ok=True)
+        print("control plane stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

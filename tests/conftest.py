@@ -1,0 +1,57 @@
+"""Fixtures: one real control plane per test session, and clients logged in to it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import consul
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from controller.testing import ControlPlane
+from controller.testing.consul_helpers import ConsulHelper
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    plane = ControlPlane()
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane: ControlPlane) -> k8s.ApiClient:
+    return k8s_config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def core_v1(api_client: k8s.ApiClient) -> k8s.CoreV1Api:
+    return k8s.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def consul_client(control_plane: ControlPlane) -> consul.Consul:
+    host, port = control_plane.consul_addr.rsplit(":", 1)
+    return consul.Consul(host=host, port=int(port))
+
+
+@pytest.fixture
+def consul_helper(consul_client: consul.Consul) -> Iterator[ConsulHelper]:
+    helper = ConsulHelper(consul_client)
+    yield helper
+    helper.cleanup()
+
+
+@pytest.fixture
+def namespace(core_v1: k8s.CoreV1Api) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core_v1.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    yield name
+    if not os.environ.get("SHARDRING_KEEP_NAMESPACES"):
+        core_v1.delete_namespace(name)
