@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,8 @@ def new_api_client() -> k8s.ApiClient:
         k8s_config.load_incluster_config()
         return k8s.ApiClient()
     except k8s_config.ConfigException:
-        return k8s_config.new_client_from_config()
+        # Read KUBECONFIG now: the client library reads it once, at import time.
+        return k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
 
 
 class Kube:

@@ -342,6 +342,12 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
                           WatcherRegistry(dict(operator_settings.connections)))
 
 
+@kopf.on.login()
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's client-library login reads KUBECONFIG at import time; these read it at login time.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.cleanup()
 async def _cleanup(**_: Any) -> None:
     global STATE

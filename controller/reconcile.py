@@ -5,11 +5,30 @@ carries the decision out."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from . import ringfile
 from .membership import Membership
 from .ring import RingError, plan
 from .spec import RingConfig
+
+
+def membership_source(config: RingConfig) -> dict[str, Any]:
+    """Where the members come from, as recorded in ring.json's "service"."""
+    query = config.query
+    source: dict[str, Any] = {"name": query.service, "connection": query.connection,
+                              "onlyPassing": query.only_passing, "identity": config.identity}
+    if query.datacenter:
+        source["datacenter"] = query.datacenter
+    if query.tags:
+        source["tags"] = list(query.tags)
+    if query.node_meta:
+        source["nodeMeta"] = dict(query.node_meta)
+    if config.weight_from:
+        source["weightFrom"] = config.weight_from
+    if config.zone_from:
+        source["zoneFrom"] = config.zone_from
+    return source
 
 
 @dataclass(frozen=True)
@@ -39,11 +58,7 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
     members = membership.members
     guard = config.stabilization
     needed = max(guard.min_members, config.ring.replication, 1)
-    service = {"name": config.query.service, "connection": config.query.connection}
-    if config.query.datacenter:
-        service["datacenter"] = config.query.datacenter
-    if config.query.tags:
-        service["tags"] = list(config.query.tags)
+    service = membership_source(config)
     if len(members) < needed:
         what = "minMembers" if guard.min_members >= config.ring.replication else \
             "replicationFactor"
@@ -61,7 +76,9 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
                 f"{len(removed)} of {len(before)} members left at once, more than "
                 f"maxMemberLossPercent={guard.max_member_loss_percent}. The last ring is kept; "
                 f"if this is intended, raise spec.stabilization.maxMemberLossPercent."))
-        spec_changed = previous.assignment.spec != config.ring
+        # A new query or membership rule is a spec change: it applies at once, like shards.
+        spec_changed = previous.assignment.spec != config.ring or \
+            dict(previous.service) != service
         members_changed = tuple(previous.assignment.members) != members
         if members_changed and not spec_changed and guard.window > 0:
             ready_at = seen_at + guard.window

@@ -55,3 +55,45 @@ def namespace(core_v1: k8s.CoreV1Api) -> Iterator[str]:
     yield name
     if not os.environ.get("SHARDRING_KEEP_NAMESPACES"):
         core_v1.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def crd(api_client: k8s.ApiClient) -> None:
+    from tests.operator_helpers import apply_crd
+    apply_crd(api_client)
+
+
+@pytest.fixture(scope="session")
+def operator_env(control_plane: ControlPlane) -> Iterator[None]:
+    """The in-process operator reads the same variables a deployed one would."""
+    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "CONSUL_HTTP_ADDR")}
+    os.environ.update(KUBECONFIG=str(control_plane.kubeconfig),
+                      CONSUL_HTTP_ADDR=control_plane.consul_addr)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def operator(crd, operator_env) -> Iterator["KopfRunner"]:
+    """The operator, in-process (kopf.testing.KopfRunner), against the real control plane."""
+    from kopf.testing import KopfRunner
+    with KopfRunner(["run", "--all-namespaces", "--standalone", "-m", "controller.operator"],
+                    timeout=60) as runner:
+        import time
+
+        from controller import operator as module
+        deadline = time.monotonic() + 30
+        while module.STATE is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield runner
+    assert runner.exception is None, runner.exception
+
+
+@pytest.fixture
+def rings(api_client: k8s.ApiClient, namespace: str):
+    from tests.operator_helpers import Rings
+    return Rings(api_client, namespace)

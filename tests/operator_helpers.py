@@ -1,0 +1,105 @@
+"""Helpers for end-to-end tests: apply rings, wait for conditions, read what was published."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client as k8s
+
+from controller import ringfile
+
+CRD = Path(__file__).resolve().parents[1] / "crds" / "shardrings.shardring.io.yaml"
+T = TypeVar("T")
+
+
+def apply_crd(api_client: k8s.ApiClient) -> None:
+    extensions = k8s.ApiextensionsV1Api(api_client)
+    body = yaml.safe_load(CRD.read_text())
+    try:
+        extensions.create_custom_resource_definition(body)
+    except k8s.ApiException as error:
+        if error.status != 409:
+            raise
+        current = extensions.read_custom_resource_definition(body["metadata"]["name"])
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        extensions.replace_custom_resource_definition(body["metadata"]["name"], body)
+    wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in (
+        extensions.read_custom_resource_definition(body["metadata"]["name"]).status.conditions
+        or [])), "CRD established")
+
+
+def wait_for(probe: Callable[[], T], what: str, timeout: float = 30.0, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except k8s.ApiException as error:
+            if error.status != 404:
+                raise
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+class Rings:
+    def __init__(self, api_client: k8s.ApiClient, namespace: str):
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self.namespace = namespace
+
+    def create(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": "shardring.io/v1alpha1", "kind": "ShardRing",
+                "metadata": {"name": name}, "spec": spec}
+        return self.custom.create_namespaced_custom_object(
+            "shardring.io", "v1alpha1", self.namespace, "shardrings", body)
+
+    def patch(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(
+            "shardring.io", "v1alpha1", self.namespace, "shardrings", name, {"spec": spec})
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(
+            "shardring.io", "v1alpha1", self.namespace, "shardrings", name)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(
+            "shardring.io", "v1alpha1", self.namespace, "shardrings", name)
+
+    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        for condition in (self.get(name).get("status") or {}).get("conditions") or []:
+            if condition["type"] == kind:
+                return condition
+        return None
+
+    def configmap(self, name: str) -> k8s.V1ConfigMap:
+        return self.core.read_namespaced_config_map(name, self.namespace)
+
+    def ring(self, configmap: str) -> ringfile.RingFile:
+        return ringfile.parse(self.configmap(configmap).data["ring.json"])
+
+    def wait_ring(self, configmap: str, predicate: Callable[[ringfile.RingFile], bool], what: str,
+                  timeout: float = 30.0) -> ringfile.RingFile:
+        def probe():
+            ring = self.ring(configmap)
+            return ring if predicate(ring) else None
+        return wait_for(probe, what, timeout)
+
+    def events(self, reason: str) -> list[k8s.CoreV1Event]:
+        return [e for e in self.core.list_namespaced_event(self.namespace).items
+                if e.reason == reason]
+
+
+def kubectl(control_plane, *args: str) -> str:
+    result = subprocess.run([str(control_plane.assets / "kubectl"), "--kubeconfig",
+                             str(control_plane.kubeconfig), *args],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout

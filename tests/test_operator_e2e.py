@@ -1,0 +1,200 @@
+"""The operator end to end on the real kube-apiserver and Consul agent."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from controller import operator as operator_module
+from controller import ringfile
+from tests.operator_helpers import kubectl, wait_for
+
+pytestmark = pytest.mark.controlplane
+
+
+def service_name() -> str:
+    return f"svc-{uuid.uuid4().hex[:8]}"
+
+
+def register(consul_helper, service: str, count: int, **kwargs) -> list[str]:
+    return [consul_helper.register(service, f"{service}-{i}", port=9100 + i, **kwargs)
+            for i in range(count)]
+
+
+def ring_spec(service: str, **extra) -> dict:
+    spec = {"service": {"name": service}, "shards": 64,
+            "stabilization": {"window": "0s", "maxDelay": "0s"}}
+    spec.update(extra)
+    return spec
+
+
+def worker(namespace: str, name: str):
+    return operator_module.STATE.workers[(namespace, name)]
+
+
+def test_ring_is_published_then_follows_a_failing_instance(
+        operator, rings, consul_helper, control_plane, namespace):
+    service = service_name()
+    ids = register(consul_helper, service, 5)
+    rings.create("scrapers", ring_spec(service))
+    ring = rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 5,
+                           "a ring of 5 members")
+    assert [m.id for m in ring.assignment.members] == sorted(ids)
+    assert ring.version == 1 and ring.assignment.shards == 64
+    data = rings.configmap("scrapers-ring").data
+    keys = ring.keys()
+    for member in ring.assignment.members:
+        listed = [int(line) for line in data[f"member.{keys[member.id]}"].split()]
+        assert listed == ring.assignment.shards_of(member.id)
+    assert sorted(len(ring.assignment.shards_of(i)) for i in ids) == [12, 13, 13, 13, 13]
+    wait_for(lambda: (rings.condition("scrapers", "Ready") or {}).get("status") == "True",
+             "Ready=True")
+    status = rings.get("scrapers")["status"]
+    assert status["members"] == 5 and status["ringVersion"] == 1
+    assert status["ringHash"] == ring.hash and status["configMapName"] == "scrapers-ring"
+    table = kubectl(control_plane, "get", "shardrings", "-n", namespace, "-o", "wide")
+    header, row = table.splitlines()[:2]
+    assert header.split()[:6] == ["NAME", "SERVICE", "MEMBERS", "SHARDS", "VERSION", "READY"]
+    assert row.split()[:6] == ["scrapers", service, "5", "64", "1", "True"]
+    configmap = rings.configmap("scrapers-ring")
+    assert configmap.metadata.labels["app.kubernetes.io/managed-by"] == "shardring-operator"
+    owner = configmap.metadata.owner_references[0]
+    assert owner.kind == "ShardRing" and owner.controller
+
+    before = ring
+    consul_helper.set_health(ids[2], passing=False)
+    after = rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 4,
+                            "the failed member to leave", timeout=10)
+    assert after.version == 2
+    gone = set(before.assignment.shards_of(ids[2]))
+    for shard in range(64):
+        if shard not in gone:
+            assert after.assignment.owners[shard] == before.assignment.owners[shard]
+    assert after.assignment.moved_from(before.assignment) == len(gone)
+    wait_for(lambda: rings.get("scrapers")["status"].get("ringVersion") == 2, "status version 2")
+    assert rings.get("scrapers")["status"]["lastChange"]["movedShards"] == len(gone)
+    events = wait_for(lambda: rings.events("Resharded"), "a Resharded event")
+    assert any("4 members" in e.message and f"{len(gone)} shard replicas moved" in e.message
+               for e in events)
+
+
+def test_a_reply_without_a_membership_change_writes_nothing(operator, rings, consul_helper,
+                                                            consul_client, namespace):
+    service = service_name()
+    ids = register(consul_helper, service, 3)
+    rings.create("quiet", ring_spec(service))
+    rings.wait_ring("quiet-ring", lambda r: len(r.assignment.members) == 3, "3 members")
+    wait_for(lambda: (rings.condition("quiet", "Ready") or {}).get("status") == "True", "Ready")
+    time.sleep(1)
+    configmap_version = rings.configmap("quiet-ring").metadata.resource_version
+    ring_version = rings.get("quiet")["metadata"]["resourceVersion"]
+    writes = worker(namespace, "quiet").writes
+    index, _ = consul_client.health.service(service, passing=True)
+    # New metadata nobody uses bumps the service's Consul index, so the blocking query returns,
+    # with exactly the same members.
+    consul_helper.register(service, ids[0], port=9100, meta={"build": "2"})
+    wait_for(lambda: int(consul_client.health.service(service, passing=True)[0]) > int(index),
+             "the Consul index to move")
+    time.sleep(1.5)
+    assert rings.configmap("quiet-ring").metadata.resource_version == configmap_version
+    assert rings.get("quiet")["metadata"]["resourceVersion"] == ring_version
+    assert worker(namespace, "quiet").writes == writes
+
+
+def test_spec_changes_apply_at_once(operator, rings, consul_helper):
+    service = service_name()
+    register(consul_helper, service, 2, tags=["blue"])
+    register_green = [consul_helper.register(service, f"{service}-g{i}", port=9200 + i,
+                                             tags=["green"]) for i in range(3)]
+    rings.create("reshape", ring_spec(service, stabilization={"window": "1h", "maxDelay": "2h"}))
+    rings.wait_ring("reshape-ring", lambda r: len(r.assignment.members) == 5, "5 members")
+    rings.patch("reshape", {"shards": 128})
+    ring = rings.wait_ring("reshape-ring", lambda r: r.assignment.shards == 128, "128 shards",
+                           timeout=10)
+    assert ring.version == 2
+    rings.patch("reshape", {"service": {"name": service, "tags": ["green"]}})
+    ring = rings.wait_ring("reshape-ring",
+                           lambda r: [m.id for m in r.assignment.members] == sorted(register_green),
+                           "only green members", timeout=10)
+    assert ring.version == 3
+
+
+def test_two_rings_on_one_service_share_one_consul_query(operator, rings, consul_helper):
+    service = service_name()
+    register(consul_helper, service, 3)
+    rings.create("first", ring_spec(service))
+    rings.create("second", ring_spec(service, shards=32))
+    rings.wait_ring("first-ring", lambda r: len(r.assignment.members) == 3, "first ring")
+    rings.wait_ring("second-ring", lambda r: len(r.assignment.members) == 3, "second ring")
+    registry = operator_module.STATE.registry
+    streams = [k for k in registry.watchers if k.query.service == service]
+    assert len(streams) == 1
+    assert len(registry.watchers[streams[0]].subscribers) == 2
+    rings.delete("first")
+    wait_for(lambda: len(registry.watchers[streams[0]].subscribers) == 1, "one subscriber left")
+    rings.delete("second")
+    wait_for(lambda: not [k for k in registry.watchers if k.query.service == service],
+             "the watcher to stop with its last ring")
+
+
+def test_deleting_the_ring_removes_its_configmap(operator, rings, consul_helper):
+    service = service_name()
+    register(consul_helper, service, 2)
+    rings.create("doomed", ring_spec(service))
+    rings.wait_ring("doomed-ring", lambda r: len(r.assignment.members) == 2, "ring")
+    rings.delete("doomed")
+
+    def gone():
+        try:
+            rings.configmap("doomed-ring")
+        except Exception as error:  # noqa: BLE001
+            return getattr(error, "status", None) == 404
+        return False
+    wait_for(gone, "garbage collection of the ConfigMap", timeout=60)
+
+
+def test_identities_with_unsafe_characters_get_safe_unique_keys(operator, rings, consul_helper):
+    service = service_name()
+    odd = ["node/a b", "node:a_b", "NODE@1", "ok-id"]
+    for i, identity in enumerate(odd):
+        consul_helper.register(service, f"{service}-{i}", port=9300 + i, meta={"name": identity})
+    rings.create("odd", ring_spec(service, members={"identity": "meta:name"}))
+    ring = rings.wait_ring("odd-ring", lambda r: len(r.assignment.members) == 4, "4 members")
+    keys = ring.keys()
+    assert sorted(keys) == sorted(odd)
+    assert len(set(keys.values())) == 4 and keys["ok-id"] == "ok-id"
+    data = rings.configmap("odd-ring").data
+    for identity, key in keys.items():
+        assert all(c.isalnum() or c in "-._" for c in key)
+        assert f"member.{key}" in data
+    document = __import__("json").loads(data["ring.json"])
+    assert {m["id"]: m["key"] for m in document["members"]} == keys
+
+
+def test_restarting_the_operator_moves_nothing_and_writes_nothing(
+        crd, operator_env, rings, consul_helper):
+    from kopf.testing import KopfRunner
+    service = service_name()
+    register(consul_helper, service, 4)
+    args = ["run", "--all-namespaces", "--standalone", "-m", "controller.operator"]
+    with KopfRunner(args, timeout=60):
+        rings.create("steady", ring_spec(service))
+        before = rings.wait_ring("steady-ring", lambda r: len(r.assignment.members) == 4, "ring")
+        wait_for(lambda: (rings.condition("steady", "Ready") or {}).get("status") == "True",
+                 "Ready")
+        time.sleep(1)
+    configmap_version = rings.configmap("steady-ring").metadata.resource_version
+    ring_version = rings.get("steady")["metadata"]["resourceVersion"]
+    with KopfRunner(args, timeout=60):
+        wait_for(lambda: operator_module.STATE and rings.namespace in
+                 {ns for ns, _ in operator_module.STATE.workers}, "the ring to be resumed")
+        wait_for(lambda: operator_module.STATE.workers[(rings.namespace, "steady")]
+                 .subscription is not None, "the resumed ring to watch Consul")
+        time.sleep(2)
+        assert rings.configmap("steady-ring").metadata.resource_version == configmap_version
+        assert rings.get("steady")["metadata"]["resourceVersion"] == ring_version
+        after = rings.ring("steady-ring")
+    assert after.assignment.moved_from(before.assignment) == 0
+    assert ringfile.render(after) == ringfile.render(before)
