@@ -381,5 +381,5 @@ def _plain(body: Any) -> dict[str, Any]:
 
 def run_operator(namespaces: list[str], standalone: bool) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    kopf.run(standalone=standalone, clusterwide=not namespaces, namespaces=namespaces or None)
+    kopf.run(standalone=standalone, clusterwide=not namespaces, namespaces=namespaces)
     return 0
