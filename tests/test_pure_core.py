@@ -1,0 +1,289 @@
+"""Unit tests of the pure modules: spec parsing, membership, the reconcile decision, rendering."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from controller import ringfile
+from controller.conditions import Condition, merge
+from controller.membership import MembershipError, members_from
+from controller.reconcile import decide
+from controller.render import RingTooLarge, configmap_data, relabel_rules
+from controller.ring import Member, RingSpec, plan, shard_of
+from controller.settings import ConsulConnection, OperatorSettings, SettingsError
+from controller.spec import SpecError, parse_duration, parse_spec
+
+
+def entry(service_id, address="10.0.0.1", port=9100, meta=None, node="n1", node_meta=None,
+          weight=1):
+    return {"Node": {"Node": node, "Address": "192.168.0.1", "Meta": node_meta or {}},
+            "Service": {"ID": service_id, "Address": address, "Port": port, "Meta": meta or {},
+                        "Weights": {"Passing": weight, "Warning": 1}}}
+
+
+# ---- spec ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,seconds", [("0", 0), ("0s", 0), ("10s", 10), ("1m30s", 90),
+                                          ("250ms", 0.25), ("1.5h", 5400)])
+def test_durations(text, seconds):
+    assert parse_duration(text, "f") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "10", "s", "10x", "1m 2s", "-1s"])
+def test_bad_durations_name_the_field(text):
+    with pytest.raises(SpecError, match="spec.x"):
+        parse_duration(text, "spec.x")
+
+
+def test_spec_defaults():
+    config = parse_spec("r", {"service": {"name": "svc"}})
+    assert config.configmap == "r-ring" and config.ring == RingSpec(256)
+    assert config.query.connection == "default" and config.query.only_passing
+    assert config.stabilization.window == 10 and config.stabilization.max_delay == 60
+
+
+def test_spec_errors_are_clear():
+    with pytest.raises(SpecError, match="service.name"):
+        parse_spec("r", {})
+    with pytest.raises(SpecError, match="maxDelay"):
+        parse_spec("r", {"service": {"name": "s"},
+                         "stabilization": {"window": "1m", "maxDelay": "10s"}})
+    with pytest.raises(SpecError, match="shards"):
+        parse_spec("r", {"service": {"name": "s"}, "shards": 0})
+
+
+def test_equal_queries_are_equal_whatever_the_tag_order():
+    a = parse_spec("a", {"service": {"name": "s", "tags": ["x", "y"]}})
+    b = parse_spec("b", {"service": {"name": "s", "tags": ["y", "x", "x"]}})
+    assert a.query == b.query and hash(a.query) == hash(b.query)
+
+
+# ---- membership ----------------------------------------------------------------------------------
+
+def test_identity_rules():
+    entries = [entry("b", "10.0.0.2", 9101, {"name": "beta"}, "node-b"),
+               entry("a", "10.0.0.1", 9100, {"name": "alpha"}, "node-a")]
+    assert members_from(entries).ids == ("a", "b")
+    assert members_from(entries, "address").ids == ("10.0.0.1", "10.0.0.2")
+    assert members_from(entries, "address:port").ids == ("10.0.0.1:9100", "10.0.0.2:9101")
+    assert members_from(entries, "node").ids == ("node-a", "node-b")
+    assert members_from(entries, "meta:name").ids == ("alpha", "beta")
+
+
+def test_membership_problems_are_named():
+    with pytest.raises(MembershipError, match="no value for identity"):
+        members_from([entry("a")], "meta:missing")
+    with pytest.raises(MembershipError, match="share identity"):
+        members_from([entry("a"), entry("b")], "address")
+    with pytest.raises(MembershipError, match="not a number"):
+        members_from([entry("a", meta={"w": "heavy"})], weight_from="meta:w")
+    with pytest.raises(MembershipError, match="must be > 0"):
+        members_from([entry("a", meta={"w": "0"})], weight_from="meta:w")
+
+
+def test_weights_and_zones():
+    membership = members_from([entry("a", weight=3, node_meta={"zone": "z1"}),
+                               entry("b", meta={"zone": "z2"})],
+                              weight_from="weights", zone_from="node-meta:zone")
+    assert membership.members == (Member("a", 3.0, "z1"), Member("b", 1.0, None))
+
+
+# ---- reconcile decision --------------------------------------------------------------------------
+
+def config_for(**spec):
+    return parse_spec("r", {"service": {"name": "svc"}, "shards": 16, **spec})
+
+
+def members(*ids):
+    return members_from([entry(i, port=9000 + n) for n, i in enumerate(ids)])
+
+
+def published(config, membership, version=1):
+    first = decide(config, membership, 5, None, ring_meta={}, now=0, seen_at=0,
+                   pending_since=None, last_version=version - 1)
+    assert first.changed and first.ring.version == version
+    return first.ring
+
+
+def test_first_ring_is_published_at_once():
+    config = config_for()
+    decision = decide(config, members("a", "b"), 7, None, ring_meta={}, now=0, seen_at=0,
+                      pending_since=None)
+    assert decision.changed and decision.ring.version == 1 and decision.ring.consul_index == 7
+
+
+def test_same_membership_changes_nothing():
+    config = config_for()
+    ring = published(config, members("a", "b"))
+    decision = decide(config, members("a", "b"), 99, ring, ring_meta={}, now=100, seen_at=0,
+                      pending_since=None)
+    assert not decision.changed and decision.ring is ring
+
+
+def test_membership_change_waits_for_the_window_then_publishes():
+    config = config_for(stabilization={"window": "10s", "maxDelay": "30s"})
+    ring = published(config, members("a", "b"))
+    waiting = decide(config, members("a", "b", "c"), 9, ring, ring_meta={}, now=5, seen_at=1,
+                     pending_since=1)
+    assert not waiting.changed and waiting.wait_until == 11
+    done = decide(config, members("a", "b", "c"), 9, ring, ring_meta={}, now=11, seen_at=1,
+                  pending_since=1)
+    assert done.changed and done.ring.version == 2 and done.added == 1
+
+
+def test_max_delay_bounds_continuous_churn():
+    config = config_for(stabilization={"window": "10s", "maxDelay": "30s"})
+    ring = published(config, members("a", "b"))
+    # The membership keeps changing (seen_at moves) but it has been pending for 30 s.
+    decision = decide(config, members("a", "b", "c"), 9, ring, ring_meta={}, now=31, seen_at=29,
+                      pending_since=1)
+    assert decision.changed
+
+
+def test_spec_changes_skip_the_window():
+    config = config_for(stabilization={"window": "1h", "maxDelay": "2h"})
+    ring = published(config, members("a", "b"))
+    bigger = config_for(shards=32, stabilization={"window": "1h", "maxDelay": "2h"})
+    decision = decide(bigger, members("a", "b"), 9, ring, ring_meta={}, now=1, seen_at=1,
+                      pending_since=None)
+    assert decision.changed and decision.ring.assignment.shards == 32
+
+
+def test_guards_keep_the_last_ring():
+    config = config_for(stabilization={"window": "0s", "maxDelay": "0s", "minMembers": 2,
+                                       "maxMemberLossPercent": 50})
+    ring = published(config, members("a", "b", "c", "d"))
+    empty = decide(config, members(), 9, ring, ring_meta={}, now=1, seen_at=1, pending_since=None)
+    assert empty.ring is ring and empty.problem.reason == "NotEnoughMembers"
+    loss = decide(config, members("a"), 9, ring, ring_meta={}, now=1, seen_at=1,
+                  pending_since=None)
+    assert loss.ring is ring and loss.problem.reason == "NotEnoughMembers"
+    config = config_for(stabilization={"window": "0s", "maxDelay": "0s",
+                                       "maxMemberLossPercent": 25})
+    loss = decide(config, members("a", "b"), 9, ring, ring_meta={}, now=1, seen_at=1,
+                  pending_since=None)
+    assert loss.ring is ring and loss.problem.reason == "MemberLoss"
+    assert "maxMemberLossPercent" in loss.problem.message
+
+
+def test_versions_continue_from_status_when_the_configmap_was_lost():
+    config = config_for()
+    decision = decide(config, members("a"), 3, None, ring_meta={}, now=0, seen_at=0,
+                      pending_since=None, last_version=41)
+    assert decision.ring.version == 42
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+
+def test_ring_json_is_canonical_and_round_trips():
+    assignment = plan([Member("b", 2), Member("a", zone="z")], RingSpec(32, 2))
+    ring = ringfile.RingFile(assignment, version=3, consul_index=9,
+                             endpoints={"a": ringfile.Endpoint("10.0.0.1", 80)})
+    text = ringfile.render(ring)
+    assert text == ringfile.render(ringfile.parse(text))
+    assert json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")) + "\n" == text
+    again = ringfile.parse(text)
+    assert again.assignment == assignment and again.version == 3 and again.hash == ring.hash
+
+
+@pytest.mark.parametrize("broken", ["not json", "{}", '{"format": "shardring.io/ring/v1"}'])
+def test_bad_ring_json_is_refused(broken):
+    with pytest.raises(ringfile.RingFileError):
+        ringfile.parse(broken)
+
+
+def test_member_keys_are_safe_unique_and_stable():
+    ids = ["a/b", "a_b", "a b", "ok", "", "x" * 300]
+    keys = ringfile.member_keys(ids)
+    assert len(set(keys.values())) == len(ids) and keys["ok"] == "ok"
+    assert all(k and len(k) <= 200 and all(c.isalnum() or c in "-._" for c in k)
+               for k in keys.values())
+    assert ringfile.member_keys(list(reversed(ids))) == keys
+
+
+def test_relabel_rules_keep_exactly_the_members_targets():
+    targets = [f"10.1.{i // 256}.{i % 256}:9100" for i in range(2000)]
+    shards = [1, 5, 9, 200]
+    rules = yaml.safe_load(relabel_rules(shards, 256))
+    assert rules[0]["action"] == "hashmod" and rules[0]["modulus"] == 256
+    import re
+    keep = re.compile(f"^(?:{rules[1]['regex']})$")
+    kept = [t for t in targets if keep.match(str(shard_of(t, 256)))]
+    # Independent computation of Prometheus' hashmod: md5, last 8 bytes, big-endian.
+    import hashlib
+    expected = [t for t in targets
+                if int.from_bytes(hashlib.md5(t.encode()).digest()[8:], "big") % 256 in shards]
+    assert kept == expected and kept
+    assert not re.compile(f"^(?:{yaml.safe_load(relabel_rules([], 8))[1]['regex']})$").match("0")
+
+
+def test_too_large_rings_are_refused_with_the_setting_to_lower():
+    assignment = plan([Member(f"member-{i}") for i in range(5)], RingSpec(65536, 5))
+    with pytest.raises(RingTooLarge, match="lower spec.shards"):
+        configmap_data(ringfile.RingFile(assignment), prometheus_relabel=False)
+
+
+# ---- conditions, settings ------------------------------------------------------------------------
+
+def test_condition_transition_time_moves_only_on_status_change():
+    first = merge(None, [Condition("Ready", True, "Published")], 1, "t1")
+    same = merge(first, [Condition("Ready", True, "Published", "new message")], 2, "t2")
+    flipped = merge(same, [Condition("Ready", False, "MemberLoss")], 3, "t3")
+    assert same[0]["lastTransitionTime"] == "t1" and same[0]["observedGeneration"] == 2
+    assert flipped[0]["lastTransitionTime"] == "t3" and flipped[0]["status"] == "False"
+
+
+def test_consul_connections(tmp_path):
+    assert OperatorSettings.from_env({}).connections["default"] == ConsulConnection("default")
+    env = {"CONSUL_HTTP_ADDR": "https://consul:8501", "CONSUL_CACERT": "/ca.pem"}
+    connection = OperatorSettings.from_env(env).connections["default"]
+    assert (connection.host, connection.port, connection.scheme, connection.verify) == \
+        ("consul", 8501, "https", "/ca.pem")
+    path = tmp_path / "c.yaml"
+    path.write_text("connections:\n  east: {address: '10.0.0.5:8500'}\n")
+    assert set(OperatorSettings.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
+               .connections) == {"east"}
+    path.write_text("connections: []\n")
+    with pytest.raises(SettingsError):
+        OperatorSettings.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
+
+
+# ---- the planner CLI -----------------------------------------------------------------------------
+
+def run_cli(tmp_path, members, *args):
+    path = tmp_path / "members.json"
+    path.write_text(json.dumps(members))
+    return subprocess.run([sys.executable, "-m", "controller", "ring", "plan", "--members",
+                           str(path), *args], capture_output=True, text=True)
+
+
+def test_cli_plans_and_plans_again_with_previous(tmp_path):
+    first = run_cli(tmp_path, [{"id": "a"}, {"id": "b", "weight": 3}], "--shards", "64")
+    assert first.returncode == 0
+    ring = ringfile.parse(first.stdout)
+    assert ring.assignment.loads == {"a": 16, "b": 48}
+    (tmp_path / "ring.json").write_text(first.stdout)
+    second = run_cli(tmp_path, [{"id": "a"}, {"id": "b", "weight": 3}, {"id": "c"}], "--shards",
+                     "64", "--previous", str(tmp_path / "ring.json"))
+    assert second.returncode == 0 and ringfile.parse(second.stdout).version == 2
+    assert "moved shard replicas: 13" in second.stderr
+
+
+@pytest.mark.parametrize("members,args,message", [
+    ([{"id": "a"}, {"id": "a"}], [], "duplicate member id"),
+    ([{"id": "a", "weight": 0}], [], "weights must be > 0"),
+    ([{"id": "a", "weight": "x"}], [], "non-numeric weight"),
+    ([{"id": "a"}], ["--replication", "2"], "needs at least 2 members"),
+    ([{"name": "a"}], [], "needs a non-empty string 'id'"),
+    ([{"id": "a"}], ["--algorithm", "modulo"], "invalid choice"),
+])
+def test_cli_bad_input_is_one_clear_line(tmp_path, members, args, message):
+    result = run_cli(tmp_path, members, "--shards", "8", *args)
+    assert result.returncode == 2 and message in result.stderr
+    if "invalid choice" not in message:
+        assert result.stderr.count("\n") == 1
