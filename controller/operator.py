@@ -78,7 +78,8 @@ class RingWorker:
         self.pending_since: float | None = None
         self.last_status: dict[str, Any] | None = None
         self.last_problem: str | None = None
-        self.writes = 0
+        self.writes = 0  # ConfigMap writes, for tests and metrics
+        self.passes = 0  # reconcile passes: a bad spec must not make this climb (no hot loop)
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"ring:{namespace}/{name}")
 
@@ -103,6 +104,7 @@ class RingWorker:
         failures = 0
         while True:
             self._wake.clear()
+            self.passes += 1
             try:
                 timeout = await self.reconcile() if self.body else None
                 failures = 0
@@ -173,8 +175,9 @@ class RingWorker:
             try:
                 data = configmap_data(decision.ring, config.prometheus_relabel)
             except RingTooLarge as error:
+                # The previous ConfigMap stays exactly as it is.
                 decision = Decision(previous, problem=Problem("RingTooLarge", str(error)))
-                data = configmap_data(previous, config.prometheus_relabel) if previous else None
+                data = None
             if data is not None:
                 try:
                     await self._write_configmap(config, configmap, data, body)
