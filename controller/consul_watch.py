@@ -30,7 +30,9 @@ log = logging.getLogger("shardring.consul")
 
 WAIT_SECONDS = 55.0
 MIN_INTERVAL = 0.05  # at most 20 queries a second per watcher, even if the index churns
-BACKOFF_START, BACKOFF_MAX = 0.5, 15.0
+# Capped low so that Consul coming back is noticed within seconds; with one query per distinct
+# service, a few requests a second across all watchers is not a hot loop.
+BACKOFF_START, BACKOFF_MAX = 0.5, 3.2
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ class Watcher:
                 except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
                     self._stats.errors += 1
                     self._fail(error)
-                    await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                    index = 0  # the next reply comes at once, so recovery is seen at once
+                    await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
                     backoff = min(BACKOFF_MAX, backoff * 2)
                     if isinstance(error, (asyncio.TimeoutError, OSError)):
                         await _close(client)

@@ -62,9 +62,11 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
     if len(members) < needed:
         what = "minMembers" if guard.min_members >= config.ring.replication else \
             "replicationFactor"
+        hint = " (with Consul ACLs, instances the ring's token may not read are hidden: check " \
+            "spec.consul.tokenSecretRef)" if not members else ""
         return Decision(previous, problem=Problem(
             "NotEnoughMembers",
-            f"Consul reports {len(members)} healthy instance(s) of {config.query.service!r}; "
+            f"Consul reports {len(members)} healthy instance(s) of {config.query.service!r}{hint}; "
             f"{what} needs at least {needed}. The last published ring is kept."))
     if previous is not None:
         before = {m.id for m in previous.assignment.members}

@@ -274,36 +274,124 @@ class ControlPlane:
         ]
         self._spawn("kube-controller-manager", args, lambda: True)
 
-    def start_consul(self, extra_config: str = "", extra_args: list[str] | None = None) -> None:
-        """Start (or restart on the same port) a ``consul agent -dev``."""
-        if not self.consul_addr:
-            self.consul_addr = f"127.0.0.1:{free_port()}"
-            self._consul_ports = {k: free_port() for k in ("serf_lan", "serf_wan", "server")}
-        http_port = self.consul_addr.rsplit(":", 1)[1]
-        ports = " ".join(f"{k} = {v}" for k, v in self._consul_ports.items())
-        config = (f"ports {{ http = {http_port} dns = -1 grpc = -1 grpc_tls = -1 {ports} }}\n"
-                  f"{extra_config}")
-        args = [self._binary("consul"), "agent", "-dev", "-bind", "127.0.0.1",
-                "-client", "127.0.0.1", "-node", "shardring-dev", "-log-level", "warn",
-                "-hcl", config, *(extra_args or [])]
-        self._consul_token = _token_in(extra_config)
-        self._spawn("consul", args, self._consul_ready, timeout=60)
-
-    def stop_consul(self, sig: int = signal.SIGTERM) -> None:
-        process = self.processes.pop("consul", None)
-        if process:
-            process.stop(sig=sig)
-
-    def _consul_ready(self) -> bool:
-        body = _http_get(f"http://{self.consul_addr}/v1/status/leader", token=self._consul_token)
-        return bool(body and body.strip() not in (b'""', b""))
+    def start_consul(self) -> None:
+        self.consul_agent = ConsulAgent(self.assets, self.workdir / "consul-main")
+        self.consul_agent.start()
+        self.processes["consul"] = self.consul_agent.process
+        self.consul_addr = self.consul_agent.address
 
 
-def _token_in(config: str) -> str | None:
-    for line in config.splitlines():
-        if "initial_management" in line and "=" in line:
-            return line.split("=", 1)[1].strip().strip('"')
-    return None
+
+@dataclass
+class ConsulAgent:
+    """A real Consul agent on loopback.
+
+    ``persistent`` runs a single-server agent with a data directory (state survives a restart, for
+    fault tests) instead of ``-dev``; ``acl_token`` turns ACLs on with default deny and that
+    management token; ``tls`` serves HTTPS only, with a CA and certificate made by openssl.
+    """
+
+    assets: Path
+    workdir: Path
+    persistent: bool = False
+    acl_token: str | None = None
+    tls: bool = False
+    process: "Process | None" = field(init=False, default=None)
+    address: str = field(init=False, default="")
+    ca_file: Path | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.ports = {k: free_port() for k in ("serf_lan", "serf_wan", "server")}
+        if self.tls:
+            self.ca_file = self._make_certificates()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    def _config(self) -> str:
+        ports = " ".join(f"{k} = {v}" for k, v in self.ports.items())
+        web = f"https = {self.port} http = -1" if self.tls else f"http = {self.port}"
+        lines = [f"ports {{ {web} dns = -1 grpc = -1 grpc_tls = -1 {ports} }}"]
+        if self.acl_token:
+            lines.append('acl { enabled = true default_policy = "deny" '
+                         f'tokens {{ initial_management = "{self.acl_token}" }} }}')
+        if self.tls:
+            certs = self.workdir / "tls"
+            lines.append(f'tls {{ defaults {{ ca_file = "{certs}/ca.pem" '
+                         f'cert_file = "{certs}/server.pem" key_file = "{certs}/server.key" '
+                         'verify_incoming = false } }')
+        return "\n".join(lines)
+
+    def start(self) -> None:
+        binary = self.assets / "consul"
+        if not binary.exists():
+            raise ControlPlaneError(f"consul binary not found in {self.assets}")
+        args = [str(binary), "agent", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+                "-node", "shardring-dev", "-log-level", "warn", "-hcl", self._config()]
+        if self.persistent:
+            args += ["-server", "-bootstrap-expect", "1",
+                     "-data-dir", str(self.workdir / "data")]
+        else:
+            args.append("-dev")
+        self.process = Process("consul", args, self.workdir / "consul.log")
+        self.process.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not self.process.running():
+                raise ControlPlaneError(f"consul exited at start-up; last log lines:\n"
+                                        f"{self.process.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise ControlPlaneError(f"consul not healthy after 60 s; last log lines:\n"
+                                f"{self.process.log_tail()}")
+
+    def ready(self) -> bool:
+        body = _http_get(f"{self.url}/v1/status/leader", token=self.acl_token,
+                         ca_file=self.ca_file)
+        if not body or body.strip() in (b'""', b""):
+            return False
+        # A server agent answers before its catalog accepts registrations; wait for that too.
+        return _http_get(f"{self.url}/v1/agent/self", token=self.acl_token,
+                         ca_file=self.ca_file) is not None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process:
+            self.process.stop(sig=sig)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def client(self, token: str | None = None):
+        import consul
+        client = consul.Consul(host="127.0.0.1", port=self.port,
+                               scheme="https" if self.tls else "http",
+                               verify=str(self.ca_file) if self.ca_file else True)
+        client.token = token or self.acl_token
+        return client
+
+    def _make_certificates(self) -> Path:
+        certs = self.workdir / "tls"
+        certs.mkdir(exist_ok=True)
+        ca_key, ca, key, csr, cert = (certs / n for n in
+                                      ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+        ext = certs / "san.cnf"
+        ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:server.dc1.consul\n"
+                       "basicConstraints = CA:FALSE\n")
+        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+              "-subj", "/CN=shardring test CA", "-keyout", str(ca_key), "-out", str(ca)],
+             "openssl (CA)")
+        _run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+              "-keyout", str(key), "-out", str(csr)], "openssl (server key)")
+        _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+              "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert)],
+             "openssl (server certificate)")
+        return ca
 
 
 def _run(args: list[str], what: str) -> None:
@@ -313,12 +401,15 @@ def _run(args: list[str], what: str) -> None:
         raise ControlPlaneError(f"{what} failed: {error}") from None
 
 
-def _http_get(url: str, token: str | None = None) -> bytes | None:
+def _http_get(url: str, token: str | None = None, ca_file: Path | None = None) -> bytes | None:
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
         request.add_header("X-Consul-Token", token)
-    context = ssl._create_unverified_context() if url.startswith("https") else None
+    context = None
+    if url.startswith("https"):
+        context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else \
+            ssl._create_unverified_context()
     try:
         with urllib.request.urlopen(request, timeout=2, context=context) as response:
             return response.read() if response.status == 200 else None

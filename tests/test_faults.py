@@ -1,0 +1,257 @@
+"""Faults on the real control plane: Consul outage, API server restart, SIGKILL mid-publish,
+flapping, ACL tokens, TLS. Recovery times are printed (run with -s to see them)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from controller import operator as operator_module
+from controller import ringfile
+from controller.testing import ConsulAgent
+from controller.testing.consul_helpers import ConsulHelper
+from tests.operator_helpers import Rings, wait_for
+
+pytestmark = pytest.mark.controlplane
+REPO = Path(__file__).resolve().parents[1]
+MANAGEMENT = "management-" + uuid.uuid4().hex
+
+
+def report(message: str) -> None:
+    """Figures for the issue note; KopfRunner captures stdout, so write to the real stderr."""
+    print(message, file=sys.__stderr__, flush=True)
+
+
+def service_name() -> str:
+    return f"svc-{uuid.uuid4().hex[:8]}"
+
+
+def quick(service: str, **extra) -> dict:
+    spec = {"service": {"name": service}, "shards": 32,
+            "stabilization": {"window": "0s", "maxDelay": "0s"}}
+    spec.update(extra)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def agents(control_plane, tmp_path_factory):
+    root = tmp_path_factory.mktemp("agents")
+    made = {"persistent": ConsulAgent(control_plane.assets, root / "persistent", persistent=True),
+            "acl": ConsulAgent(control_plane.assets, root / "acl", acl_token=MANAGEMENT),
+            "tls": ConsulAgent(control_plane.assets, root / "tls", tls=True)}
+    try:
+        for agent in made.values():
+            agent.start()
+        yield made
+    finally:
+        for agent in made.values():
+            agent.stop()
+
+
+@pytest.fixture(scope="module")
+def connections_file(control_plane, agents, tmp_path_factory):
+    path = tmp_path_factory.mktemp("settings") / "connections.yaml"
+    path.write_text(json.dumps({"connections": {
+        "default": {"address": control_plane.consul_addr},
+        "persistent": {"address": agents["persistent"].address},
+        "acl": {"address": agents["acl"].address},
+        "tls": {"address": agents["tls"].address, "scheme": "https",
+                "caFile": str(agents["tls"].ca_file)},
+        "tls-unverified": {"address": agents["tls"].address, "scheme": "https"},
+    }}))
+    return path
+
+
+@pytest.fixture
+def fault_operator(crd, operator_env, connections_file, monkeypatch):
+    from kopf.testing import KopfRunner
+    monkeypatch.setenv("SHARDRING_CONSUL_CONNECTIONS", str(connections_file))
+    # Must never be used: every ring's queries carry the ring's own token (or none).
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", MANAGEMENT)
+    with KopfRunner(["run", "--all-namespaces", "--standalone", "-m", "controller.operator"],
+                    timeout=60) as runner:
+        wait_for(lambda: operator_module.STATE is not None, "operator start")
+        yield runner
+
+
+def ready_status(rings: Rings, name: str, kind: str = "Ready") -> str | None:
+    return (rings.condition(name, kind) or {}).get("status")
+
+
+@pytest.mark.slow
+def test_consul_outage_keeps_the_ring_and_recovers(fault_operator, agents, rings):
+    agent = agents["persistent"]
+    helper = ConsulHelper(agent.client())
+    service = service_name()
+    ids = [helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
+    rings.create("outage", quick(service, consul={"connection": "persistent"}))
+    before = rings.wait_ring("outage-ring", lambda r: len(r.assignment.members) == 4, "ring")
+    configmap_version = rings.configmap("outage-ring").metadata.resource_version
+    agent.stop(sig=signal.SIGKILL)
+    started = time.monotonic()
+    wait_for(lambda: ready_status(rings, "outage", "ConsulReachable") == "False",
+             "ConsulReachable=False", timeout=15)
+    report(f"outage noticed in {time.monotonic() - started:.2f} s")
+    while time.monotonic() - started < 30:
+        assert rings.configmap("outage-ring").metadata.resource_version == configmap_version
+        time.sleep(1)
+    agent.start()
+    back = time.monotonic()
+    wait_for(lambda: ready_status(rings, "outage", "ConsulReachable") == "True",
+             "ConsulReachable=True", timeout=15)
+    recovery = time.monotonic() - back
+    report(f"recovered {recovery:.2f} s after Consul returned")
+    assert recovery <= 5.5
+    assert rings.ring("outage-ring").hash == before.hash
+    helper.set_health(ids[0], passing=False)
+    after = rings.wait_ring("outage-ring", lambda r: len(r.assignment.members) == 3,
+                            "membership to follow after recovery", timeout=10)
+    assert after.assignment.moved_from(before.assignment) == before.assignment.loads[ids[0]]
+    helper.cleanup()
+
+
+@pytest.mark.slow
+def test_api_server_restart_is_survived(fault_operator, control_plane, rings, consul_helper):
+    service = service_name()
+    ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
+    rings.create("apirestart", quick(service))
+    before = rings.wait_ring("apirestart-ring", lambda r: len(r.assignment.members) == 4, "ring")
+    control_plane.processes["kube-apiserver"].stop()
+    consul_helper.set_health(ids[1], passing=False)  # a change while the API server is away
+    time.sleep(2)
+    control_plane.restart_apiserver()
+    back = time.monotonic()
+    after = rings.wait_ring("apirestart-ring", lambda r: len(r.assignment.members) == 3,
+                            "convergence after the restart", timeout=10)
+    report(f"converged {time.monotonic() - back:.2f} s after kube-apiserver returned")
+    assert after.version == before.version + 1  # one change, neither lost nor duplicated
+    assert after.assignment.moved_from(before.assignment) == before.assignment.loads[ids[1]]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_publish_leaves_a_valid_ring_and_no_extra_moves(
+        control_plane, crd, api_client, namespace, consul_helper, tmp_path):
+    service = service_name()
+    ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(6)]
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig),
+           "CONSUL_HTTP_ADDR": control_plane.consul_addr}
+    command = [sys.executable, "-m", "controller", "run", "--standalone", "--namespace", namespace]
+    rings = Rings(api_client, namespace)
+
+    def start():
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=open(tmp_path / "log", "ab"),
+                                stderr=subprocess.STDOUT)
+    process = start()
+    try:
+        rings.create("killed", quick(service, shards=4096))
+        before = rings.wait_ring("killed-ring", lambda r: len(r.assignment.members) == 6,
+                                 "ring", timeout=60)
+        consul_helper.set_health(ids[3], passing=False)
+        time.sleep(0.15)  # the operator is computing or writing now
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        ring = rings.ring("killed-ring")  # parses: never half-written
+        assert len(ring.assignment.members) in (5, 6)
+        process = start()
+        after = rings.wait_ring("killed-ring", lambda r: len(r.assignment.members) == 5,
+                                "convergence after restart", timeout=60)
+        assert after.assignment.moved_from(before.assignment) == before.assignment.loads[ids[3]]
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.slow
+def test_flapping_instance_writes_are_bounded_by_the_window(fault_operator, rings,
+                                                            consul_helper, namespace):
+    service = service_name()
+    ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
+    rings.create("flappy", quick(service, stabilization={"window": "10s", "maxDelay": "20s"}))
+    rings.wait_ring("flappy-ring", lambda r: len(r.assignment.members) == 4, "ring")
+    worker = operator_module.STATE.workers[(namespace, "flappy")]
+    writes = worker.writes
+    deadline = time.monotonic() + 60
+    flips = 0
+    while time.monotonic() < deadline:
+        consul_helper.set_health(ids[0], passing=flips % 2 == 1)
+        flips += 1
+        time.sleep(0.1)
+    consul_helper.set_health(ids[0], passing=True)
+    time.sleep(12)  # one window after the flapping stops
+    ring = rings.ring("flappy-ring")
+    extra = worker.writes - writes
+    report(f"{flips} flips in 60 s -> {extra} ConfigMap writes")
+    assert extra <= 60 // 20 * 2 + 2  # at most a change and its undo per maxDelay
+    assert len(ring.assignment.members) == 4
+    assert (rings.condition("flappy", "Stable") or {}).get("status") == "True"
+
+
+def test_acl_tokens_come_from_the_rings_secret_and_never_leak(
+        fault_operator, agents, rings, core_v1, namespace, caplog):
+    caplog.set_level(logging.DEBUG)
+    agent = agents["acl"]
+    management = agent.client(MANAGEMENT)
+    service = service_name()
+    helper = ConsulHelper(management)
+    for i in range(3):
+        helper.register(service, f"{service}-{i}", port=9000 + i)
+    # py-consul JSON-encodes the rules it is given; Consul reads JSON rules like HCL ones.
+    policy = management.acl.policy.create(
+        f"read-{service}", rules={"service": {service: {"policy": "read"}},
+                                  "node_prefix": {"": {"policy": "read"}}})
+    token = management.acl.token.create(policies_id=[policy["ID"]])["SecretID"]
+    core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="consul-acl"), string_data={"token": token}))
+    wrong = "wrong-" + uuid.uuid4().hex
+    core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="consul-wrong"), string_data={"token": wrong}))
+    rings.create("secured", quick(service, consul={
+        "connection": "acl", "tokenSecretRef": {"name": "consul-acl"}}))
+    rings.wait_ring("secured-ring", lambda r: len(r.assignment.members) == 3, "ring with token")
+    rings.create("tokenless", quick(service, consul={"connection": "acl"}))
+    rings.create("badtoken", quick(service, consul={
+        "connection": "acl", "tokenSecretRef": {"name": "consul-wrong"}}))
+    # Without a token the anonymous token is used, which may read nothing, so Consul hides every
+    # instance: CONSUL_HTTP_TOKEN (a management token here) did not silently win.
+    degraded = wait_for(lambda: (lambda c: c if c and c["status"] == "True" else None)(
+        rings.condition("tokenless", "Degraded")), "tokenless sees nothing")
+    assert degraded["reason"] == "NotEnoughMembers" and "tokenSecretRef" in degraded["message"]
+    refused = wait_for(lambda: (lambda c: c if c and c["status"] == "False" else None)(
+        rings.condition("badtoken", "ConsulReachable")), "a wrong token refused")
+    assert refused["reason"] == "PermissionDenied"
+    assert ready_status(rings, "badtoken") == "False"
+    time.sleep(1)
+    everything = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    everything += [e.message or "" for e in core_v1.list_namespaced_event(namespace).items]
+    everything += [json.dumps(rings.get(n)) for n in ("secured", "tokenless", "badtoken")]
+    for secret in (token, wrong, MANAGEMENT):
+        assert not any(secret in text for text in everything)
+        encoded = base64.b64encode(secret.encode()).decode()
+        assert not any(encoded in text for text in everything)
+    helper.cleanup()
+
+
+def test_tls_to_consul_verifies_the_certificate(fault_operator, agents, rings):
+    agent = agents["tls"]
+    helper = ConsulHelper(agent.client())
+    service = service_name()
+    for i in range(2):
+        helper.register(service, f"{service}-{i}", port=9000 + i)
+    rings.create("tls", quick(service, consul={"connection": "tls"}))
+    rings.wait_ring("tls-ring", lambda r: len(r.assignment.members) == 2, "ring over TLS")
+    rings.create("untrusted", quick(service, consul={"connection": "tls-unverified"}))
+    condition = wait_for(lambda: (lambda c: c if c and c["status"] == "False" else None)(
+        rings.condition("untrusted", "ConsulReachable")), "verification failure")
+    assert condition["reason"] == "QueryFailed"
+    helper.cleanup()
