@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="watch only this namespace (repeatable); default: all namespaces")
     run.add_argument("--standalone", action="store_true",
                      help="no peering: assume this is the only operator process")
+    run.add_argument("--peering", metavar="NAME",
+                     help="ClusterKopfPeering to coordinate replicas through (one is active); "
+                          "default: kopf's auto-detection, standalone if none exists")
+    run.add_argument("--priority", type=int,
+                     help="peering priority (default: random, so equal replicas never tie)")
+    run.add_argument("--liveness", metavar="URL",
+                     help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     ring = commands.add_parser("ring", help="ring tools").add_subparsers(dest="ring_command",
                                                                         required=True)
     planner = ring.add_parser("plan", help="print the canonical ring.json for a membership")
@@ -88,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in (None, "run"):
         from .operator import run_operator
         return run_operator(namespaces=getattr(args, "namespace", []) or [],
-                            standalone=getattr(args, "standalone", False))
+                            standalone=getattr(args, "standalone", False),
+                            peering=getattr(args, "peering", None),
+                            priority=getattr(args, "priority", None),
+                            liveness=getattr(args, "liveness", None))
     try:
         return args.handler(args)
     except (UsageError, RingError, ringfile.RingFileError) as error:

@@ -1,8 +1,10 @@
-"""The kopf operator: handlers and one worker task per ShardRing (the imperative shell).
+"""The kopf operator: handlers and one worker per ShardRing (the imperative shell).
 
-Every ShardRing gets a RingWorker. Kubernetes events (the ring changed, its ConfigMap changed) and
-Consul events (its shared watcher saw a new membership) only wake the worker; the worker then
-reconciles level-triggered: read what is, decide (reconcile.decide, pure), write what differs.
+Every ShardRing gets a RingWorker, served by a kopf daemon, so kopf stops it when the ring is deleted,
+when the operator exits, and when a peer with a higher priority becomes active (standby replicas
+write nothing). Kubernetes events (the ring changed, its ConfigMap changed) and Consul events (its
+shared watcher saw a new membership) only wake the worker; the worker then reconciles
+level-triggered: read what is, decide (reconcile.decide, pure), write what differs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,14 +56,13 @@ class OperatorState:
             self.workers[key] = RingWorker(self, namespace, name)
         return self.workers[key]
 
-    async def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str) -> None:
         worker = self.workers.pop((namespace, name), None)
         if worker:
-            await worker.stop()
+            worker.wake()
 
     async def close(self) -> None:
-        for key in list(self.workers):
-            await self.forget(*key)
+        self.workers.clear()
         await self.registry.close()
 
 
@@ -81,7 +83,6 @@ class RingWorker:
         self.writes = 0  # ConfigMap writes, for tests and metrics
         self.passes = 0  # reconcile passes: a bad spec must not make this climb (no hot loop)
         self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name=f"ring:{namespace}/{name}")
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -92,17 +93,22 @@ class RingWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    async def stop(self) -> None:
-        self._task.cancel()
+    async def serve(self, stopped: kopf.DaemonStopped) -> None:
+        """Reconcile whenever woken, until kopf says stop (deletion, exit, or pausing)."""
+        stopper = asyncio.create_task(self._wake_on(stopped))
         try:
-            await self._task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001
-            pass
-        await self._unsubscribe()
+            await self._loop(stopped)
+        finally:
+            stopper.cancel()
+            await self._unsubscribe()
 
-    async def _run(self) -> None:
+    async def _wake_on(self, stopped: kopf.DaemonStopped) -> None:
+        await stopped.wait()
+        self.wake()
+
+    async def _loop(self, stopped: kopf.DaemonStopped) -> None:
         failures = 0
-        while True:
+        while not stopped:
             self._wake.clear()
             self.passes += 1
             try:
@@ -340,6 +346,8 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="shardring.io")
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
+    # A standby takes over this long after the active replica stopped renewing its record.
+    settings.peering.lifetime = 15
     operator_settings = OperatorSettings.from_env()
     STATE = OperatorState(operator_settings, Kube(),
                           WatcherRegistry(dict(operator_settings.connections)))
@@ -365,9 +373,20 @@ async def _ring_event(event: dict[str, Any], body: kopf.Body, namespace: str, na
     if STATE is None:
         return
     if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
-        await STATE.forget(namespace, name)
+        STATE.forget(namespace, name)
         return
     STATE.worker(namespace, name).observe(_plain(body))
+
+
+@kopf.daemon("shardring.io", "v1alpha1", "shardrings", cancellation_timeout=10.0)
+async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str,
+                       **_: Any) -> None:
+    if STATE is None:
+        return
+    worker = STATE.worker(namespace, name)
+    if worker.body is None:
+        worker.observe(_plain(body))
+    await worker.serve(stopped)
 
 
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)
@@ -382,7 +401,13 @@ def _plain(body: Any) -> dict[str, Any]:
     return copy.deepcopy(dict(body))
 
 
-def run_operator(namespaces: list[str], standalone: bool) -> int:
+def run_operator(namespaces: list[str], standalone: bool = False, peering: str | None = None,
+                 priority: int | None = None, liveness: str | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    kopf.run(standalone=standalone, clusterwide=not namespaces, namespaces=namespaces)
+    if priority is None:
+        # Peers with equal priorities all pause; a random one makes exactly one replica active.
+        priority = random.randint(1, 1_000_000)
+    kopf.run(standalone=standalone or None, clusterwide=not namespaces, namespaces=namespaces,
+             peering_name=None if standalone else peering, priority=priority,
+             liveness_endpoint=liveness)
     return 0

@@ -97,3 +97,19 @@ def operator(crd, operator_env) -> Iterator["KopfRunner"]:
 def rings(api_client: k8s.ApiClient, namespace: str):
     from tests.operator_helpers import Rings
     return Rings(api_client, namespace)
+
+
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report():
+    """Record a measured figure (recovery times, write counts); printed at the end of the run."""
+    return FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FIGURES:
+        terminalreporter.section("measured figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

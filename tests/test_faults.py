@@ -28,11 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 MANAGEMENT = "management-" + uuid.uuid4().hex
 
 
-def report(message: str) -> None:
-    """Figures for the issue note; KopfRunner captures stdout, so write to the real stderr."""
-    print(message, file=sys.__stderr__, flush=True)
-
-
 def service_name() -> str:
     return f"svc-{uuid.uuid4().hex[:8]}"
 
@@ -90,7 +85,7 @@ def ready_status(rings: Rings, name: str, kind: str = "Ready") -> str | None:
 
 
 @pytest.mark.slow
-def test_consul_outage_keeps_the_ring_and_recovers(fault_operator, agents, rings):
+def test_consul_outage_keeps_the_ring_and_recovers(fault_operator, agents, rings, report):
     agent = agents["persistent"]
     helper = ConsulHelper(agent.client())
     service = service_name()
@@ -122,7 +117,8 @@ def test_consul_outage_keeps_the_ring_and_recovers(fault_operator, agents, rings
 
 
 @pytest.mark.slow
-def test_api_server_restart_is_survived(fault_operator, control_plane, rings, consul_helper):
+def test_api_server_restart_is_survived(fault_operator, control_plane, rings, consul_helper,
+                                        report):
     service = service_name()
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
     rings.create("apirestart", quick(service))
@@ -174,7 +170,7 @@ def test_sigkill_mid_publish_leaves_a_valid_ring_and_no_extra_moves(
 
 @pytest.mark.slow
 def test_flapping_instance_writes_are_bounded_by_the_window(fault_operator, rings,
-                                                            consul_helper, namespace):
+                                                            consul_helper, namespace, report):
     service = service_name()
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
     rings.create("flappy", quick(service, stabilization={"window": "10s", "maxDelay": "20s"}))

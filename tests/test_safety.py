@@ -118,7 +118,7 @@ def test_semantically_bad_spec_degrades_and_keeps_the_last_ring(
 # ---- drift, conflicts, guards --------------------------------------------------------------------
 
 def test_hand_edited_or_deleted_configmap_is_restored(operator, rings, consul_helper, core_v1,
-                                                      namespace):
+                                                      namespace, report):
     service = service_name()
     for i in range(3):
         consul_helper.register(service, f"{service}-{i}", port=9000 + i)
@@ -137,7 +137,7 @@ def test_hand_edited_or_deleted_configmap_is_restored(operator, rings, consul_he
                         timeout=10)
     assert restored.data == original
     assert rings.ring("drift-ring").version == ring.version  # same ring, same version
-    print(f"drift restored in {edit_restored:.2f} s (edit), {time.monotonic() - started:.2f} s "
+    report(f"drift restored in {edit_restored:.2f} s (edit), {time.monotonic() - started:.2f} s "
           f"(delete)")
 
 

@@ -1,0 +1,16 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: build a wheel, install it into a slim runtime that runs as a non-root user.
+FROM python:3.11.9-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY controller ./controller
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11.9-slim-bookworm
+RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin shardring
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER 10001:10001
+ENV PYTHONUNBUFFERED=1
+ENTRYPOINT ["shardring-operator"]
+CMD ["run"]
