@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "default: kopf's auto-detection, standalone if none exists")
     run.add_argument("--priority", type=int,
                      help="peering priority (default: random, so equal replicas never tie)")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve Prometheus metrics on this port (or SHARDRING_METRICS_PORT)")
+    run.add_argument("--log-format", choices=["plain", "json"], default="plain",
+                     help="plain (human-readable, the default) or json (one object per line)")
     run.add_argument("--liveness", metavar="URL",
                      help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     ring = commands.add_parser("ring", help="ring tools").add_subparsers(dest="ring_command",
@@ -94,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in (None, "run"):
         from .operator import run_operator
-        return run_operator(namespaces=getattr(args, "namespace", []) or [],
+        if getattr(args, "metrics_port", None):
+            import os
+            os.environ["SHARDRING_METRICS_PORT"] = str(args.metrics_port)
+        return run_operator(log_format=getattr(args, "log_format", "plain"),
+                            namespaces=getattr(args, "namespace", []) or [],
                             standalone=getattr(args, "standalone", False),
                             peering=getattr(args, "peering", None),
                             priority=getattr(args, "priority", None),

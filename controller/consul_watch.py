@@ -23,6 +23,7 @@ from typing import Any
 import consul
 import consul.aio
 
+from . import metrics
 from .settings import ConsulConnection
 from .spec import ServiceQuery
 
@@ -88,6 +89,7 @@ class Watcher:
         self._token = token
         self._stats = stats
         self._task: asyncio.Task | None = None
+        self._labels = (key.query.connection, key.query.service)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"consul-watch:{self.key.query.service}")
@@ -135,6 +137,7 @@ class Watcher:
                     raise
                 except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
                     self._stats.errors += 1
+                    metrics.CONSUL_ERRORS.labels(*self._labels).inc()
                     self._fail(error)
                     index = 0  # the next reply comes at once, so recovery is seen at once
                     await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
@@ -143,6 +146,7 @@ class Watcher:
                         await _close(client)
                         client = self._client()
                         self._stats.reconnects += 1
+                        metrics.CONSUL_RECONNECTS.labels(*self._labels).inc()
                     continue
                 backoff = BACKOFF_START
                 new_index = int(new_index or 0)
@@ -174,6 +178,7 @@ class Watcher:
             return  # a reply is not a change
         self.state = WatchState(snapshot=Snapshot(index, canonical, time.monotonic()))
         self._stats.changes += 1
+        metrics.CONSUL_CHANGES.labels(*self._labels).inc()
         self._notify()
 
     def _notify(self) -> None:

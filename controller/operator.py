@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from . import conditions, ringfile
+from . import conditions, metrics, ringfile
 from .conditions import Condition
 from .consul_watch import Subscription, WatcherRegistry
 from .kube import RING_LABEL, MANAGED_BY, Conflict, Kube, SecretMissing, owner_reference
@@ -56,7 +56,13 @@ class OperatorState:
             self.workers[key] = RingWorker(self, namespace, name)
         return self.workers[key]
 
+    def conditions(self):
+        for worker in list(self.workers.values()):
+            for condition in (worker.body or {}).get("status", {}).get("conditions") or []:
+                yield condition.get("type", ""), condition.get("status", "")
+
     def forget(self, namespace: str, name: str) -> None:
+        metrics.forget_ring(namespace, name)
         worker = self.workers.pop((namespace, name), None)
         if worker:
             worker.wake()
@@ -193,6 +199,7 @@ class RingWorker:
         if decision.changed:
             self.pending_since = None
             self._announce(decision)
+            self._measure(decision, watch)
         elif decision.wait_until is not None and self.pending_since is None:
             self.pending_since = time.monotonic()
         elif decision.wait_until is None and decision.problem is None:
@@ -248,7 +255,17 @@ class RingWorker:
             self.namespace, config.configmap, data, labels, owner_reference(body),
             current.resource_version if current else None)
         self.writes += 1
+        metrics.CONFIGMAP_WRITES.labels(self.namespace, self.name).inc()
         self.log.info("ConfigMap %s %s", config.configmap, "updated" if current else "created")
+
+    def _measure(self, decision: Decision, watch) -> None:
+        labels = (self.namespace, self.name)
+        metrics.RESHARDS.labels(*labels).inc()
+        metrics.SHARDS_MOVED.labels(*labels).inc(decision.moved)
+        metrics.RING_MEMBERS.labels(*labels).set(len(decision.ring.assignment.members))
+        metrics.RING_VERSION.labels(*labels).set(decision.ring.version)
+        if watch.snapshot is not None:
+            metrics.PUBLISH_LATENCY.observe(time.monotonic() - watch.snapshot.received)
 
     def _announce(self, decision: Decision) -> None:
         ring = decision.ring
@@ -351,6 +368,9 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     operator_settings = OperatorSettings.from_env()
     STATE = OperatorState(operator_settings, Kube(),
                           WatcherRegistry(dict(operator_settings.connections)))
+    if operator_settings.metrics_port:
+        metrics.serve(operator_settings.metrics_port, lambda: STATE.conditions() if STATE else [],
+                      lambda: len(STATE.registry.watchers) if STATE else 0)
 
 
 @kopf.on.login()
@@ -402,8 +422,13 @@ def _plain(body: Any) -> dict[str, Any]:
 
 
 def run_operator(namespaces: list[str], standalone: bool = False, peering: str | None = None,
-                 priority: int | None = None, liveness: str | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+                 priority: int | None = None, liveness: str | None = None,
+                 log_format: str = "plain") -> int:
+    if log_format == "json":
+        kopf.configure(log_format=kopf.LogFormat.JSON)
+    else:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if priority is None:
         # Peers with equal priorities all pause; a random one makes exactly one replica active.
         priority = random.randint(1, 1_000_000)

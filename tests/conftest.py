@@ -66,9 +66,12 @@ def crd(api_client: k8s.ApiClient) -> None:
 @pytest.fixture(scope="session")
 def operator_env(control_plane: ControlPlane) -> Iterator[None]:
     """The in-process operator reads the same variables a deployed one would."""
-    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "CONSUL_HTTP_ADDR")}
+    from controller.testing.controlplane import free_port
+    names = ("KUBECONFIG", "CONSUL_HTTP_ADDR", "SHARDRING_METRICS_PORT")
+    saved = {k: os.environ.get(k) for k in names}
     os.environ.update(KUBECONFIG=str(control_plane.kubeconfig),
-                      CONSUL_HTTP_ADDR=control_plane.consul_addr)
+                      CONSUL_HTTP_ADDR=control_plane.consul_addr,
+                      SHARDRING_METRICS_PORT=str(free_port()))
     yield
     for key, value in saved.items():
         if value is None:

@@ -198,3 +198,42 @@ def test_restarting_the_operator_moves_nothing_and_writes_nothing(
         after = rings.ring("steady-ring")
     assert after.assignment.moved_from(before.assignment) == 0
     assert ringfile.render(after) == ringfile.render(before)
+
+
+def scrape() -> dict[str, float]:
+    import os
+    import urllib.request
+    port = os.environ["SHARDRING_METRICS_PORT"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_move_with_the_ring(operator, rings, consul_helper, namespace):
+    service = service_name()
+    ids = register(consul_helper, service, 4)
+    rings.create("measured", ring_spec(service))
+    first = rings.wait_ring("measured-ring", lambda r: len(r.assignment.members) == 4, "ring")
+    label = f'{{namespace="{namespace}",ring="measured"}}'
+    wait_for(lambda: scrape().get(f"shardring_ring_members{label}") == 4, "members gauge")
+    before = scrape()
+    consul_helper.set_health(ids[0], passing=False)
+    ring = rings.wait_ring("measured-ring", lambda r: len(r.assignment.members) == 3, "3 members")
+    after = wait_for(lambda: (lambda m: m if m.get(f"shardring_ring_members{label}") == 3
+                              else None)(scrape()), "the gauge to follow")
+    assert after[f"shardring_reshards_total{label}"] == before[f"shardring_reshards_total{label}"] + 1
+    moved = after[f"shardring_shards_moved_total{label}"] - \
+        before[f"shardring_shards_moved_total{label}"]
+    assert moved == ring.assignment.moved_from(first.assignment) > 0
+    assert after["shardring_publish_latency_seconds_count"] > \
+        before["shardring_publish_latency_seconds_count"]
+    assert after[f"shardring_configmap_writes_total{label}"] == \
+        before[f"shardring_configmap_writes_total{label}"] + 1
+    assert after["shardring_consul_queries_active"] >= 1
+    assert after['shardring_rings{condition="Ready",status="True"}'] >= 1
+    changes = f'shardring_consul_membership_changes_total{{connection="default",service="{service}"}}'
+    assert after[changes] > before[changes]

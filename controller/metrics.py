@@ -1,0 +1,84 @@
+"""Prometheus metrics (prometheus-client), served on SHARDRING_METRICS_PORT / --metrics-port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+RING = ["namespace", "ring"]
+QUERY = ["connection", "service"]
+
+RING_MEMBERS = Gauge("shardring_ring_members", "Members in the published ring.", RING,
+                     registry=REGISTRY)
+RING_VERSION = Gauge("shardring_ring_version", "Published ring version.", RING, registry=REGISTRY)
+RESHARDS = Counter("shardring_reshards_total", "Published ring changes.", RING, registry=REGISTRY)
+SHARDS_MOVED = Counter("shardring_shards_moved_total", "Shard replicas that changed owner.", RING,
+                       registry=REGISTRY)
+CONFIGMAP_WRITES = Counter("shardring_configmap_writes_total", "ConfigMap creates and updates.",
+                           RING, registry=REGISTRY)
+PUBLISH_LATENCY = Histogram(
+    "shardring_publish_latency_seconds",
+    "From the Consul change being observed to the ConfigMap being written (includes any "
+    "stabilization window).", registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+CONSUL_ERRORS = Counter("shardring_consul_watch_errors_total", "Failed Consul blocking queries.",
+                        QUERY, registry=REGISTRY)
+CONSUL_RECONNECTS = Counter("shardring_consul_reconnects_total",
+                            "Consul HTTP sessions re-created after a connection failure.", QUERY,
+                            registry=REGISTRY)
+CONSUL_CHANGES = Counter("shardring_consul_membership_changes_total",
+                         "Consul replies that changed the instance list.", QUERY,
+                         registry=REGISTRY)
+
+
+class RingConditions(Collector):
+    """shardring_rings{condition,status}: how many rings are in each condition, at scrape time."""
+
+    def __init__(self, conditions: Callable[[], Iterable[tuple[str, str]]]):
+        self._conditions = conditions
+
+    def collect(self):
+        family = GaugeMetricFamily("shardring_rings", "Rings by condition and status.",
+                                   labels=["condition", "status"])
+        counts: dict[tuple[str, str], int] = {}
+        for pair in self._conditions():
+            counts[pair] = counts.get(pair, 0) + 1
+        for (condition, status), count in sorted(counts.items()):
+            family.add_metric([condition, status], count)
+        yield family
+
+
+class ActiveQueries(Collector):
+    def __init__(self, count: Callable[[], int]):
+        self._count = count
+
+    def collect(self):
+        yield GaugeMetricFamily("shardring_consul_queries_active",
+                                "Consul blocking-query watchers running (one per distinct query).",
+                                value=self._count())
+
+
+_served: int | None = None
+
+
+def serve(port: int, conditions: Callable[[], Iterable[tuple[str, str]]],
+          active_queries: Callable[[], int]) -> None:
+    """Start the metrics endpoint once per process (its thread never blocks kopf's loop)."""
+    global _served
+    if _served is None:
+        REGISTRY.register(RingConditions(conditions))
+        REGISTRY.register(ActiveQueries(active_queries))
+        start_http_server(port, addr="0.0.0.0", registry=REGISTRY)
+        _served = port
+
+
+def forget_ring(namespace: str, ring: str) -> None:
+    for metric in (RING_MEMBERS, RING_VERSION):
+        try:
+            metric.remove(namespace, ring)
+        except KeyError:
+            pass
