@@ -58,6 +58,39 @@ def ring_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_ring(args: argparse.Namespace):
+    from .client import Ring
+    if args.configmap:
+        namespace, _, name = args.configmap.rpartition("/")
+        from .kube import Kube
+        import asyncio
+        found = asyncio.run(Kube().read_configmap(namespace or "default", name))
+        if found is None or "ring.json" not in found.data:
+            raise UsageError(f"ConfigMap {args.configmap} with a ring.json not found")
+        return Ring.from_text(found.data["ring.json"])
+    if not args.path:
+        raise UsageError("give a directory or ring.json, or --configmap NAMESPACE/NAME")
+    path = Path(args.path)
+    path = path / "ring.json" if path.is_dir() else path
+    try:
+        return Ring.from_text(path.read_text())
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error}") from None
+
+
+def ring_show(args: argparse.Namespace) -> int:
+    from .client import ownership_table
+    print(ownership_table(_read_ring(args)))
+    return 0
+
+
+def ring_lookup(args: argparse.Namespace) -> int:
+    ring = _read_ring(args)
+    for key in args.key:
+        print(f"{key}\tshard {ring.shard(key)}\t{','.join(ring.owners(key))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m controller",
                                      description="ShardRing operator and ring tools")
@@ -90,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     planner.add_argument("--virtual-nodes", type=int, default=160)
     planner.add_argument("--previous", help="a ring.json to keep placements from")
     planner.set_defaults(handler=ring_plan)
+    for command, handler, text in (("show", ring_show, "ownership per member"),
+                                   ("lookup", ring_lookup, "owners of keys")):
+        sub = ring.add_parser(command, help=text)
+        if command == "lookup":
+            sub.add_argument("--key", action="append", required=True, help="a key (repeatable)")
+        sub.add_argument("path", nargs="?", help="a mounted ConfigMap directory or a ring.json")
+        sub.add_argument("--configmap", metavar="NAMESPACE/NAME",
+                         help="read it live from the cluster ($KUBECONFIG)")
+        sub.set_defaults(handler=handler)
     return parser
 
 

@@ -237,3 +237,19 @@ def test_metrics_move_with_the_ring(operator, rings, consul_helper, namespace):
     assert after['shardring_rings{condition="Ready",status="True"}'] >= 1
     changes = f'shardring_consul_membership_changes_total{{connection="default",service="{service}"}}'
     assert after[changes] > before[changes]
+
+
+def test_ring_show_reads_a_live_configmap(operator, rings, consul_helper, namespace,
+                                          control_plane):
+    import os
+    import subprocess
+    import sys
+    service = service_name()
+    register(consul_helper, service, 2)
+    rings.create("live", ring_spec(service))
+    rings.wait_ring("live-ring", lambda r: len(r.assignment.members) == 2, "ring")
+    result = subprocess.run([sys.executable, "-m", "controller", "ring", "show", "--configmap",
+                             f"{namespace}/live-ring"], capture_output=True, text=True,
+                            env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)})
+    assert result.returncode == 0, result.stderr
+    assert "2 members, 64 shards" in result.stdout and f"{service}-0" in result.stdout

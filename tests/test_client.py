@@ -1,0 +1,74 @@
+"""The workload client and the ring show/lookup CLI agree with the operator's assignment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from controller import ringfile
+from controller.client import MountedRing
+from controller.render import configmap_data
+from controller.ring import Member, RingSpec, plan
+
+
+def kubelet_volume(root: Path, data: dict[str, str], version: str) -> None:
+    """Lay files out the way kubelet does: ..data -> a timestamped dir, keys -> ..data/<key>."""
+    target = root / f"..{version}"
+    target.mkdir()
+    for key, value in data.items():
+        (target / key).write_text(value)
+    link = root / "..data_tmp"
+    link.symlink_to(target.name)
+    os.replace(link, root / "..data")  # the atomic swap
+    for key in data:
+        if not (root / key).is_symlink():
+            (root / key).symlink_to(f"..data/{key}")
+
+
+def independent_owners(document: dict, key: str) -> list[str]:
+    shard = int.from_bytes(hashlib.md5(key.encode()).digest()[8:16], "big") % document["shards"]
+    return [document["members"][i]["id"] for i in document["assignment"][shard]]
+
+
+def test_client_answers_match_ring_json_and_follow_a_swap(tmp_path):
+    members = [Member(f"scraper-{i}") for i in range(5)]
+    first = ringfile.RingFile(plan(members, RingSpec(128, 2)), version=1)
+    kubelet_volume(tmp_path, configmap_data(first, True), "v1")
+    seen = []
+    ring = MountedRing(tmp_path, me="scraper-1", on_change=seen.append)
+    document = json.loads((tmp_path / "ring.json").read_text())
+    targets = [f"10.0.{i // 100}.{i % 100}:9100" for i in range(500)]
+    for target in targets:
+        assert ring.owners(target) == independent_owners(document, target)
+        assert ring.owner(target) == ring.owners(target)[0]
+        assert ring.is_mine(target) == ("scraper-1" in ring.owners(target))
+    mine = [int(line) for line in (tmp_path / "member.scraper-1").read_text().split()]
+    assert ring.shards_of() == mine
+    assert not ring.refresh()  # nothing changed: a stat, no reload
+    second = ringfile.RingFile(plan(members[1:], RingSpec(128, 2), first.assignment), version=2)
+    kubelet_volume(tmp_path, configmap_data(second, True), "v2")
+    assert ring.refresh() and seen and seen[-1].version == 2
+    document = json.loads((tmp_path / "ring.json").read_text())
+    for target in targets:
+        assert ring.owners(target) == independent_owners(document, target)
+
+
+def test_ring_show_and_lookup_cli(tmp_path):
+    assignment = plan([Member("a"), Member("b", weight=3)], RingSpec(64))
+    (tmp_path / "ring.json").write_text(ringfile.render(ringfile.RingFile(assignment, version=4)))
+    show = subprocess.run([sys.executable, "-m", "controller", "ring", "show", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert show.returncode == 0
+    assert "ring version 4: 2 members, 64 shards" in show.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in show.stdout.splitlines()[2:]}
+    assert rows == {"a": ["16", "25.00%"], "b": ["48", "75.00%"]}
+    lookup = subprocess.run([sys.executable, "-m", "controller", "ring", "lookup", "--key",
+                             "10.0.0.1:9100", str(tmp_path / "ring.json")],
+                            capture_output=True, text=True)
+    key, shard, owners = lookup.stdout.strip().split("\t")
+    document = json.loads((tmp_path / "ring.json").read_text())
+    assert owners == ",".join(independent_owners(document, key))
