@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools test test-fast cluster run demo bench bench-ring lint clean
+.PHONY: all venv tools test test-fast cluster run demo bench bench-ring image clean
 
 all: test
 
@@ -44,3 +44,6 @@ bench: bench-ring
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local
+
+image:  ## the operator image (needs a container engine; none runs on the CI machine)
+	docker build -t shardring-operator:latest .
