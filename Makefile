@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools test test-fast cluster run demo bench bench-ring image clean
+.PHONY: all venv tools test test-fast cluster run demo bench bench-ring bench-e2e image clean
 
 all: test
 
@@ -40,7 +40,10 @@ demo: venv tools  ## the whole story in two minutes on a local control plane
 bench-ring: venv  ## ring engine benchmark -> bench/results/ring.json
 	$(PY) bench/ring_bench.py
 
-bench: bench-ring
+bench-e2e: venv tools  ## end-to-end benchmarks on the real control plane -> bench/results/e2e.json
+	$(PY) bench/e2e_bench.py
+
+bench: bench-ring bench-e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local

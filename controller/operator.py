@@ -10,6 +10,7 @@ level-triggered: read what is, decide (reconcile.decide, pure), write what diffe
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 import logging
 import random
@@ -21,7 +22,7 @@ import kopf
 
 from . import conditions, metrics, ringfile
 from .conditions import Condition
-from .consul_watch import Subscription, WatcherRegistry
+from .consul_watch import Subscription, WatcherRegistry, WatchKey, token_digest
 from .kube import RING_LABEL, MANAGED_BY, Conflict, Kube, SecretMissing, owner_reference
 from .membership import MembershipError, members_from
 from .reconcile import Decision, Problem, decide
@@ -210,7 +211,6 @@ class RingWorker:
         return None
 
     def _subscribe(self, config: RingConfig, token: str | None) -> None:
-        from .consul_watch import WatchKey, token_digest
         key = WatchKey(config.query, token_digest(token))
         if self.subscription and self.subscription.watcher.key == key:
             return
@@ -417,7 +417,6 @@ async def _configmap_event(body: kopf.Body, namespace: str, **_: Any) -> None:
 
 
 def _plain(body: Any) -> dict[str, Any]:
-    import copy
     return copy.deepcopy(dict(body))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,29 @@ from controller import ringfile
 
 CRD = Path(__file__).resolve().parents[1] / "crds" / "shardrings.shardring.io.yaml"
 T = TypeVar("T")
+
+
+def service_name() -> str:
+    """A Consul service of its own for each test, so tests never see each other's instances."""
+    return f"svc-{uuid.uuid4().hex[:8]}"
+
+
+def quick(service: str, **extra: Any) -> dict[str, Any]:
+    """A small ring spec that publishes at once (no stabilization window)."""
+    spec: dict[str, Any] = {"service": {"name": service}, "shards": 32,
+                            "stabilization": {"window": "0s", "maxDelay": "0s"}}
+    spec.update(extra)
+    return spec
+
+
+def subprocess_env(control_plane, kubeconfig=None) -> dict[str, str]:
+    """Environment for an operator subprocess: this control plane, and no metrics port (the
+    in-process operator of other tests already serves that one)."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "SHARDRING_METRICS_PORT"}
+    env.update(KUBECONFIG=str(kubeconfig or control_plane.kubeconfig),
+               CONSUL_HTTP_ADDR=control_plane.consul_addr)
+    return env
 
 
 def apply_crd(api_client: k8s.ApiClient) -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.operator_helpers import Rings, kubectl, wait_for
+from tests.operator_helpers import Rings, kubectl, subprocess_env, wait_for
 
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[1]
@@ -63,8 +63,7 @@ def service_account_kubeconfig(control_plane, core_v1, namespace: str, account: 
 
 class OperatorProcess:
     def __init__(self, control_plane, kubeconfig: Path, log: Path, *args: str):
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig),
-               "CONSUL_HTTP_ADDR": control_plane.consul_addr}
+        env = subprocess_env(control_plane, kubeconfig)
         self.log = log
         self.process = subprocess.Popen([sys.executable, "-m", "controller", "run", *args],
                                         cwd=REPO, env=env, stdout=open(log, "wb"),

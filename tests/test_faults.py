@@ -21,22 +21,11 @@ from controller import operator as operator_module
 from controller import ringfile
 from controller.testing import ConsulAgent
 from controller.testing.consul_helpers import ConsulHelper
-from tests.operator_helpers import Rings, wait_for
+from tests.operator_helpers import Rings, quick, service_name, subprocess_env, wait_for
 
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[1]
 MANAGEMENT = "management-" + uuid.uuid4().hex
-
-
-def service_name() -> str:
-    return f"svc-{uuid.uuid4().hex[:8]}"
-
-
-def quick(service: str, **extra) -> dict:
-    spec = {"service": {"name": service}, "shards": 32,
-            "stabilization": {"window": "0s", "maxDelay": "0s"}}
-    spec.update(extra)
-    return spec
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +129,7 @@ def test_sigkill_mid_publish_leaves_a_valid_ring_and_no_extra_moves(
         control_plane, crd, api_client, namespace, consul_helper, tmp_path):
     service = service_name()
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(6)]
-    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig),
-           "CONSUL_HTTP_ADDR": control_plane.consul_addr}
+    env = subprocess_env(control_plane)
     command = [sys.executable, "-m", "controller", "run", "--standalone", "--namespace", namespace]
     rings = Rings(api_client, namespace)
 

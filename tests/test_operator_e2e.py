@@ -202,15 +202,8 @@ def test_restarting_the_operator_moves_nothing_and_writes_nothing(
 
 def scrape() -> dict[str, float]:
     import os
-    import urllib.request
-    port = os.environ["SHARDRING_METRICS_PORT"]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
+    from controller.testing.scrape import scrape as scrape_url
+    return scrape_url(f"http://127.0.0.1:{os.environ['SHARDRING_METRICS_PORT']}/metrics")
 
 
 def test_metrics_move_with_the_ring(operator, rings, consul_helper, namespace):

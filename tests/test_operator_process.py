@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.operator_helpers import Rings, wait_for
+from tests.operator_helpers import Rings, subprocess_env, wait_for
 
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[1]
@@ -35,8 +35,7 @@ def test_operator_process_publishes_and_exits_quickly_on_sigterm(
     service = f"svc-{uuid.uuid4().hex[:8]}"
     for i in range(3):
         consul_helper.register(service, f"{service}-{i}", port=9000 + i)
-    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig),
-           "CONSUL_HTTP_ADDR": control_plane.consul_addr}
+    env = subprocess_env(control_plane)
     log = tmp_path / "operator.log"
     process = subprocess.Popen([sys.executable, "-m", "controller", "run", "--standalone",
                                 "--namespace", namespace], cwd=REPO, env=env,

@@ -9,20 +9,9 @@ import pytest
 from kubernetes import client as k8s
 
 from controller import operator as operator_module
-from tests.operator_helpers import wait_for
+from tests.operator_helpers import quick, service_name, wait_for
 
 pytestmark = pytest.mark.controlplane
-
-
-def service_name() -> str:
-    return f"svc-{uuid.uuid4().hex[:8]}"
-
-
-def quick(service: str, **extra) -> dict:
-    spec = {"service": {"name": service}, "shards": 32,
-            "stabilization": {"window": "0s", "maxDelay": "0s"}}
-    spec.update(extra)
-    return spec
 
 
 # ---- refused at apply time by the CRD schema ----------------------------------------------------

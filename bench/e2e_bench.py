@@ -1,0 +1,319 @@
+"""End-to-end benchmarks on a real local control plane: propagation latency, scale, churn, restart.
+
+Writes bench/results/e2e.json and e2e.md. Medians and percentiles over repeated events; the machine
+is small and noisy (2 cores), and the operator, kube-apiserver, etcd and Consul share it.
+Sizes can be lowered for a quick look: BENCH_FLIPS, BENCH_SERVICES, BENCH_INSTANCES, BENCH_RINGS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import consul  # noqa: E402
+import yaml  # noqa: E402
+from kubernetes import client as k8s  # noqa: E402
+from kubernetes import config as k8s_config  # noqa: E402
+from kubernetes import watch as k8s_watch  # noqa: E402
+
+from controller import ringfile  # noqa: E402
+from controller.testing import ControlPlane  # noqa: E402
+from controller.testing.consul_helpers import ConsulHelper  # noqa: E402
+from controller.testing.controlplane import free_port  # noqa: E402
+from controller.testing.scrape import scrape  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+FLIPS = int(os.environ.get("BENCH_FLIPS", 200))
+SERVICES = int(os.environ.get("BENCH_SERVICES", 100))
+INSTANCES = int(os.environ.get("BENCH_INSTANCES", 100))
+RINGS = int(os.environ.get("BENCH_RINGS", 1000))
+NS = "bench"
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]  # noqa
+    return {"n": len(ordered), "p50_ms": round(pick(0.5) * 1000, 1),
+            "p90_ms": round(pick(0.9) * 1000, 1), "p99_ms": round(pick(0.99) * 1000, 1),
+            "max_ms": round(ordered[-1] * 1000, 1)}
+
+
+class Bench:
+    def __init__(self, plane: ControlPlane):
+        self.plane = plane
+        self.api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
+        self.core = k8s.CoreV1Api(self.api)
+        self.custom = k8s.CustomObjectsApi(self.api)
+        host, port = plane.consul_addr.rsplit(":", 1)
+        self.consul = consul.Consul(host=host, port=int(port))
+        self.helper = ConsulHelper(self.consul)
+        self.metrics_port = free_port()
+        self.operator: subprocess.Popen | None = None
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def start_operator(self) -> None:
+        env = {**os.environ, **self.plane.env(), "SHARDRING_METRICS_PORT": str(self.metrics_port)}
+        self.operator = subprocess.Popen(
+            [sys.executable, "-m", "controller", "run", "--standalone"], cwd=REPO, env=env,
+            stdout=open(self.plane.workdir / "operator.log", "ab"), stderr=subprocess.STDOUT)
+
+    def stop_operator(self) -> None:
+        if self.operator and self.operator.poll() is None:
+            self.operator.send_signal(signal.SIGTERM)
+            self.operator.wait(60)
+
+    def metrics(self) -> dict[str, float]:
+        try:
+            return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        except OSError:
+            return {}
+
+    def api_writes(self) -> int:
+        request = urllib.request.Request(f"{self.plane.api_url}/metrics")
+        request.add_header("Authorization", f"Bearer {self.plane.admin_token}")
+        text = urllib.request.urlopen(request, context=ssl._create_unverified_context(),
+                                      timeout=10).read().decode()
+        total = 0
+        for line in text.splitlines():
+            if line.startswith("apiserver_request_total{") and \
+                    any(f'verb="{v}"' in line for v in ("POST", "PUT", "PATCH", "DELETE")) and \
+                    any(f'resource="{r}"' in line for r in ("configmaps", "shardrings", "events")):
+                total += int(float(line.rpartition(" ")[2]))
+        return total
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def create_ring(self, name: str, spec: dict) -> None:
+        self.custom.create_namespaced_custom_object("shardring.io", "v1alpha1", NS, "shardrings", {
+            "apiVersion": "shardring.io/v1alpha1", "kind": "ShardRing",
+            "metadata": {"name": name}, "spec": spec})
+
+    def ready_rings(self) -> int:
+        items = self.custom.list_namespaced_custom_object("shardring.io", "v1alpha1", NS,
+                                                          "shardrings")["items"]
+        return sum(any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in (i.get("status") or {}).get("conditions") or []) for i in items)
+
+    def ring_hashes(self) -> dict[str, str]:
+        items = self.core.list_namespaced_config_map(
+            NS, label_selector="app.kubernetes.io/managed-by=shardring-operator").items
+        return {i.metadata.name: ringfile.parse(i.data["ring.json"]).hash for i in items}
+
+    # ---- 1. propagation latency --------------------------------------------------------------
+
+    def propagation(self) -> dict:
+        service = "latency"
+        ids = [self.helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(10)]
+        self.create_ring("latency", {"service": {"name": service}, "shards": 1024,
+                                     "stabilization": {"window": "0s", "maxDelay": "0s"}})
+        seen: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            watcher = k8s_watch.Watch()
+            while not stop.is_set():
+                try:
+                    for event in watcher.stream(self.core.list_namespaced_config_map, NS,
+                                                field_selector="metadata.name=latency-ring",
+                                                timeout_seconds=5):
+                        data = event["object"].data or {}
+                        if "ring.json" in data:
+                            members = len(json.loads(data["ring.json"])["members"])
+                            seen.append((time.monotonic(), members))
+                        if stop.is_set():
+                            break
+                except Exception:  # noqa: BLE001 - a benchmark watch just reconnects
+                    time.sleep(0.1)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not (seen and seen[-1][1] == 10) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        latencies = []
+        for flip in range(FLIPS):
+            passing = flip % 2 == 1
+            want = 10 if passing else 9
+            start = time.monotonic()
+            count = len(seen)
+            self.helper.set_health(ids[0], passing=passing)
+            deadline = start + 10
+            while time.monotonic() < deadline:
+                hits = [t for t, members in seen[count:] if members == want]
+                if hits:
+                    latencies.append(hits[0] - start)
+                    break
+                time.sleep(0.002)
+            time.sleep(0.05)
+        stop.set()
+        return {**percentiles(latencies), "flips": FLIPS, "missed": FLIPS - len(latencies),
+                "targets": {"p50_ms": 150, "p99_ms": 500}}
+
+    # ---- 2. scale, 3. churn, 4. restart -----------------------------------------------------
+
+    def register_fleet(self) -> list[str]:
+        instances = []
+        for s in range(SERVICES):
+            for i in range(INSTANCES):
+                instances.append(self.helper.register(f"fleet-{s}", f"fleet-{s}-{i}",
+                                                      address=f"10.{s}.{i // 250}.{i % 250}",
+                                                      port=9100))
+        return instances
+
+    def scale(self, window: str) -> dict:
+        self.stop_operator()
+        started_registering = time.monotonic()
+        instances = self.register_fleet()
+        registered = time.monotonic() - started_registering
+        for r in range(RINGS):
+            self.create_ring(f"ring-{r}", {
+                "service": {"name": f"fleet-{r % SERVICES}"}, "shards": 256 * (1 + r % 4),
+                "replicationFactor": 1 + r % 2,
+                "stabilization": {"window": window, "maxDelay": "30s"}})
+        start = time.monotonic()
+        self.start_operator()
+        while self.ready_rings() < RINGS:
+            if time.monotonic() - start > 1800:
+                break
+            time.sleep(2)
+        all_ready = time.monotonic() - start
+        time.sleep(10)
+        queries = self.metrics().get("shardring_consul_queries_active", 0)
+        writes_before, cpu_before = self.api_writes(), self.cpu_seconds()
+        time.sleep(60)
+        steady_writes = self.api_writes() - writes_before
+        idle_cpu = (self.cpu_seconds() - cpu_before) / 60
+        return {"instances": len(instances), "rings": RINGS, "services": SERVICES,
+                "register_seconds": round(registered, 1),
+                "all_ready_seconds": round(all_ready, 1), "consul_queries": int(queries),
+                "rss_mb": round(self.rss_mb(), 1), "idle_cpu_cores": round(idle_cpu, 4),
+                "api_writes_60s_steady": steady_writes,
+                "targets": {"consul_queries": SERVICES, "rss_mb": 300, "api_writes": 0}}, \
+            instances
+
+    def churn(self, instances: list[str]) -> dict:
+        rng = random.Random(7)
+        writes_before = self.metrics()
+        down: set[str] = set()
+        flips = max(1, len(instances) // 100)
+        start = time.monotonic()
+        while time.monotonic() - start < 60:
+            for instance in rng.sample(instances, flips):
+                passing = instance in down
+                self.helper.set_health(instance, passing=passing)
+                (down.discard if passing else down.add)(instance)
+            time.sleep(max(0.0, 1 - (time.monotonic() - start) % 1))
+        for instance in list(down):
+            self.helper.set_health(instance, passing=True)
+        stopped = time.monotonic()
+        stale = RINGS
+        while time.monotonic() - stopped < 120:
+            stale = self.stale_rings()
+            if stale == 0:
+                break
+            time.sleep(1)
+        settled = time.monotonic() - stopped
+        after = self.metrics()
+        writes = [after.get(k, 0) - writes_before.get(k, 0) for k in after
+                  if k.startswith("shardring_configmap_writes_total{")]
+        return {"flips_per_second": flips, "seconds": 60, "window": "5s", "maxDelay": "30s",
+                "writes_per_ring_max": max(writes, default=0),
+                "writes_per_ring_mean": round(statistics.mean(writes), 2) if writes else 0,
+                "settled_after_churn_seconds": round(settled, 1), "stale_rings": stale}
+
+    def stale_rings(self) -> int:
+        healthy: dict[str, set[str]] = {}
+        for s in range(SERVICES):
+            _, nodes = self.consul.health.service(f"fleet-{s}", passing=True)
+            healthy[f"fleet-{s}"] = {n["Service"]["ID"] for n in nodes}
+        stale = 0
+        for item in self.core.list_namespaced_config_map(
+                NS, label_selector="app.kubernetes.io/managed-by=shardring-operator").items:
+            document = json.loads(item.data["ring.json"])
+            service = (document.get("service") or {}).get("name")
+            if service in healthy and {m["id"] for m in document["members"]} != healthy[service]:
+                stale += 1
+        return stale
+
+    def restart(self) -> dict:
+        hashes = self.ring_hashes()
+        writes_before = self.api_writes()
+        self.stop_operator()
+        start = time.monotonic()
+        self.start_operator()
+        resumed = None
+        while time.monotonic() - start < 600:
+            values = self.metrics()
+            if values.get("shardring_consul_queries_active", 0) >= SERVICES and \
+                    values.get('shardring_rings{condition="Ready",status="True"}', 0) >= RINGS:
+                resumed = time.monotonic() - start
+                break
+            time.sleep(0.5)
+        time.sleep(15)
+        after = self.ring_hashes()
+        moved_rings = sum(after.get(k) != v for k, v in hashes.items())
+        return {"resume_seconds": round(resumed, 1) if resumed else None,
+                "rings_changed": moved_rings, "api_writes": self.api_writes() - writes_before,
+                "targets": {"rings_changed": 0, "api_writes": 0}}
+
+
+def main() -> int:
+    results: dict = {"machine": os.uname().machine, "cores": os.cpu_count()}
+    with ControlPlane() as plane:
+        bench = Bench(plane)
+        k8s.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
+            yaml.safe_load((REPO / "crds" / "shardrings.shardring.io.yaml").read_text()))
+        time.sleep(2)
+        bench.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
+        bench.start_operator()
+        try:
+            print("propagation latency ...", flush=True)
+            results["propagation"] = bench.propagation()
+            print(json.dumps(results["propagation"]), flush=True)
+            print(f"scale: {RINGS} rings over {SERVICES} x {INSTANCES} instances ...", flush=True)
+            results["scale"], instances = bench.scale(window="5s")
+            print(json.dumps(results["scale"]), flush=True)
+            print("churn ...", flush=True)
+            results["churn"] = bench.churn(instances)
+            print(json.dumps(results["churn"]), flush=True)
+            print("restart ...", flush=True)
+            results["restart"] = bench.restart()
+            print(json.dumps(results["restart"]), flush=True)
+        finally:
+            bench.stop_operator()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "e2e.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    lines = ["| benchmark | figures |", "|---|---|"]
+    lines += [f"| {name} | `{json.dumps(value, sort_keys=True)}` |" for name, value in
+              results.items() if isinstance(value, dict)]
+    (RESULTS / "e2e.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'e2e.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
