@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,7 +39,7 @@ def test_operator_process_publishes_and_exits_quickly_on_sigterm(
     env = subprocess_env(control_plane)
     log = tmp_path / "operator.log"
     process = subprocess.Popen([sys.executable, "-m", "controller", "run", "--standalone",
-                                "--namespace", namespace], cwd=REPO, env=env,
+                                "--log-format", "json", "--namespace", namespace], cwd=REPO, env=env,
                                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
         rings = Rings(api_client, namespace)
@@ -57,3 +58,6 @@ def test_operator_process_publishes_and_exits_quickly_on_sigterm(
     assert code == 0, text[-3000:]
     assert elapsed < 15, f"took {elapsed:.1f} s to stop"
     assert "Traceback" not in text, text[-3000:]
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    about_ring = [r for r in records if "proc-ring" in r.get("message", "")]
+    assert about_ring and all(f"[{namespace}/proc]" in r["message"] for r in about_ring)
