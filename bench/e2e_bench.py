@@ -170,6 +170,8 @@ class Bench:
                 time.sleep(0.002)
             time.sleep(0.05)
         stop.set()
+        self.custom.delete_namespaced_custom_object("shardring.io", "v1alpha1", NS, "shardrings",
+                                                    "latency")
         return {**percentiles(latencies), "flips": FLIPS, "missed": FLIPS - len(latencies),
                 "targets": {"p50_ms": 150, "p99_ms": 500}}
 
@@ -239,7 +241,7 @@ class Bench:
         settled = time.monotonic() - stopped
         after = self.metrics()
         writes = [after.get(k, 0) - writes_before.get(k, 0) for k in after
-                  if k.startswith("shardring_configmap_writes_total{")]
+                  if k.startswith("shardring_configmap_writes_total{") and 'ring="ring-' in k]
         return {"flips_per_second": flips, "seconds": 60, "window": "5s", "maxDelay": "30s",
                 "writes_per_ring_max": max(writes, default=0),
                 "writes_per_ring_mean": round(statistics.mean(writes), 2) if writes else 0,
