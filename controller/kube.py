@@ -124,6 +124,17 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}
 
 
+def view_from_dict(body: dict[str, Any]) -> ConfigMapView:
+    """The same view from a raw watch event body (camelCase keys)."""
+    metadata = body.get("metadata") or {}
+    owners = metadata.get("ownerReferences") or []
+    controller = next((o.get("uid") for o in owners if o.get("controller")), None)
+    return ConfigMapView(name=metadata.get("name", ""), data=dict(body.get("data") or {}),
+                         labels=dict(metadata.get("labels") or {}),
+                         owner_uids=tuple(o.get("uid") for o in owners), controller_uid=controller,
+                         resource_version=str(metadata.get("resourceVersion", "")))
+
+
 def _view(found: k8s.V1ConfigMap) -> ConfigMapView:
     owners = found.metadata.owner_references or []
     controller = next((o.uid for o in owners if o.controller), None)

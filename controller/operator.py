@@ -23,7 +23,8 @@ import kopf
 from . import conditions, metrics, ringfile
 from .conditions import Condition
 from .consul_watch import Subscription, WatcherRegistry, WatchKey, token_digest
-from .kube import RING_LABEL, MANAGED_BY, Conflict, Kube, SecretMissing, owner_reference
+from .kube import (RING_LABEL, MANAGED_BY, ConfigMapView, Conflict, Kube, SecretMissing,
+                   owner_reference, view_from_dict)
 from .membership import MembershipError, members_from
 from .reconcile import Decision, Problem, decide
 from .render import RingTooLarge, configmap_data
@@ -32,7 +33,8 @@ from .spec import RingConfig, SpecError, parse_spec
 
 log = logging.getLogger("shardring")
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
-SECRET_RECHECK = 30.0
+RECHECK = 30.0  # for what no event announces: a token Secret appearing, a conflicting ConfigMap going
+_UNKNOWN = object()
 
 
 def _now() -> str:
@@ -87,6 +89,13 @@ class RingWorker:
         self.pending_since: float | None = None
         self.last_status: dict[str, Any] | None = None
         self.last_problem: str | None = None
+        # The owned ConfigMap as last seen (watch events and our own writes keep it fresh), so a
+        # wake does not cost a GET; _UNKNOWN until first read, None when it does not exist.
+        self.configmap: tuple[str, ConfigMapView | None] | object = _UNKNOWN
+        # Inputs of the last completed pass: waking with the same inputs does nothing (our own
+        # status patches echo back as events).
+        self.fingerprint: tuple | None = None
+        self.deadline: float | None = None
         self.writes = 0  # ConfigMap writes, for tests and metrics
         self.passes = 0  # reconcile passes: a bad spec must not make this climb (no hot loop)
         self._wake = asyncio.Event()
@@ -119,7 +128,7 @@ class RingWorker:
             self._wake.clear()
             self.passes += 1
             try:
-                timeout = await self.reconcile() if self.body else None
+                timeout = await self._reconcile_if_needed() if self.body else None
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -139,6 +148,36 @@ class RingWorker:
             await self.state.registry.unsubscribe(subscription)
 
     # ---- reconcile ---------------------------------------------------------------------------
+
+    def _inputs(self) -> tuple:
+        body = self.body or {}
+        watch = self.subscription.state if self.subscription else None
+        configmap = self.configmap if self.configmap is _UNKNOWN else \
+            (self.configmap[0], self.configmap[1] and self.configmap[1].resource_version)
+        return (body.get("metadata", {}).get("uid"), body.get("metadata", {}).get("generation"),
+                repr(body.get("spec")), id(watch), repr(configmap))
+
+    async def _reconcile_if_needed(self) -> float | None:
+        now = time.monotonic()
+        due = self.deadline is not None and now >= self.deadline
+        if not due and self.fingerprint is not None and self.fingerprint == self._inputs():
+            return None if self.deadline is None else self.deadline - now
+        self.fingerprint = None
+        timeout = await self.reconcile()
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.fingerprint = self._inputs()
+        return timeout
+
+    def configmap_seen(self, name: str, view: ConfigMapView | None) -> None:
+        self.configmap = (name, view)
+        self.wake()
+
+    async def _read_configmap(self, name: str) -> ConfigMapView | None:
+        if self.configmap is not _UNKNOWN and self.configmap[0] == name:
+            return self.configmap[1]
+        view = await self.state.kube.read_configmap(self.namespace, name)
+        self.configmap = (name, view)
+        return view
 
     async def reconcile(self) -> float | None:
         """One level-triggered pass. Returns seconds until it must run again (None: when woken)."""
@@ -169,19 +208,20 @@ class RingWorker:
             except SecretMissing as error:
                 await self._unsubscribe()
                 await self._report(config, Problem("SecretMissing", str(error)), consul=None)
-                return SECRET_RECHECK
+                return RECHECK
         self._subscribe(config, token)
         watch = self.subscription.state
         if watch.snapshot is None and watch.error is None:
             return None  # the first reply wakes us
-        configmap = await self.state.kube.read_configmap(self.namespace, config.configmap)
+        configmap = await self._read_configmap(config.configmap)
         uid = body["metadata"]["uid"]
         if configmap is not None and configmap.controller_uid != uid:
+            self.configmap = _UNKNOWN  # not watched (not ours): read it again next time
             await self._report(config, Problem(
                 "ConfigMapConflict", f"ConfigMap {config.configmap!r} already exists and is not "
                 f"owned by this ShardRing; it is left untouched. Delete or rename it, or set "
                 f"spec.configMap.name"), consul=watch)
-            return None
+            return RECHECK
         previous = self._previous(configmap)
         decision = self._decide(config, watch, previous, generation)
         if decision.ring is not None:
@@ -195,6 +235,7 @@ class RingWorker:
                 try:
                     await self._write_configmap(config, configmap, data, body)
                 except Conflict:
+                    self.configmap = _UNKNOWN
                     return RETRY_MIN
                 self.last_published = decision.ring
         if decision.changed:
@@ -251,9 +292,10 @@ class RingWorker:
             return  # nothing changed, nothing written
         if current is not None:
             labels = {**current.labels, **labels}
-        await self.state.kube.write_configmap(
+        written = await self.state.kube.write_configmap(
             self.namespace, config.configmap, data, labels, owner_reference(body),
             current.resource_version if current else None)
+        self.configmap = (config.configmap, written)
         self.writes += 1
         metrics.CONFIGMAP_WRITES.labels(self.namespace, self.name).inc()
         self.log.info("ConfigMap %s %s", config.configmap, "updated" if current else "created")
@@ -303,16 +345,30 @@ class RingWorker:
             kopf.event(body, type="Warning", reason=problem.reason, message=problem.message)
         self.last_problem = problem.reason if problem else None
         try:
-            patched = await self.state.kube.patch_status(
-                self.namespace, self.name, status, body["metadata"].get("resourceVersion"))
+            patched = await self._patch_status(status, body)
         except Conflict:
-            fresh = await self.state.kube.read_ring(self.namespace, self.name)
-            if fresh is not None:
-                self.observe(fresh)
+            self.wake()  # changed again meanwhile: the next pass starts from the fresh object
             return
         self.last_status = status
         self.body = {**body, "status": patched.get("status", status),
                      "metadata": patched.get("metadata", body["metadata"])}
+
+    async def _patch_status(self, status: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """Patch at the known resourceVersion; after a conflict (kopf's finalizer, a spec edit),
+        re-read once and patch at the fresh one."""
+        try:
+            return await self.state.kube.patch_status(
+                self.namespace, self.name, status, body["metadata"].get("resourceVersion"))
+        except Conflict:
+            fresh = await self.state.kube.read_ring(self.namespace, self.name)
+            if fresh is None:
+                raise
+            if fresh.get("spec") != body.get("spec"):
+                self.body = fresh
+                raise
+            self.body = fresh
+            return await self.state.kube.patch_status(
+                self.namespace, self.name, status, fresh["metadata"].get("resourceVersion"))
 
     @staticmethod
     def _conditions(problem: Problem | None, consul, decision: Decision | None,
@@ -410,10 +466,13 @@ async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: 
 
 
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)
-async def _configmap_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+async def _configmap_event(event: dict[str, Any], body: kopf.Body, namespace: str, name: str,
+                           **_: Any) -> None:
     ring = (body.get("metadata", {}).get("labels") or {}).get(RING_LABEL)
     if STATE is not None and ring and (namespace, ring) in STATE.workers:
-        STATE.workers[(namespace, ring)].wake()
+        deleted = event.get("type") == "DELETED"
+        STATE.workers[(namespace, ring)].configmap_seen(name, None if deleted else
+                                                        view_from_dict(dict(body)))
 
 
 def _plain(body: Any) -> dict[str, Any]:

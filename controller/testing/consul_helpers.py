@@ -19,7 +19,7 @@ class ConsulHelper:
         self.client.agent.service.register(
             service, service_id=instance_id, address=address, port=port, tags=tags or [],
             meta=meta or {}, check=check, weights=weights)
-        self.registered.append(instance_id)
+        self.registered.append(instance_id)  # list.append is atomic: safe from threads
         self.set_health(instance_id, passing)
         return instance_id
 
