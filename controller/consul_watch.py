@@ -84,6 +84,7 @@ class Watcher:
                  stats: "WatchStats"):
         self.key = key
         self.state = WatchState()
+        self.version = 0  # +1 on every state change (object ids can be reused; this cannot)
         self.subscribers: set[Callable[[], None]] = set()
         self._connection = connection
         self._token = token
@@ -182,6 +183,7 @@ class Watcher:
         self._notify()
 
     def _notify(self) -> None:
+        self.version += 1
         for wake in list(self.subscribers):
             wake()
 

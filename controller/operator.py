@@ -151,21 +151,25 @@ class RingWorker:
 
     def _inputs(self) -> tuple:
         body = self.body or {}
-        watch = self.subscription.state if self.subscription else None
-        configmap = self.configmap if self.configmap is _UNKNOWN else \
+        watcher = self.subscription.watcher if self.subscription else None
+        configmap = "unknown" if self.configmap is _UNKNOWN else \
             (self.configmap[0], self.configmap[1] and self.configmap[1].resource_version)
         return (body.get("metadata", {}).get("uid"), body.get("metadata", {}).get("generation"),
-                repr(body.get("spec")), id(watch), repr(configmap))
+                repr(body.get("spec")), watcher and watcher.key, watcher and watcher.version,
+                repr(configmap))
 
     async def _reconcile_if_needed(self) -> float | None:
         now = time.monotonic()
         due = self.deadline is not None and now >= self.deadline
         if not due and self.fingerprint is not None and self.fingerprint == self._inputs():
             return None if self.deadline is None else self.deadline - now
+        # The inputs as they were when this pass started: anything that changes while it runs
+        # (a Consul reply, our own ConfigMap write) makes the next wake run another pass.
+        inputs = self._inputs()
         self.fingerprint = None
         timeout = await self.reconcile()
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.fingerprint = self._inputs()
+        self.fingerprint = inputs
         return timeout
 
     def configmap_seen(self, name: str, view: ConfigMapView | None) -> None:

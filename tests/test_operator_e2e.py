@@ -246,3 +246,26 @@ def test_ring_show_reads_a_live_configmap(operator, rings, consul_helper, namesp
                             env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)})
     assert result.returncode == 0, result.stderr
     assert "2 members, 64 shards" in result.stdout and f"{service}-0" in result.stdout
+
+
+def test_rapid_changes_always_end_in_the_final_membership(operator, rings, consul_helper):
+    """Consul changes landing while a pass is running are never lost (no stale rings)."""
+    import random
+    service = service_name()
+    ids = register(consul_helper, service, 12)
+    rings.create("rapid", ring_spec(service, stabilization={
+        "window": "0s", "maxDelay": "0s", "maxMemberLossPercent": 100}))
+    rings.wait_ring("rapid-ring", lambda r: len(r.assignment.members) == 12, "12 members")
+    rnd = random.Random(3)
+    healthy = set(ids)
+    for _ in range(40):
+        instance = rnd.choice(ids)
+        passing = instance not in healthy
+        consul_helper.set_health(instance, passing=passing)
+        (healthy.add if passing else healthy.discard)(instance)
+        time.sleep(rnd.choice([0, 0.005, 0.02]))
+    if len(healthy) < 1:
+        consul_helper.set_health(ids[0], passing=True)
+        healthy.add(ids[0])
+    rings.wait_ring("rapid-ring", lambda r: {m.id for m in r.assignment.members} == healthy,
+                    "the final membership", timeout=15)
