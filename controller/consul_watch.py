@@ -33,7 +33,7 @@ WAIT_SECONDS = 55.0
 MIN_INTERVAL = 0.05  # at most 20 queries a second per watcher, even if the index churns
 # Capped low so that Consul coming back is noticed within seconds; with one query per distinct
 # service, a few requests a second across all watchers is not a hot loop.
-BACKOFF_START, BACKOFF_MAX = 0.5, 2.0
+BACKOFF_START, BACKOFF_MAX = 0.25, 1.0
 
 
 @dataclass(frozen=True)
