@@ -81,7 +81,7 @@ def operator_env(control_plane: ControlPlane) -> Iterator[None]:
 
 
 @pytest.fixture
-def operator(crd, operator_env) -> Iterator["KopfRunner"]:
+def operator(crd, operator_env):
     """The operator, in-process (kopf.testing.KopfRunner), against the real control plane."""
     from kopf.testing import KopfRunner
     with KopfRunner(["run", "--all-namespaces", "--standalone", "-m", "controller.operator"],

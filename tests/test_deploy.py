@@ -3,7 +3,6 @@ exactly the ClusterRole in manifests/rbac.yaml (each rule is needed); two replic
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

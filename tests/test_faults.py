@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,6 @@ import pytest
 from kubernetes import client as k8s
 
 from controller import operator as operator_module
-from controller import ringfile
 from controller.testing import ConsulAgent
 from controller.testing.consul_helpers import ConsulHelper
 from tests.operator_helpers import Rings, quick, service_name, subprocess_env, wait_for

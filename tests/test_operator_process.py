@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.operator_helpers import Rings, subprocess_env, wait_for
+from tests.operator_helpers import Rings, subprocess_env
 
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[1]
