@@ -172,14 +172,17 @@ def test_two_replicas_one_active_and_the_standby_takes_over(
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
     active = OperatorProcess(control_plane, control_plane.kubeconfig, tmp_path / "active.log",
                              "--peering", "shardring", "--priority", "200")
-    standby = OperatorProcess(control_plane, control_plane.kubeconfig, tmp_path / "standby.log",
-                              "--peering", "shardring", "--priority", "100")
+    standby = None
     try:
         rings.create("ha", {"service": {"name": service}, "shards": 16,
                             "stabilization": {"window": "0s", "maxDelay": "0s"}})
         before = rings.wait_ring("ha-ring", lambda r: len(r.assignment.members) == 4, "ring",
                                  timeout=60)
-        time.sleep(2)
+        # The second replica joins a running one (as in a rolling Deployment): it stands by.
+        standby = OperatorProcess(control_plane, control_plane.kubeconfig,
+                                  tmp_path / "standby.log", "--peering", "shardring",
+                                  "--priority", "100")
+        time.sleep(5)
         assert "ConfigMap ha-ring created" in active.output()
         assert "ConfigMap ha-ring" not in standby.output()
         active.stop(signal.SIGKILL)
@@ -193,4 +196,5 @@ def test_two_replicas_one_active_and_the_standby_takes_over(
         assert "ConfigMap ha-ring updated" in standby.output()
     finally:
         active.stop(signal.SIGKILL)
-        standby.stop()
+        if standby is not None:
+            standby.stop()
