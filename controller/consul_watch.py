@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import random
 import time
@@ -172,9 +171,10 @@ class Watcher:
 
     def _succeed(self, entries: list[dict[str, Any]], index: int) -> None:
         canonical = _canonical(entries)
+        # _canonical sorts every list, and dict equality ignores key order: plain equality is
+        # the comparison, with no re-serialising of the previous snapshot on every reply.
         unchanged = self.state.snapshot is not None and self.state.error is None and \
-            json.dumps(canonical, sort_keys=True) == json.dumps(self.state.snapshot.entries,
-                                                               sort_keys=True)
+            canonical == self.state.snapshot.entries
         if unchanged:
             return  # a reply is not a change
         self.state = WatchState(snapshot=Snapshot(index, canonical, time.monotonic()))
