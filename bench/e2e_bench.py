@@ -2,7 +2,9 @@
 
 Writes bench/results/e2e.json and e2e.md. Medians and percentiles over repeated events; the machine
 is small and noisy (2 cores), and the operator, kube-apiserver, etcd and Consul share it.
-Sizes can be lowered for a quick look: BENCH_FLIPS, BENCH_SERVICES, BENCH_INSTANCES, BENCH_RINGS.
+Sizes can be lowered for a quick look: BENCH_FLIPS, BENCH_SERVICES, BENCH_INSTANCES, BENCH_RINGS;
+BENCH_PHASES picks phases (scale always runs); BENCH_MEMPROFILE=<path> writes a memory report.
+A partial run (other sizes or phases, or a memory profile) does not overwrite bench/results.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import random
 import signal
 import ssl
 import statistics
+import re
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +35,7 @@ from kubernetes import watch as k8s_watch  # noqa: E402
 
 from controller import ringfile  # noqa: E402
 from controller.testing import ControlPlane  # noqa: E402
-from controller.testing.consul_helpers import ConsulHelper  # noqa: E402
+from controller.testing.consul_helpers import CatalogFleet, ConsulHelper  # noqa: E402
 from controller.testing.controlplane import free_port  # noqa: E402
 from controller.testing.scrape import scrape  # noqa: E402
 
@@ -40,6 +44,11 @@ FLIPS = int(os.environ.get("BENCH_FLIPS", 200))
 SERVICES = int(os.environ.get("BENCH_SERVICES", 100))
 INSTANCES = int(os.environ.get("BENCH_INSTANCES", 100))
 RINGS = int(os.environ.get("BENCH_RINGS", 1000))
+DEFAULT_PHASES = ["propagation", "scale", "churn", "restart"]
+PHASES = os.environ.get("BENCH_PHASES", ",".join(DEFAULT_PHASES)).split(",")
+# A path: run the operator under tracemalloc (bench/memprofile.py) and write its memory report
+# there after the scale phase's steady state. Its RSS figures are then tracemalloc's, not ours.
+MEMPROFILE = os.environ.get("BENCH_MEMPROFILE", "")
 NS = "bench"
 
 
@@ -62,6 +71,7 @@ class Bench:
         host, port = plane.consul_addr.rsplit(":", 1)
         self.consul = consul.Consul(host=host, port=int(port))
         self.helper = ConsulHelper(self.consul)
+        self.fleet = CatalogFleet(self.consul)
         self.metrics_port = free_port()
         self.operator: subprocess.Popen | None = None
 
@@ -72,8 +82,12 @@ class Bench:
         # freed memory from the client threads.
         env = {**os.environ, **self.plane.env(), "SHARDRING_METRICS_PORT": str(self.metrics_port),
                "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+        command = [sys.executable, "-m", "controller", "run", "--standalone"]
+        if MEMPROFILE:
+            env["MEMPROFILE_OUT"] = MEMPROFILE
+            command[1:3] = [str(REPO / "bench" / "memprofile.py")]
         self.operator = subprocess.Popen(
-            [sys.executable, "-m", "controller", "run", "--standalone"], cwd=REPO, env=env,
+            command, cwd=REPO, env=env,
             stdout=open(self.plane.workdir / "operator.log", "ab"), stderr=subprocess.STDOUT)
 
     def stop_operator(self) -> None:
@@ -87,18 +101,29 @@ class Bench:
         except OSError:
             return {}
 
-    def api_writes(self) -> int:
+    def api_writes(self) -> Counter:
+        """The API server's own count of writes, by "verb resource[/subresource] code"."""
         request = urllib.request.Request(f"{self.plane.api_url}/metrics")
         request.add_header("Authorization", f"Bearer {self.plane.admin_token}")
         text = urllib.request.urlopen(request, context=ssl._create_unverified_context(),
                                       timeout=10).read().decode()
-        total = 0
+        writes: Counter = Counter()
         for line in text.splitlines():
-            if line.startswith("apiserver_request_total{") and \
-                    any(f'verb="{v}"' in line for v in ("POST", "PUT", "PATCH", "DELETE")) and \
-                    any(f'resource="{r}"' in line for r in ("configmaps", "shardrings", "events")):
-                total += int(float(line.rpartition(" ")[2]))
-        return total
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.partition("}")[0]))
+            if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE") and \
+                    labels.get("resource") in ("configmaps", "shardrings", "events"):
+                what = labels["resource"] + (f"/{labels['subresource']}"
+                                             if labels.get("subresource") else "")
+                writes[f"{labels['verb']} {what} {labels.get('code')}"] += \
+                    int(float(line.rpartition(" ")[2]))
+        return writes
+
+    @staticmethod
+    def writes_since(before: Counter, after: Counter) -> dict:
+        delta = {k: after[k] - before.get(k, 0) for k in sorted(after) if after[k] > before.get(k, 0)}
+        return {"total": sum(delta.values()), "by_request": delta}
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines():
@@ -181,12 +206,12 @@ class Bench:
     # ---- 2. scale, 3. churn, 4. restart -----------------------------------------------------
 
     def register_fleet(self) -> list[str]:
-        from concurrent.futures import ThreadPoolExecutor
-        jobs = [(s, i) for s in range(SERVICES) for i in range(INSTANCES)]
-        with ThreadPoolExecutor(8) as pool:  # the agent's HTTP API takes ~10 ms a call
-            return list(pool.map(lambda job: self.helper.register(
-                f"fleet-{job[0]}", f"fleet-{job[0]}-{job[1]}",
-                address=f"10.{job[0]}.{job[1] // 250}.{job[1] % 250}", port=9100), jobs))
+        # Through the catalog, in transactions, on one external node per service: the agent's
+        # per-instance registration (~35 ms a call here) made this phase take six minutes.
+        return self.fleet.register([
+            (f"fleet-node-{s}", f"fleet-{s}", f"fleet-{s}-{i}",
+             f"10.{s}.{i // 250}.{i % 250}", 9100)
+            for s in range(SERVICES) for i in range(INSTANCES)])
 
     def scale(self, window: str) -> dict:
         self.stop_operator()
@@ -209,47 +234,88 @@ class Bench:
         queries = self.metrics().get("shardring_consul_queries_active", 0)
         writes_before, cpu_before = self.api_writes(), self.cpu_seconds()
         time.sleep(60)
-        steady_writes = self.api_writes() - writes_before
+        steady_writes = self.writes_since(writes_before, self.api_writes())
         idle_cpu = (self.cpu_seconds() - cpu_before) / 60
+        if MEMPROFILE:
+            Path(MEMPROFILE).unlink(missing_ok=True)
+            self.operator.send_signal(signal.SIGUSR1)
+            while not Path(MEMPROFILE).exists():
+                time.sleep(1)
         return {"instances": len(instances), "rings": RINGS, "services": SERVICES,
                 "register_seconds": round(registered, 1),
                 "all_ready_seconds": round(all_ready, 1), "consul_queries": int(queries),
                 "rss_mb": round(self.rss_mb(), 1), "idle_cpu_cores": round(idle_cpu, 4),
-                "api_writes_60s_steady": steady_writes,
+                "api_writes_60s_steady": steady_writes["total"],
+                "api_writes_60s_steady_by_request": steady_writes["by_request"],
                 "targets": {"consul_queries": SERVICES, "rss_mb": 300, "api_writes": 0}}, \
             instances
 
     def churn(self, instances: list[str]) -> dict:
+        """Flip 1 % of the fleet each second for 60 s, then restore it; watch every ConfigMap.
+
+        Once churn stops every instance is passing again, so each ring's last ConfigMap must list
+        its whole service; a ring settles at the first ConfigMap event after the stop that does.
+        """
         rng = random.Random(7)
         writes_before = self.metrics()
+        events: list[tuple[float, str, int]] = []  # (when, ring ConfigMap, members)
+        stop_watching = threading.Event()
+        watcher = threading.Thread(target=self._watch_rings, args=(events, stop_watching),
+                                   daemon=True)
+        watcher.start()
         down: set[str] = set()
         flips = max(1, len(instances) // 100)
         start = time.monotonic()
         while time.monotonic() - start < 60:
-            for instance in rng.sample(instances, flips):
-                passing = instance in down
-                self.helper.set_health(instance, passing=passing)
+            changes = {instance: instance in down for instance in rng.sample(instances, flips)}
+            self.fleet.set_health(changes)
+            for instance, passing in changes.items():
                 (down.discard if passing else down.add)(instance)
             time.sleep(max(0.0, 1 - (time.monotonic() - start) % 1))
-        for instance in list(down):
-            self.helper.set_health(instance, passing=True)
+        self.fleet.set_health({instance: True for instance in down})
         stopped = time.monotonic()
-        stale = RINGS
-        while time.monotonic() - stopped < 120:
-            stale = self.stale_rings()
-            if stale == 0:
-                break
-            time.sleep(1)
-        settled = time.monotonic() - stopped
+        settled: dict[str, float] = {}
+        while time.monotonic() - stopped < 120 and len(settled) < RINGS:
+            for when, name, members in list(events):
+                if when >= stopped and members == INSTANCES and name not in settled:
+                    settled[name] = when - stopped
+            time.sleep(0.5)
+        stop_watching.set()
+        stale = self.stale_rings()
+        # A ring whose ConfigMap already listed everyone when churn stopped has nothing to publish.
+        already = RINGS - stale - len(settled)
         after = self.metrics()
         writes = [after.get(k, 0) - writes_before.get(k, 0) for k in after
                   if k.startswith("shardring_configmap_writes_total{") and 'ring="ring-' in k]
         return {"flips_per_second": flips, "seconds": 60, "window": "5s", "maxDelay": "30s",
                 "writes_per_ring_max": max(writes, default=0),
                 "writes_per_ring_mean": round(statistics.mean(writes), 2) if writes else 0,
-                "settled_after_churn_seconds": round(settled, 1), "stale_rings": stale}
+                "settle_after_churn": {**percentiles(list(settled.values())),
+                                       "already_settled": already},
+                "stale_rings": stale}
+
+    def _watch_rings(self, events: list, stop: threading.Event) -> None:
+        watcher = k8s_watch.Watch()
+        version = None
+        while not stop.is_set():
+            try:
+                for event in watcher.stream(
+                        self.core.list_namespaced_config_map, NS, resource_version=version,
+                        label_selector="app.kubernetes.io/managed-by=shardring-operator",
+                        timeout_seconds=5):
+                    item = event["object"]
+                    version = item.metadata.resource_version
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        members = len(json.loads(item.data["ring.json"])["members"])
+                        events.append((time.monotonic(), item.metadata.name, members))
+                    if stop.is_set():
+                        break
+            except Exception:  # noqa: BLE001 - a benchmark watch just reconnects
+                version = None
+                time.sleep(0.1)
 
     def stale_rings(self) -> int:
+        """Rings whose ConfigMap does not list exactly the service's passing instances."""
         healthy: dict[str, set[str]] = {}
         for s in range(SERVICES):
             _, nodes = self.consul.health.service(f"fleet-{s}", passing=True)
@@ -280,13 +346,17 @@ class Bench:
         time.sleep(15)
         after = self.ring_hashes()
         moved_rings = sum(after.get(k) != v for k, v in hashes.items())
+        writes = self.writes_since(writes_before, self.api_writes())
         return {"resume_seconds": round(resumed, 1) if resumed else None,
-                "rings_changed": moved_rings, "api_writes": self.api_writes() - writes_before,
+                "rings_changed": moved_rings, "api_writes": writes["total"],
+                "api_writes_by_request": writes["by_request"],
                 "targets": {"rings_changed": 0, "api_writes": 0}}
 
 
 def main() -> int:
     results: dict = {"machine": os.uname().machine, "cores": os.cpu_count()}
+    # Stopped with SIGTERM (a timeout), still tear the control plane down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with ControlPlane() as plane:
         bench = Bench(plane)
         k8s.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
@@ -295,20 +365,29 @@ def main() -> int:
         bench.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
         bench.start_operator()
         try:
-            print("propagation latency ...", flush=True)
-            results["propagation"] = bench.propagation()
-            print(json.dumps(results["propagation"]), flush=True)
+            if "propagation" in PHASES:
+                print("propagation latency ...", flush=True)
+                results["propagation"] = bench.propagation()
+                print(json.dumps(results["propagation"]), flush=True)
             print(f"scale: {RINGS} rings over {SERVICES} x {INSTANCES} instances ...", flush=True)
             results["scale"], instances = bench.scale(window="5s")
             print(json.dumps(results["scale"]), flush=True)
-            print("churn ...", flush=True)
-            results["churn"] = bench.churn(instances)
-            print(json.dumps(results["churn"]), flush=True)
-            print("restart ...", flush=True)
-            results["restart"] = bench.restart()
-            print(json.dumps(results["restart"]), flush=True)
+            if "churn" in PHASES:
+                print("churn ...", flush=True)
+                results["churn"] = bench.churn(instances)
+                print(json.dumps(results["churn"]), flush=True)
+            if "restart" in PHASES:
+                print("restart ...", flush=True)
+                results["restart"] = bench.restart()
+                print(json.dumps(results["restart"]), flush=True)
         finally:
             bench.stop_operator()
+    results["complete"] = not MEMPROFILE and PHASES == DEFAULT_PHASES and \
+        (FLIPS, SERVICES, INSTANCES, RINGS) == (200, 100, 100, 1000)
+    if not results["complete"]:
+        print(json.dumps(results, indent=1, sort_keys=True))
+        print("partial run: bench/results left as they were")
+        return 0
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "e2e.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     lines = ["| benchmark | figures |", "|---|---|"]

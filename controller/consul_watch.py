@@ -153,6 +153,9 @@ class Watcher:
                 # An index that goes backwards means Consul's state was reset: start over.
                 index = 0 if new_index < index else new_index
                 self._succeed(entries or [], new_index)
+                # The raw reply (checks, outputs, raft indexes) would otherwise stay alive in this
+                # frame through the next 55-second query: 100 watchers held ~30 MB that way.
+                del entries
         finally:
             self._stats.active -= 1
             await _close(client)

@@ -98,7 +98,8 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
         assignment=assignment, version=previous.version if previous else last_version,
         consul_index=previous.consul_index if previous else consul_index, ring=ring_meta,
         service=service, endpoints=membership.endpoints)
-    if previous is not None and ringfile.render(candidate) == ringfile.render(previous):
+    # Equal RingFiles render to the same ring.json (the parser round-trips): nothing to publish.
+    if candidate == previous:
         return Decision(previous)
     published = ringfile.RingFile(
         assignment=assignment, version=max(last_version, candidate.version) + 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -183,12 +184,19 @@ def test_versions_continue_from_status_when_the_configmap_was_lost():
 def test_ring_json_is_canonical_and_round_trips():
     assignment = plan([Member("b", 2), Member("a", zone="z")], RingSpec(32, 2))
     ring = ringfile.RingFile(assignment, version=3, consul_index=9,
+                             ring={"namespace": "ns", "name": "r"},
+                             service={"name": "s", "tags": ["t"], "nodeMeta": {"k": "v"}},
                              endpoints={"a": ringfile.Endpoint("10.0.0.1", 80)})
     text = ringfile.render(ring)
     assert text == ringfile.render(ringfile.parse(text))
     assert json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")) + "\n" == text
     again = ringfile.parse(text)
     assert again.assignment == assignment and again.version == 3 and again.hash == ring.hash
+    # reconcile.decide relies on this: a parsed ring equals the ring it was rendered from, and
+    # any difference in what is rendered makes them unequal.
+    assert again == ring
+    assert again != dataclasses.replace(ring, endpoints={"a": ringfile.Endpoint("10.0.0.1", 81)})
+    assert again != dataclasses.replace(ring, service={"name": "s"})
 
 
 @pytest.mark.parametrize("broken", ["not json", "{}", '{"format": "shardring.io/ring/v1"}'])
