@@ -125,6 +125,18 @@ class Bench:
         delta = {k: after[k] - before.get(k, 0) for k in sorted(after) if after[k] > before.get(k, 0)}
         return {"total": sum(delta.values()), "by_request": delta}
 
+    def quiet_writes(self, quiet: float = 10.0, limit: float = 180.0) -> Counter:
+        """Wait until the API server has seen no writes for ``quiet`` seconds; the counts then."""
+        deadline = time.monotonic() + limit
+        writes = self.api_writes()
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = self.api_writes()
+            if now == writes:
+                break
+            writes = now
+        return writes
+
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -330,8 +342,9 @@ class Bench:
         return stale
 
     def restart(self) -> dict:
+        # Start from quiet: what churn left pending (windows, maxDelay) is not the restart's doing.
+        writes_before = self.quiet_writes()
         hashes = self.ring_hashes()
-        writes_before = self.api_writes()
         self.stop_operator()
         start = time.monotonic()
         self.start_operator()
