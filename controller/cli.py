@@ -65,9 +65,9 @@ def _read_ring(args: argparse.Namespace):
         from .kube import Kube
         import asyncio
         found = asyncio.run(Kube().read_configmap(namespace or "default", name))
-        if found is None or "ring.json" not in found.data:
+        if found is None or found.ring_json is None:
             raise UsageError(f"ConfigMap {args.configmap} with a ring.json not found")
-        return Ring.from_text(found.data["ring.json"])
+        return Ring.from_text(found.ring_json)
     if not args.path:
         raise UsageError("give a directory or ring.json, or --configmap NAMESPACE/NAME")
     path = Path(args.path)

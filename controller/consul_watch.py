@@ -66,14 +66,18 @@ def _canonical(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for entry in entries:
         node = entry.get("Node") or {}
         service = entry.get("Service") or {}
-        slim.append({
-            "Node": {"Node": node.get("Node"), "Address": node.get("Address"),
-                     "Meta": node.get("Meta") or {}},
-            "Service": {"ID": service.get("ID"), "Address": service.get("Address"),
-                        "Port": service.get("Port"), "Meta": service.get("Meta") or {},
-                        "Tags": sorted(service.get("Tags") or []),
-                        "Weights": service.get("Weights") or {}},
-        })
+        # Empty fields are left out (readers use .get): 10 000 entries are held at scale.
+        slim_node = {"Node": node.get("Node"), "Address": node.get("Address")}
+        slim_service = {"ID": service.get("ID"), "Address": service.get("Address"),
+                        "Port": service.get("Port")}
+        if node.get("Meta"):
+            slim_node["Meta"] = node["Meta"]
+        for key in ("Meta", "Weights"):
+            if service.get(key):
+                slim_service[key] = service[key]
+        if service.get("Tags"):
+            slim_service["Tags"] = sorted(service["Tags"])
+        slim.append({"Node": slim_node, "Service": slim_service})
     slim.sort(key=lambda e: (e["Node"]["Node"] or "", e["Service"]["ID"] or ""))
     return slim
 

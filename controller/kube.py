@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +25,11 @@ class Conflict(Exception):
 
 @dataclass(frozen=True)
 class ConfigMapView:
+    """What the operator keeps of a ConfigMap: its ring.json and a digest of all its data (a
+    thousand full copies of member files cost more memory than they are worth)."""
     name: str
-    data: dict[str, str]
+    ring_json: str | None
+    data_digest: str
     labels: dict[str, str]
     owner_uids: tuple[str, ...]
     controller_uid: str | None
@@ -124,12 +129,19 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}
 
 
+def data_digest(data: dict[str, str]) -> str:
+    """Identifies a ConfigMap's data: equal digests, equal data (keys and values)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 def view_from_dict(body: dict[str, Any]) -> ConfigMapView:
     """The same view from a raw watch event body (camelCase keys)."""
     metadata = body.get("metadata") or {}
     owners = metadata.get("ownerReferences") or []
     controller = next((o.get("uid") for o in owners if o.get("controller")), None)
-    return ConfigMapView(name=metadata.get("name", ""), data=dict(body.get("data") or {}),
+    data = body.get("data") or {}
+    return ConfigMapView(name=metadata.get("name", ""), ring_json=data.get("ring.json"),
+                         data_digest=data_digest(data),
                          labels=dict(metadata.get("labels") or {}),
                          owner_uids=tuple(o.get("uid") for o in owners), controller_uid=controller,
                          resource_version=str(metadata.get("resourceVersion", "")))
@@ -138,7 +150,9 @@ def view_from_dict(body: dict[str, Any]) -> ConfigMapView:
 def _view(found: k8s.V1ConfigMap) -> ConfigMapView:
     owners = found.metadata.owner_references or []
     controller = next((o.uid for o in owners if o.controller), None)
-    return ConfigMapView(name=found.metadata.name, data=dict(found.data or {}),
+    data = found.data or {}
+    return ConfigMapView(name=found.metadata.name, ring_json=data.get("ring.json"),
+                         data_digest=data_digest(data),
                          labels=dict(found.metadata.labels or {}),
                          owner_uids=tuple(o.uid for o in owners), controller_uid=controller,
                          resource_version=found.metadata.resource_version)

@@ -24,7 +24,7 @@ from . import conditions, metrics, ringfile
 from .conditions import Condition
 from .consul_watch import Subscription, WatcherRegistry, WatchKey, token_digest
 from .kube import (RING_LABEL, MANAGED_BY, ConfigMapView, Conflict, Kube, SecretMissing,
-                   owner_reference, view_from_dict)
+                   data_digest, owner_reference, view_from_dict)
 from .membership import MembershipError, members_from
 from .reconcile import Decision, Problem, decide
 from .render import RingTooLarge, configmap_data
@@ -243,7 +243,7 @@ class RingWorker:
                 except Conflict:
                     self.configmap = _UNKNOWN
                     return RETRY_MIN
-                self.last_published = published.data["ring.json"]
+                self.last_published = published.ring_json
         if decision.changed:
             self.pending_since = None
             self._announce(decision)
@@ -267,9 +267,9 @@ class RingWorker:
             asyncio.create_task(self.state.registry.unsubscribe(old))
 
     def _previous(self, configmap) -> ringfile.RingFile | None:
-        if configmap is not None and "ring.json" in configmap.data:
+        if configmap is not None and configmap.ring_json is not None:
             try:
-                return ringfile.parse(configmap.data["ring.json"])
+                return ringfile.parse(configmap.ring_json)
             except ringfile.RingFileError as error:
                 self.log.warning("published ring.json is unreadable (%s); restoring the last "
                                  "ring this operator published", error)
@@ -294,7 +294,7 @@ class RingWorker:
                                body: dict[str, Any]) -> ConfigMapView:
         """The ConfigMap as it now is: written only if it differs from ``data``."""
         labels = {**MANAGED_BY, RING_LABEL: self.name}
-        if current is not None and current.data == data and \
+        if current is not None and current.data_digest == data_digest(data) and \
                 all(current.labels.get(k) == v for k, v in labels.items()):
             return current  # nothing changed, nothing written
         if current is not None:

@@ -6,8 +6,6 @@ asked, ``relabel.<key>.yaml`` (Prometheus relabel rules that keep exactly that m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
 from . import ringfile
@@ -62,7 +60,3 @@ def configmap_data(ring: ringfile.RingFile, prometheus_relabel: bool) -> dict[st
         raise RingTooLarge(f"the ring would need {size} bytes, over the 1 MiB ConfigMap limit; "
                            f"{hint}")
     return data
-
-
-def same_data(current: Mapping[str, str] | None, desired: Mapping[str, str]) -> bool:
-    return dict(current or {}) == dict(desired)

@@ -111,18 +111,27 @@ def scenario(api_client, core_v1, consul_helper, namespace: str, timeout: float)
     return missing
 
 
+def scenario_as(control_plane, kubeconfig, tmp_path, api_client, core_v1, consul_helper,
+                namespace, timeout: float) -> tuple[list[str], str]:
+    """The scenario against an operator process that uses ``kubeconfig``: (what is missing,
+    the operator's output)."""
+    operator = OperatorProcess(control_plane, kubeconfig, tmp_path / "operator.log",
+                               "--peering", "shardring")
+    try:
+        missing = scenario(api_client, core_v1, consul_helper, namespace, timeout=timeout)
+    finally:
+        operator.stop()
+    return missing, operator.output()
+
+
 def test_operator_works_under_its_service_account(control_plane, installed, api_client, core_v1,
                                                   consul_helper, namespace, tmp_path):
     config = service_account_kubeconfig(control_plane, core_v1, SYSTEM, "shardring-operator",
                                         tmp_path / "sa.kubeconfig")
-    operator = OperatorProcess(control_plane, config, tmp_path / "operator.log",
-                               "--peering", "shardring")
-    try:
-        missing = scenario(api_client, core_v1, consul_helper, namespace, timeout=60)
-    finally:
-        operator.stop()
-    assert not missing, operator.output()[-4000:]
-    forbidden = [line for line in operator.output().splitlines() if "Forbidden" in line or " 403" in line]
+    missing, output = scenario_as(control_plane, config, tmp_path, api_client, core_v1,
+                                  consul_helper, namespace, timeout=60)
+    assert not missing, output[-4000:]
+    forbidden = [line for line in output.splitlines() if "Forbidden" in line or " 403" in line]
     assert not forbidden, forbidden[:5]
 
 
@@ -150,15 +159,12 @@ def test_every_rule_is_needed(control_plane, installed, api_client, core_v1, con
         "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": namespace}]})
     config = service_account_kubeconfig(control_plane, core_v1, namespace, "limited",
                                         tmp_path / "limited.kubeconfig")
-    operator = OperatorProcess(control_plane, config, tmp_path / "operator.log",
-                               "--peering", "shardring")
     try:
-        missing = scenario(api_client, core_v1, consul_helper, namespace, timeout=20)
+        missing, text = scenario_as(control_plane, config, tmp_path, api_client, core_v1,
+                                    consul_helper, namespace, timeout=20)
     finally:
-        operator.stop()
         rbac.delete_cluster_role_binding(name)
         rbac.delete_cluster_role(name)
-    text = operator.output()
     permission_error = "forbidden" in text.lower() or "(RBAC)" in text
     assert missing or permission_error, f"rule {dropped} looks unnecessary:\n{text[-3000:]}"
     assert permission_error, f"rule {dropped}: {missing} failed without a clear permission error"

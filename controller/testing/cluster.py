@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .controlplane import ControlPlane, ControlPlaneError
+from .controlplane import ControlPlane
 
 ENV_FILE = Path(__file__).resolve().parents[2] / ".local" / "cluster.env"
 
@@ -17,10 +17,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     plane = ControlPlane()
-    try:
-        plane.start()
-    except ControlPlaneError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not plane.start_for_command_line():
         return 1
     try:
         ENV_FILE.parent.mkdir(exist_ok=True)

@@ -21,6 +21,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -145,6 +146,15 @@ class ControlPlane:
         if getattr(self, "_owns_workdir", False) and self.workdir and \
                 not os.environ.get("SHARDRING_KEEP_WORKDIR"):
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def start_for_command_line(self) -> bool:
+        """Start, or print why not (for `make cluster` and `make demo`); True when running."""
+        try:
+            self.start()
+        except ControlPlaneError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return False
+        return True
 
     def __enter__(self) -> "ControlPlane":
         return self.start()

@@ -16,7 +16,7 @@ from kubernetes import config as k8s_config
 
 from .. import ringfile
 from .consul_helpers import ConsulHelper
-from .controlplane import ControlPlane, ControlPlaneError
+from .controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "shardring.yaml"
@@ -52,10 +52,7 @@ def main() -> int:
     started = time.monotonic()
     step("Starting a local control plane (etcd, kube-apiserver, controller-manager, Consul)")
     plane = ControlPlane()
-    try:
-        plane.start()
-    except ControlPlaneError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not plane.start_for_command_line():
         return 1
     operator = None
     log_path = plane.workdir / "operator.log"
