@@ -33,6 +33,10 @@ MIN_INTERVAL = 0.05  # at most 20 queries a second per watcher, even if the inde
 # Capped low so that Consul coming back is noticed within seconds; with one query per distinct
 # service, a few requests a second across all watchers is not a hot loop.
 BACKOFF_START, BACKOFF_MAX = 0.25, 1.0
+# Every watcher holds one connection open in its blocking query; aiohttp's default pool limit
+# (100) would make the 101st distinct query wait. Consul's own limit is the agent's
+# limits.http_max_conns_per_client (200 by default).
+MAX_CONNECTIONS = 10000
 
 
 @dataclass(frozen=True)
@@ -82,14 +86,27 @@ def _canonical(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return slim
 
 
+def new_client(connection: ConsulConnection) -> consul.aio.Consul:
+    """One client (one aiohttp session and connection pool) per Consul connection, shared by all
+    its watchers: a client per watcher loaded the CA store each time, ~0.9 MB per service query."""
+    client = consul.aio.Consul(host=connection.host, port=connection.port,
+                               scheme=connection.scheme,
+                               verify=connection.verify if connection.scheme == "https" else False,
+                               connections_limit=MAX_CONNECTIONS)
+    # py-consul lets CONSUL_HTTP_TOKEN override the constructor's token; every request here
+    # carries the ring's own token explicitly, and nothing falls back to the environment.
+    client.token = None
+    return client
+
+
 class Watcher:
-    def __init__(self, key: WatchKey, connection: ConsulConnection, token: str | None,
+    def __init__(self, key: WatchKey, client: consul.aio.Consul, token: str | None,
                  stats: "WatchStats"):
         self.key = key
         self.state = WatchState()
         self.version = 0  # +1 on every state change (object ids can be reused; this cannot)
         self.subscribers: set[Callable[[], None]] = set()
-        self._connection = connection
+        self._client = client
         self._token = token
         self._stats = stats
         self._task: asyncio.Task | None = None
@@ -106,21 +123,12 @@ class Watcher:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
 
-    def _client(self) -> consul.aio.Consul:
-        client = consul.aio.Consul(host=self._connection.host, port=self._connection.port,
-                                   scheme=self._connection.scheme,
-                                   verify=self._connection.verify)
-        # py-consul lets CONSUL_HTTP_TOKEN override the constructor's token; every request here
-        # carries the ring's own token explicitly, and nothing falls back to the environment.
-        client.token = None
-        return client
-
     async def _run(self) -> None:
         query = self.key.query
         index = 0
         backoff = BACKOFF_START
         last_query = 0.0
-        client = self._client()
+        client = self._client
         self._stats.active += 1
         try:
             while True:
@@ -144,13 +152,10 @@ class Watcher:
                     metrics.CONSUL_ERRORS.labels(*self._labels).inc()
                     self._fail(error)
                     index = 0  # the next reply comes at once, so recovery is seen at once
+                    # A broken connection is dropped from the pool by aiohttp; the retry opens
+                    # a new one.
                     await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
                     backoff = min(BACKOFF_MAX, backoff * 2)
-                    if isinstance(error, (asyncio.TimeoutError, OSError)):
-                        await _close(client)
-                        client = self._client()
-                        self._stats.reconnects += 1
-                        metrics.CONSUL_RECONNECTS.labels(*self._labels).inc()
                     continue
                 backoff = BACKOFF_START
                 new_index = int(new_index or 0)
@@ -162,7 +167,6 @@ class Watcher:
                 del entries
         finally:
             self._stats.active -= 1
-            await _close(client)
 
     def _fail(self, error: BaseException) -> None:
         denied = isinstance(error, consul.ACLPermissionDenied)
@@ -207,7 +211,6 @@ class WatchStats:
     active: int = 0
     requests: int = 0
     errors: int = 0
-    reconnects: int = 0
     changes: int = 0
 
 
@@ -226,14 +229,16 @@ class WatcherRegistry:
     connections: dict[str, ConsulConnection]
     watchers: dict[WatchKey, Watcher] = field(default_factory=dict)
     stats: WatchStats = field(default_factory=WatchStats)
+    clients: dict[str, consul.aio.Consul] = field(default_factory=dict)
 
     def subscribe(self, query: ServiceQuery, token: str | None,
                   wake: Callable[[], None]) -> Subscription:
         key = WatchKey(query, token_digest(token))
         watcher = self.watchers.get(key)
         if watcher is None:
-            connection = self.connections[query.connection]
-            watcher = Watcher(key, connection, token, self.stats)
+            if query.connection not in self.clients:
+                self.clients[query.connection] = new_client(self.connections[query.connection])
+            watcher = Watcher(key, self.clients[query.connection], token, self.stats)
             self.watchers[key] = watcher
             watcher.start()
         watcher.subscribers.add(wake)
@@ -250,3 +255,6 @@ class WatcherRegistry:
         for watcher in list(self.watchers.values()):
             await watcher.stop()
         self.watchers.clear()
+        for client in self.clients.values():
+            await _close(client)
+        self.clients.clear()

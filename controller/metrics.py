@@ -27,9 +27,6 @@ PUBLISH_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 CONSUL_ERRORS = Counter("shardring_consul_watch_errors_total", "Failed Consul blocking queries.",
                         QUERY, registry=REGISTRY)
-CONSUL_RECONNECTS = Counter("shardring_consul_reconnects_total",
-                            "Consul HTTP sessions re-created after a connection failure.", QUERY,
-                            registry=REGISTRY)
 CONSUL_CHANGES = Counter("shardring_consul_membership_changes_total",
                          "Consul replies that changed the instance list.", QUERY,
                          registry=REGISTRY)
