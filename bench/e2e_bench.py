@@ -3,7 +3,8 @@
 Writes bench/results/e2e.json and e2e.md. Medians and percentiles over repeated events; the machine
 is small and noisy (2 cores), and the operator, kube-apiserver, etcd and Consul share it.
 Sizes can be lowered for a quick look: BENCH_FLIPS, BENCH_SERVICES, BENCH_INSTANCES, BENCH_RINGS;
-BENCH_PHASES picks phases (scale always runs); BENCH_MEMPROFILE=<path> writes a memory report.
+BENCH_PHASES picks phases (scale always runs); BENCH_MEMPROFILE=<path> writes a memory report,
+BENCH_CPU_PROFILE=<path> a py-spy profile of the cold start.
 A partial run (other sizes or phases, or a memory profile) does not overwrite bench/results.
 """
 
@@ -49,6 +50,9 @@ PHASES = os.environ.get("BENCH_PHASES", ",".join(DEFAULT_PHASES)).split(",")
 # A path: run the operator under tracemalloc (bench/memprofile.py) and write its memory report
 # there after the scale phase's steady state. Its RSS figures are then tracemalloc's, not ours.
 MEMPROFILE = os.environ.get("BENCH_MEMPROFILE", "")
+# A path: py-spy records the operator's cold start (until all rings are Ready) there, as collapsed
+# stacks (feed them to any flame graph tool, or bench/hot.py for the top functions).
+CPU_PROFILE = os.environ.get("BENCH_CPU_PROFILE", "")
 NS = "bench"
 
 
@@ -89,6 +93,13 @@ class Bench:
         self.operator = subprocess.Popen(
             command, cwd=REPO, env=env,
             stdout=open(self.plane.workdir / "operator.log", "ab"), stderr=subprocess.STDOUT)
+
+    def profile_cpu(self) -> subprocess.Popen:
+        """py-spy samples the operator (all threads, native frames off) into CPU_PROFILE."""
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.operator.pid),
+             "--rate", "50", "--format", "raw", "--output", CPU_PROFILE, "--threads"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop_operator(self) -> None:
         if self.operator and self.operator.poll() is None:
@@ -237,11 +248,15 @@ class Bench:
                 "stabilization": {"window": window, "maxDelay": "30s"}})
         start = time.monotonic()
         self.start_operator()
+        profiler = self.profile_cpu() if CPU_PROFILE else None
         while self.ready_rings() < RINGS:
             if time.monotonic() - start > 1800:
                 break
             time.sleep(2)
         all_ready = time.monotonic() - start
+        if profiler:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
+            profiler.wait(60)
         time.sleep(10)
         queries = self.metrics().get("shardring_consul_queries_active", 0)
         writes_before, cpu_before = self.api_writes(), self.cpu_seconds()
@@ -395,7 +410,7 @@ def main() -> int:
                 print(json.dumps(results["restart"]), flush=True)
         finally:
             bench.stop_operator()
-    results["complete"] = not MEMPROFILE and PHASES == DEFAULT_PHASES and \
+    results["complete"] = not MEMPROFILE and not CPU_PROFILE and PHASES == DEFAULT_PHASES and \
         (FLIPS, SERVICES, INSTANCES, RINGS) == (200, 100, 100, 1000)
     if not results["complete"]:
         print(json.dumps(results, indent=1, sort_keys=True))

@@ -248,3 +248,89 @@ def test_large_membership_is_exactly_balanced():
     random.Random(7).shuffle(ids)
     assignment = plan(members_of(ids), RingSpec(16384))
     assert set(assignment.loads.values()) == {16, 17}
+
+
+# ---- the max-flow fallback against an independent search ----------------------------------------
+
+def reference_feasible(owners, bounds, zones, cap) -> bool:
+    """Whether the vacancies can be filled, by a plain unit augmenting-path search (Edmonds-Karp)
+    over the same network, written independently of scipy."""
+    import numpy as np
+    n, shards = len(bounds.target), owners.shape[0]
+    held = np.bincount(owners[owners >= 0], minlength=n)
+    vacancies = int((owners < 0).sum())
+    must = [max(0, bounds.low[i] - int(held[i])) for i in range(n)]
+    optional = [max(0, bounds.high[i] - max(int(held[i]), bounds.low[i])) for i in range(n)]
+    if not 0 <= vacancies - sum(must) <= sum(optional):
+        return False
+    capacity: dict[tuple, int] = {}
+    source, sink, pool = ("source",), ("sink",), ("pool",)
+    for i in range(n):
+        capacity[(("m", i), sink)] = must[i]
+        capacity[(("m", i), pool)] = optional[i]
+    capacity[(pool, sink)] = vacancies - sum(must)
+    for s in range(shards):
+        present = [int(o) for o in owners[s] if o >= 0]
+        capacity[(source, ("s", s))] = int((owners[s] < 0).sum())
+        for z in set(zones.tolist()):
+            capacity[(("s", s), ("z", s, z))] = cap - sum(1 for o in present if zones[o] == z)
+            for i in range(n):
+                if zones[i] == z and i not in present:
+                    capacity[(("z", s, z), ("m", i))] = 1
+    flow = 0
+    while True:
+        parent = {source: None}
+        frontier = [source]
+        while frontier and sink not in parent:
+            node = frontier.pop(0)
+            for (a, b), c in capacity.items():
+                if a == node and c > 0 and b not in parent:
+                    parent[b] = a
+                    frontier.append(b)
+        if sink not in parent:
+            return flow == vacancies
+        node = sink
+        while parent[node] is not None:
+            capacity[(parent[node], node)] -= 1
+            capacity[(node, parent[node])] = capacity.get((node, parent[node]), 0) + 1
+            node = parent[node]
+        flow += 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(2, 6), st.integers(1, 8), st.integers(1, 3), st.integers(1, 3), st.data())
+def test_flow_fills_exactly_when_a_filling_exists(n, shards, replication, zone_count, data):
+    import numpy as np
+    from controller.ring.flow import fill_by_flow
+    from controller.ring.quotas import Quotas
+    assume(replication <= n)
+    zones = np.array(data.draw(st.lists(st.integers(0, zone_count - 1), min_size=n, max_size=n)))
+    cap = data.draw(st.integers(1, replication))
+    owners = np.array(data.draw(st.lists(st.lists(st.integers(-1, n - 1), min_size=replication,
+                                                  max_size=replication),
+                                         min_size=shards, max_size=shards)), dtype=np.int64)
+    for row in owners:  # a kept placement is distinct within its shard
+        seen = set()
+        for slot, owner in enumerate(row):
+            if owner in seen:
+                row[slot] = -1
+            seen.add(int(row[slot]))
+    low = data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
+    high = [lo + data.draw(st.integers(0, 2)) for lo in low]
+    bounds = Quotas(target=list(low), low=low, high=high)
+    # As in assign_balanced: kept placements were trimmed to at most ``high`` first.
+    assume((np.bincount(owners[owners >= 0], minlength=n) <= np.array(high)).all())
+    expected = reference_feasible(owners, bounds, zones, cap)
+    filled = owners.copy()
+    assert fill_by_flow(filled, bounds, zones, cap) == expected
+    if expected:
+        assert (filled >= 0).all()
+        assert ((owners < 0) | (filled == owners)).all()  # kept placements stay
+        loads = np.bincount(filled.ravel(), minlength=n)
+        assert all(lo <= load <= hi for lo, load, hi in zip(low, loads, high))
+        for row, before in zip(filled, owners):
+            assert len(set(row.tolist())) == replication
+            new = [o for o, b in zip(row.tolist(), before.tolist()) if b < 0]
+            for z in set(zones[new].tolist()):  # what was added respects the zone cap
+                assert sum(1 for o in row.tolist() if zones[o] == z) <= max(
+                    cap, sum(1 for o in before.tolist() if o >= 0 and zones[o] == z))

@@ -1,4 +1,5 @@
-"""Exact placement of vacancies by maximum flow, for the rare cases the greedy walk cannot solve.
+"""Exact placement of vacancies by maximum flow, for the cases the greedy walk cannot solve (tight,
+replicated rings: common when many members leave or join at once).
 
 Network: source -> shard (its vacant slots) -> (shard, zone) (room under the zone cap) -> member
 (once per shard, if it does not already own it) -> sink (what the member must still take to reach
@@ -9,54 +10,12 @@ member's load inside [low, high].
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 from .quotas import Quotas
 
 _MAX_EDGES = 2_000_000  # beyond this the greedy fallbacks are cheaper than an exact answer
-
-
-class _Network:
-    def __init__(self) -> None:
-        self.head: list[int] = []
-        self.cap: list[int] = []
-        self.adjacent: list[list[int]] = []
-
-    def node(self) -> int:
-        self.adjacent.append([])
-        return len(self.adjacent) - 1
-
-    def edge(self, a: int, b: int, capacity: int) -> int:
-        self.head += [b, a]
-        self.cap += [capacity, 0]
-        self.adjacent[a].append(len(self.head) - 2)
-        self.adjacent[b].append(len(self.head) - 1)
-        return len(self.head) - 2
-
-    def max_flow(self, source: int, sink: int) -> int:
-        total = 0
-        while True:
-            parent_edge = [-1] * len(self.adjacent)
-            parent_edge[source] = -2
-            queue = deque([source])
-            while queue and parent_edge[sink] == -1:
-                node = queue.popleft()
-                for e in self.adjacent[node]:
-                    nxt = self.head[e]
-                    if self.cap[e] > 0 and parent_edge[nxt] == -1:
-                        parent_edge[nxt] = e
-                        queue.append(nxt)
-            if parent_edge[sink] == -1:
-                return total
-            node = sink
-            while node != source:
-                e = parent_edge[node]
-                self.cap[e] -= 1
-                self.cap[e ^ 1] += 1
-                node = self.head[e ^ 1]
-            total += 1
+SOURCE, SINK, POOL = 0, 1, 2
 
 
 def fill_by_flow(owners: np.ndarray, bounds: Quotas, zones: np.ndarray, cap: int) -> bool:
@@ -67,42 +26,62 @@ def fill_by_flow(owners: np.ndarray, bounds: Quotas, zones: np.ndarray, cap: int
     if vacant_shards.size * n > _MAX_EDGES:
         return False
     vacancies = int((owners < 0).sum())
-    must = [max(0, bounds.low[i] - int(held[i])) for i in range(n)]
-    optional = [max(0, bounds.high[i] - max(int(held[i]), bounds.low[i])) for i in range(n)]
-    pool_size = vacancies - sum(must)
-    if pool_size < 0 or pool_size > sum(optional):
+    low, high = np.asarray(bounds.low), np.asarray(bounds.high)
+    must = np.maximum(0, low - held)
+    optional = np.maximum(0, high - np.maximum(held, low))
+    pool_size = vacancies - int(must.sum())
+    if pool_size < 0 or pool_size > int(optional.sum()):
         return False
-    net = _Network()
-    source, sink, pool = net.node(), net.node(), net.node()
-    member_node = [net.node() for _ in range(n)]
-    for i in range(n):
-        if must[i]:
-            net.edge(member_node[i], sink, must[i])
-        if optional[i]:
-            net.edge(member_node[i], pool, optional[i])
-    net.edge(pool, sink, pool_size)
-    placements: list[tuple[int, int, int]] = []  # (edge, shard, member)
-    members_by_zone: dict[int, list[int]] = {}
-    for i in range(n):
-        members_by_zone.setdefault(int(zones[i]), []).append(i)
-    for shard in vacant_shards.tolist():
-        row = owners[shard]
-        present = row[row >= 0]
-        shard_node = net.node()
-        net.edge(source, shard_node, int((row < 0).sum()))
-        for zone, inside in members_by_zone.items():
-            room = cap - int((zones[present] == zone).sum())
-            if room <= 0:
-                continue
-            zone_node = net.node()
-            net.edge(shard_node, zone_node, room)
-            for member in inside:
-                if member not in present and (must[member] or optional[member]):
-                    placements.append((net.edge(zone_node, member_node[member], 1), shard, member))
-    if net.max_flow(source, sink) != vacancies:
+    if not vacancies:
+        return True
+    rows = owners[vacant_shards]  # (V, R)
+    v = len(vacant_shards)
+    zone_count = int(zones.max()) + 1 if n else 1
+    # Node numbering: SOURCE, SINK, POOL, members, shards, then (shard, zone) pairs.
+    member_node = POOL + 1 + np.arange(n)
+    shard_node = POOL + 1 + n + np.arange(v)
+    present_zone = np.where(rows >= 0, zones[np.maximum(rows, 0)], -1)
+    room = cap - (present_zone[:, :, None] == np.arange(zone_count)).sum(axis=1)  # (V, Z)
+    pair_node = np.full((v, zone_count), -1, dtype=np.int64)
+    open_pairs = room > 0
+    pair_node[open_pairs] = POOL + 1 + n + v + np.arange(int(open_pairs.sum()))
+    nodes = POOL + 1 + n + v + int(open_pairs.sum())
+    owned = np.zeros((v, n), dtype=bool)
+    taken = rows >= 0
+    owned[np.nonzero(taken)[0], rows[taken]] = True
+    # A member may take a vacancy of a shard it does not own, in a zone with room, if it has room.
+    allowed = ~owned & open_pairs[:, zones] & ((must > 0) | (optional > 0))[None, :]
+    pair_shard, pair_member = np.nonzero(allowed)  # row-major: by shard, then member
+    pair_of_edge = pair_node[pair_shard, zones[pair_member]]
+    pair_rows, pair_zones = np.nonzero(open_pairs)
+    sources = [
+        (member_node[must > 0], np.full(int((must > 0).sum()), SINK), must[must > 0]),
+        (member_node[optional > 0], np.full(int((optional > 0).sum()), POOL),
+         optional[optional > 0]),
+        (np.array([POOL]), np.array([SINK]), np.array([pool_size])),
+        (np.full(v, SOURCE), shard_node, (rows < 0).sum(axis=1)),
+        (shard_node[pair_rows], pair_node[pair_rows, pair_zones], room[pair_rows, pair_zones]),
+        (pair_of_edge, member_node[pair_member], np.ones(len(pair_member), dtype=np.int64)),
+    ]
+    value, carried = _max_flow(nodes, *(np.concatenate(part) for part in zip(*sources)))
+    if value != vacancies:
         return False
-    for edge, shard, member in placements:
-        if net.cap[edge] == 0:
-            slot = int(np.nonzero(owners[shard] < 0)[0][0])
-            owners[shard, slot] = member
+    used = np.asarray(carried[pair_of_edge, member_node[pair_member]]).ravel() > 0
+    for shard_index, member in zip(pair_shard[used].tolist(), pair_member[used].tolist()):
+        shard = int(vacant_shards[shard_index])
+        slot = int(np.nonzero(owners[shard] < 0)[0][0])
+        owners[shard, slot] = member
     return True
+
+
+def _max_flow(nodes: int, tails: np.ndarray, heads: np.ndarray, capacities: np.ndarray):
+    """(flow value, flow per edge as a sparse matrix) from SOURCE to SINK, by scipy's Dinic (in C:
+    a pure-Python augmenting-path search took seconds per ring under churn and starved the event
+    loop). Deterministic: the same network gives the same flow."""
+    # Imported here: only this fallback needs scipy, and importing it costs ~0.4 s and ~20 MB.
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_flow
+
+    graph = csr_matrix((capacities.astype(np.int32), (tails, heads)), shape=(nodes, nodes))
+    result = maximum_flow(graph, SOURCE, SINK, method="dinic")
+    return int(result.flow_value), result.flow.tocsr()
