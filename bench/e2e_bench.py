@@ -101,10 +101,19 @@ class Bench:
              "--rate", "50", "--format", "raw", "--output", CPU_PROFILE, "--threads"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def stop_operator(self) -> None:
-        if self.operator and self.operator.poll() is None:
-            self.operator.send_signal(signal.SIGTERM)
+    def stop_operator(self) -> float | None:
+        """SIGTERM, then seconds until the operator exited (None: it had to be killed)."""
+        if not self.operator or self.operator.poll() is not None:
+            return 0.0
+        start = time.monotonic()
+        self.operator.send_signal(signal.SIGTERM)
+        try:
             self.operator.wait(60)
+        except subprocess.TimeoutExpired:
+            self.operator.kill()
+            self.operator.wait()
+            return None
+        return round(time.monotonic() - start, 2)
 
     def metrics(self) -> dict[str, float]:
         try:
@@ -360,7 +369,7 @@ class Bench:
         # Start from quiet: what churn left pending (windows, maxDelay) is not the restart's doing.
         writes_before = self.quiet_writes()
         hashes = self.ring_hashes()
-        self.stop_operator()
+        stopped_in = self.stop_operator()
         start = time.monotonic()
         self.start_operator()
         resumed = None
@@ -375,7 +384,8 @@ class Bench:
         after = self.ring_hashes()
         moved_rings = sum(after.get(k) != v for k, v in hashes.items())
         writes = self.writes_since(writes_before, self.api_writes())
-        return {"resume_seconds": round(resumed, 1) if resumed else None,
+        return {"stop_seconds": stopped_in,
+                "resume_seconds": round(resumed, 1) if resumed else None,
                 "rings_changed": moved_rings, "api_writes": writes["total"],
                 "api_writes_by_request": writes["by_request"],
                 "targets": {"rings_changed": 0, "api_writes": 0}}
