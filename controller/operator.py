@@ -88,6 +88,8 @@ class RingWorker:
         # ring.json as last published, kept as text (the ConfigMap view shares the string) and
         # parsed when needed: a parsed ring per worker cost ~35 MB over 1000 rings.
         self.last_published: str | None = None
+        # (ConfigMap name, resourceVersion, relabel output) last checked to hold the ring's data.
+        self.verified: tuple[str, str, bool] | None = None
         self.pending_since: float | None = None
         self.last_status: dict[str, Any] | None = None
         self.last_problem: str | None = None
@@ -230,7 +232,8 @@ class RingWorker:
             return RECHECK
         previous = self._previous(configmap)
         decision = self._decide(config, watch, previous, generation)
-        if decision.ring is not None:
+        if decision.ring is not None and not self._still_published(config, configmap, decision,
+                                                                   previous):
             try:
                 data = configmap_data(decision.ring, config.prometheus_relabel)
             except RingTooLarge as error:
@@ -244,6 +247,8 @@ class RingWorker:
                     self.configmap = _UNKNOWN
                     return RETRY_MIN
                 self.last_published = published.ring_json
+                self.verified = (published.name, published.resource_version,
+                                 config.prometheus_relabel)
         if decision.changed:
             self.pending_since = None
             self._announce(decision)
@@ -256,6 +261,14 @@ class RingWorker:
         if decision.wait_until is not None:
             return max(0.0, decision.wait_until - time.monotonic())
         return None
+
+    def _still_published(self, config: RingConfig, configmap: ConfigMapView | None,
+                         decision: Decision, previous: ringfile.RingFile | None) -> bool:
+        """The decision keeps the ring read from a ConfigMap already found to hold exactly what
+        it renders to: rendering it again would only confirm that (most passes under churn wait
+        out a stabilization window)."""
+        return decision.ring is previous and configmap is not None and \
+            self.verified == (configmap.name, configmap.resource_version, config.prometheus_relabel)
 
     def _subscribe(self, config: RingConfig, token: str | None) -> None:
         key = WatchKey(config.query, token_digest(token))

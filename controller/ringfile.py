@@ -10,6 +10,7 @@ Reading a key's owners in any language: ``shard = uint64_be(md5(key)[8:16]) mod 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -46,8 +47,8 @@ class RingFile:
     service: Mapping[str, Any] = field(default_factory=dict)
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
 
-    @property
-    def hash(self) -> str:
+    @functools.cached_property
+    def hash(self) -> str:  # computed once: rendering and status both need it
         return ring_hash(self.assignment)
 
     def keys(self) -> dict[str, str]:
