@@ -53,8 +53,8 @@ class OperatorState:
     kube: Kube
     registry: WatcherRegistry
     workers: dict[tuple[str, str], "RingWorker"] = field(default_factory=dict)
-    # Passes in flight at once. More than the client's worker threads only queue up holding
-    # rendered rings: at 1000 rings that was ~50 MB of peak memory the process kept.
+    # Passes in flight at once. More than the client's worker threads (6 on 2 cores) only queue
+    # up holding rendered rings, and starve the event loop of turns for Consul and the watches.
     passes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PARALLEL_PASSES))
 
     def worker(self, namespace: str, name: str) -> "RingWorker":
