@@ -128,7 +128,6 @@ class Watcher:
         index = 0
         backoff = BACKOFF_START
         last_query = 0.0
-        client = self._client
         self._stats.active += 1
         try:
             while True:
@@ -139,7 +138,7 @@ class Watcher:
                 self._stats.requests += 1
                 try:
                     new_index, entries = await asyncio.wait_for(
-                        client.health.service(
+                        self._client.health.service(
                             query.service, index=index or None, wait=f"{int(WAIT_SECONDS)}s",
                             passing=query.only_passing, tag=list(query.tags) or None,
                             dc=query.datacenter, node_meta=dict(query.node_meta) or None,

@@ -66,7 +66,7 @@ class Kube:
             if error.status == 404:
                 return None
             raise
-        return _view(found)
+        return view_from_dict(self.api.sanitize_for_serialization(found))
 
     async def write_configmap(self, namespace: str, name: str, data: dict[str, str],
                               labels: dict[str, str], owner: dict[str, Any],
@@ -82,7 +82,7 @@ class Kube:
         else:
             written = await self._call(self.core.replace_namespaced_config_map, name, namespace,
                                        body)
-        return _view(written)
+        return view_from_dict(self.api.sanitize_for_serialization(written))
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any],
                            resource_version: str | None) -> dict[str, Any]:
@@ -135,7 +135,8 @@ def data_digest(data: dict[str, str]) -> str:
 
 
 def view_from_dict(body: dict[str, Any]) -> ConfigMapView:
-    """The same view from a raw watch event body (camelCase keys)."""
+    """The view of a ConfigMap as JSON (camelCase keys): a watch event's body, or a client
+    model after ``sanitize_for_serialization``."""
     metadata = body.get("metadata") or {}
     owners = metadata.get("ownerReferences") or []
     controller = next((o.get("uid") for o in owners if o.get("controller")), None)
@@ -146,13 +147,3 @@ def view_from_dict(body: dict[str, Any]) -> ConfigMapView:
                          owner_uids=tuple(o.get("uid") for o in owners), controller_uid=controller,
                          resource_version=str(metadata.get("resourceVersion", "")))
 
-
-def _view(found: k8s.V1ConfigMap) -> ConfigMapView:
-    owners = found.metadata.owner_references or []
-    controller = next((o.uid for o in owners if o.controller), None)
-    data = found.data or {}
-    return ConfigMapView(name=found.metadata.name, ring_json=data.get("ring.json"),
-                         data_digest=data_digest(data),
-                         labels=dict(found.metadata.labels or {}),
-                         owner_uids=tuple(o.uid for o in owners), controller_uid=controller,
-                         resource_version=found.metadata.resource_version)
