@@ -190,40 +190,26 @@ class Bench:
         ids = [self.helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(10)]
         self.create_ring("latency", {"service": {"name": service}, "shards": 1024,
                                      "stabilization": {"window": "0s", "maxDelay": "0s"}})
-        seen: list[tuple[float, int]] = []
+        events: list[tuple[float, str, int]] = []  # (when, ring ConfigMap, members)
         stop = threading.Event()
+        threading.Thread(target=self._watch_rings, args=(events, stop), daemon=True).start()
 
-        def watch() -> None:
-            watcher = k8s_watch.Watch()
-            while not stop.is_set():
-                try:
-                    for event in watcher.stream(self.core.list_namespaced_config_map, NS,
-                                                field_selector="metadata.name=latency-ring",
-                                                timeout_seconds=5):
-                        data = event["object"].data or {}
-                        if "ring.json" in data:
-                            members = len(json.loads(data["ring.json"])["members"])
-                            seen.append((time.monotonic(), members))
-                        if stop.is_set():
-                            break
-                except Exception:  # noqa: BLE001 - a benchmark watch just reconnects
-                    time.sleep(0.1)
+        def members_seen(since: int) -> list[tuple[float, int]]:
+            return [(t, members) for t, name, members in events[since:] if name == "latency-ring"]
 
-        thread = threading.Thread(target=watch, daemon=True)
-        thread.start()
         deadline = time.monotonic() + 60
-        while not (seen and seen[-1][1] == 10) and time.monotonic() < deadline:
+        while [m for _, m in members_seen(0)][-1:] != [10] and time.monotonic() < deadline:
             time.sleep(0.05)
         latencies = []
         for flip in range(FLIPS):
             passing = flip % 2 == 1
             want = 10 if passing else 9
             start = time.monotonic()
-            count = len(seen)
+            count = len(events)
             self.helper.set_health(ids[0], passing=passing)
             deadline = start + 10
             while time.monotonic() < deadline:
-                hits = [t for t, members in seen[count:] if members == want]
+                hits = [t for t, members in members_seen(count) if members == want]
                 if hits:
                     latencies.append(hits[0] - start)
                     break
