@@ -85,3 +85,34 @@ def test_consul_blocking_query_wakes_up_when_an_instance_fails(consul_client, co
     assert int(result["index"]) > int(index)
     assert sorted(n["Service"]["ID"] for n in result["nodes"]) == ["smoke-0", "smoke-2"]
     assert result["waited"] < 5
+
+
+def test_catalog_fleet_registers_and_flips_health_in_transactions(consul_client):
+    """The benchmarks' fleet: instances on external nodes, health set through transactions; a
+    flip must wake a blocking query exactly as an agent check does."""
+    from controller.testing.consul_helpers import CatalogFleet
+    fleet = CatalogFleet(consul_client)
+    ids = fleet.register([(f"fleet-node-{i % 2}", "fleet-smoke", f"fleet-smoke-{i}",
+                           f"10.9.0.{i}", 9100) for i in range(70)])  # more than one batch
+    try:
+        index, nodes = consul_client.health.service("fleet-smoke", passing=True)
+        assert sorted(n["Service"]["ID"] for n in nodes) == sorted(ids)
+        assert {n["Service"]["Address"] for n in nodes} == {f"10.9.0.{i}" for i in range(70)}
+        result: dict = {}
+        watcher = threading.Thread(target=lambda: result.update(zip(
+            ("index", "nodes"), consul_client.health.service(
+                "fleet-smoke", passing=True, index=index, wait="20s"))))
+        watcher.start()
+        time.sleep(0.5)
+        assert watcher.is_alive(), "the blocking query returned before anything changed"
+        fleet.set_health({"fleet-smoke-3": False, "fleet-smoke-65": False})
+        watcher.join(10)
+        assert not watcher.is_alive()
+        assert sorted(n["Service"]["ID"] for n in result["nodes"]) == \
+            sorted(set(ids) - {"fleet-smoke-3", "fleet-smoke-65"})
+        fleet.set_health({"fleet-smoke-3": True})
+        _, nodes = consul_client.health.service("fleet-smoke", passing=True)
+        assert len(nodes) == 69
+    finally:
+        for node in ("fleet-node-0", "fleet-node-1"):
+            consul_client.catalog.deregister(node)
