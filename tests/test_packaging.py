@@ -1,11 +1,14 @@
-"""The image definition passes hadolint; the JSON log format is one JSON object per line."""
+"""The image definition passes hadolint, builds from pinned bases and runs as a non-root user."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,8 +20,66 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def pinned(image: str) -> bool:
+    """The reference always names the same image: a sha256 digest, or a tag that starts with a
+    full major.minor.patch version (``python:3.11.9-slim-bookworm``). Floating tags such as
+    ``latest``, ``3``, ``3.11-slim`` or ``slim-bookworm``, and no tag at all, are not pinned."""
+    name, _, digest = image.partition("@")
+    if digest:
+        return re.fullmatch(r"sha256:[0-9a-f]{64}", digest) is not None
+    last = name.rsplit("/", 1)[-1]  # a registry's host:port is not a tag
+    if ":" not in last:
+        return False
+    tag = last.split(":", 1)[1]
+    return re.match(r"v?\d+\.\d+\.\d+(?![.\d])", tag) is not None
+
+
+@pytest.mark.parametrize("image,expected", [
+    ("python:3.11.9-slim-bookworm", True),
+    ("python:3.11.9", True),
+    ("registry.example.com:5000/team/python:3.11.9-slim", True),
+    ("python@sha256:" + "0" * 64, True),
+    ("python:3.11.9-slim@sha256:" + "a" * 64, True),
+    ("python", False),
+    ("python:latest", False),
+    ("python:3", False),
+    ("python:3.11", False),
+    ("python:3.11-slim", False),
+    ("python:slim-bookworm", False),
+    ("registry.example.com:5000/python", False),
+    ("python:3.11.9.1", False),
+    ("python@sha256:abc", False),
+])
+def test_what_counts_as_pinned(image, expected):
+    assert pinned(image) is expected
+
+
+def stages(text: str) -> list[tuple[str, str | None, list[str]]]:
+    """(base image, stage name, instructions) per stage, in order."""
+    found: list[tuple[str, str | None, list[str]]] = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].upper() == "FROM":
+            args = [w for w in words[1:] if not w.startswith("--")]
+            name = args[2] if len(args) >= 3 and args[1].upper() == "AS" else None
+            found.append((args[0], name, []))
+        elif found:
+            found[-1][2].append(line)
+    return found
+
+
 def test_dockerfile_runs_as_non_root_from_a_pinned_base():
-    text = (REPO / "Dockerfile").read_text()
-    bases = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
-    assert bases and all(":" in base and "latest" not in base for base in bases)
-    assert "USER 10001:10001" in text
+    built = stages((REPO / "Dockerfile").read_text())
+    assert built, "no FROM in the Dockerfile"
+    names = set()
+    for base, name, _ in built:
+        assert base in names or pinned(base), f"base image {base!r} is not pinned"
+        if name:
+            names.add(name)
+    users = [line.split()[1] for line in built[-1][2] if line.split()[0].upper() == "USER"]
+    assert users, "the final stage sets no USER: it would run as root"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and int(uid) > 0, users[-1]  # numeric, so runAsNonRoot can verify it
+    assert not gid or (gid.isdigit() and int(gid) > 0), users[-1]
