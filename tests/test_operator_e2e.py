@@ -173,6 +173,21 @@ def test_identities_with_unsafe_characters_get_safe_unique_keys(operator, rings,
     assert {m["id"]: m["key"] for m in document["members"]} == keys
 
 
+def evaluated(namespace: str, name: str, instances: set[str] | None = None):
+    """The ring's worker, once it has finished a pass on a Consul snapshot (of exactly
+    ``instances``, if given) with nothing new since: it has decided what the ring should be.
+    Otherwise None."""
+    state = operator_module.STATE
+    current = state.workers.get((namespace, name)) if state else None
+    if current is None or current.subscription is None:
+        return None
+    snapshot = current.subscription.watch.state.snapshot
+    if snapshot is None or instances is not None and \
+            {entry["Service"]["ID"] for entry in snapshot.entries} != instances:
+        return None
+    return current if current.fingerprint == current._inputs() else None
+
+
 def test_restarting_the_operator_moves_nothing_and_writes_nothing(
         crd, operator_env, rings, consul_helper):
     from kopf.testing import KopfRunner
@@ -184,15 +199,18 @@ def test_restarting_the_operator_moves_nothing_and_writes_nothing(
         before = rings.wait_ring("steady-ring", lambda r: len(r.assignment.members) == 4, "ring")
         wait_for(lambda: (rings.condition("steady", "Ready") or {}).get("status") == "True",
                  "Ready")
-        time.sleep(1)
+        wait_for(lambda: evaluated(rings.namespace, "steady"), "the first operator to settle")
     configmap_version = rings.configmap("steady-ring").metadata.resource_version
     ring_version = rings.get("steady")["metadata"]["resourceVersion"]
     with KopfRunner(args, timeout=60):
-        wait_for(lambda: operator_module.STATE and rings.namespace in
-                 {ns for ns, _ in operator_module.STATE.workers}, "the ring to be resumed")
-        wait_for(lambda: operator_module.STATE.workers[(rings.namespace, "steady")]
-                 .subscription is not None, "the resumed ring to watch Consul")
-        time.sleep(2)
+        # Not just "nothing written yet": the restarted operator has read Consul, decided the
+        # ring, and found the ConfigMap at this very resourceVersion to hold it already.
+        resumed = wait_for(lambda: evaluated(rings.namespace, "steady"),
+                           "the restarted operator to evaluate the ring on a Consul snapshot")
+        assert len(resumed.subscription.watch.state.snapshot.entries) == 4
+        assert resumed.verified is not None
+        assert resumed.verified[:2] == ("steady-ring", configmap_version)
+        assert resumed.writes == 0
         assert rings.configmap("steady-ring").metadata.resource_version == configmap_version
         assert rings.get("steady")["metadata"]["resourceVersion"] == ring_version
         after = rings.ring("steady-ring")
@@ -206,30 +224,61 @@ def scrape() -> dict[str, float]:
     return scrape_url(f"http://127.0.0.1:{os.environ['SHARDRING_METRICS_PORT']}/metrics")
 
 
-def test_metrics_move_with_the_ring(operator, rings, consul_helper, namespace):
-    service = service_name()
-    ids = register(consul_helper, service, 4)
-    rings.create("measured", ring_spec(service))
-    first = rings.wait_ring("measured-ring", lambda r: len(r.assignment.members) == 4, "ring")
-    label = f'{{namespace="{namespace}",ring="measured"}}'
-    wait_for(lambda: scrape().get(f"shardring_ring_members{label}") == 4, "members gauge")
-    before = scrape()
-    consul_helper.set_health(ids[0], passing=False)
-    ring = rings.wait_ring("measured-ring", lambda r: len(r.assignment.members) == 3, "3 members")
-    after = wait_for(lambda: (lambda m: m if m.get(f"shardring_ring_members{label}") == 3
-                              else None)(scrape()), "the gauge to follow")
-    assert after[f"shardring_reshards_total{label}"] == before[f"shardring_reshards_total{label}"] + 1
-    moved = after[f"shardring_shards_moved_total{label}"] - \
-        before[f"shardring_shards_moved_total{label}"]
-    assert moved == ring.assignment.moved_from(first.assignment) > 0
-    assert after["shardring_publish_latency_seconds_count"] > \
-        before["shardring_publish_latency_seconds_count"]
-    assert after[f"shardring_configmap_writes_total{label}"] == \
-        before[f"shardring_configmap_writes_total{label}"] + 1
-    assert after["shardring_consul_queries_active"] >= 1
-    assert after['shardring_rings{condition="Ready",status="True"}'] >= 1
-    changes = f'shardring_consul_membership_changes_total{{connection="default",service="{service}"}}'
-    assert after[changes] > before[changes]
+def operator_wide(metrics: dict[str, float]) -> dict[str, float]:
+    """The series that count over every ring the operator serves (no ring label)."""
+    return {k: v for k, v in metrics.items()
+            if k.startswith(("shardring_rings{", "shardring_consul_queries_active"))}
+
+
+def test_metrics_move_with_the_ring(crd, operator_env, rings, consul_helper, namespace):
+    from kopf.testing import KopfRunner
+    # An operator for this namespace alone: the operator-wide gauges then count only this test's
+    # ring, so they can be compared exactly before, during and after it.
+    args = ["run", "--namespace", namespace, "--standalone", "-m", "controller.operator"]
+    with KopfRunner(args, timeout=60) as runner:
+        wait_for(lambda: operator_module.STATE is not None, "operator start")
+        idle = operator_wide(scrape())
+        assert idle == {"shardring_consul_queries_active": 0}
+        service = service_name()
+        ids = register(consul_helper, service, 4)
+        rings.create("measured", ring_spec(service))
+        first = rings.wait_ring("measured-ring", lambda r: len(r.assignment.members) == 4,
+                                "ring")
+        label = f'{{namespace="{namespace}",ring="measured"}}'
+        wait_for(lambda: scrape().get(f"shardring_ring_members{label}") == 4, "members gauge")
+        ready = {"shardring_consul_queries_active": 1,
+                 'shardring_rings{condition="ConsulReachable",status="True"}': 1,
+                 'shardring_rings{condition="Degraded",status="False"}': 1,
+                 'shardring_rings{condition="Ready",status="True"}': 1,
+                 'shardring_rings{condition="Stable",status="True"}': 1}
+        wait_for(lambda: operator_wide(scrape()) == ready, "one ready ring in the gauges")
+        before = scrape()
+        consul_helper.set_health(ids[0], passing=False)
+        ring = rings.wait_ring("measured-ring", lambda r: len(r.assignment.members) == 3,
+                               "3 members")
+        after = wait_for(lambda: (lambda m: m if m.get(f"shardring_ring_members{label}") == 3
+                                  else None)(scrape()), "the gauge to follow")
+        assert after[f"shardring_reshards_total{label}"] == \
+            before[f"shardring_reshards_total{label}"] + 1
+        moved = after[f"shardring_shards_moved_total{label}"] - \
+            before[f"shardring_shards_moved_total{label}"]
+        assert moved == ring.assignment.moved_from(first.assignment) > 0
+        assert after["shardring_publish_latency_seconds_count"] > \
+            before["shardring_publish_latency_seconds_count"]
+        assert after[f"shardring_configmap_writes_total{label}"] == \
+            before[f"shardring_configmap_writes_total{label}"] + 1
+        assert after[f"shardring_ring_version{label}"] == ring.version
+        changes = f'shardring_consul_membership_changes_total{{connection="default",' \
+            f'service="{service}"}}'
+        assert after[changes] > before[changes]
+        wait_for(lambda: operator_wide(scrape()) == ready, "still one ready ring")
+        # The ring goes: so do its query, its conditions and its per-ring gauges.
+        rings.delete("measured")
+        gone = wait_for(lambda: (lambda m: m if operator_wide(m) == idle else None)(scrape()),
+                        "the operator-wide gauges back to where they started")
+        assert f"shardring_ring_members{label}" not in gone
+        assert f"shardring_ring_version{label}" not in gone
+    assert runner.exception is None, runner.exception
 
 
 def test_ring_show_reads_a_live_configmap(operator, rings, consul_helper, namespace,
@@ -248,24 +297,42 @@ def test_ring_show_reads_a_live_configmap(operator, rings, consul_helper, namesp
     assert "2 members, 64 shards" in result.stdout and f"{service}-0" in result.stdout
 
 
-def test_rapid_changes_always_end_in_the_final_membership(operator, rings, consul_helper):
+def test_rapid_changes_always_end_in_the_final_membership(operator, rings, consul_helper,
+                                                          namespace):
     """Consul changes landing while a pass is running are never lost (no stale rings)."""
     import random
     service = service_name()
     ids = register(consul_helper, service, 12)
-    rings.create("rapid", ring_spec(service, stabilization={
+    rings.create("rapid", ring_spec(service, members={"identity": "id"}, stabilization={
         "window": "0s", "maxDelay": "0s", "maxMemberLossPercent": 100}))
     rings.wait_ring("rapid-ring", lambda r: len(r.assignment.members) == 12, "12 members")
     rnd = random.Random(3)
     healthy = set(ids)
+    states = [frozenset(healthy)]
     for _ in range(40):
         instance = rnd.choice(ids)
         passing = instance not in healthy
         consul_helper.set_health(instance, passing=passing)
         (healthy.add if passing else healthy.discard)(instance)
+        states.append(frozenset(healthy))
         time.sleep(rnd.choice([0, 0.005, 0.02]))
     if len(healthy) < 1:
         consul_helper.set_health(ids[0], passing=True)
         healthy.add(ids[0])
-    rings.wait_ring("rapid-ring", lambda r: {m.id for m in r.assignment.members} == healthy,
-                    "the final membership", timeout=15)
+        states.append(frozenset(healthy))
+    # With this seed no earlier membership equals the final one: a ring with the final membership
+    # can only come from Consul's final state, and any ring written after it is a stale one.
+    assert states[-1] not in states[:-1]
+    final = rings.wait_ring("rapid-ring", lambda r: {m.id for m in r.assignment.members} ==
+                            healthy, "the final membership", timeout=15)
+    configmap_version = rings.configmap("rapid-ring").metadata.resource_version
+    settled = wait_for(lambda: evaluated(namespace, "rapid", healthy),
+                       "the operator to settle on Consul's final state")
+    writes = settled.writes
+    time.sleep(2)  # anything still in flight would land now
+    assert evaluated(namespace, "rapid", healthy) is settled
+    assert settled.writes == writes
+    assert rings.configmap("rapid-ring").metadata.resource_version == configmap_version
+    assert rings.ring("rapid-ring").hash == final.hash
+    wait_for(lambda: rings.get("rapid")["status"].get("ringVersion") == final.version,
+             "the status to name the final ring")
