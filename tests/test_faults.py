@@ -24,6 +24,8 @@ from tests.operator_helpers import Rings, quick, service_name, subprocess_env, w
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[1]
 MANAGEMENT = "management-" + uuid.uuid4().hex
+# Members named by their Consul service ID, so tests can name them as registered.
+BY_ID = {"identity": "id"}
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,7 @@ def test_consul_outage_keeps_the_ring_and_recovers(fault_operator, agents, rings
     helper = ConsulHelper(agent.client())
     service = service_name()
     ids = [helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
-    rings.create("outage", quick(service, consul={"connection": "persistent"}))
+    rings.create("outage", quick(service, consul={"connection": "persistent"}, members=BY_ID))
     before = rings.wait_ring("outage-ring", lambda r: len(r.assignment.members) == 4, "ring")
     configmap_version = rings.configmap("outage-ring").metadata.resource_version
     agent.stop(sig=signal.SIGKILL)
@@ -108,7 +110,7 @@ def test_api_server_restart_is_survived(fault_operator, control_plane, rings, co
                                         report):
     service = service_name()
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
-    rings.create("apirestart", quick(service))
+    rings.create("apirestart", quick(service, members=BY_ID))
     before = rings.wait_ring("apirestart-ring", lambda r: len(r.assignment.members) == 4, "ring")
     control_plane.processes["kube-apiserver"].stop()
     consul_helper.set_health(ids[1], passing=False)  # a change while the API server is away
@@ -124,7 +126,7 @@ def test_api_server_restart_is_survived(fault_operator, control_plane, rings, co
 
 @pytest.mark.slow
 def test_sigkill_mid_publish_leaves_a_valid_ring_and_no_extra_moves(
-        control_plane, crd, api_client, namespace, consul_helper, tmp_path):
+        control_plane, crd, api_client, namespace, consul_helper, tmp_path, report):
     service = service_name()
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(6)]
     env = subprocess_env(control_plane)
@@ -134,24 +136,51 @@ def test_sigkill_mid_publish_leaves_a_valid_ring_and_no_extra_moves(
     def start():
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=open(tmp_path / "log", "ab"),
                                 stderr=subprocess.STDOUT)
+
+    def status_version():
+        return (rings.get("killed").get("status") or {}).get("ringVersion")
     process = start()
     try:
-        rings.create("killed", quick(service, shards=4096))
+        rings.create("killed", quick(service, shards=4096, members=BY_ID))
         before = rings.wait_ring("killed-ring", lambda r: len(r.assignment.members) == 6,
                                  "ring", timeout=60)
+        wait_for(lambda: status_version() == before.version, "the status to follow the ring")
         consul_helper.set_health(ids[3], passing=False)
         time.sleep(0.15)  # the operator is computing or writing now
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-        ring = rings.ring("killed-ring")  # parses: never half-written
-        assert len(ring.assignment.members) in (5, 6)
+        at_kill = rings.ring("killed-ring")  # parses: never half-written
+        if at_kill.version == before.version:
+            assert at_kill.hash == before.hash
+            side = "before the ConfigMap write"
+        else:
+            assert at_kill.version == before.version + 1
+            assert {m.id for m in at_kill.assignment.members} == set(ids) - {ids[3]}
+            side = "after the ConfigMap write, " + (
+                "after the status patch" if status_version() == at_kill.version else
+                "before the status patch")
+        report(f"SIGKILL landed {side} (ring version {before.version} -> {at_kill.version})")
         process = start()
         after = rings.wait_ring("killed-ring", lambda r: len(r.assignment.members) == 5,
                                 "convergence after restart", timeout=60)
+        wait_for(lambda: status_version() == after.version, "the status to follow the ring",
+                 timeout=60)
+        # One change, published once: by the killed operator or by its successor, never both.
+        assert after.version == before.version + 1
+        assert rings.ring("killed-ring").version == after.version
+        if at_kill.version == after.version:
+            assert after.hash == at_kill.hash  # the successor kept what the killed one wrote
         assert after.assignment.moved_from(before.assignment) == before.assignment.loads[ids[3]]
     finally:
         process.kill()
         process.wait()
+
+
+def changes_seen(service: str) -> float:
+    """Consul replies that changed the service's instance list, as the operator counted them."""
+    from controller import metrics
+    return metrics.REGISTRY.get_sample_value("shardring_consul_membership_changes_total",
+                                             {"connection": "default", "service": service}) or 0.0
 
 
 @pytest.mark.slow
@@ -161,22 +190,32 @@ def test_flapping_instance_writes_are_bounded_by_the_window(fault_operator, ring
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
     rings.create("flappy", quick(service, stabilization={"window": "10s", "maxDelay": "20s"}))
     rings.wait_ring("flappy-ring", lambda r: len(r.assignment.members) == 4, "ring")
+    wait_for(lambda: ready_status(rings, "flappy", "Stable") == "True", "Stable=True")
     worker = operator_module.STATE.workers[(namespace, "flappy")]
-    writes = worker.writes
+    writes, changes = worker.writes, changes_seen(service)
     deadline = time.monotonic() + 60
     flips = 0
+    stable = []  # Stable, as the status said while the instance was flapping
     while time.monotonic() < deadline:
         consul_helper.set_health(ids[0], passing=flips % 2 == 1)
         flips += 1
+        if flips % 10 == 0:
+            stable.append(ready_status(rings, "flappy", "Stable"))
         time.sleep(0.1)
     consul_helper.set_health(ids[0], passing=True)
+    seen = changes_seen(service) - changes
     time.sleep(12)  # one window after the flapping stops
     ring = rings.ring("flappy-ring")
     extra = worker.writes - writes
-    report(f"{flips} flips in 60 s -> {extra} ConfigMap writes")
+    report(f"{flips} flips in 60 s -> {seen:.0f} membership changes seen, {extra} ConfigMap "
+           f"writes, Stable=False in {stable.count('False')} of {len(stable)} status reads")
+    # The flips reached the operator (a dead watcher sees none) ...
+    assert 2 <= seen <= flips + 1
+    # ... and held the ring back: it said so while waiting out the window.
+    assert "False" in stable
     assert extra <= 60 // 20 * 2 + 2  # at most a change and its undo per maxDelay
     assert len(ring.assignment.members) == 4
-    assert (rings.condition("flappy", "Stable") or {}).get("status") == "True"
+    assert ready_status(rings, "flappy", "Stable") == "True"
 
 
 def test_acl_tokens_come_from_the_rings_secret_and_never_leak(
