@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -81,9 +83,20 @@ class OperatorProcess:
                 self.process.wait()
 
 
-def scenario(api_client, core_v1, consul_helper, namespace: str, timeout: float) -> list[str]:
-    """A ring with a token Secret is published, follows a failure, reports status and events.
-    Returns what did not happen (empty: everything worked)."""
+@dataclass
+class Outcome:
+    """What a limited operator got done in ``scenario``, read back from the API server."""
+    missing: list[str]  # of "ConfigMap", "status", "events": what did not happen
+    status: dict[str, Any]  # the ring's status as last read ({} if never written)
+    event_reasons: set[str]  # reasons of the Events in the namespace
+    log: str = ""  # the operator's output
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        return next((c for c in self.status.get("conditions") or [] if c["type"] == kind), {})
+
+
+def scenario(api_client, core_v1, consul_helper, namespace: str, timeout: float) -> Outcome:
+    """A ring with a token Secret is published, follows a failure, reports status and events."""
     rings = Rings(api_client, namespace)
     service = f"svc-{uuid.uuid4().hex[:8]}"
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(3)]
@@ -108,35 +121,109 @@ def scenario(api_client, core_v1, consul_helper, namespace: str, timeout: float)
         wait_for(lambda: rings.events("Resharded"), "events", 5)
     except AssertionError:
         missing.append("events")
-    return missing
+    reasons = {e.reason for e in core_v1.list_namespaced_event(namespace).items}
+    return Outcome(missing, rings.get("rbac").get("status") or {}, reasons)
 
 
 def scenario_as(control_plane, kubeconfig, tmp_path, api_client, core_v1, consul_helper,
-                namespace, timeout: float) -> tuple[list[str], str]:
-    """The scenario against an operator process that uses ``kubeconfig``: (what is missing,
-    the operator's output)."""
+                namespace, timeout: float, until: str | None = None) -> Outcome:
+    """The scenario against an operator process that uses ``kubeconfig``; with ``until``, the
+    operator runs on until that text appears in its output (at most two minutes)."""
     operator = OperatorProcess(control_plane, kubeconfig, tmp_path / "operator.log",
                                "--peering", "shardring")
     try:
-        missing = scenario(api_client, core_v1, consul_helper, namespace, timeout=timeout)
+        outcome = scenario(api_client, core_v1, consul_helper, namespace, timeout=timeout)
+        if until:
+            wait_for(lambda: until in operator.output(), repr(until), timeout=120, interval=1)
     finally:
         operator.stop()
-    return missing, operator.output()
+    outcome.log = operator.output()
+    return outcome
 
 
 def test_operator_works_under_its_service_account(control_plane, installed, api_client, core_v1,
                                                   consul_helper, namespace, tmp_path):
     config = service_account_kubeconfig(control_plane, core_v1, SYSTEM, "shardring-operator",
                                         tmp_path / "sa.kubeconfig")
-    missing, output = scenario_as(control_plane, config, tmp_path, api_client, core_v1,
-                                  consul_helper, namespace, timeout=60)
-    assert not missing, output[-4000:]
+    outcome = scenario_as(control_plane, config, tmp_path, api_client, core_v1, consul_helper,
+                          namespace, timeout=60)
+    output = outcome.log
+    assert not outcome.missing, output[-4000:]
     forbidden = [line for line in output.splitlines() if "Forbidden" in line or " 403" in line]
     assert not forbidden, forbidden[:5]
 
 
 RULES = yaml.safe_load_all((REPO / "manifests" / "rbac.yaml").read_text())
 CLUSTER_ROLE = next(d for d in RULES if d and d["kind"] == "ClusterRole")
+EVERYTHING = ["ConfigMap", "status", "events"]
+
+
+def refused(outcome: Outcome, text: str) -> bool:
+    """The API server refused the operator a request, in its own words (``text``; quotes may
+    come escaped, as in a logged response body)."""
+    return any(text in line and "forbidden" in line
+               for line in outcome.log.replace("\\", "").splitlines())
+
+
+def without_rings_access(outcome: Outcome) -> None:
+    # The ring is never even seen: nothing published, no status, no event.
+    assert outcome.missing == EVERYTHING and outcome.status == {} and not outcome.event_reasons
+    assert refused(outcome, 'cannot list resource "shardrings"')
+
+
+def without_status_access(outcome: Outcome) -> None:
+    # The ring is published and follows Consul, but its status is never written.
+    assert outcome.missing == ["status"] and outcome.status == {}
+    assert "Resharded" in outcome.event_reasons
+    assert refused(outcome, 'cannot patch resource "shardrings/status"')
+
+
+def without_configmap_access(outcome: Outcome) -> None:
+    # No pass gets as far as reading the ConfigMap: nothing published, no status either.
+    assert outcome.missing == EVERYTHING and outcome.status == {}
+    assert refused(outcome, 'resource "configmaps"')
+
+
+def without_secret_access(outcome: Outcome) -> None:
+    # The ring's token cannot be read: the status says so, and nothing is published.
+    assert outcome.missing == EVERYTHING
+    ready, degraded = outcome.condition("Ready"), outcome.condition("Degraded")
+    assert (ready["status"], ready["reason"]) == ("False", "SecretMissing")
+    assert (degraded["status"], degraded["reason"]) == ("True", "SecretMissing")
+    assert "may not read Secret 'consul-acl'" in ready["message"] and "(RBAC)" in ready["message"]
+
+
+def without_events(outcome: Outcome) -> None:
+    # Everything works except that no Event at all appears.
+    assert outcome.missing == ["events"] and outcome.event_reasons == set()
+    assert outcome.condition("Ready")["status"] == "True"
+    assert "could not post the Resharded event" in outcome.log
+
+
+def without_crd_watch(outcome: Outcome) -> None:
+    # Rings work (kopf found its resources by discovery at start), but kopf gives up watching
+    # CRDs, so a CRD created, changed or deleted later goes unnoticed until a restart.
+    assert outcome.missing == []
+    assert refused(outcome, 'cannot list resource "customresourcedefinitions"')
+    assert CRD_WATCH_LOST in outcome.log
+
+
+def without_peering(outcome: Outcome) -> None:
+    # Without its peering record a replica never becomes active: it serves nothing.
+    assert outcome.missing == EVERYTHING and outcome.status == {}
+    assert refused(outcome, 'clusterkopfpeerings.kopf.dev "shardring" is forbidden')
+
+
+CRD_WATCH_LOST = "Not enough permissions to watch for resources"
+CONSEQUENCES = {"shardrings": without_rings_access, "shardrings/status": without_status_access,
+                "configmaps": without_configmap_access, "secrets": without_secret_access,
+                "events": without_events, "customresourcedefinitions": without_crd_watch,
+                "clusterkopfpeerings": without_peering}
+
+
+def test_every_rule_has_a_known_consequence():
+    named = [rule["resources"][0] for rule in CLUSTER_ROLE["rules"]]
+    assert sorted(named) == sorted(CONSEQUENCES)
 
 
 @pytest.mark.slow
@@ -148,6 +235,7 @@ def test_every_rule_is_needed(control_plane, installed, api_client, core_v1, con
     rbac = k8s.RbacAuthorizationV1Api(api_client)
     name = f"shardring-minus-{dropped}-{uuid.uuid4().hex[:4]}"
     rules = [r for i, r in enumerate(CLUSTER_ROLE["rules"]) if i != dropped]
+    consequence = CONSEQUENCES[CLUSTER_ROLE["rules"][dropped]["resources"][0]]
     core_v1.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(
         metadata=k8s.V1ObjectMeta(name="limited")))
     rbac.create_cluster_role({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -160,46 +248,91 @@ def test_every_rule_is_needed(control_plane, installed, api_client, core_v1, con
     config = service_account_kubeconfig(control_plane, core_v1, namespace, "limited",
                                         tmp_path / "limited.kubeconfig")
     try:
-        missing, text = scenario_as(control_plane, config, tmp_path, api_client, core_v1,
-                                    consul_helper, namespace, timeout=20)
+        outcome = scenario_as(control_plane, config, tmp_path, api_client, core_v1,
+                              consul_helper, namespace, timeout=20,
+                              until=CRD_WATCH_LOST if consequence is without_crd_watch else None)
     finally:
         rbac.delete_cluster_role_binding(name)
         rbac.delete_cluster_role(name)
-    permission_error = "forbidden" in text.lower() or "(RBAC)" in text
-    assert missing or permission_error, f"rule {dropped} looks unnecessary:\n{text[-3000:]}"
-    assert permission_error, f"rule {dropped}: {missing} failed without a clear permission error"
+    try:
+        consequence(outcome)
+    except AssertionError as error:
+        raise AssertionError(f"dropping rule {dropped} had not the expected consequence: "
+                             f"{outcome.missing}, {outcome.status}, {outcome.event_reasons}\n"
+                             f"{outcome.log[-3000:]}") from error
+
+
+def scrape(port: int) -> dict[str, float]:
+    from controller.testing.scrape import scrape as scrape_url
+    return scrape_url(f"http://127.0.0.1:{port}/metrics")
 
 
 @pytest.mark.slow
 def test_two_replicas_one_active_and_the_standby_takes_over(
         control_plane, installed, api_client, core_v1, consul_helper, namespace, tmp_path, report):
+    from controller.testing.controlplane import free_port
     rings = Rings(api_client, namespace)
     service = f"svc-{uuid.uuid4().hex[:8]}"
-    ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
-    active = OperatorProcess(control_plane, control_plane.kubeconfig, tmp_path / "active.log",
-                             "--peering", "shardring", "--priority", "200")
+    ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(5)]
+    ports = {"active": free_port(), "standby": free_port()}
+    writes = f'shardring_configmap_writes_total{{namespace="{namespace}",ring="ha"}}'
+
+    def replica(role: str, priority: int) -> OperatorProcess:
+        return OperatorProcess(control_plane, control_plane.kubeconfig, tmp_path / f"{role}.log",
+                               "--peering", "shardring", "--priority", str(priority),
+                               "--metrics-port", str(ports[role]))
+
+    def served(role: str) -> bool:
+        try:
+            return "shardring_consul_queries_active" in scrape(ports[role])
+        except OSError:
+            return False
+
+    def peer_priorities() -> list[int]:
+        peering = k8s.CustomObjectsApi(api_client).get_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", "shardring")
+        return [peer.get("priority") for peer in (peering.get("status") or {}).values()
+                if isinstance(peer, dict)]
+    active = replica("active", 200)
     standby = None
     try:
         rings.create("ha", {"service": {"name": service}, "shards": 16,
+                            "members": {"identity": "id"},
                             "stabilization": {"window": "0s", "maxDelay": "0s"}})
-        before = rings.wait_ring("ha-ring", lambda r: len(r.assignment.members) == 4, "ring",
+        before = rings.wait_ring("ha-ring", lambda r: len(r.assignment.members) == 5, "ring",
                                  timeout=60)
         # The second replica joins a running one (as in a rolling Deployment): it stands by.
-        standby = OperatorProcess(control_plane, control_plane.kubeconfig,
-                                  tmp_path / "standby.log", "--peering", "shardring",
-                                  "--priority", "100")
-        time.sleep(5)
-        assert "ConfigMap ha-ring created" in active.output()
+        standby = replica("standby", 100)
+        # It is up (its startup ran: metrics are served) and has joined the peering, where a
+        # replica starts paused until it finds no peer above it.
+        wait_for(lambda: 100 in peer_priorities(), "the standby to join the peering", timeout=60)
+        wait_for(lambda: served("standby"), "the standby's metrics")
+        # A change while both run: the active replica publishes it, the standby does nothing.
+        consul_helper.set_health(ids[0], passing=False)
+        during = rings.wait_ring("ha-ring", lambda r: len(r.assignment.members) == 4,
+                                 "the active replica to publish the change", timeout=30)
+        assert during.version == before.version + 1
+        wait_for(lambda: "ConfigMap ha-ring updated" in active.output(), "the active's log")
+        assert scrape(ports["active"])[writes] == 2  # created, then updated
+        # Paused all along, the standby has not even seen a ring (of any namespace), let alone
+        # queried Consul or written.
+        standby_metrics = scrape(ports["standby"])
+        assert standby_metrics["shardring_consul_queries_active"] == 0
+        assert not [k for k in standby_metrics if k.startswith(("shardring_rings{", writes))]
         assert "ConfigMap ha-ring" not in standby.output()
+        # The active replica dies; the standby resumes and takes over.
         active.stop(signal.SIGKILL)
         killed = time.monotonic()
-        consul_helper.set_health(ids[0], passing=False)
+        consul_helper.set_health(ids[1], passing=False)
         after = rings.wait_ring("ha-ring", lambda r: len(r.assignment.members) == 3,
                                 "the standby to take over", timeout=60)
         took = time.monotonic() - killed
         report(f"standby took over and published {took:.1f} s after the active was killed")
-        assert after.assignment.moved_from(before.assignment) == before.assignment.loads[ids[0]]
+        assert after.version == during.version + 1
+        assert after.assignment.moved_from(during.assignment) == during.assignment.loads[ids[1]]
+        assert "Resuming operations after the pause" in standby.output()
         assert "ConfigMap ha-ring updated" in standby.output()
+        assert scrape(ports["standby"])[writes] == 1
     finally:
         active.stop(signal.SIGKILL)
         if standby is not None:

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from controller import operator as operator_module
 from controller import ringfile
+from tests.inprocess import InProcessOperator
 from tests.operator_helpers import kubectl, wait_for
 
 pytestmark = pytest.mark.controlplane
@@ -30,15 +30,15 @@ def ring_spec(service: str, **extra) -> dict:
     return spec
 
 
-def worker(namespace: str, name: str):
-    return operator_module.STATE.workers[(namespace, name)]
+def worker(operator, namespace: str, name: str):
+    return operator.workers[(namespace, name)]
 
 
 def test_ring_is_published_then_follows_a_failing_instance(
         operator, rings, consul_helper, control_plane, namespace):
     service = service_name()
     ids = register(consul_helper, service, 5)
-    rings.create("scrapers", ring_spec(service))
+    rings.create("scrapers", ring_spec(service, members={"identity": "id"}))
     ring = rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 5,
                            "a ring of 5 members")
     assert [m.id for m in ring.assignment.members] == sorted(ids)
@@ -90,7 +90,7 @@ def test_a_reply_without_a_membership_change_writes_nothing(operator, rings, con
     time.sleep(1)
     configmap_version = rings.configmap("quiet-ring").metadata.resource_version
     ring_version = rings.get("quiet")["metadata"]["resourceVersion"]
-    writes = worker(namespace, "quiet").writes
+    writes = worker(operator, namespace, "quiet").writes
     index, _ = consul_client.health.service(service, passing=True)
     # New metadata nobody uses bumps the service's Consul index, so the blocking query returns,
     # with exactly the same members.
@@ -100,7 +100,7 @@ def test_a_reply_without_a_membership_change_writes_nothing(operator, rings, con
     time.sleep(1.5)
     assert rings.configmap("quiet-ring").metadata.resource_version == configmap_version
     assert rings.get("quiet")["metadata"]["resourceVersion"] == ring_version
-    assert worker(namespace, "quiet").writes == writes
+    assert worker(operator, namespace, "quiet").writes == writes
 
 
 def test_spec_changes_apply_at_once(operator, rings, consul_helper):
@@ -108,7 +108,8 @@ def test_spec_changes_apply_at_once(operator, rings, consul_helper):
     register(consul_helper, service, 2, tags=["blue"])
     register_green = [consul_helper.register(service, f"{service}-g{i}", port=9200 + i,
                                              tags=["green"]) for i in range(3)]
-    rings.create("reshape", ring_spec(service, stabilization={"window": "1h", "maxDelay": "2h"}))
+    rings.create("reshape", ring_spec(service, members={"identity": "id"},
+                                      stabilization={"window": "1h", "maxDelay": "2h"}))
     rings.wait_ring("reshape-ring", lambda r: len(r.assignment.members) == 5, "5 members")
     rings.patch("reshape", {"shards": 128})
     ring = rings.wait_ring("reshape-ring", lambda r: r.assignment.shards == 128, "128 shards",
@@ -128,7 +129,7 @@ def test_two_rings_on_one_service_share_one_consul_query(operator, rings, consul
     rings.create("second", ring_spec(service, shards=32))
     rings.wait_ring("first-ring", lambda r: len(r.assignment.members) == 3, "first ring")
     rings.wait_ring("second-ring", lambda r: len(r.assignment.members) == 3, "second ring")
-    registry = operator_module.STATE.registry
+    registry = operator.sources
     streams = [k for k in registry.watchers if k.query.service == service]
     assert len(streams) == 1
     assert len(registry.watchers[streams[0]].subscribers) == 2
@@ -166,19 +167,18 @@ def test_identities_with_unsafe_characters_get_safe_unique_keys(operator, rings,
     assert sorted(keys) == sorted(odd)
     assert len(set(keys.values())) == 4 and keys["ok-id"] == "ok-id"
     data = rings.configmap("odd-ring").data
-    for identity, key in keys.items():
+    for key in keys.values():
         assert all(c.isalnum() or c in "-._" for c in key)
         assert f"member.{key}" in data
     document = __import__("json").loads(data["ring.json"])
     assert {m["id"]: m["key"] for m in document["members"]} == keys
 
 
-def evaluated(namespace: str, name: str, instances: set[str] | None = None):
+def evaluated(state, namespace: str, name: str, instances: set[str] | None = None):
     """The ring's worker, once it has finished a pass on a Consul snapshot (of exactly
     ``instances``, if given) with nothing new since: it has decided what the ring should be.
     Otherwise None."""
-    state = operator_module.STATE
-    current = state.workers.get((namespace, name)) if state else None
+    current = state.workers.get((namespace, name))
     if current is None or current.subscription is None:
         return None
     snapshot = current.subscription.watch.state.snapshot
@@ -190,26 +190,26 @@ def evaluated(namespace: str, name: str, instances: set[str] | None = None):
 
 def test_restarting_the_operator_moves_nothing_and_writes_nothing(
         crd, operator_env, rings, consul_helper):
-    from kopf.testing import KopfRunner
     service = service_name()
     register(consul_helper, service, 4)
-    args = ["run", "--all-namespaces", "--standalone", "-m", "controller.operator"]
-    with KopfRunner(args, timeout=60):
+    with InProcessOperator() as first:
         rings.create("steady", ring_spec(service))
         before = rings.wait_ring("steady-ring", lambda r: len(r.assignment.members) == 4, "ring")
         wait_for(lambda: (rings.condition("steady", "Ready") or {}).get("status") == "True",
                  "Ready")
-        wait_for(lambda: evaluated(rings.namespace, "steady"), "the first operator to settle")
+        wait_for(lambda: evaluated(first, rings.namespace, "steady"),
+                 "the first operator to settle")
     configmap_version = rings.configmap("steady-ring").metadata.resource_version
     ring_version = rings.get("steady")["metadata"]["resourceVersion"]
-    with KopfRunner(args, timeout=60):
+    with InProcessOperator() as second:
         # Not just "nothing written yet": the restarted operator has read Consul, decided the
         # ring, and found the ConfigMap at this very resourceVersion to hold it already.
-        resumed = wait_for(lambda: evaluated(rings.namespace, "steady"),
+        resumed = wait_for(lambda: evaluated(second, rings.namespace, "steady"),
                            "the restarted operator to evaluate the ring on a Consul snapshot")
         assert len(resumed.subscription.watch.state.snapshot.entries) == 4
         assert resumed.verified is not None
-        assert resumed.verified[:2] == ("steady-ring", configmap_version)
+        assert (resumed.verified.name, resumed.verified.resource_version) == \
+            ("steady-ring", configmap_version)
         assert resumed.writes == 0
         assert rings.configmap("steady-ring").metadata.resource_version == configmap_version
         assert rings.get("steady")["metadata"]["resourceVersion"] == ring_version
@@ -220,6 +220,7 @@ def test_restarting_the_operator_moves_nothing_and_writes_nothing(
 
 def scrape() -> dict[str, float]:
     import os
+
     from controller.testing.scrape import scrape as scrape_url
     return scrape_url(f"http://127.0.0.1:{os.environ['SHARDRING_METRICS_PORT']}/metrics")
 
@@ -231,12 +232,9 @@ def operator_wide(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def test_metrics_move_with_the_ring(crd, operator_env, rings, consul_helper, namespace):
-    from kopf.testing import KopfRunner
     # An operator for this namespace alone: the operator-wide gauges then count only this test's
     # ring, so they can be compared exactly before, during and after it.
-    args = ["run", "--namespace", namespace, "--standalone", "-m", "controller.operator"]
-    with KopfRunner(args, timeout=60) as runner:
-        wait_for(lambda: operator_module.STATE is not None, "operator start")
+    with InProcessOperator(namespaces=[namespace]):
         idle = operator_wide(scrape())
         assert idle == {"shardring_consul_queries_active": 0}
         service = service_name()
@@ -278,7 +276,6 @@ def test_metrics_move_with_the_ring(crd, operator_env, rings, consul_helper, nam
                         "the operator-wide gauges back to where they started")
         assert f"shardring_ring_members{label}" not in gone
         assert f"shardring_ring_version{label}" not in gone
-    assert runner.exception is None, runner.exception
 
 
 def test_ring_show_reads_a_live_configmap(operator, rings, consul_helper, namespace,
@@ -326,11 +323,11 @@ def test_rapid_changes_always_end_in_the_final_membership(operator, rings, consu
     final = rings.wait_ring("rapid-ring", lambda r: {m.id for m in r.assignment.members} ==
                             healthy, "the final membership", timeout=15)
     configmap_version = rings.configmap("rapid-ring").metadata.resource_version
-    settled = wait_for(lambda: evaluated(namespace, "rapid", healthy),
+    settled = wait_for(lambda: evaluated(operator, namespace, "rapid", healthy),
                        "the operator to settle on Consul's final state")
     writes = settled.writes
     time.sleep(2)  # anything still in flight would land now
-    assert evaluated(namespace, "rapid", healthy) is settled
+    assert evaluated(operator, namespace, "rapid", healthy) is settled
     assert settled.writes == writes
     assert rings.configmap("rapid-ring").metadata.resource_version == configmap_version
     assert rings.ring("rapid-ring").hash == final.hash
