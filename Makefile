@@ -5,14 +5,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools test test-fast cluster run demo bench bench-ring bench-e2e image clean
+.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e image clean
 
 all: test
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -e '.[test,bench]'
+	$(PIP) install -e '.[test,bench,lint]'
 	touch $@
 
 tools:  ## build (first run) or find the control-plane binaries and print their versions
@@ -22,7 +22,12 @@ tools:  ## build (first run) or find the control-plane binaries and print their 
 	  "$$dir/consul" version | head -1 && \
 	  { [ ! -x "$$dir/kubectl" ] || "$$dir/kubectl" version --client | head -1; }
 
-test: venv tools  ## the whole suite, on the real control plane
+lint: venv  ## ruff, mypy (strict on the core and the worker), import-linter's layer contracts
+	$(VENV)/bin/ruff check controller tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: venv tools lint  ## lint, then the whole suite on the real control plane
 	$(PY) -m pytest
 
 test-fast: venv tools  ## everything but the slow fault tests
@@ -43,7 +48,10 @@ bench-ring: venv  ## ring engine benchmark -> bench/results/ring.json
 bench-e2e: venv tools  ## end-to-end benchmarks on the real control plane -> bench/results/e2e.json
 	$(PY) bench/e2e_bench.py
 
-bench: bench-ring bench-e2e
+bench-offloop: venv  ## loop stall of one big ring planned inline vs in the planning thread
+	$(PY) bench/offloop_bench.py
+
+bench: bench-ring bench-offloop bench-e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import ssl
 import statistics
-import re
 import subprocess
 import sys
 import threading
@@ -142,7 +142,8 @@ class Bench:
 
     @staticmethod
     def writes_since(before: Counter, after: Counter) -> dict:
-        delta = {k: after[k] - before.get(k, 0) for k in sorted(after) if after[k] > before.get(k, 0)}
+        delta = {k: after[k] - before.get(k, 0) for k in sorted(after)
+                 if after[k] > before.get(k, 0)}
         return {"total": sum(delta.values()), "by_request": delta}
 
     def quiet_writes(self, quiet: float = 10.0, limit: float = 180.0) -> Counter:
@@ -341,7 +342,7 @@ class Bench:
         healthy: dict[str, set[str]] = {}
         for s in range(SERVICES):
             _, nodes = self.consul.health.service(f"fleet-{s}", passing=True)
-            healthy[f"fleet-{s}"] = {n["Service"]["ID"] for n in nodes}
+            healthy[f"fleet-{s}"] = {f"{n['Node']['Node']}/{n['Service']['ID']}" for n in nodes}
         stale = 0
         for item in self.core.list_namespaced_config_map(
                 NS, label_selector="app.kubernetes.io/managed-by=shardring-operator").items:

@@ -84,7 +84,7 @@ def loads(owner_rows):
 
 
 def moved(before, after):
-    return sum(len(set(a) - set(b)) for a, b in zip(after, before))
+    return sum(len(set(a) - set(b)) for a, b in zip(after, before, strict=True))
 
 
 def measure(name, fn, ids, shards, stateful=False):
@@ -106,7 +106,8 @@ def measure(name, fn, ids, shards, stateful=False):
         "algorithm": name, "members": len(ids), "shards": shards,
         "peak_to_mean": round(max(counts.get(i, 0) for i in ids) / mean, 4),
         "rounding_bound": round(-(-shards // len(ids)) / mean, 4),
-        "join_moved": join_moved, "join_ratio_to_optimum": round(join_moved / (shards / (len(ids) + 1)), 3),
+        "join_moved": join_moved,
+        "join_ratio_to_optimum": round(join_moved / (shards / (len(ids) + 1)), 3),
         "leave_moved": leave_moved,
         "leave_ratio_to_optimum": round(leave_moved / max(1, counts.get(ids[0], 0)), 3),
         "full_ms": round(full_time * 1000, 2), "incremental_ms": round(incremental * 1000, 2),
@@ -116,7 +117,8 @@ def measure(name, fn, ids, shards, stateful=False):
 def main() -> int:
     algorithms = [
         ("balanced", ours("balanced"), True), ("consistent-100", ours("consistent", 100), False),
-        ("consistent-160", ours("consistent", 160), False), ("rendezvous", ours("rendezvous"), False),
+        ("consistent-160", ours("consistent", 160), False),
+        ("rendezvous", ours("rendezvous"), False),
         ("uhashring", uhashring_owners, False), ("hashmod", hashmod_owners, False),
         ("jump", jump_owners, False),
     ]

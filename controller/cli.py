@@ -1,4 +1,4 @@
-"""Command line: ``python -m controller [run|ring plan]``."""
+"""Command line: ``python -m controller [run | ring plan | ring show | ring lookup]``."""
 
 from __future__ import annotations
 
@@ -59,21 +59,22 @@ def ring_plan(args: argparse.Namespace) -> int:
 
 
 def _read_ring(args: argparse.Namespace):
-    from .client import Ring
+    from .client import RingVersion
     if args.configmap:
         namespace, _, name = args.configmap.rpartition("/")
-        from .kube import Kube
         import asyncio
+
+        from .kube import Kube
         found = asyncio.run(Kube().read_configmap(namespace or "default", name))
         if found is None or found.ring_json is None:
             raise UsageError(f"ConfigMap {args.configmap} with a ring.json not found")
-        return Ring.from_text(found.ring_json)
+        return RingVersion.from_text(found.ring_json)
     if not args.path:
         raise UsageError("give a directory or ring.json, or --configmap NAMESPACE/NAME")
     path = Path(args.path)
     path = path / "ring.json" if path.is_dir() else path
     try:
-        return Ring.from_text(path.read_text())
+        return RingVersion.from_text(path.read_text())
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error}") from None
 
@@ -86,8 +87,23 @@ def ring_show(args: argparse.Namespace) -> int:
 
 def ring_lookup(args: argparse.Namespace) -> int:
     ring = _read_ring(args)
+    if not (args.key or args.member or args.address):
+        raise UsageError("give --key, --member or --address")
     for key in args.key:
         print(f"{key}\tshard {ring.shard(key)}\t{','.join(ring.owners(key))}")
+    member = args.member
+    if args.address:
+        address, _, port = args.address.rpartition(":") if args.address.count(":") == 1 \
+            else (args.address, "", "")
+        member = ring.member_at(address, int(port) if port.isdigit() else None)
+        if member is None:
+            raise UsageError(f"no single member is registered at {args.address}")
+    if member is not None:
+        if member not in ring.members:
+            raise UsageError(f"{member!r} is not a member of ring version {ring.version}")
+        shards = ring.shards_of(member)
+        print(f"member {member}\tkey {ring.file.keys()[member]}\t{len(shards)} shards\t"
+              f"{','.join(map(str, shards))}")
     return 0
 
 
@@ -127,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    ("lookup", ring_lookup, "owners of keys")):
         sub = ring.add_parser(command, help=text)
         if command == "lookup":
-            sub.add_argument("--key", action="append", required=True, help="a key (repeatable)")
+            sub.add_argument("--key", action="append", default=[], help="a key (repeatable)")
+            sub.add_argument("--member", help="a member's identity (e.g. node-a/web): its shards")
+            sub.add_argument("--address", metavar="ADDRESS[:PORT]",
+                             help="the member registered at this endpoint: its identity, shards")
         sub.add_argument("path", nargs="?", help="a mounted ConfigMap directory or a ring.json")
         sub.add_argument("--configmap", metavar="NAMESPACE/NAME",
                          help="read it live from the cluster ($KUBECONFIG)")
@@ -135,20 +154,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_operator(args: argparse.Namespace) -> int:
+    """The operator: kopf runs the handlers with an ``Operator`` as its memo."""
+    import dataclasses
+    import logging
+    import random
+
+    import kopf
+
+    from .handlers import Operator
+    from .settings import OperatorConfig, SettingsError
+    try:
+        config = OperatorConfig.from_env()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if getattr(args, "metrics_port", None):
+        config = dataclasses.replace(config, metrics_port=args.metrics_port)
+    if getattr(args, "log_format", "plain") == "json":
+        kopf.configure(log_format=kopf.LogFormat.JSON)
+    else:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    namespaces = getattr(args, "namespace", []) or []
+    standalone = getattr(args, "standalone", False)
+    priority = getattr(args, "priority", None)
+    if priority is None:
+        # Peers with equal priorities all pause; a random one makes exactly one replica active.
+        priority = random.randint(1, 1_000_000)
+    kopf.run(standalone=standalone or None, clusterwide=not namespaces, namespaces=namespaces,
+             peering_name=None if standalone else getattr(args, "peering", None),
+             priority=priority, liveness_endpoint=getattr(args, "liveness", None),
+             memo=Operator(config))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in (None, "run"):
-        from .operator import run_operator
-        if getattr(args, "metrics_port", None):
-            import os
-            os.environ["SHARDRING_METRICS_PORT"] = str(args.metrics_port)
-        return run_operator(log_format=getattr(args, "log_format", "plain"),
-                            namespaces=getattr(args, "namespace", []) or [],
-                            standalone=getattr(args, "standalone", False),
-                            peering=getattr(args, "peering", None),
-                            priority=getattr(args, "priority", None),
-                            liveness=getattr(args, "liveness", None))
+        return run_operator(args)
     try:
         return args.handler(args)
     except (UsageError, RingError, ringfile.RingFileError) as error:

@@ -1,7 +1,7 @@
 """Workload client: read a ring from a mounted ConfigMap directory. No Kubernetes dependency.
 
     from controller.client import MountedRing
-    ring = MountedRing("/etc/ring", me="scraper-2")
+    ring = MountedRing("/etc/ring", me="node-a/scraper")   # or address="10.1.2.3", port=9090
     if ring.is_mine(target):            # owned by this member (any replica)
         scrape(target)
     ring.refresh()                      # cheap: a stat; reloads after kubelet swaps the files
@@ -20,7 +20,7 @@ from . import ringfile
 from .ring import shard_of
 
 
-class Ring:
+class RingVersion:
     """One immutable ring version."""
 
     def __init__(self, parsed: ringfile.RingFile):
@@ -30,7 +30,7 @@ class Ring:
         self._rows = self.assignment.table.tolist()
 
     @classmethod
-    def from_text(cls, text: str) -> "Ring":
+    def from_text(cls, text: str) -> RingVersion:
         return cls(ringfile.parse(text))
 
     @property
@@ -61,6 +61,14 @@ class Ring:
     def is_mine(self, key: str, me: str) -> bool:
         return me in self.owners(key)
 
+    def member_at(self, address: str, port: int | None = None) -> str | None:
+        """The member registered at this address (and port), whatever the ring's identity rule:
+        a pod knows its own IP (the downward API's status.podIP) and port without asking."""
+        found = [member for member in self._ids
+                 if (endpoint := self.file.endpoints.get(member)) is not None
+                 and endpoint.address == address and (port is None or endpoint.port == port)]
+        return found[0] if len(found) == 1 else None
+
 
 def _ring_path(path: str | os.PathLike) -> Path:
     path = Path(path)
@@ -75,12 +83,16 @@ class MountedRing:
     """
 
     def __init__(self, path: str | os.PathLike, me: str | None = None,
-                 on_change: Callable[[Ring], None] | None = None):
+                 on_change: Callable[[RingVersion], None] | None = None, *,
+                 address: str | None = None, port: int | None = None):
+        """``me`` is this member's identity; or give the ``address`` (and ``port``) it
+        registered, and the member at that endpoint is looked up in each ring version."""
         self.path = _ring_path(path)
         self.me = me
+        self.address, self.port = address, port
         self.on_change = on_change
         self._stamp: tuple[int, int, int] | None = None
-        self.ring: Ring
+        self.ring: RingVersion
         self.refresh()
 
     def _stat(self) -> tuple[int, int, int]:
@@ -92,7 +104,7 @@ class MountedRing:
         stamp = self._stat()
         if stamp == self._stamp:
             return False
-        ring = Ring.from_text(self.path.read_text())
+        ring = RingVersion.from_text(self.path.read_text())
         changed = self._stamp is not None
         self.ring, self._stamp = ring, stamp
         if changed and self.on_change:
@@ -112,12 +124,19 @@ class MountedRing:
         return self.ring.is_mine(key, self._me())
 
     def _me(self) -> str:
-        if not self.me:
-            raise ValueError("MountedRing(me=...) is needed to ask about this member")
-        return self.me
+        if self.me:
+            return self.me
+        if self.address:
+            found = self.ring.member_at(self.address, self.port)
+            if found is None:
+                raise LookupError(f"no single member of ring version {self.ring.version} is "
+                                  f"registered at {self.address}:{self.port or '*'}")
+            return found
+        raise ValueError("MountedRing(me=...) or MountedRing(address=...) is needed to ask "
+                         "about this member")
 
 
-def ownership_table(ring: Ring) -> str:
+def ownership_table(ring: RingVersion) -> str:
     """Per member: shards owned and share, like dskit's ring page."""
     total = ring.shards * ring.assignment.spec.replication
     loads = ring.assignment.loads

@@ -1,11 +1,13 @@
 """Shared Consul blocking-query watchers: one per distinct query, however many rings need it.
 
 Rules from Consul's blocking-query documentation:
-* ``/v1/health/service/<name>?index=I&wait=W`` returns when the index moves past I or after W plus up
-  to W/16 of jitter, so the client timeout is W + W/16 + a margin;
+* ``/v1/health/service/<name>?index=I&wait=W`` returns when the index moves past I or after W
+  plus up to W/16 of jitter, so the client timeout is W + W/16 + a margin;
 * a reply is not a change: the sorted entries are compared before anyone is woken;
 * an index that goes backwards (agent restart, snapshot restore) resets to 0;
-* errors back off with jitter, and a churning index is rate-limited, so nothing loops hot.
+* errors back off with jitter, and a churning index is rate-limited, so nothing loops hot;
+* a query Consul refuses as malformed (a bad filter expression) backs off much longer, since only
+  a spec change fixes it, and that starts a new watcher.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from typing import Any
 
 import consul
 import consul.aio
+from consul.exceptions import BadRequest
 
 from . import metrics
+from .membership import health_status
 from .settings import ConsulConnection
+from .sources import Snapshot, SourceState, Subscription
 from .spec import ServiceQuery
 
 log = logging.getLogger("shardring.consul")
@@ -33,6 +38,11 @@ MIN_INTERVAL = 0.05  # at most 20 queries a second per watcher, even if the inde
 # Capped low so that Consul coming back is noticed within seconds; with one query per distinct
 # service, a few requests a second across all watchers is not a hot loop.
 BACKOFF_START, BACKOFF_MAX = 0.25, 1.0
+REFUSED_BACKOFF_MAX = 60.0
+# Consul answers a filter it cannot parse or evaluate with HTTP 500 and this text (400 for other
+# malformed queries): a spec problem, not an outage.
+_BEXPR_REFUSAL = "Failed to create boolean expression evaluator"
+REFUSAL_TEXT_MAX = 300  # characters of Consul's own explanation kept for the ring's status
 # Every watcher holds one connection open in its blocking query; aiohttp's default pool limit
 # (100) would make the 101st distinct query wait. Consul's own limit is the agent's
 # limits.http_max_conns_per_client (200 by default).
@@ -45,34 +55,19 @@ class WatchKey:
     token_digest: str  # the token itself never goes into keys, reprs or logs
 
 
-@dataclass
-class Snapshot:
-    index: int
-    entries: list[dict[str, Any]]
-    received: float  # monotonic time the change was seen
-
-
-@dataclass
-class WatchState:
-    snapshot: Snapshot | None = None
-    error: str | None = None  # a message safe to show: never contains the token
-    permission_denied: bool = False
-    not_found: bool = False
-
-
 def token_digest(token: str | None) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16] if token else ""
 
 
 def _canonical(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What matters of each entry, sorted; the raw reply carries indexes that change every time."""
-    slim = []
+    slim: list[dict[str, Any]] = []
     for entry in entries:
         node = entry.get("Node") or {}
         service = entry.get("Service") or {}
         # Empty fields are left out (readers use .get): 10 000 entries are held at scale.
-        slim_node = {"Node": node.get("Node"), "Address": node.get("Address")}
-        slim_service = {"ID": service.get("ID"), "Address": service.get("Address"),
+        slim_node: dict[str, Any] = {"Node": node.get("Node"), "Address": node.get("Address")}
+        slim_service: dict[str, Any] = {"ID": service.get("ID"), "Address": service.get("Address"),
                         "Port": service.get("Port")}
         if node.get("Meta"):
             slim_node["Meta"] = node["Meta"]
@@ -81,7 +76,8 @@ def _canonical(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 slim_service[key] = service[key]
         if service.get("Tags"):
             slim_service["Tags"] = sorted(service["Tags"])
-        slim.append({"Node": slim_node, "Service": slim_service})
+        slim.append({"Node": slim_node, "Service": slim_service,
+                     "Status": health_status(entry.get("Checks") or [])})
     slim.sort(key=lambda e: (e["Node"]["Node"] or "", e["Service"]["ID"] or ""))
     return slim
 
@@ -100,15 +96,15 @@ def new_client(connection: ConsulConnection) -> consul.aio.Consul:
 
 
 class Watcher:
-    def __init__(self, key: WatchKey, client: consul.aio.Consul, token: str | None,
-                 stats: "WatchStats"):
+    def __init__(self, key: WatchKey, client: consul.aio.Consul, token: str | None):
         self.key = key
-        self.state = WatchState()
+        self.state = SourceState()
         self.version = 0  # +1 on every state change (object ids can be reused; this cannot)
         self.subscribers: set[Callable[[], None]] = set()
         self._client = client
         self._token = token
-        self._stats = stats
+        self.changes = 0  # membership changes seen
+        self.requests = 0  # queries sent (a refused query must not make this climb fast)
         self._task: asyncio.Task | None = None
         self._labels = (key.query.connection, key.query.service)
 
@@ -128,56 +124,66 @@ class Watcher:
         index = 0
         backoff = BACKOFF_START
         last_query = 0.0
-        self._stats.active += 1
-        try:
-            while True:
-                pause = MIN_INTERVAL - (time.monotonic() - last_query)
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                last_query = time.monotonic()
-                self._stats.requests += 1
-                try:
-                    new_index, entries = await asyncio.wait_for(
-                        self._client.health.service(
-                            query.service, index=index or None, wait=f"{int(WAIT_SECONDS)}s",
-                            passing=query.only_passing, tag=list(query.tags) or None,
-                            dc=query.datacenter, node_meta=dict(query.node_meta) or None,
-                            token=self._token or None),
-                        timeout=WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
-                    self._stats.errors += 1
-                    metrics.CONSUL_ERRORS.labels(*self._labels).inc()
-                    self._fail(error)
-                    index = 0  # the next reply comes at once, so recovery is seen at once
-                    # A broken connection is dropped from the pool by aiohttp; the retry opens
-                    # a new one.
-                    await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
-                    backoff = min(BACKOFF_MAX, backoff * 2)
-                    continue
-                backoff = BACKOFF_START
-                new_index = int(new_index or 0)
-                # An index that goes backwards means Consul's state was reset: start over.
-                index = 0 if new_index < index else new_index
-                self._succeed(entries or [], new_index)
-                # The raw reply (checks, outputs, raft indexes) would otherwise stay alive in this
-                # frame through the next 55-second query: 100 watchers held ~30 MB that way.
-                del entries
-        finally:
-            self._stats.active -= 1
+        while True:
+            pause = MIN_INTERVAL - (time.monotonic() - last_query)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            last_query = time.monotonic()
+            self.requests += 1
+            try:
+                new_index, entries = await asyncio.wait_for(
+                    self._client.health.service(
+                        query.service, index=index or None, wait=f"{int(WAIT_SECONDS)}s",
+                        passing=query.only_passing, tag=list(query.tags) or None,
+                        dc=query.datacenter, node_meta=dict(query.node_meta) or None,
+                        filter_expr=query.filter, token=self._token or None),
+                    timeout=WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
+                metrics.CONSUL_ERRORS.labels(*self._labels).inc()
+                self._fail(error)
+                index = 0  # the next reply comes at once, so recovery is seen at once
+                # A broken connection is dropped from the pool by aiohttp; the retry opens
+                # a new one.
+                await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
+                cap = REFUSED_BACKOFF_MAX if self.state.refused else BACKOFF_MAX
+                backoff = min(cap, backoff * 2)
+                continue
+            backoff = BACKOFF_START
+            new_index = int(new_index or 0)
+            # An index that goes backwards means Consul's state was reset: start over.
+            index = 0 if new_index < index else new_index
+            self._succeed(entries or [], new_index)
+            # The raw reply (checks, outputs, raft indexes) would otherwise stay alive in this
+            # frame through the next 55-second query: 100 watchers held ~30 MB that way.
+            del entries
 
     def _fail(self, error: BaseException) -> None:
         denied = isinstance(error, consul.ACLPermissionDenied)
+        refused = isinstance(error, BadRequest) or (
+            isinstance(error, consul.ConsulException) and _BEXPR_REFUSAL in str(error))
         message = "Consul refused the ACL token (permission denied)" if denied else \
             f"Consul query failed: {type(error).__name__}"
-        if not denied and isinstance(error, consul.ConsulException):
+        if refused:
+            message = f"Consul refused the query: {self._refusal(error)}"
+        elif not denied and isinstance(error, consul.ConsulException):
             message = "Consul query failed: Consul returned an error"
         if self.state.error != message:
             log.warning("%s for service %s", message, self.key.query.service)
-            self.state = WatchState(snapshot=self.state.snapshot, error=message,
-                                    permission_denied=denied)
+            self.state = SourceState(snapshot=self.state.snapshot, error=message,
+                                     permission_denied=denied, refused=refused)
             self._notify()
+
+    def _refusal(self, error: BaseException) -> str:
+        """Consul's explanation (py-consul's text is "<code> <body>"), one line, bounded, and
+        never carrying the token, should Consul ever echo it."""
+        text = " ".join(str(error).split())
+        code, _, body = text.partition(" ")
+        text = body if code.isdigit() else text
+        if self._token:
+            text = text.replace(self._token, "***")
+        return text[:REFUSAL_TEXT_MAX] or "HTTP 400"
 
     def _succeed(self, entries: list[dict[str, Any]], index: int) -> None:
         canonical = _canonical(entries)
@@ -187,8 +193,8 @@ class Watcher:
             canonical == self.state.snapshot.entries
         if unchanged:
             return  # a reply is not a change
-        self.state = WatchState(snapshot=Snapshot(index, canonical, time.monotonic()))
-        self._stats.changes += 1
+        self.state = SourceState(snapshot=Snapshot(index, canonical, time.monotonic()))
+        self.changes += 1
         metrics.CONSUL_CHANGES.labels(*self._labels).inc()
         self._notify()
 
@@ -206,47 +212,36 @@ async def _close(client: consul.aio.Consul) -> None:
 
 
 @dataclass
-class WatchStats:
-    active: int = 0
-    requests: int = 0
-    errors: int = 0
-    changes: int = 0
-
-
-@dataclass
-class Subscription:
-    watcher: Watcher
-    wake: Callable[[], None]
-
-    @property
-    def state(self) -> WatchState:
-        return self.watcher.state
-
-
-@dataclass
 class WatcherRegistry:
     connections: dict[str, ConsulConnection]
     watchers: dict[WatchKey, Watcher] = field(default_factory=dict)
-    stats: WatchStats = field(default_factory=WatchStats)
     clients: dict[str, consul.aio.Consul] = field(default_factory=dict)
+
+    def key_for(self, query: ServiceQuery, token: str | None) -> WatchKey:
+        return WatchKey(query, token_digest(token))
+
+    def active(self) -> int:
+        return len(self.watchers)
 
     def subscribe(self, query: ServiceQuery, token: str | None,
                   wake: Callable[[], None]) -> Subscription:
-        key = WatchKey(query, token_digest(token))
+        key = self.key_for(query, token)
         watcher = self.watchers.get(key)
         if watcher is None:
             if query.connection not in self.clients:
                 self.clients[query.connection] = new_client(self.connections[query.connection])
-            watcher = Watcher(key, self.clients[query.connection], token, self.stats)
+            watcher = Watcher(key, self.clients[query.connection], token)
             self.watchers[key] = watcher
             watcher.start()
         watcher.subscribers.add(wake)
         return Subscription(watcher, wake)
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        watcher = subscription.watcher
+        watcher = subscription.watch
+        if not isinstance(watcher, Watcher) or self.watchers.get(watcher.key) is not watcher:
+            return
         watcher.subscribers.discard(subscription.wake)
-        if not watcher.subscribers and self.watchers.get(watcher.key) is watcher:
+        if not watcher.subscribers:
             del self.watchers[watcher.key]
             await watcher.stop()
 

@@ -1,10 +1,11 @@
-"""The reconcile decision, as a pure function: what should be published, given what was published,
-what Consul reports now, and the ring's guards. The operator module only gathers the inputs and
-carries the decision out."""
+"""The publishing decision, as a pure function: which ring should be published, given what was
+published, the membership the source reports now, and the ring's guards (stabilization window,
+minMembers, maxMemberLossPercent). The pass planner calls it; problems carry a ``Reason``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from . import ringfile
@@ -24,6 +25,8 @@ def membership_source(config: RingConfig) -> dict[str, Any]:
         source["tags"] = list(query.tags)
     if query.node_meta:
         source["nodeMeta"] = dict(query.node_meta)
+    if query.filter:
+        source["filter"] = query.filter
     if config.weight_from:
         source["weightFrom"] = config.weight_from
     if config.zone_from:
@@ -31,9 +34,27 @@ def membership_source(config: RingConfig) -> dict[str, Any]:
     return source
 
 
+class Reason(str, Enum):
+    """Why a ring is Degraded: the reason of its Degraded and Ready conditions and its events."""
+
+    INVALID_SPEC = "InvalidSpec"
+    UNKNOWN_CONNECTION = "UnknownConnection"
+    SECRET_MISSING = "SecretMissing"
+    CONFIGMAP_CONFLICT = "ConfigMapConflict"
+    RING_TOO_LARGE = "RingTooLarge"
+    INVALID_MEMBERSHIP = "InvalidMembership"
+    INVALID_FILTER = "InvalidFilter"
+    INVALID_QUERY = "InvalidQuery"
+    NOT_ENOUGH_MEMBERS = "NotEnoughMembers"
+    MEMBER_LOSS = "MemberLoss"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Problem:
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -49,7 +70,7 @@ class Decision:
 
 
 def decide(config: RingConfig, membership: Membership, consul_index: int,
-           previous: ringfile.RingFile | None, *, ring_meta: dict[str, str],
+           previous: ringfile.RingFile | None, *, shard_ring: dict[str, str],
            now: float, seen_at: float, pending_since: float | None,
            last_version: int = 0) -> Decision:
     """``seen_at``: when Consul first reported this membership; ``pending_since``: when the
@@ -57,15 +78,15 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
     published (from status), so numbering continues even if the ConfigMap was lost."""
     members = membership.members
     guard = config.stabilization
-    needed = max(guard.min_members, config.ring.replication, 1)
+    needed = max(guard.min_members, config.ring_spec.replication, 1)
     service = membership_source(config)
     if len(members) < needed:
-        what = "minMembers" if guard.min_members >= config.ring.replication else \
+        what = "minMembers" if guard.min_members >= config.ring_spec.replication else \
             "replicationFactor"
         hint = " (with Consul ACLs, instances the ring's token may not read are hidden: check " \
             "spec.consul.tokenSecretRef)" if not members else ""
         return Decision(previous, problem=Problem(
-            "NotEnoughMembers",
+            Reason.NOT_ENOUGH_MEMBERS,
             f"Consul reports {len(members)} healthy instance(s) of {config.query.service!r}{hint}; "
             f"{what} needs at least {needed}. The last published ring is kept."))
     if previous is not None:
@@ -74,12 +95,12 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
         removed, added = before - after, after - before
         if before and len(removed) * 100 > guard.max_member_loss_percent * len(before):
             return Decision(previous, problem=Problem(
-                "MemberLoss",
+                Reason.MEMBER_LOSS,
                 f"{len(removed)} of {len(before)} members left at once, more than "
                 f"maxMemberLossPercent={guard.max_member_loss_percent}. The last ring is kept; "
                 f"if this is intended, raise spec.stabilization.maxMemberLossPercent."))
         # A new query or membership rule is a spec change: it applies at once, like shards.
-        spec_changed = previous.assignment.spec != config.ring or \
+        spec_changed = previous.assignment.spec != config.ring_spec or \
             dict(previous.service) != service
         members_changed = tuple(previous.assignment.members) != members
         if members_changed and not spec_changed and guard.window > 0:
@@ -91,19 +112,19 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
     else:
         removed, added = set(), {m.id for m in members}
     try:
-        assignment = plan(members, config.ring, previous.assignment if previous else None)
+        assignment = plan(members, config.ring_spec, previous.assignment if previous else None)
     except RingError as error:
-        return Decision(previous, problem=Problem("InvalidSpec", str(error)))
+        return Decision(previous, problem=Problem(Reason.INVALID_SPEC, str(error)))
     candidate = ringfile.RingFile(
         assignment=assignment, version=previous.version if previous else last_version,
-        consul_index=previous.consul_index if previous else consul_index, ring=ring_meta,
+        consul_index=previous.consul_index if previous else consul_index, shard_ring=shard_ring,
         service=service, endpoints=membership.endpoints)
     # Equal RingFiles render to the same ring.json (the parser round-trips): nothing to publish.
     if candidate == previous:
         return Decision(previous)
     published = ringfile.RingFile(
         assignment=assignment, version=max(last_version, candidate.version) + 1,
-        consul_index=consul_index, ring=ring_meta, service=service,
+        consul_index=consul_index, shard_ring=shard_ring, service=service,
         endpoints=membership.endpoints)
     moved = assignment.moved_from(previous.assignment) if previous else 0
     return Decision(published, changed=True, moved=moved, added=len(added), removed=len(removed))

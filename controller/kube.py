@@ -5,35 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import json
+import datetime
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-GROUP, VERSION, PLURAL = "shardring.io", "v1alpha1", "shardrings"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "shardring-operator"}
-RING_LABEL = "shardring.io/ring"
+from .views import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    ConfigMapView,
+    Conflict,
+    NamespaceTerminating,
+    SecretMissing,
+    view_from_dict,
+)
 
-
-class Conflict(Exception):
-    """Someone else wrote first (HTTP 409); re-read and try again."""
-
-
-@dataclass(frozen=True)
-class ConfigMapView:
-    """What the operator keeps of a ConfigMap: its ring.json and a digest of all its data (a
-    thousand full copies of member files cost more memory than they are worth)."""
-    name: str
-    ring_json: str | None
-    data_digest: str
-    labels: dict[str, str]
-    owner_uids: tuple[str, ...]
-    controller_uid: str | None
-    resource_version: str
+_HOSTNAME = os.environ.get("HOSTNAME", "")
 
 
 def new_api_client() -> k8s.ApiClient:
@@ -57,6 +48,8 @@ class Kube:
         except k8s.ApiException as error:
             if error.status == 409:
                 raise Conflict(str(error.reason)) from None
+            if error.status == 403 and "NamespaceTerminating" in str(error.body or ""):
+                raise NamespaceTerminating(str(error.reason)) from None
             raise
 
     async def read_configmap(self, namespace: str, name: str) -> ConfigMapView | None:
@@ -68,15 +61,19 @@ class Kube:
             raise
         return view_from_dict(self.api.sanitize_for_serialization(found))
 
-    async def write_configmap(self, namespace: str, name: str, data: dict[str, str],
-                              labels: dict[str, str], owner: dict[str, Any],
+    async def write_configmap(self, namespace: str, name: str, data: Mapping[str, str],
+                              labels: Mapping[str, str], owner: Mapping[str, Any],
                               resource_version: str | None) -> ConfigMapView:
         """Create (no resourceVersion) or replace (only if still at ``resource_version``)."""
         body = k8s.V1ConfigMap(
-            metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=labels,
-                                      owner_references=[owner],
+            metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
+                                      owner_references=[k8s.V1OwnerReference(
+                                          api_version=owner["apiVersion"], kind=owner["kind"],
+                                          name=owner["name"], uid=owner["uid"],
+                                          controller=owner.get("controller"),
+                                          block_owner_deletion=owner.get("blockOwnerDeletion"))],
                                       resource_version=resource_version),
-            data=data)
+            data=dict(data))
         if resource_version is None:
             written = await self._call(self.core.create_namespaced_config_map, namespace, body)
         else:
@@ -101,8 +98,29 @@ class Kube:
                 return None
             raise
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
-        """The decoded value, or None when the Secret or the key is missing (never logged)."""
+    async def post_event(self, ring: Mapping[str, Any], kind: str, reason: str,
+                         message: str) -> None:
+        """One Event about the ring, tried once: an Event is information, and its namespace may
+        be going away (then nothing is posted, quietly)."""
+        metadata = ring.get("metadata") or {}
+        now = datetime.datetime.now(datetime.UTC)
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name=f"{metadata.get('name')}.",
+                                      namespace=metadata.get("namespace")),
+            involved_object=k8s.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}", kind="ShardRing", name=metadata.get("name"),
+                namespace=metadata.get("namespace"), uid=metadata.get("uid")),
+            type=kind, reason=reason, message=message[:1024], count=1,
+            first_timestamp=now, last_timestamp=now,
+            source=k8s.V1EventSource(component="shardring-operator"),
+            reporting_component="shardring-operator", reporting_instance=_HOSTNAME)
+        try:
+            await self._call(self.core.create_namespaced_event, metadata.get("namespace"), event)
+        except NamespaceTerminating:
+            pass
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value (never logged); SecretMissing names what is missing."""
         try:
             secret = await self._call(self.core.read_namespaced_secret, name, namespace)
         except k8s.ApiException as error:
@@ -117,33 +135,3 @@ class Kube:
         if raw is None:
             raise SecretMissing(f"Secret {name!r} has no key {key!r}")
         return base64.b64decode(raw).decode().strip()
-
-
-class SecretMissing(Exception):
-    """The ring's token Secret or key cannot be read; the message names it (never the value)."""
-
-
-def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ShardRing",
-            "name": body["metadata"]["name"], "uid": body["metadata"]["uid"],
-            "controller": True, "blockOwnerDeletion": True}
-
-
-def data_digest(data: dict[str, str]) -> str:
-    """Identifies a ConfigMap's data: equal digests, equal data (keys and values)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def view_from_dict(body: dict[str, Any]) -> ConfigMapView:
-    """The view of a ConfigMap as JSON (camelCase keys): a watch event's body, or a client
-    model after ``sanitize_for_serialization``."""
-    metadata = body.get("metadata") or {}
-    owners = metadata.get("ownerReferences") or []
-    controller = next((o.get("uid") for o in owners if o.get("controller")), None)
-    data = body.get("data") or {}
-    return ConfigMapView(name=metadata.get("name", ""), ring_json=data.get("ring.json"),
-                         data_digest=data_digest(data),
-                         labels=dict(metadata.get("labels") or {}),
-                         owner_uids=tuple(o.get("uid") for o in owners), controller_uid=controller,
-                         resource_version=str(metadata.get("resourceVersion", "")))
-

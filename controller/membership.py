@@ -1,4 +1,10 @@
-"""Consul health entries -> ring members, per a ring's identity/weight/zone rules. Pure: no I/O."""
+"""Consul health entries -> ring members, per a ring's identity/weight/zone rules. Pure: no I/O.
+
+Health follows Consul's own rules (its DNS interface and load balancing): an instance's status is
+the worst of its node's and its service's checks; critical (maintenance mode is a critical check)
+is never a member, warning is a member only when the ring does not ask for passing instances only,
+and then weighs ``Weights.Warning``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 
 from .ring import Member
 from .ringfile import Endpoint
+from .spec import DEFAULT_IDENTITY
 
 
 class MembershipError(ValueError):
@@ -25,6 +32,21 @@ class Membership:
         return tuple(m.id for m in self.members)
 
 
+PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
+_SEVERITY = {PASSING: 0, WARNING: 1, CRITICAL: 2}
+
+
+def health_status(checks: Iterable[Mapping[str, Any]] | None) -> str:
+    """The aggregated status of a health entry's checks: the worst one (an unknown status counts
+    as critical, as Consul does); no checks at all is passing."""
+    worst = PASSING
+    for check in checks or ():
+        status = str(check.get("Status") or CRITICAL)
+        if _SEVERITY.get(status, 2) > _SEVERITY[worst]:
+            worst = status if status in _SEVERITY else CRITICAL
+    return worst
+
+
 def _service_address(entry: Mapping[str, Any]) -> str:
     service = entry.get("Service") or {}
     return service.get("Address") or (entry.get("Node") or {}).get("Address") or ""
@@ -32,6 +54,11 @@ def _service_address(entry: Mapping[str, Any]) -> str:
 
 def _identity(entry: Mapping[str, Any], rule: str) -> str:
     service = entry.get("Service") or {}
+    if rule == "node/id":
+        # Consul's own key for an instance: a service ID is unique only on its node (registered
+        # without one, every node's instance has the service name as its ID).
+        node, service_id = (entry.get("Node") or {}).get("Node"), service.get("ID")
+        return f"{node}/{service_id}" if node and service_id else ""
     if rule == "id":
         return str(service.get("ID") or "")
     if rule == "address":
@@ -50,7 +77,8 @@ def _weight(entry: Mapping[str, Any], rule: str | None, identity: str) -> float:
         return 1.0
     service = entry.get("Service") or {}
     if rule == "weights":
-        raw: Any = (service.get("Weights") or {}).get("Passing", 1)
+        which = "Warning" if entry.get("Status") == WARNING else "Passing"
+        raw: Any = (service.get("Weights") or {}).get(which, 1)
     else:
         raw = (service.get("Meta") or {}).get(rule[5:])
         if raw is None:
@@ -76,19 +104,45 @@ def _zone(entry: Mapping[str, Any], rule: str | None) -> str | None:
     return str(value) if value else None
 
 
-def members_from(entries: Iterable[Mapping[str, Any]], identity: str = "id",
+def _is_member(entry: Mapping[str, Any], weight_from: str | None) -> bool:
+    """Critical instances never are; an instance in warning whose ``Weights.Warning`` is 0 takes
+    no load while it warns (Consul's DNS leaves such an instance out too)."""
+    status = entry.get("Status", PASSING)
+    if status == CRITICAL:
+        return False
+    if status == WARNING and weight_from == "weights":
+        weights = (entry.get("Service") or {}).get("Weights") or {}
+        return bool(weights.get("Warning", 1) != 0)
+    return True
+
+
+def describe_instance(entry: Mapping[str, Any]) -> str:
+    """How an instance is named in messages: Consul's own key, node and service ID."""
+    node = (entry.get("Node") or {}).get("Node")
+    return f"{(entry.get('Service') or {}).get('ID')!r} on node {node!r}"
+
+
+def members_from(entries: Iterable[Mapping[str, Any]], identity: str = DEFAULT_IDENTITY,
                  weight_from: str | None = None, zone_from: str | None = None) -> Membership:
+    """Members from health entries whose ``Status`` is the aggregated one (``health_status``;
+    passing when absent)."""
     members: dict[str, Member] = {}
     endpoints: dict[str, Endpoint] = {}
+    seen: dict[str, Mapping[str, Any]] = {}
     for entry in entries:
+        if not _is_member(entry, weight_from):
+            continue
         member_id = _identity(entry, identity)
         service = entry.get("Service") or {}
         if not member_id:
-            raise MembershipError(f"instance {service.get('ID')!r} has no value for identity "
-                                  f"{identity!r}")
+            raise MembershipError(f"instance {describe_instance(entry)} has no value for "
+                                  f"identity {identity!r}")
         if member_id in members:
-            raise MembershipError(f"two instances share identity {member_id!r}; choose a more "
-                                  f"specific spec.members.identity")
+            raise MembershipError(
+                f"two instances share identity {member_id!r} ({describe_instance(seen[member_id])} "
+                f"and {describe_instance(entry)}); choose a more specific spec.members.identity "
+                f"({DEFAULT_IDENTITY!r} is unique for every Consul instance)")
+        seen[member_id] = entry
         members[member_id] = Member(member_id, _weight(entry, weight_from, member_id),
                                     _zone(entry, zone_from))
         endpoints[member_id] = Endpoint(_service_address(entry), int(service.get("Port") or 0))

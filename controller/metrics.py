@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -32,45 +32,42 @@ CONSUL_CHANGES = Counter("shardring_consul_membership_changes_total",
                          registry=REGISTRY)
 
 
-class RingConditions(Collector):
-    """shardring_rings{condition,status}: how many rings are in each condition, at scrape time."""
+class OperatorGauges(Collector):
+    """Gauges read from the running operator at scrape time: rings by condition and status, and
+    the membership watchers running. The endpoint is process-wide; ``serve`` points it at the
+    operator that started last."""
 
-    def __init__(self, conditions: Callable[[], Iterable[tuple[str, str]]]):
-        self._conditions = conditions
+    def __init__(self) -> None:
+        self.conditions: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
+        self.active_queries: Callable[[], int] = lambda: 0
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("shardring_rings", "Rings by condition and status.",
                                    labels=["condition", "status"])
         counts: dict[tuple[str, str], int] = {}
-        for pair in self._conditions():
+        for pair in self.conditions():
             counts[pair] = counts.get(pair, 0) + 1
         for (condition, status), count in sorted(counts.items()):
             family.add_metric([condition, status], count)
         yield family
-
-
-class ActiveQueries(Collector):
-    def __init__(self, count: Callable[[], int]):
-        self._count = count
-
-    def collect(self):
         yield GaugeMetricFamily("shardring_consul_queries_active",
                                 "Consul blocking-query watchers running (one per distinct query).",
-                                value=self._count())
+                                value=self.active_queries())
 
 
-_served: int | None = None
+_GAUGES = OperatorGauges()
+REGISTRY.register(_GAUGES)
+_served: tuple[str, int] | None = None
 
 
 def serve(port: int, conditions: Callable[[], Iterable[tuple[str, str]]],
-          active_queries: Callable[[], int]) -> None:
-    """Start the metrics endpoint once per process (its thread never blocks kopf's loop)."""
+          active_queries: Callable[[], int], address: str = "0.0.0.0") -> None:
+    """Serve the metrics endpoint (once per process; its thread never blocks kopf's loop)."""
     global _served
+    _GAUGES.conditions, _GAUGES.active_queries = conditions, active_queries
     if _served is None:
-        REGISTRY.register(RingConditions(conditions))
-        REGISTRY.register(ActiveQueries(active_queries))
-        start_http_server(port, addr="0.0.0.0", registry=REGISTRY)
-        _served = port
+        start_http_server(port, addr=address, registry=REGISTRY)
+        _served = (address, port)
 
 
 def forget_ring(namespace: str, ring: str) -> None:

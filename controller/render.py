@@ -1,7 +1,8 @@
 """The ConfigMap a ring is published as. Pure: no I/O.
 
-Keys: ``ring.json`` (canonical ring), ``member.<key>`` (that member's shards, one per line) and, when
-asked, ``relabel.<key>.yaml`` (Prometheus relabel rules that keep exactly that member's targets).
+Keys: ``ring.json`` (canonical ring), ``member.<key>`` (that member's shards, one per line) and,
+when asked, ``relabel.<key>.yaml`` (Prometheus relabel rules that keep exactly that member's
+targets).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """ring.json: the published, canonical form of a ring, and its parser.
 
-Canonical means byte-stable: keys sorted, no spaces, ASCII only, members sorted by id, the assignment
-as member indices. The same ring always serialises to the same bytes, so the operator can tell
-"nothing changed" by comparing text, and ``ringHash`` identifies an assignment across versions.
+Canonical means byte-stable: keys sorted, no spaces, ASCII only, members sorted by id, the
+assignment as member indices. The same ring always serialises to the same bytes, so the operator
+can tell "nothing changed" by comparing text, and ``ringHash`` identifies an assignment across
+versions.
 
 Reading a key's owners in any language: ``shard = uint64_be(md5(key)[8:16]) mod shards``, then
 ``owners = [members[i] for i in assignment[shard]]``.
@@ -43,7 +44,7 @@ class RingFile:
     assignment: Assignment
     version: int = 0
     consul_index: int = 0
-    ring: Mapping[str, str] = field(default_factory=dict)
+    shard_ring: Mapping[str, str] = field(default_factory=dict)  # namespace, name
     service: Mapping[str, Any] = field(default_factory=dict)
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
 
@@ -109,7 +110,8 @@ def canonical_json(document: Any) -> str:
 
 def ring_hash(assignment: Assignment) -> str:
     """sha256 of the canonical assignment (members, shards, owners), independent of the version."""
-    return "sha256:" + hashlib.sha256(canonical_json(_assignment_core(assignment)).encode()).hexdigest()
+    core = canonical_json(_assignment_core(assignment))
+    return "sha256:" + hashlib.sha256(core.encode()).hexdigest()
 
 
 def render(ring: RingFile) -> str:
@@ -123,8 +125,8 @@ def render(ring: RingFile) -> str:
             entry["address"], entry["port"] = endpoint.address, endpoint.port
     document.update(format=FORMAT, ringVersion=ring.version, ringHash=ring.hash,
                     consulIndex=ring.consul_index)
-    if ring.ring:
-        document["ring"] = dict(ring.ring)
+    if ring.shard_ring:
+        document["ring"] = dict(ring.shard_ring)
     if ring.service:
         document["service"] = dict(ring.service)
     return canonical_json(document) + "\n"
@@ -160,5 +162,5 @@ def parse(text: str) -> RingFile:
     return RingFile(assignment=Assignment(members, table, spec),
                     version=int(document.get("ringVersion", 0)),
                     consul_index=int(document.get("consulIndex", 0)),
-                    ring=document.get("ring", {}), service=document.get("service", {}),
+                    shard_ring=document.get("ring", {}), service=document.get("service", {}),
                     endpoints=endpoints)

@@ -34,7 +34,7 @@ class ConsulConnection:
 
     @classmethod
     def from_address(cls, name: str, address: str, ca_file: str | None = None,
-                     scheme: str | None = None) -> "ConsulConnection":
+                     scheme: str | None = None) -> ConsulConnection:
         if "://" in address:
             scheme, address = address.split("://", 1)
         host, _, port = address.rpartition(":")
@@ -47,12 +47,15 @@ class ConsulConnection:
 
 
 @dataclass(frozen=True)
-class OperatorSettings:
+class OperatorConfig:
+    """The operator's own configuration (kopf's settings are kopf.OperatorSettings)."""
+
     connections: dict[str, ConsulConnection] = field(default_factory=dict)
     metrics_port: int | None = None
+    metrics_address: str = "0.0.0.0"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "OperatorSettings":
+    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
         env = dict(os.environ if environ is None else environ)
         path = env.get("SHARDRING_CONSUL_CONNECTIONS")
         if path:
@@ -62,7 +65,8 @@ class OperatorSettings:
                 "default", env.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), env.get("CONSUL_CACERT"),
                 "https" if env.get("CONSUL_HTTP_SSL", "").lower() == "true" else None)}
         port = env.get("SHARDRING_METRICS_PORT")
-        return cls(connections=connections, metrics_port=int(port) if port else None)
+        return cls(connections=connections, metrics_port=int(port) if port else None,
+                   metrics_address=env.get("SHARDRING_METRICS_ADDRESS", "0.0.0.0"))
 
 
 def load_connections(path: Path) -> dict[str, ConsulConnection]:

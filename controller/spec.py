@@ -13,6 +13,8 @@ from typing import Any
 
 from .ring import Algorithm, RingError, RingSpec
 
+# <consul node>/<service ID>: Consul's unique key for an instance, valid for every registration.
+DEFAULT_IDENTITY = "node/id"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -47,6 +49,7 @@ class ServiceQuery:
     tags: tuple[str, ...] = ()
     node_meta: tuple[tuple[str, str], ...] = ()
     only_passing: bool = True
+    filter: str | None = None  # Consul's filter expression, passed through as written
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,9 @@ class Stabilization:
 @dataclass(frozen=True)
 class RingConfig:
     query: ServiceQuery
-    ring: RingSpec
+    ring_spec: RingSpec  # the engine's parameters: shards, replication, algorithm
     configmap: str
-    identity: str = "id"
+    identity: str = DEFAULT_IDENTITY
     weight_from: str | None = None
     zone_from: str | None = None
     token: TokenRef | None = None
@@ -114,10 +117,11 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
             tags=tuple(sorted(set(_get(service, "tags", [])))),
             node_meta=tuple(sorted((str(k), str(v)) for k, v in node_meta.items())),
             only_passing=bool(_get(service, "onlyPassing", True)),
+            filter=_get(service, "filter") or None,
         ),
-        ring=ring,
+        ring_spec=ring,
         configmap=_get(_get(spec, "configMap", {}), "name", f"{name}-ring"),
-        identity=_get(members, "identity", "id"),
+        identity=_get(members, "identity", DEFAULT_IDENTITY),
         weight_from=_get(members, "weightFrom"),
         zone_from=_get(members, "zoneFrom"),
         token=TokenRef(token_ref["name"], _get(token_ref, "key", "token")) if token_ref else None,

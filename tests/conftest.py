@@ -82,18 +82,11 @@ def operator_env(control_plane: ControlPlane) -> Iterator[None]:
 
 @pytest.fixture
 def operator(crd, operator_env):
-    """The operator, in-process (kopf.testing.KopfRunner), against the real control plane."""
-    from kopf.testing import KopfRunner
-    with KopfRunner(["run", "--all-namespaces", "--standalone", "-m", "controller.operator"],
-                    timeout=60) as runner:
-        import time
-
-        from controller import operator as module
-        deadline = time.monotonic() + 30
-        while module.STATE is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield runner
-    assert runner.exception is None, runner.exception
+    """The operator in-process, against the real control plane; the value is its memo (the
+    ``Operator``: workers, adapters, source registry)."""
+    from tests.inprocess import InProcessOperator
+    with InProcessOperator() as memo:
+        yield memo
 
 
 @pytest.fixture

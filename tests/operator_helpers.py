@@ -93,6 +93,10 @@ class Rings:
         self.custom.delete_namespaced_custom_object(
             "shardring.io", "v1alpha1", self.namespace, "shardrings", name)
 
+    def list(self) -> list[dict[str, Any]]:
+        return self.custom.list_namespaced_custom_object(
+            "shardring.io", "v1alpha1", self.namespace, "shardrings")["items"]
+
     def get(self, name: str) -> dict[str, Any]:
         return self.custom.get_namespaced_custom_object(
             "shardring.io", "v1alpha1", self.namespace, "shardrings", name)

@@ -72,3 +72,34 @@ def test_ring_show_and_lookup_cli(tmp_path):
     key, shard, owners = lookup.stdout.strip().split("\t")
     document = json.loads((tmp_path / "ring.json").read_text())
     assert owners == ",".join(independent_owners(document, key))
+
+
+def test_a_member_finds_itself_by_identity_or_by_its_registered_endpoint(tmp_path):
+    # node/id identities carry a "/", which is not a ConfigMap key character.
+    ids = ["node-a/web", "node-b/web", "node-c/web"]
+    endpoints = {m: ringfile.Endpoint(f"10.0.0.{n}", 8080) for n, m in enumerate(ids, 1)}
+    endpoints["node-c/web"] = ringfile.Endpoint("10.0.0.2", 9090)  # two instances on one address
+    assignment = plan([Member(m) for m in ids], RingSpec(32))
+    ring_file = ringfile.RingFile(assignment, version=3, endpoints=endpoints)
+    kubelet_volume(tmp_path, configmap_data(ring_file, False), "v3")
+    by_name = MountedRing(tmp_path, me="node-b/web")
+    by_address = MountedRing(tmp_path, address="10.0.0.2", port=8080)
+    assert by_address.shards_of() == by_name.shards_of() == assignment.shards_of("node-b/web")
+    assert by_address.ring.member_at("10.0.0.1") == "node-a/web"
+    assert by_address.ring.member_at("10.0.0.2") is None  # ambiguous without the port
+    assert by_address.ring.member_at("10.0.0.9", 8080) is None
+    mine = [int(line) for line in
+            (tmp_path / f"member.{ring_file.keys()['node-b/web']}").read_text().split()]
+    assert by_address.shards_of() == mine
+    lookup = subprocess.run([sys.executable, "-m", "controller", "ring", "lookup", "--address",
+                             "10.0.0.2:9090", str(tmp_path)], capture_output=True, text=True)
+    assert lookup.returncode == 0, lookup.stderr
+    member, key, count, shards = lookup.stdout.strip().split("\t")
+    assert member == "member node-c/web" and key == f"key {ring_file.keys()['node-c/web']}"
+    assert [int(s) for s in shards.split(",")] == assignment.shards_of("node-c/web")
+    by_member = subprocess.run([sys.executable, "-m", "controller", "ring", "lookup", "--member",
+                                "node-c/web", str(tmp_path)], capture_output=True, text=True)
+    assert by_member.stdout == lookup.stdout
+    unknown = subprocess.run([sys.executable, "-m", "controller", "ring", "lookup", "--member",
+                              "web", str(tmp_path)], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "'web' is not a member" in unknown.stderr

@@ -1,4 +1,5 @@
-"""The control plane is real: a CRD gets established, ConfigMaps round-trip, Consul blocks and wakes."""
+"""The control plane is real: a CRD gets established, ConfigMaps round-trip, Consul blocks and
+wakes."""
 
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def test_catalog_fleet_registers_and_flips_health_in_transactions(consul_client)
         result: dict = {}
         watcher = threading.Thread(target=lambda: result.update(zip(
             ("index", "nodes"), consul_client.health.service(
-                "fleet-smoke", passing=True, index=index, wait="20s"))))
+                "fleet-smoke", passing=True, index=index, wait="20s"), strict=True)))
         watcher.start()
         time.sleep(0.5)
         assert watcher.is_alive(), "the blocking query returned before anything changed"

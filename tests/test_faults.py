@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from controller import operator as operator_module
 from controller.testing import ConsulAgent
 from controller.testing.consul_helpers import ConsulHelper
 from tests.operator_helpers import Rings, quick, service_name, subprocess_env, wait_for
@@ -59,14 +58,12 @@ def connections_file(control_plane, agents, tmp_path_factory):
 
 @pytest.fixture
 def fault_operator(crd, operator_env, connections_file, monkeypatch):
-    from kopf.testing import KopfRunner
+    from tests.inprocess import InProcessOperator
     monkeypatch.setenv("SHARDRING_CONSUL_CONNECTIONS", str(connections_file))
     # Must never be used: every ring's queries carry the ring's own token (or none).
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", MANAGEMENT)
-    with KopfRunner(["run", "--all-namespaces", "--standalone", "-m", "controller.operator"],
-                    timeout=60) as runner:
-        wait_for(lambda: operator_module.STATE is not None, "operator start")
-        yield runner
+    with InProcessOperator() as memo:
+        yield memo
 
 
 def ready_status(rings: Rings, name: str, kind: str = "Ready") -> str | None:
@@ -191,7 +188,7 @@ def test_flapping_instance_writes_are_bounded_by_the_window(fault_operator, ring
     rings.create("flappy", quick(service, stabilization={"window": "10s", "maxDelay": "20s"}))
     rings.wait_ring("flappy-ring", lambda r: len(r.assignment.members) == 4, "ring")
     wait_for(lambda: ready_status(rings, "flappy", "Stable") == "True", "Stable=True")
-    worker = operator_module.STATE.workers[(namespace, "flappy")]
+    worker = fault_operator.workers[(namespace, "flappy")]
     writes, changes = worker.writes, changes_seen(service)
     deadline = time.monotonic() + 60
     flips = 0

@@ -33,7 +33,8 @@ def example_rings() -> list[tuple[Path, dict]]:
 def kept(wanted, got) -> bool:
     """Everything in ``wanted`` is in ``got`` with the same value (the server may add defaults)."""
     if isinstance(wanted, dict):
-        return isinstance(got, dict) and all(k in got and kept(v, got[k]) for k, v in wanted.items())
+        return isinstance(got, dict) and \
+            all(k in got and kept(v, got[k]) for k, v in wanted.items())
     return wanted == got
 
 
@@ -62,7 +63,8 @@ def test_operator_process_publishes_and_exits_quickly_on_sigterm(
     env = subprocess_env(control_plane)
     log = tmp_path / "operator.log"
     process = subprocess.Popen([sys.executable, "-m", "controller", "run", "--standalone",
-                                "--log-format", "json", "--namespace", namespace], cwd=REPO, env=env,
+                                "--log-format", "json", "--namespace", namespace],
+                               cwd=REPO, env=env,
                                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
         rings = Rings(api_client, namespace)

@@ -12,19 +12,22 @@ import yaml
 
 from controller import ringfile
 from controller.conditions import Condition, merge
-from controller.membership import MembershipError, members_from
-from controller.reconcile import decide
+from controller.decision import decide
+from controller.membership import MembershipError, health_status, members_from
 from controller.render import RingTooLarge, configmap_data, relabel_rules
 from controller.ring import Member, RingSpec, plan, shard_of
-from controller.settings import ConsulConnection, OperatorSettings, SettingsError
+from controller.settings import ConsulConnection, OperatorConfig, SettingsError
 from controller.spec import SpecError, parse_duration, parse_spec
 
 
 def entry(service_id, address="10.0.0.1", port=9100, meta=None, node="n1", node_meta=None,
-          weight=1):
-    return {"Node": {"Node": node, "Address": "192.168.0.1", "Meta": node_meta or {}},
-            "Service": {"ID": service_id, "Address": address, "Port": port, "Meta": meta or {},
-                        "Weights": {"Passing": weight, "Warning": 1}}}
+          weight=1, status=None, warning_weight=1):
+    found = {"Node": {"Node": node, "Address": "192.168.0.1", "Meta": node_meta or {}},
+             "Service": {"ID": service_id, "Address": address, "Port": port, "Meta": meta or {},
+                         "Weights": {"Passing": weight, "Warning": warning_weight}}}
+    if status is not None:
+        found["Status"] = status
+    return found
 
 
 # ---- spec ----------------------------------------------------------------------------------------
@@ -43,9 +46,20 @@ def test_bad_durations_name_the_field(text):
 
 def test_spec_defaults():
     config = parse_spec("r", {"service": {"name": "svc"}})
-    assert config.configmap == "r-ring" and config.ring == RingSpec(256)
+    assert config.configmap == "r-ring" and config.ring_spec == RingSpec(256)
     assert config.query.connection == "default" and config.query.only_passing
     assert config.stabilization.window == 10 and config.stabilization.max_delay == 60
+    assert config.identity == "node/id" and config.query.filter is None
+
+
+def test_filter_is_part_of_the_query_and_of_the_ring_record():
+    spec = {"service": {"name": "s", "filter": 'Service.Meta.shard == "yes"'}}
+    a, b = parse_spec("a", spec), parse_spec("b", spec)
+    assert a.query == b.query and a.query.filter == 'Service.Meta.shard == "yes"'
+    assert a.query != parse_spec("c", {"service": {"name": "s"}}).query
+    from controller.decision import membership_source
+    assert membership_source(a)["filter"] == 'Service.Meta.shard == "yes"'
+    assert "filter" not in membership_source(parse_spec("c", {"service": {"name": "s"}}))
 
 
 def test_spec_errors_are_clear():
@@ -69,11 +83,45 @@ def test_equal_queries_are_equal_whatever_the_tag_order():
 def test_identity_rules():
     entries = [entry("b", "10.0.0.2", 9101, {"name": "beta"}, "node-b"),
                entry("a", "10.0.0.1", 9100, {"name": "alpha"}, "node-a")]
-    assert members_from(entries).ids == ("a", "b")
+    assert members_from(entries).ids == ("node-a/a", "node-b/b")
+    assert members_from(entries, "id").ids == ("a", "b")
     assert members_from(entries, "address").ids == ("10.0.0.1", "10.0.0.2")
     assert members_from(entries, "address:port").ids == ("10.0.0.1:9100", "10.0.0.2:9101")
     assert members_from(entries, "node").ids == ("node-a", "node-b")
     assert members_from(entries, "meta:name").ids == ("alpha", "beta")
+
+
+def test_default_identity_is_unique_for_default_registrations():
+    # Registered without an ID, every node's instance has the service name as its ID.
+    same_id = [entry("web", node=f"node-{n}", port=80) for n in "cba"]
+    assert members_from(same_id).ids == ("node-a/web", "node-b/web", "node-c/web")
+    with pytest.raises(MembershipError) as refused:
+        members_from(same_id, "id")
+    message = str(refused.value)
+    assert "two instances share identity 'web'" in message
+    assert "node-b" in message and "node/id" in message  # which instances, and the way out
+
+
+def test_health_status_is_the_worst_check():
+    assert health_status([]) == "passing"
+    assert health_status([{"Status": "passing"}, {"Status": "warning"}]) == "warning"
+    assert health_status([{"Status": "warning"}, {"Status": "critical"},
+                          {"Status": "passing"}]) == "critical"
+    # Maintenance mode is a critical check; an unknown status is never better than critical.
+    assert health_status([{"CheckID": "_service_maintenance:web", "Status": "critical"}]) == \
+        "critical"
+    assert health_status([{"Status": "passing"}, {"Status": "bogus"}]) == "critical"
+
+
+def test_critical_instances_are_never_members_and_warning_weighs_warning():
+    entries = [entry("a", status="passing", weight=10, warning_weight=2),
+               entry("b", status="warning", weight=10, warning_weight=2),
+               entry("c", status="critical", weight=10, warning_weight=2),
+               entry("d", status="warning", weight=10, warning_weight=0)]
+    assert members_from(entries, "id").ids == ("a", "b", "d")
+    weighted = members_from(entries, "id", weight_from="weights")
+    # Consul's own rule: Weights.Warning while warning; weight 0 takes no load at all.
+    assert weighted.members == (Member("a", 10.0), Member("b", 2.0))
 
 
 def test_membership_problems_are_named():
@@ -90,7 +138,7 @@ def test_membership_problems_are_named():
 def test_weights_and_zones():
     membership = members_from([entry("a", weight=3, node_meta={"zone": "z1"}),
                                entry("b", meta={"zone": "z2"})],
-                              weight_from="weights", zone_from="node-meta:zone")
+                              "id", weight_from="weights", zone_from="node-meta:zone")
     assert membership.members == (Member("a", 3.0, "z1"), Member("b", 1.0, None))
 
 
@@ -101,11 +149,11 @@ def config_for(**spec):
 
 
 def members(*ids):
-    return members_from([entry(i, port=9000 + n) for n, i in enumerate(ids)])
+    return members_from([entry(i, port=9000 + n) for n, i in enumerate(ids)], "id")
 
 
 def published(config, membership, version=1):
-    first = decide(config, membership, 5, None, ring_meta={}, now=0, seen_at=0,
+    first = decide(config, membership, 5, None, shard_ring={}, now=0, seen_at=0,
                    pending_since=None, last_version=version - 1)
     assert first.changed and first.ring.version == version
     return first.ring
@@ -113,7 +161,7 @@ def published(config, membership, version=1):
 
 def test_first_ring_is_published_at_once():
     config = config_for()
-    decision = decide(config, members("a", "b"), 7, None, ring_meta={}, now=0, seen_at=0,
+    decision = decide(config, members("a", "b"), 7, None, shard_ring={}, now=0, seen_at=0,
                       pending_since=None)
     assert decision.changed and decision.ring.version == 1 and decision.ring.consul_index == 7
 
@@ -121,7 +169,7 @@ def test_first_ring_is_published_at_once():
 def test_same_membership_changes_nothing():
     config = config_for()
     ring = published(config, members("a", "b"))
-    decision = decide(config, members("a", "b"), 99, ring, ring_meta={}, now=100, seen_at=0,
+    decision = decide(config, members("a", "b"), 99, ring, shard_ring={}, now=100, seen_at=0,
                       pending_since=None)
     assert not decision.changed and decision.ring is ring
 
@@ -129,10 +177,10 @@ def test_same_membership_changes_nothing():
 def test_membership_change_waits_for_the_window_then_publishes():
     config = config_for(stabilization={"window": "10s", "maxDelay": "30s"})
     ring = published(config, members("a", "b"))
-    waiting = decide(config, members("a", "b", "c"), 9, ring, ring_meta={}, now=5, seen_at=1,
+    waiting = decide(config, members("a", "b", "c"), 9, ring, shard_ring={}, now=5, seen_at=1,
                      pending_since=1)
     assert not waiting.changed and waiting.wait_until == 11
-    done = decide(config, members("a", "b", "c"), 9, ring, ring_meta={}, now=11, seen_at=1,
+    done = decide(config, members("a", "b", "c"), 9, ring, shard_ring={}, now=11, seen_at=1,
                   pending_since=1)
     assert done.changed and done.ring.version == 2 and done.added == 1
 
@@ -141,7 +189,7 @@ def test_max_delay_bounds_continuous_churn():
     config = config_for(stabilization={"window": "10s", "maxDelay": "30s"})
     ring = published(config, members("a", "b"))
     # The membership keeps changing (seen_at moves) but it has been pending for 30 s.
-    decision = decide(config, members("a", "b", "c"), 9, ring, ring_meta={}, now=31, seen_at=29,
+    decision = decide(config, members("a", "b", "c"), 9, ring, shard_ring={}, now=31, seen_at=29,
                       pending_since=1)
     assert decision.changed
 
@@ -150,7 +198,7 @@ def test_spec_changes_skip_the_window():
     config = config_for(stabilization={"window": "1h", "maxDelay": "2h"})
     ring = published(config, members("a", "b"))
     bigger = config_for(shards=32, stabilization={"window": "1h", "maxDelay": "2h"})
-    decision = decide(bigger, members("a", "b"), 9, ring, ring_meta={}, now=1, seen_at=1,
+    decision = decide(bigger, members("a", "b"), 9, ring, shard_ring={}, now=1, seen_at=1,
                       pending_since=None)
     assert decision.changed and decision.ring.assignment.shards == 32
 
@@ -159,14 +207,14 @@ def test_guards_keep_the_last_ring():
     config = config_for(stabilization={"window": "0s", "maxDelay": "0s", "minMembers": 2,
                                        "maxMemberLossPercent": 50})
     ring = published(config, members("a", "b", "c", "d"))
-    empty = decide(config, members(), 9, ring, ring_meta={}, now=1, seen_at=1, pending_since=None)
+    empty = decide(config, members(), 9, ring, shard_ring={}, now=1, seen_at=1, pending_since=None)
     assert empty.ring is ring and empty.problem.reason == "NotEnoughMembers"
-    loss = decide(config, members("a"), 9, ring, ring_meta={}, now=1, seen_at=1,
+    loss = decide(config, members("a"), 9, ring, shard_ring={}, now=1, seen_at=1,
                   pending_since=None)
     assert loss.ring is ring and loss.problem.reason == "NotEnoughMembers"
     config = config_for(stabilization={"window": "0s", "maxDelay": "0s",
                                        "maxMemberLossPercent": 25})
-    loss = decide(config, members("a", "b"), 9, ring, ring_meta={}, now=1, seen_at=1,
+    loss = decide(config, members("a", "b"), 9, ring, shard_ring={}, now=1, seen_at=1,
                   pending_since=None)
     assert loss.ring is ring and loss.problem.reason == "MemberLoss"
     assert "maxMemberLossPercent" in loss.problem.message
@@ -174,7 +222,7 @@ def test_guards_keep_the_last_ring():
 
 def test_versions_continue_from_status_when_the_configmap_was_lost():
     config = config_for()
-    decision = decide(config, members("a"), 3, None, ring_meta={}, now=0, seen_at=0,
+    decision = decide(config, members("a"), 3, None, shard_ring={}, now=0, seen_at=0,
                       pending_since=None, last_version=41)
     assert decision.ring.version == 42
 
@@ -184,7 +232,7 @@ def test_versions_continue_from_status_when_the_configmap_was_lost():
 def test_ring_json_is_canonical_and_round_trips():
     assignment = plan([Member("b", 2), Member("a", zone="z")], RingSpec(32, 2))
     ring = ringfile.RingFile(assignment, version=3, consul_index=9,
-                             ring={"namespace": "ns", "name": "r"},
+                             shard_ring={"namespace": "ns", "name": "r"},
                              service={"name": "s", "tags": ["t"], "nodeMeta": {"k": "v"}},
                              endpoints={"a": ringfile.Endpoint("10.0.0.1", 80)})
     text = ringfile.render(ring)
@@ -247,18 +295,18 @@ def test_condition_transition_time_moves_only_on_status_change():
 
 
 def test_consul_connections(tmp_path):
-    assert OperatorSettings.from_env({}).connections["default"] == ConsulConnection("default")
+    assert OperatorConfig.from_env({}).connections["default"] == ConsulConnection("default")
     env = {"CONSUL_HTTP_ADDR": "https://consul:8501", "CONSUL_CACERT": "/ca.pem"}
-    connection = OperatorSettings.from_env(env).connections["default"]
+    connection = OperatorConfig.from_env(env).connections["default"]
     assert (connection.host, connection.port, connection.scheme, connection.verify) == \
         ("consul", 8501, "https", "/ca.pem")
     path = tmp_path / "c.yaml"
     path.write_text("connections:\n  east: {address: '10.0.0.5:8500'}\n")
-    assert set(OperatorSettings.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
+    assert set(OperatorConfig.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
                .connections) == {"east"}
     path.write_text("connections: []\n")
     with pytest.raises(SettingsError):
-        OperatorSettings.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
+        OperatorConfig.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
 
 
 # ---- the planner CLI -----------------------------------------------------------------------------

@@ -129,19 +129,19 @@ def vacancy_options(owners, zones, cap: int) -> list[list[tuple[tuple[int, ...],
 def cheapest(options, held, low, high) -> int | None:
     """The least total cost of picking one option per shard so that every member ends with a load
     in [low, high], or None when no pick does: exhaustive search, memoised on the loads so far."""
-    if any(h > hi for h, hi in zip(held, high)):
+    if any(h > hi for h, hi in zip(held, high, strict=True)):
         return None
 
     @functools.cache
     def best(shard: int, loads: tuple[int, ...]) -> int | None:
         if shard == len(options):
-            return 0 if all(lo <= load for lo, load in zip(low, loads)) else None
+            return 0 if all(lo <= load for lo, load in zip(low, loads, strict=True)) else None
         result = None
         for chosen, cost in options[shard]:
             after = list(loads)
             for member in chosen:
                 after[member] += 1
-            if any(load > hi for load, hi in zip(after, high)):
+            if any(load > hi for load, hi in zip(after, high, strict=True)):
                 continue
             rest = best(shard + 1, tuple(after))
             if rest is not None and (result is None or cost + rest < result):
@@ -283,7 +283,8 @@ def test_a_leave_that_cannot_keep_every_placement_moves_the_fewest(leaver):
     moved = after.moved_from(before)
     assert moved == fewest
     assert (moved > before.loads[leaver]) == (keeps_all is None)
-    assert all(lo <= load <= hi for lo, load, hi in zip(low, after.loads.values(), high))
+    assert all(lo <= load <= hi
+               for lo, load, hi in zip(low, after.loads.values(), high, strict=True))
     if leaver in ("m0", "m2"):  # the extra-moves branch of the property test above
         assert keeps_all is None and moved > before.loads[leaver]
 
@@ -430,7 +431,7 @@ def fill_problems(draw):
     else:
         low = [max(0, load + draw(st.integers(-2, 2))) for load in loads]
         # As in assign_balanced: kept placements were trimmed to at most ``high`` first.
-        high = [max(lo, h) + draw(st.integers(0, 2)) for lo, h in zip(low, held)]
+        high = [max(lo, h) + draw(st.integers(0, 2)) for lo, h in zip(low, held, strict=True)]
     return owners, low, high, zones, cap, witness
 
 
@@ -458,10 +459,10 @@ def test_flow_fills_exactly_when_a_filling_exists(problem):
     assert (filled >= 0).all()
     assert ((before < 0) | (filled == before)).all()  # kept placements stay
     loads = held_loads(filled.tolist(), n)
-    assert all(lo <= load <= hi for lo, load, hi in zip(low, loads, high))
-    for row, kept in zip(filled.tolist(), before.tolist()):
+    assert all(lo <= load <= hi for lo, load, hi in zip(low, loads, high, strict=True))
+    for row, kept in zip(filled.tolist(), before.tolist(), strict=True):
         assert len(set(row)) == len(row)
         present = Counter(zones[o] for o in kept if o >= 0)
-        added = Counter(zones[o] for o, k in zip(row, kept) if k < 0)
+        added = Counter(zones[o] for o, k in zip(row, kept, strict=True) if k < 0)
         for zone, count in added.items():  # what was added respects the zone cap
             assert present[zone] + count <= cap

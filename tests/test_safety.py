@@ -8,7 +8,6 @@ import uuid
 import pytest
 from kubernetes import client as k8s
 
-from controller import operator as operator_module
 from tests.operator_helpers import quick, service_name, wait_for
 
 pytestmark = pytest.mark.controlplane
@@ -89,7 +88,7 @@ def test_semantically_bad_spec_degrades_and_keeps_the_last_ring(
     assert degraded["reason"] == reason and words in degraded["message"]
     ready = rings.condition("victim", "Ready")
     assert ready["status"] == "False" and ready["reason"] == reason
-    worker = operator_module.STATE.workers[(namespace, "victim")]
+    worker = operator.workers[(namespace, "victim")]
     passes = worker.passes
     time.sleep(2)
     assert worker.passes - passes <= 3, "a bad spec must not be retried in a hot loop"

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .flow import fill_by_flow
 from .hashing import mix64_array, shard_positions
 from .model import Member, RingError
-from .flow import fill_by_flow
 from .quotas import integer_quotas, zone_cap, zone_of
 from .vnodes import VnodeRing, member_hashes
 
@@ -175,7 +175,8 @@ def _allowed(rows: np.ndarray, candidate: np.ndarray, zones: np.ndarray, cap: in
     repeated = (rows == candidate[:, None]).any(axis=1)
     row_zones = np.where(rows >= 0, zones[np.maximum(rows, 0)], -1)
     crowded = (row_zones == zones[candidate][:, None]).sum(axis=1) >= cap
-    return ~(repeated | crowded)
+    allowed: np.ndarray = ~(repeated | crowded)
+    return allowed
 
 
 def _may_own(row: np.ndarray, member: int, zones: np.ndarray, cap: int) -> bool:
@@ -207,8 +208,8 @@ def _swap(owners: np.ndarray, shard: int, spare: np.ndarray, zones: np.ndarray,
     Returns the freed member (it keeps its load, the member with room gains one), or None.
     """
     roomy = [int(m) for m in np.nonzero(spare > 0)[0]]
-    fresh_slots = list(zip(*np.nonzero(fresh & (owners >= 0))))
-    kept_slots = list(zip(*np.nonzero(~fresh & (owners >= 0))))
+    fresh_slots = list(zip(*np.nonzero(fresh & (owners >= 0)), strict=True))
+    kept_slots = list(zip(*np.nonzero(~fresh & (owners >= 0)), strict=True))
     for other, slot in fresh_slots + kept_slots:
         donor = int(owners[other, slot])
         if other == shard or not _may_own(owners[shard], donor, zones, cap):

@@ -11,11 +11,14 @@ from .model import Algorithm, Assignment, Member, RingSpec, validate_members
 from .rendezvous import assign_rendezvous
 from .vnodes import VnodeRing, member_hashes
 
-def plan(members: Sequence[Member], spec: RingSpec, previous: Assignment | None = None) -> Assignment:
+
+def plan(members: Sequence[Member], spec: RingSpec,
+         previous: Assignment | None = None) -> Assignment:
     """Compute shard -> owners.
 
     ``previous`` (the assignment published before) lets ``balanced`` keep every placement
-    that is still valid; it is ignored when its shard count differs, and by the stateless algorithms.
+    that is still valid; it is ignored when its shard count differs, and by the stateless
+    algorithms.
     """
     ordered = validate_members(members, spec)
     if spec.algorithm is Algorithm.BALANCED:

@@ -10,6 +10,8 @@ member's load inside [low, high].
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .quotas import Quotas
@@ -63,18 +65,21 @@ def fill_by_flow(owners: np.ndarray, bounds: Quotas, zones: np.ndarray, cap: int
         (shard_node[pair_rows], pair_node[pair_rows, pair_zones], room[pair_rows, pair_zones]),
         (pair_of_edge, member_node[pair_member], np.ones(len(pair_member), dtype=np.int64)),
     ]
-    value, carried = _max_flow(nodes, *(np.concatenate(part) for part in zip(*sources)))
+    value, carried = _max_flow(nodes, *(np.concatenate(part)
+                                        for part in zip(*sources, strict=True)))
     if value != vacancies:
         return False
     used = np.asarray(carried[pair_of_edge, member_node[pair_member]]).ravel() > 0
-    for shard_index, member in zip(pair_shard[used].tolist(), pair_member[used].tolist()):
+    for shard_index, member in zip(pair_shard[used].tolist(), pair_member[used].tolist(),
+                                     strict=True):
         shard = int(vacant_shards[shard_index])
         slot = int(np.nonzero(owners[shard] < 0)[0][0])
         owners[shard, slot] = member
     return True
 
 
-def _max_flow(nodes: int, tails: np.ndarray, heads: np.ndarray, capacities: np.ndarray):
+def _max_flow(nodes: int, tails: np.ndarray, heads: np.ndarray,
+              capacities: np.ndarray) -> tuple[int, Any]:
     """(flow value, flow per edge as a sparse matrix) from SOURCE to SINK, by scipy's Dinic (in C:
     a pure-Python augmenting-path search took seconds per ring under churn and starved the event
     loop). Deterministic: the same network gives the same flow."""

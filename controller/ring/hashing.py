@@ -3,8 +3,8 @@
 * ``hash64(text)``: the last 8 bytes of ``md5(text)`` read as a big-endian unsigned 64-bit integer.
   This is exactly what Prometheus' ``hashmod`` relabel action computes, so
   ``shard_of(key, K) = hash64(key) % K`` equals ``hashmod`` with ``modulus: K``.
-* ``mix64(x)``: the SplitMix64 finaliser, used to spread a member's virtual nodes and shard positions
-  over the 64-bit ring without one md5 call per virtual node.
+* ``mix64(x)``: the SplitMix64 finaliser, used to spread a member's virtual nodes and shard
+  positions over the 64-bit ring without one md5 call per virtual node.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,16 +49,17 @@ class RingSpec:
         object.__setattr__(self, "algorithm", Algorithm(self.algorithm))
 
 
-def validate_members(members: list[Member] | tuple[Member, ...], spec: RingSpec) -> list[Member]:
+def validate_members(members: Sequence[Member], spec: RingSpec) -> list[Member]:
     """Members sorted by id, after checking what the engine relies on."""
     ordered = sorted(members, key=lambda m: m.id)
-    for previous, current in zip(ordered, ordered[1:]):
+    for previous, current in zip(ordered, ordered[1:], strict=False):
         if previous.id == current.id:
             raise RingError(f"duplicate member id {current.id!r}")
     for member in ordered:
         if not isinstance(member.weight, (int, float)) or not math.isfinite(member.weight) \
                 or member.weight <= 0:
-            raise RingError(f"member {member.id!r} has weight {member.weight!r}; weights must be > 0")
+            raise RingError(f"member {member.id!r} has weight {member.weight!r}; "
+                            f"weights must be > 0")
     if len(ordered) < spec.replication:
         raise RingError(
             f"replicationFactor {spec.replication} needs at least {spec.replication} members, "
@@ -67,7 +69,8 @@ def validate_members(members: list[Member] | tuple[Member, ...], spec: RingSpec)
 
 
 class Assignment:
-    """Shard -> owners. ``table[s]`` holds indices into ``members`` (sorted by id), primary first."""
+    """Shard -> owners. ``table[s]`` holds indices into ``members`` (sorted by id), primary
+    first."""
 
     __slots__ = ("members", "table", "spec", "_owners")
 
@@ -83,7 +86,7 @@ class Assignment:
 
     @property
     def shards(self) -> int:
-        return self.table.shape[0]
+        return int(self.table.shape[0])
 
     @property
     def owners(self) -> tuple[tuple[str, ...], ...]:
@@ -95,19 +98,21 @@ class Assignment:
     @property
     def loads(self) -> dict[str, int]:
         counts = np.bincount(self.table.ravel(), minlength=len(self.members))
-        return {m.id: int(c) for m, c in zip(self.members, counts)}
+        return {m.id: int(c) for m, c in zip(self.members, counts, strict=True)}
 
     def shards_of(self, member_id: str) -> list[int]:
         index = self.ids.index(member_id)
         return np.nonzero((self.table == index).any(axis=1))[0].tolist()
 
     def table_for(self, ids: list[str]) -> np.ndarray:
-        """This assignment's table re-indexed onto another member list (-1 where a member is gone)."""
+        """This assignment's table re-indexed onto another member list (-1 where a member is
+        gone)."""
         position = {member_id: i for i, member_id in enumerate(ids)}
         remap = np.array([position.get(m.id, -1) for m in self.members] + [-1], dtype=np.int64)
-        return remap[self.table]
+        remapped: np.ndarray = remap[self.table]
+        return remapped
 
-    def moved_from(self, previous: "Assignment | None") -> int:
+    def moved_from(self, previous: Assignment | None) -> int:
         """Shard replicas owned by a member that did not own that shard before (0 without one).
 
         When the shard count changed every replica counts as moved: shard numbers mean other keys.

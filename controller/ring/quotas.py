@@ -1,8 +1,8 @@
 """How many shard replicas each member should own: proportional to weight, within hard caps.
 
 A member can own each shard at most once (cap K). A zone can hold at most ``zone_cap`` replicas of
-each shard (cap ``zone_cap * K``), so a zone with most of the weight cannot take more than that. Real
-shares come from water-filling under those caps; integer quotas round each share down or up
+each shard (cap ``zone_cap * K``), so a zone with most of the weight cannot take more than that.
+Real shares come from water-filling under those caps; integer quotas round each share down or up
 (largest remainder), preferring members that already own more so that fewer replicas move.
 """
 
@@ -67,7 +67,8 @@ def real_shares(members: Sequence[Member], shards: int, replication: int,
         for i in range(n):
             zone_sum[zones[i]] = zone_sum.get(zones[i], 0.0) + share[i]
         full = {z for z, s in zone_sum.items()
-                if s > zone_limit * (1 + 1e-12) and any(not fixed[i] for i in range(n) if zones[i] == z)}
+                if s > zone_limit * (1 + 1e-12)
+                and any(not fixed[i] for i in range(n) if zones[i] == z)}
         if not full:
             return share
         for z in full:
@@ -124,7 +125,7 @@ def integer_quotas(members: Sequence[Member], shards: int, replication: int,
     zoned = any(m.zone is not None for m in members)
     zones = [zone_of(m) if zoned else "" for m in members]
     zone_used: dict[str, int] = {}
-    for zone, quota in zip(zones, quotas):
+    for zone, quota in zip(zones, quotas, strict=True):
         zone_used[zone] = zone_used.get(zone, 0) + quota
     loads = previous_loads if previous_loads is not None else [0] * len(members)
     ties = tiebreak if tiebreak is not None else [hash64(m.id) for m in members]
@@ -150,5 +151,5 @@ def integer_quotas(members: Sequence[Member], shards: int, replication: int,
     if extra:
         raise RingError("no placement satisfies the member and zone limits")  # pragma: no cover
     high = [max(q, lo + 1 if shares[i] - lo > 1e-9 and lo < shards else lo)
-            for i, (q, lo) in enumerate(zip(quotas, low))]
+            for i, (q, lo) in enumerate(zip(quotas, low, strict=True))]
     return Quotas(target=quotas, low=low, high=high)

@@ -1,6 +1,7 @@
 """Weighted rendezvous (highest random weight) hashing: stateless, top-R members per shard.
 
-score(shard, member) = weight / -ln(u), u = uniform (0, 1) from mix64(shard position XOR hash64(id)).
+score(shard, member) = weight / -ln(u), u = uniform (0, 1) from
+mix64(shard position XOR hash64(id)).
 """
 
 from __future__ import annotations

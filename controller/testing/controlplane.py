@@ -120,7 +120,7 @@ class ControlPlane:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         if os.environ.get("SHARDRING_USE_EXISTING_CLUSTER", "").lower() in ("1", "true", "yes"):
             return self._use_existing()
         self.assets = Path(self.assets) if self.assets else find_assets()
@@ -156,7 +156,7 @@ class ControlPlane:
             return False
         return True
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -178,7 +178,7 @@ class ControlPlane:
 
     # ---- parts -----------------------------------------------------------------------------
 
-    def _use_existing(self) -> "ControlPlane":
+    def _use_existing(self) -> ControlPlane:
         config = os.environ.get("KUBECONFIG")
         address = os.environ.get("CONSUL_HTTP_ADDR")
         if not config or not address:
@@ -306,7 +306,7 @@ class ConsulAgent:
     persistent: bool = False
     acl_token: str | None = None
     tls: bool = False
-    process: "Process | None" = field(init=False, default=None)
+    process: Process | None = field(init=False, default=None)
     address: str = field(init=False, default="")
     ca_file: Path | None = field(init=False, default=None)
 
@@ -388,8 +388,8 @@ class ConsulAgent:
     def _make_certificates(self) -> Path:
         certs = self.workdir / "tls"
         certs.mkdir(exist_ok=True)
-        ca_key, ca, key, csr, cert = (certs / n for n in
-                                      ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+        names = ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+        ca_key, ca, key, csr, cert = (certs / n for n in names)
         ext = certs / "san.cnf"
         ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:server.dc1.consul\n"
                        "basicConstraints = CA:FALSE\n")

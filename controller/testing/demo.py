@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from .. import ringfile
+from ..client import RingVersion
 from .consul_helpers import ConsulHelper
 from .controlplane import ControlPlane
 
@@ -74,7 +75,7 @@ def main() -> int:
                for i in range(5)]
         print("    " + ", ".join(ids))
 
-        step("Starting the operator (log: %s)" % log_path)
+        step(f"Starting the operator (log: {log_path})")
         env = {**os.environ, **plane.env()}
         operator = subprocess.Popen(
             [sys.executable, "-m", "controller", "run", "--standalone"], cwd=REPO, env=env,
@@ -107,6 +108,10 @@ def main() -> int:
         print(f"    ConfigMap keys: ring.json, member.<key> x{len(keys)}, "
               f"relabel.<key>.yaml x{sum(k.startswith('relabel.') for k in data)}")
 
+        # Members are <consul node>/<service ID>; a scraper finds itself by its endpoint.
+        failed = RingVersion(before).member_at("10.0.0.12", 9100)
+        print(f"    scraper-2 (10.0.0.12:9100) is member {failed}")
+
         step("scraper-2 fails its health check")
         helper.set_health("scraper-2", passing=False)
         after = wait(lambda: (lambda r: r if r.version > before.version else None)(
@@ -116,7 +121,7 @@ def main() -> int:
         print(f"    ring version {before.version} -> {after.version}: "
               f"{len(before.assignment.members)} -> {len(after.assignment.members)} members, "
               f"{moved} of {before.assignment.shards} shards moved "
-              f"(only scraper-2's {before.assignment.loads['scraper-2']})")
+              f"(only scraper-2's {before.assignment.loads[failed]})")
         print(ownership(after))
         step("kubectl get shardrings -n monitoring -o wide")
         subprocess.run(kubectl + ["get", "shardrings", "-n", "monitoring", "-o", "wide"])

@@ -1,0 +1,146 @@
+"""kopf wiring: which Kubernetes events wake which ring's worker. Nothing is decided here.
+
+Operator-wide state is the ``Operator`` object kopf carries as its memo (``kopf.run(memo=...)``):
+it copies to itself, so every handler sees the same one. Every ShardRing gets a RingWorker served
+by a kopf daemon, so kopf stops it when the ring is deleted, when the operator exits, and when a
+peer with a higher priority becomes active (standby replicas write nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from . import metrics
+from .consul_watch import WatcherRegistry
+from .kube import Kube
+from .publish import KubeAdapter
+from .settings import OperatorConfig
+from .sources import SourceRegistry
+from .views import MANAGED_BY, RING_LABEL, view_from_dict
+from .worker import RingWorker
+
+# Passes in flight at once. More than the client's worker threads (6 on 2 cores) only queue up
+# holding rendered rings, and starve the event loop of turns for the watches.
+PARALLEL_PASSES = 8
+
+
+@dataclass
+class Operator:
+    """The operator's state: its configuration, adapters and one worker per ring."""
+
+    config: OperatorConfig
+    kube: KubeAdapter | None = None  # set at startup (a test may set its own beforehand)
+    sources: SourceRegistry | None = None
+    workers: dict[tuple[str, str], RingWorker] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    passes: asyncio.Semaphore | None = None
+    planning: ThreadPoolExecutor | None = None
+
+    def __copy__(self) -> Operator:
+        return self  # kopf copies the memo per object; all of them must share this one
+
+    def start(self) -> None:
+        self.kube = self.kube or Kube()
+        self.sources = self.sources or WatcherRegistry(dict(self.config.connections))
+        self.passes = asyncio.Semaphore(PARALLEL_PASSES)
+        self.planning = ThreadPoolExecutor(max_workers=2, thread_name_prefix="planner")
+
+    async def close(self) -> None:
+        self.workers.clear()
+        if self.sources is not None:
+            await self.sources.close()
+        if self.planning is not None:
+            self.planning.shutdown(wait=False, cancel_futures=True)
+
+    def worker(self, namespace: str, name: str) -> RingWorker:
+        key = (namespace, name)
+        if key not in self.workers:
+            assert self.kube is not None and self.sources is not None
+            self.workers[key] = RingWorker(
+                namespace, name, kube=self.kube, sources=self.sources,
+                connections=frozenset(self.config.connections), passes=self.passes,
+                background=self.background, planning=self.planning)
+        return self.workers[key]
+
+    def forget(self, namespace: str, name: str) -> None:
+        metrics.forget_ring(namespace, name)
+        worker = self.workers.pop((namespace, name), None)
+        if worker:
+            worker.wake()
+
+    def conditions(self) -> Iterator[tuple[str, str]]:
+        for worker in list(self.workers.values()):
+            for condition in (worker.body or {}).get("status", {}).get("conditions") or []:
+                yield condition.get("type", ""), condition.get("status", "")
+
+
+@kopf.on.startup()
+async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) -> None:
+    # Kopf's bookkeeping lives in annotations, so the structural schema never prunes it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="shardring.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="shardring.io")
+    # Only kopf's own warnings become Events: an Event per handler run is noise (and in a
+    # terminating namespace each would be refused and retried). Ours are posted explicitly.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    # A standby takes over this long after the active replica stopped renewing its record.
+    settings.peering.lifetime = 15
+    # A worker's exit (finish the pass in flight, unsubscribe from its watcher) takes more than
+    # kopf's few zero-time cycles; without this kopf cancels it and warns on every deletion.
+    settings.background.instant_exit_timeout = 5.0
+    memo.start()
+    if memo.config.metrics_port:
+        metrics.serve(memo.config.metrics_port, memo.conditions,
+                      lambda: memo.sources.active() if memo.sources else 0,
+                      memo.config.metrics_address)
+
+
+@kopf.on.login()
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's client-library login reads KUBECONFIG at import time; these read it at login time.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.cleanup()
+async def _cleanup(memo: Operator, **_: Any) -> None:
+    await memo.close()
+
+
+@kopf.on.event("shardring.io", "v1alpha1", "shardrings")
+async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str,
+                      memo: Operator, **_: Any) -> None:
+    assert namespace is not None  # ShardRings are namespaced
+    if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        worker = memo.workers.get((namespace, name))
+        if worker is not None:
+            worker.observe(body)  # its deletionTimestamp stops the worker's writes
+        memo.forget(namespace, name)
+        return
+    memo.worker(namespace, name).observe(body)
+
+
+@kopf.daemon("shardring.io", "v1alpha1", "shardrings", cancellation_timeout=10.0)
+async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str | None,
+                       name: str, memo: Operator, **_: Any) -> None:
+    assert namespace is not None
+    worker = memo.worker(namespace, name)
+    if worker.body is None:
+        worker.observe(body)
+    await worker.serve(stopped)
+
+
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)
+async def _configmap_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None,
+                           name: str, memo: Operator, **_: Any) -> None:
+    ring = (body.get("metadata", {}).get("labels") or {}).get(RING_LABEL)
+    worker = memo.workers.get((namespace, ring)) if ring and namespace else None
+    if worker is not None:
+        deleted = event.get("type") == "DELETED"
+        worker.configmap_seen(name, None if deleted else view_from_dict(dict(body)))

@@ -1,0 +1,295 @@
+"""The pass planner: everything one reconcile pass of a ring must do, from what the pass knows.
+
+Pure: no I/O and no clock (times are inputs). A pass runs in two steps because what the shell
+must gather depends on the spec: ``prepare`` reads the spec (and may end the pass there: a bad
+spec, an unknown connection, a suspended ring); the shell then reads the token, subscribes to the
+membership source and looks at the owned ConfigMap; ``plan_pass`` decides the rest. The shell
+carries the plan out: write the ConfigMap if given, patch the status if it differs, post the
+events, run again after ``requeue_after``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import ringfile
+from .conditions import Condition, merge
+from .decision import Decision, Problem, Reason, decide
+from .membership import MembershipError, members_from
+from .render import RingTooLarge, configmap_data
+from .sources import SourceState
+from .spec import RingConfig, SpecError, parse_spec
+from .views import MANAGED_BY, RING_LABEL, ConfigMapView, data_digest, owner_reference
+
+# For what no event announces: a token Secret appearing, a conflicting ConfigMap going away.
+RECHECK = 30.0
+
+
+@dataclass(frozen=True)
+class RingObject:
+    """The ShardRing as the pass sees it."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RingObject:
+        metadata = body.get("metadata") or {}
+        return cls(namespace=metadata.get("namespace", ""), name=metadata.get("name", ""),
+                   uid=metadata.get("uid", ""), generation=int(metadata.get("generation") or 0),
+                   spec=body.get("spec") or {}, status=body.get("status") or {})
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A ConfigMap version already found to hold exactly what its ring renders to."""
+
+    name: str
+    resource_version: str
+    prometheus_relabel: bool
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """What the shell found out for the pass, after ``prepare``."""
+
+    configmap: ConfigMapView | None  # the owned ConfigMap as last seen (None: it does not exist)
+    source: SourceState | None = None  # None: not subscribed (the token is missing)
+    token_problem: str | None = None  # why the token Secret cannot be used
+    last_published: str | None = None  # ring.json as this operator last published it
+    verified: Verified | None = None
+    pending_since: float | None = None  # when the membership first differed from the published
+
+
+@dataclass(frozen=True)
+class DesiredConfigMap:
+    name: str
+    data: Mapping[str, str]
+    labels: Mapping[str, str]
+    owner: Mapping[str, Any]
+    prometheus_relabel: bool  # part of what the data renders: a Verified version records it
+
+    def matches(self, current: ConfigMapView) -> bool:
+        return current.data_digest == data_digest(dict(self.data)) and \
+            all(current.labels.get(k) == v for k, v in self.labels.items())
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    status: dict[str, Any]  # the whole status; written only if it differs from the current one
+    subscribe: bool = False  # keep a membership subscription (False: drop it)
+    configmap: DesiredConfigMap | None = None  # to write (unless it already matches)
+    published: ringfile.RingFile | None = None  # the ring the ConfigMap holds after the write
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None  # None: run again when something changes
+    pending_since: float | None = None
+    change: Decision | None = None  # a new ring version, for metrics
+    configmap_unowned: bool = False  # the ConfigMap is not ours: do not trust the cached view
+
+
+@dataclass(frozen=True)
+class Intent:
+    """``prepare``'s answer: a config to gather inputs for, or the whole plan already."""
+
+    config: RingConfig | None = None
+    plan: PassPlan | None = None
+
+
+def prepare(ring: RingObject, connections: Collection[str], now_text: str) -> Intent:
+    try:
+        config = parse_spec(ring.name, ring.spec)
+    except SpecError as error:
+        return Intent(plan=_ended(ring, None, Problem(Reason.INVALID_SPEC, str(error)), now_text))
+    if config.query.connection not in connections:
+        problem = Problem(Reason.UNKNOWN_CONNECTION,
+                          f"spec.consul.connection {config.query.connection!r} is not configured "
+                          f"on the operator (configured: {', '.join(sorted(connections))})")
+        return Intent(plan=_ended(ring, config, problem, now_text))
+    if config.suspend:
+        return Intent(plan=_ended(ring, config, None, now_text, suspended=True))
+    return Intent(config=config)
+
+
+def _ended(ring: RingObject, config: RingConfig | None, problem: Problem | None, now_text: str,
+           suspended: bool = False, requeue_after: float | None = None) -> PassPlan:
+    """A pass that publishes nothing and queries nothing."""
+    status = build_status(ring, config, problem, None, None, now_text, suspended=suspended)
+    return PassPlan(status=status, events=_warnings(ring, problem), requeue_after=requeue_after)
+
+
+def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: float,
+              now_text: str) -> PassPlan:
+    """``now`` is monotonic (stabilization deadlines); ``now_text`` the wall clock for status."""
+    if gathered.token_problem is not None:
+        return _ended(ring, config, Problem(Reason.SECRET_MISSING, gathered.token_problem),
+                      now_text, requeue_after=RECHECK)
+    source = gathered.source
+    configmap = gathered.configmap
+    if configmap is not None and configmap.controller_uid != ring.uid:
+        problem = Problem(Reason.CONFIGMAP_CONFLICT,
+                          f"ConfigMap {config.configmap!r} already exists and is not owned by this "
+                          f"ShardRing; it is left untouched. Delete or rename it, or set "
+                          f"spec.configMap.name")
+        status = build_status(ring, config, problem, source, None, now_text)
+        return PassPlan(status=status, subscribe=True, events=_warnings(ring, problem),
+                        requeue_after=RECHECK, pending_since=gathered.pending_since,
+                        configmap_unowned=True)
+    previous, from_configmap = _previous(configmap, gathered.last_published)
+    decision = _decide(ring, config, source, previous, gathered.pending_since, now)
+    desired, published = None, previous
+    keeps_verified = not decision.changed and from_configmap and configmap is not None and \
+        gathered.verified == Verified(configmap.name, configmap.resource_version,
+                                      config.prometheus_relabel)
+    if decision.ring is not None and not keeps_verified:
+        try:
+            data = configmap_data(decision.ring, config.prometheus_relabel)
+        except RingTooLarge as error:
+            decision = Decision(previous, problem=Problem(Reason.RING_TOO_LARGE, str(error)))
+        else:
+            desired = DesiredConfigMap(config.configmap, data,
+                                       {**MANAGED_BY, RING_LABEL: ring.name},
+                                       owner_reference(ring.name, ring.uid),
+                                       config.prometheus_relabel)
+            published = decision.ring
+    status = build_status(ring, config, decision.problem, source, decision, now_text)
+    events = _warnings(ring, decision.problem)
+    if decision.changed and desired is not None:
+        events = (_resharded(decision),) + events
+    return PassPlan(status=status, subscribe=True, configmap=desired, published=published,
+                    events=events, requeue_after=_requeue(decision, now),
+                    pending_since=_pending_since(decision, gathered.pending_since, now),
+                    change=decision if decision.changed and desired is not None else None)
+
+
+def _previous(configmap: ConfigMapView | None, last_published: str | None
+              ) -> tuple[ringfile.RingFile | None, bool]:
+    """The published ring: the ConfigMap's (True), else the one this operator last wrote, which
+    restores a deleted or mangled ConfigMap."""
+    if configmap is not None and configmap.ring_json is not None:
+        try:
+            return ringfile.parse(configmap.ring_json), True
+        except ringfile.RingFileError:
+            pass
+    return (ringfile.parse(last_published) if last_published else None), False
+
+
+def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
+            previous: ringfile.RingFile | None, pending_since: float | None,
+            now: float) -> Decision:
+    if source is not None and source.refused:
+        reason = Reason.INVALID_FILTER if config.query.filter else Reason.INVALID_QUERY
+        return Decision(previous, problem=Problem(
+            reason, f"{source.error}. Fix spec.service; the last published ring is kept."))
+    if source is None or source.error is not None or source.snapshot is None:
+        return Decision(previous)  # the source is unreachable or silent: publish nothing new
+    try:
+        membership = members_from(source.snapshot.entries, config.identity, config.weight_from,
+                                  config.zone_from)
+    except MembershipError as error:
+        return Decision(previous, problem=Problem(Reason.INVALID_MEMBERSHIP, str(error)))
+    return decide(config, membership, source.snapshot.index, previous,
+                  shard_ring={"namespace": ring.namespace, "name": ring.name}, now=now,
+                  seen_at=source.snapshot.received, pending_since=pending_since,
+                  last_version=int(ring.status.get("ringVersion") or 0))
+
+
+def _requeue(decision: Decision, now: float) -> float | None:
+    return None if decision.wait_until is None else max(0.0, decision.wait_until - now)
+
+
+def _pending_since(decision: Decision, pending_since: float | None, now: float) -> float | None:
+    if decision.changed:
+        return None
+    if decision.wait_until is not None:
+        return now if pending_since is None else pending_since
+    return None if decision.problem is None else pending_since
+
+
+def _resharded(decision: Decision) -> Event:
+    ring = decision.ring
+    assert ring is not None
+    return Event("Normal", "Resharded",
+                 f"ring version {ring.version}: {len(ring.assignment.members)} members "
+                 f"(+{decision.added} -{decision.removed}), {decision.moved} shard replicas moved")
+
+
+def _warnings(ring: RingObject, problem: Problem | None) -> tuple[Event, ...]:
+    """A Warning event when a problem begins or changes reason, not on every pass."""
+    if problem is None:
+        return ()
+    degraded: Mapping[str, Any] = next((c for c in ring.status.get("conditions") or []
+                     if c.get("type") == "Degraded"), {})
+    if degraded.get("status") == "True" and degraded.get("reason") == problem.reason:
+        return ()
+    return (Event("Warning", str(problem.reason), problem.message),)
+
+
+def build_status(ring: RingObject, config: RingConfig | None, problem: Problem | None,
+                 source: SourceState | None, decision: Decision | None, now_text: str,
+                 suspended: bool = False) -> dict[str, Any]:
+    current = dict(ring.status)
+    status: dict[str, Any] = {k: v for k, v in current.items() if k != "conditions"}
+    status["observedGeneration"] = ring.generation
+    if config is not None:
+        status["configMapName"] = config.configmap
+    published = decision.ring if decision else None
+    if published is not None:
+        loads = published.assignment.loads.values()
+        status.update(members=len(published.assignment.members),
+                      shards=published.assignment.shards, ringVersion=published.version,
+                      ringHash=published.hash, consulIndex=published.consul_index,
+                      load={"min": min(loads, default=0), "max": max(loads, default=0)})
+    if decision is not None and decision.changed:
+        status["lastChange"] = {"time": now_text, "added": decision.added,
+                                "removed": decision.removed, "movedShards": decision.moved}
+    wanted = conditions_for(problem, source, decision, suspended)
+    status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
+    return status
+
+
+def conditions_for(problem: Problem | None, source: SourceState | None,
+                   decision: Decision | None, suspended: bool) -> list[Condition]:
+    if source is None:
+        reachable = Condition("ConsulReachable", None, "NotQueried",
+                              "no Consul query is running for this ring")
+    elif source.refused:
+        reachable = Condition("ConsulReachable", True, "QueryRefused", source.error or "")
+    elif source.error:
+        reachable = Condition("ConsulReachable", False,
+                              "PermissionDenied" if source.permission_denied else "QueryFailed",
+                              f"{source.error}; the last published ring is kept")
+    else:
+        reachable = Condition("ConsulReachable", True, "QuerySucceeded", "")
+    waiting = decision is not None and decision.wait_until is not None
+    stable = Condition("Stable", not waiting, "Stabilizing" if waiting else "Settled",
+                       "a membership change is waiting out spec.stabilization.window"
+                       if waiting else "")
+    degraded = Condition("Degraded", problem is not None,
+                         str(problem.reason) if problem else "AsExpected",
+                         problem.message if problem else "")
+    if suspended:
+        ready = Condition("Ready", False, "Suspended",
+                          "spec.suspend is true; the last ConfigMap is kept as it is")
+    elif problem is not None:
+        ready = Condition("Ready", False, str(problem.reason), problem.message)
+    elif source is not None and source.error:
+        ready = Condition("Ready", False, "ConsulUnreachable", reachable.message)
+    elif decision is None or decision.ring is None:
+        ready = Condition("Ready", False, "Pending", "waiting for the first Consul reply")
+    else:
+        ready = Condition("Ready", True, "Published", "the ConfigMap holds the current ring")
+    return [ready, reachable, stable, degraded]
+

@@ -1,0 +1,112 @@
+"""Carrying a pass plan's writes out for one ring: the ConfigMap, the status, events and metrics.
+
+Every write is conditional on the resourceVersion the pass saw; a 409 raises ``Conflict`` and
+the worker's one conflict policy applies (re-read, run the pass again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from . import metrics
+from .planner import DesiredConfigMap, Event, PassPlan
+from .sources import SourceState
+from .views import ConfigMapView
+
+
+class KubeAdapter(Protocol):
+    """What the worker needs of Kubernetes (kube.Kube in production, fakes in fast tests)."""
+
+    async def read_configmap(self, namespace: str, name: str) -> ConfigMapView | None: ...
+
+    async def write_configmap(self, namespace: str, name: str, data: Mapping[str, str],
+                              labels: Mapping[str, str], owner: Mapping[str, Any],
+                              resource_version: str | None) -> ConfigMapView: ...
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                           resource_version: str | None) -> dict[str, Any]: ...
+
+    async def read_ring(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str: ...
+
+    async def post_event(self, ring: Mapping[str, Any], kind: str, reason: str,
+                         message: str) -> None: ...
+
+
+def safe_text(error: BaseException) -> str:
+    """An exception's text is only its type: client errors can echo request headers."""
+    return type(error).__name__
+
+
+class Publisher:
+    def __init__(self, kube: KubeAdapter, namespace: str, name: str,
+                 log: logging.LoggerAdapter[Any], background: set[asyncio.Task[None]]):
+        self.kube = kube
+        self.namespace, self.name = namespace, name
+        self.log = log
+        self._background = background  # Events in flight, kept referenced until posted
+        self._written_status: dict[str, Any] | None = None
+        self.writes = 0  # ConfigMap writes (tests and metrics)
+
+    async def configmap(self, desired: DesiredConfigMap,
+                        current: ConfigMapView | None) -> ConfigMapView:
+        """The ConfigMap as it now is: written only if it differs from ``desired``."""
+        if current is not None and desired.matches(current):
+            return current
+        labels = {**current.labels, **desired.labels} if current is not None else desired.labels
+        written = await self.kube.write_configmap(
+            self.namespace, desired.name, desired.data, labels, desired.owner,
+            current.resource_version if current is not None else None)
+        self.writes += 1
+        metrics.CONFIGMAP_WRITES.labels(self.namespace, self.name).inc()
+        self.log.info("ConfigMap %s %s", desired.name, "updated" if current else "created")
+        return written
+
+    async def status(self, status: dict[str, Any], body: Mapping[str, Any]
+                     ) -> dict[str, Any] | None:
+        """Patch the status at the body's resourceVersion if it differs from the body's (and from
+        what this worker last wrote: an older event can still be on its way). Returns the
+        patched object, or None when nothing was written."""
+        if status == body.get("status") or status == self._written_status:
+            return None
+        metadata = body.get("metadata") or {}
+        patched = await self.kube.patch_status(self.namespace, self.name, status,
+                                               metadata.get("resourceVersion"))
+        self._written_status = status
+        return patched
+
+    def events(self, plan: PassPlan, body: Mapping[str, Any]) -> None:
+        """Posted beside the pass, never holding it up; the problem goes to the log too."""
+        for event in plan.events:
+            if event.type == "Warning":
+                self.log.warning("%s: %s", event.reason, event.message)
+            elif event.reason == "Resharded":
+                self.log.info("resharded: %s", event.message)
+            self.keep(asyncio.create_task(self._post(dict(body), event)))
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task (an Event, an old subscription's end) until it is done."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _post(self, body: dict[str, Any], event: Event) -> None:
+        try:
+            await self.kube.post_event(body, event.type, event.reason, event.message)
+        except Exception as error:  # noqa: BLE001 - an Event is information, never a failure
+            self.log.warning("could not post the %s event: %s", event.reason, safe_text(error))
+
+    def measure(self, plan: PassPlan, source: SourceState | None, now: float) -> None:
+        change = plan.change
+        if change is None or change.ring is None:
+            return
+        labels = (self.namespace, self.name)
+        metrics.RESHARDS.labels(*labels).inc()
+        metrics.SHARDS_MOVED.labels(*labels).inc(change.moved)
+        metrics.RING_MEMBERS.labels(*labels).set(len(change.ring.assignment.members))
+        metrics.RING_VERSION.labels(*labels).set(change.ring.version)
+        if source is not None and source.snapshot is not None:
+            metrics.PUBLISH_LATENCY.observe(now - source.snapshot.received)

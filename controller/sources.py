@@ -1,0 +1,71 @@
+"""Membership sources, as the rest of the operator sees them: a shared, deduplicated watcher per
+distinct query, each holding the latest snapshot of instances, a version and an error state.
+Consul is one implementation (consul_watch); nothing above this interface knows which one.
+Pure: types only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    index: int  # the source's own position (Consul's index), recorded in ring.json
+    entries: Sequence[Mapping[str, Any]]  # canonical instances, sorted, with a health "Status"
+    received: float  # monotonic time the change was seen
+
+
+@dataclass(frozen=True)
+class SourceState:
+    snapshot: Snapshot | None = None
+    error: str | None = None  # a message safe to show: never contains a secret
+    permission_denied: bool = False
+    # The source refused the query itself (a bad filter expression); ``error`` is its explanation.
+    refused: bool = False
+
+    @property
+    def silent(self) -> bool:
+        """Nothing heard yet: neither a snapshot nor an error (the first reply wakes the ring)."""
+        return self.snapshot is None and self.error is None
+
+
+class Watch(Protocol):
+    """One shared watcher, as its subscribers see it."""
+
+    @property
+    def key(self) -> Hashable: ...
+
+    @property
+    def state(self) -> SourceState: ...
+
+    @property
+    def version(self) -> int:
+        """+1 on every state change (object ids can be reused; this cannot)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Subscription:
+    watch: Watch
+    wake: Callable[[], None]
+
+
+class SourceRegistry(Protocol):
+    def subscribe(self, query: Any, token: str | None, wake: Callable[[], None]) -> Subscription:
+        """Share the watcher of an equal (query, token), starting one if needed; ``wake`` is
+        called on every change of its state."""
+        ...
+
+    def key_for(self, query: Any, token: str | None) -> Hashable: ...
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        """The watcher stops when its last subscriber leaves."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def active(self) -> int:
+        """Watchers running (one per distinct query)."""
+        ...

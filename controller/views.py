@@ -1,0 +1,62 @@
+"""What the operator keeps of the Kubernetes objects it owns, and how it labels them. Pure: plain
+data from JSON bodies (watch events, or client models after ``sanitize_for_serialization``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class Conflict(Exception):
+    """Someone else wrote first (HTTP 409): re-read, then run the pass again."""
+
+
+class NamespaceTerminating(Exception):
+    """The namespace is being deleted: nothing new may be created in it (HTTP 403). Its rings go
+    with it, so this is the end of the ring's work, not an error to retry."""
+
+
+class SecretMissing(Exception):
+    """The ring's token Secret or key cannot be read; the message names it (never the value)."""
+
+
+GROUP, VERSION, PLURAL = "shardring.io", "v1alpha1", "shardrings"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "shardring-operator"}
+RING_LABEL = "shardring.io/ring"
+
+
+@dataclass(frozen=True)
+class ConfigMapView:
+    """A ConfigMap's ring.json and a digest of all its data (a thousand full copies of member files
+    cost more memory than they are worth)."""
+
+    name: str
+    ring_json: str | None
+    data_digest: str
+    labels: Mapping[str, str]
+    controller_uid: str | None
+    resource_version: str
+
+
+def data_digest(data: Mapping[str, str]) -> str:
+    """Identifies a ConfigMap's data: equal digests, equal data (keys and values)."""
+    return hashlib.sha256(json.dumps(dict(data), sort_keys=True).encode()).hexdigest()
+
+
+def view_from_dict(body: Mapping[str, Any]) -> ConfigMapView:
+    metadata = body.get("metadata") or {}
+    owners = metadata.get("ownerReferences") or []
+    controller = next((o.get("uid") for o in owners if o.get("controller")), None)
+    data = body.get("data") or {}
+    return ConfigMapView(name=metadata.get("name", ""), ring_json=data.get("ring.json"),
+                         data_digest=data_digest(data),
+                         labels=dict(metadata.get("labels") or {}), controller_uid=controller,
+                         resource_version=str(metadata.get("resourceVersion", "")))
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ShardRing", "name": name, "uid": uid,
+            "controller": True, "blockOwnerDeletion": True}

@@ -1,0 +1,306 @@
+"""One worker per ShardRing: wakes on whatever may change the ring, gathers a pass's inputs, asks
+the planner what to do, and has the publisher do it.
+
+Wake-ups come from the ring's own events, its ConfigMap's events and its membership watch. A pass
+whose inputs did not change since the last one is skipped (our own status patches echo back as
+events). Everything the worker talks to is a parameter (Kubernetes adapter, source registry,
+clock), so fast tests run it against fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Collection, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .planner import Gathered, PassPlan, RingObject, Verified, plan_pass, prepare
+from .publish import KubeAdapter, Publisher, safe_text
+from .ring import Algorithm
+from .sources import SourceRegistry, SourceState, Subscription
+from .spec import RingConfig
+from .views import ConfigMapView, Conflict, NamespaceTerminating, SecretMissing
+
+log = logging.getLogger("shardring")
+RETRY_MIN, RETRY_MAX = 1.0, 60.0
+# Planning a ring costs about members x (shards x replication + virtual nodes); above this it runs
+# in a planning thread, so one huge ring cannot stall every other ring's watches (measured:
+# bench/results/offloop.md).
+HEAVY_PLAN = 500_000
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> str:
+        """The time for status fields, RFC 3339 in UTC."""
+        ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> str:
+        return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Stopped(Protocol):
+    """What kopf's DaemonStopped offers: true once the worker must stop."""
+
+    def __bool__(self) -> bool: ...
+
+    def wait(self) -> Awaitable[Any]: ...
+
+
+@dataclass(frozen=True)
+class SeenConfigMap:
+    """The owned ConfigMap as last seen (watch events and our own writes keep it fresh, so a pass
+    costs no GET); ``view`` is None when it does not exist."""
+
+    name: str
+    view: ConfigMapView | None
+
+
+class RingLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['ring'] if self.extra else ''}] {msg}", kwargs
+
+
+def plain_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the ring's body nobody else mutates, without managedFields (never read, and most
+    of a small object's size)."""
+    plain = copy.deepcopy(dict(body))
+    plain["metadata"] = {k: v for k, v in plain.get("metadata", {}).items()
+                         if k != "managedFields"}
+    return plain
+
+
+class RingWorker:
+    def __init__(self, namespace: str, name: str, *, kube: KubeAdapter, sources: SourceRegistry,
+                 connections: Collection[str], clock: Clock | None = None,
+                 passes: asyncio.Semaphore | None = None,
+                 background: set[asyncio.Task[None]] | None = None,
+                 planning: Executor | None = None):
+        self.namespace, self.name = namespace, name
+        self.kube, self.sources, self.connections = kube, sources, connections
+        self.clock: Clock = clock or SystemClock()
+        self.log = RingLog(log, {"ring": f"{namespace}/{name}"})
+        self.publisher = Publisher(kube, namespace, name, self.log,
+                                   background if background is not None else set())
+        self._passes = passes or asyncio.Semaphore(1)
+        self._planning = planning
+        self.body: dict[str, Any] | None = None
+        self.subscription: Subscription | None = None
+        self.seen: SeenConfigMap | None = None  # None: not read yet
+        # ring.json as last published, kept as text and parsed when needed: a parsed ring per
+        # worker cost ~35 MB over 1000 rings.
+        self.last_published: str | None = None
+        self.verified: Verified | None = None
+        self.pending_since: float | None = None
+        self.fingerprint: tuple[Any, ...] | None = None  # inputs of the last completed pass
+        self.deadline: float | None = None
+        self.namespace_terminating = False
+        self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
+        self.failures = self.conflicts = 0
+        self._wake = asyncio.Event()
+
+    @property
+    def writes(self) -> int:
+        return self.publisher.writes
+
+    # ---- what wakes it --------------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        self.body = plain_body(body)
+        self.wake()
+
+    def configmap_seen(self, name: str, view: ConfigMapView | None) -> None:
+        self.seen = SeenConfigMap(name, view)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def serve(self, stopped: Stopped) -> None:
+        """Run passes whenever woken, until told to stop (deletion, exit, or pausing)."""
+        async def wake_on_stop() -> None:
+            await stopped.wait()
+            self.wake()
+        stopper = asyncio.create_task(wake_on_stop())
+        try:
+            while not stopped:
+                self._wake.clear()
+                timeout = await self.step()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+        finally:
+            stopper.cancel()
+            await self.unsubscribe()
+
+    # ---- one wake-up ----------------------------------------------------------------------------
+
+    async def step(self) -> float | None:
+        """Handle one wake-up; returns seconds until the next one is due (None: when woken)."""
+        self.passes += 1
+        if not self._serving():
+            return None
+        try:
+            timeout = await self._pass_if_needed()
+        except NamespaceTerminating:
+            # The ring goes with its namespace: say so once, and stop writing.
+            self.namespace_terminating = True
+            self.log.info("namespace %s is being deleted; the ring is no longer published",
+                          self.namespace)
+            return None
+        except Conflict:
+            return await self._after_conflict()
+        except Exception as error:  # noqa: BLE001 - one ring's failure never stops the others
+            self.failures += 1
+            timeout = min(RETRY_MAX, RETRY_MIN * 2.0 ** (self.failures - 1))
+            self.log.error("reconcile failed (retry in %.0f s): %s", timeout, safe_text(error),
+                           exc_info=self.failures == 1)
+            return timeout
+        self.failures = self.conflicts = 0
+        return timeout
+
+    def _serving(self) -> bool:
+        """A ring being deleted (alone or with its namespace) is not reconciled any more: its
+        ConfigMap is garbage-collected with it, and recreating it would only fail or leak."""
+        return self.body is not None and not self.namespace_terminating and \
+            not self.body.get("metadata", {}).get("deletionTimestamp")
+
+    async def _after_conflict(self) -> float | None:
+        """The one conflict policy: someone wrote first, so forget what we saw of the ring and its
+        ConfigMap, read the ring again and run the pass again (at once the first time)."""
+        self.conflicts += 1
+        self.seen, self.fingerprint = None, None
+        fresh = await self.kube.read_ring(self.namespace, self.name)
+        if fresh is None:
+            return None  # deleted meanwhile: its events stop the worker
+        self.body = plain_body(fresh)
+        return 0.0 if self.conflicts == 1 else min(RETRY_MAX, 2.0 ** (self.conflicts - 2))
+
+    def _inputs(self) -> tuple[Any, ...]:
+        body = self.body or {}
+        watch = self.subscription.watch if self.subscription else None
+        seen = self.seen and (self.seen.name, self.seen.view and self.seen.view.resource_version)
+        return (body.get("metadata", {}).get("uid"), body.get("metadata", {}).get("generation"),
+                repr(body.get("spec")), watch and watch.key, watch and watch.version, repr(seen))
+
+    async def _pass_if_needed(self) -> float | None:
+        now = self.clock.monotonic()
+        due = self.deadline is not None and now >= self.deadline
+        if not due and self.fingerprint is not None and self.fingerprint == self._inputs():
+            return None if self.deadline is None else self.deadline - now
+        async with self._passes:
+            # The inputs as they were when this pass started: anything that changes while it
+            # runs (a source reply, our own ConfigMap write) makes the next wake run a pass.
+            inputs = self._inputs()
+            self.fingerprint = None
+            timeout = await self.run_pass()
+        self.deadline = None if timeout is None else self.clock.monotonic() + timeout
+        self.fingerprint = inputs
+        return timeout
+
+    # ---- one pass -------------------------------------------------------------------------------
+
+    async def run_pass(self) -> float | None:
+        """Gather, plan, carry out. Returns seconds until it must run again (None: when woken)."""
+        body = self.body or {}
+        ring = RingObject.from_body(body)
+        intent = prepare(ring, self.connections, self.clock.wall())
+        if intent.plan is not None:
+            await self.unsubscribe()
+            await self._carry_out(intent.plan, None, None, body)
+            return intent.plan.requeue_after
+        config = intent.config
+        assert config is not None
+        gathered = await self._gather(config)
+        if gathered is None:
+            return None  # the source's first reply wakes us
+        plan = await self._plan(ring, config, gathered)
+        await self._carry_out(plan, gathered.configmap, gathered.source, body)
+        return plan.requeue_after
+
+    async def _gather(self, config: RingConfig) -> Gathered | None:
+        token = None
+        if config.token:
+            try:
+                token = await self.kube.read_secret_key(self.namespace, config.token.secret,
+                                                        config.token.key)
+            except SecretMissing as error:
+                await self.unsubscribe()
+                return Gathered(None, token_problem=str(error))
+        self._subscribe(config, token)
+        assert self.subscription is not None
+        source = self.subscription.watch.state
+        if source.silent:
+            return None
+        return Gathered(await self._configmap(config.configmap), source,
+                        last_published=self.last_published, verified=self.verified,
+                        pending_since=self.pending_since)
+
+    async def _configmap(self, name: str) -> ConfigMapView | None:
+        if self.seen is None or self.seen.name != name:
+            self.seen = SeenConfigMap(name, await self.kube.read_configmap(self.namespace, name))
+        return self.seen.view
+
+    async def _plan(self, ring: RingObject, config: RingConfig, gathered: Gathered) -> PassPlan:
+        now, now_text = self.clock.monotonic(), self.clock.wall()
+        if self._planning is not None and plan_cost(config, gathered.source) >= HEAVY_PLAN:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._planning, plan_pass, ring, config, gathered,
+                                              now, now_text)
+        return plan_pass(ring, config, gathered, now, now_text)
+
+    async def _carry_out(self, plan: PassPlan, configmap: ConfigMapView | None,
+                         source: SourceState | None, body: dict[str, Any]) -> None:
+        if plan.configmap_unowned:
+            self.seen = None  # not ours, so not watched: read it again next time
+        if plan.configmap is not None:
+            written = await self.publisher.configmap(plan.configmap, configmap)
+            self.seen = SeenConfigMap(written.name, written)
+            self.last_published = written.ring_json
+            self.verified = Verified(written.name, written.resource_version,
+                                     plan.configmap.prometheus_relabel)
+        if plan.subscribe:
+            self.pending_since = plan.pending_since
+        self.publisher.events(plan, body)
+        self.publisher.measure(plan, source, self.clock.monotonic())
+        patched = await self.publisher.status(plan.status, body)
+        if patched is not None:
+            self.body = plain_body({**body, "status": patched.get("status", plan.status),
+                                    "metadata": patched.get("metadata", body.get("metadata"))})
+
+    # ---- the membership subscription ----------------------------------------------------------
+
+    def _subscribe(self, config: RingConfig, token: str | None) -> None:
+        key = self.sources.key_for(config.query, token)
+        if self.subscription and self.subscription.watch.key == key:
+            return
+        old = self.subscription
+        self.subscription = self.sources.subscribe(config.query, token, self.wake)
+        if old:
+            task = asyncio.create_task(self.sources.unsubscribe(old))
+            self.publisher.keep(task)
+
+    async def unsubscribe(self) -> None:
+        if self.subscription:
+            subscription, self.subscription = self.subscription, None
+            await self.sources.unsubscribe(subscription)
+
+
+def plan_cost(config: RingConfig, source: SourceState | None) -> int:
+    """About the work of planning the ring: members x (shards x replication + virtual nodes)."""
+    members = len(source.snapshot.entries) if source and source.snapshot else 0
+    spec = config.ring_spec
+    vnodes = spec.virtual_nodes if spec.algorithm is Algorithm.CONSISTENT else 0
+    return members * (spec.shards * spec.replication + vnodes)

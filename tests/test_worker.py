@@ -1,0 +1,381 @@
+"""The ring worker (the shell) against fakes of its own adapters and a clock that steps: skipped
+passes, changes during a pass, stabilization, conflicts, oversized rings, source errors, suspend.
+No control plane: these run in about a second."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from controller import ringfile
+from controller.sources import Snapshot, SourceState, Subscription
+from controller.views import Conflict, SecretMissing, view_from_dict
+from controller.worker import RingWorker
+
+NAMESPACE, NAME, UID = "team", "scrapers", "uid-1"
+
+
+def entry(i: int) -> dict[str, Any]:
+    return {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+            "Service": {"ID": f"web-{i}", "Address": f"10.0.1.{i}", "Port": 9100},
+            "Status": "passing"}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> str:
+        return f"t+{self.now:.0f}"
+
+
+@dataclass
+class FakeWatch:
+    key: Hashable
+    state: SourceState = field(default_factory=SourceState)
+    version: int = 0
+    subscribers: list[Callable[[], None]] = field(default_factory=list)
+
+
+class FakeSources:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.watches: dict[Hashable, FakeWatch] = {}
+        self.index = itertools.count(1)
+
+    def key_for(self, query: Any, token: str | None) -> Hashable:
+        return (query, token)
+
+    def subscribe(self, query: Any, token: str | None, wake: Callable[[], None]) -> Subscription:
+        watch = self.watches.setdefault(self.key_for(query, token),
+                                        FakeWatch(self.key_for(query, token)))
+        watch.subscribers.append(wake)
+        return Subscription(watch, wake)
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        watch = self.watches.get(subscription.watch.key)
+        if watch is not None:
+            watch.subscribers.remove(subscription.wake)
+            if not watch.subscribers:
+                del self.watches[watch.key]
+
+    async def close(self) -> None:
+        self.watches.clear()
+
+    def active(self) -> int:
+        return len(self.watches)
+
+    def publish(self, state: SourceState) -> None:
+        for watch in self.watches.values():
+            watch.state, watch.version = state, watch.version + 1
+            for wake in watch.subscribers:
+                wake()
+
+    def members(self, count: int) -> None:
+        self.publish(SourceState(Snapshot(next(self.index), [entry(i) for i in range(count)],
+                                          self.clock.monotonic())))
+
+
+class FakeKube:
+    """Objects in memory with resourceVersions; writes are counted; 409s can be injected."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.rv = itertools.count(1)
+        self.ring = {"metadata": {"namespace": NAMESPACE, "name": NAME, "uid": UID,
+                                  "generation": 1, "resourceVersion": str(next(self.rv))},
+                     "spec": spec, "status": {}}
+        self.configmaps: dict[str, dict[str, Any]] = {}
+        self.configmap_writes = self.status_writes = self.configmap_reads = 0
+        self.events: list[tuple[str, str]] = []
+        self.conflicts: list[str] = []  # "configmap" / "status": the next such write gets a 409
+        self.secrets: dict[tuple[str, str], str] = {}
+        self.during_write: Callable[[], None] | None = None
+
+    async def read_configmap(self, namespace: str, name: str):
+        self.configmap_reads += 1
+        body = self.configmaps.get(name)
+        return view_from_dict(body) if body else None
+
+    async def write_configmap(self, namespace, name, data, labels, owner, resource_version):
+        if self.during_write:
+            self.during_write()
+        current = self.configmaps.get(name)
+        if "configmap" in self.conflicts or (current and current["metadata"][
+                "resourceVersion"] != resource_version) or (current is None and resource_version):
+            if "configmap" in self.conflicts:
+                self.conflicts.remove("configmap")
+            raise Conflict("configmap")
+        self.configmap_writes += 1
+        self.configmaps[name] = {"metadata": {"name": name, "labels": dict(labels),
+                                              "ownerReferences": [dict(owner)],
+                                              "resourceVersion": str(next(self.rv))},
+                                 "data": dict(data)}
+        return view_from_dict(self.configmaps[name])
+
+    async def patch_status(self, namespace, name, status, resource_version):
+        if "status" in self.conflicts or resource_version != self.ring["metadata"][
+                "resourceVersion"]:
+            if "status" in self.conflicts:
+                self.conflicts.remove("status")
+                self.ring["metadata"]["resourceVersion"] = str(next(self.rv))  # someone wrote
+            raise Conflict("status")
+        self.status_writes += 1
+        self.ring["status"] = status
+        self.ring["metadata"]["resourceVersion"] = str(next(self.rv))
+        return self.ring
+
+    async def read_ring(self, namespace, name):
+        return self.ring
+
+    async def read_secret_key(self, namespace, name, key):
+        if (name, key) not in self.secrets:
+            raise SecretMissing(f"Secret {name!r} not found")
+        return self.secrets[(name, key)]
+
+    async def post_event(self, ring: Mapping[str, Any], kind, reason, message):
+        self.events.append((kind, reason))
+
+    # what tests look at
+    def published(self) -> ringfile.RingFile:
+        return ringfile.parse(self.configmaps[f"{NAME}-ring"]["data"]["ring.json"])
+
+    def condition(self, kind: str) -> tuple[str, str]:
+        found = next(c for c in self.ring["status"]["conditions"] if c["type"] == kind)
+        return found["status"], found["reason"]
+
+    def edit_spec(self, **changes: Any) -> None:
+        self.ring["spec"] = {**self.ring["spec"], **changes}
+        self.ring["metadata"]["generation"] += 1
+        self.ring["metadata"]["resourceVersion"] = str(next(self.rv))
+
+
+def spec(window: str = "0s", max_delay: str = "0s", **extra: Any) -> dict[str, Any]:
+    return {"service": {"name": "web"}, "shards": 16, "members": {"identity": "id"},
+            "stabilization": {"window": window, "maxDelay": max_delay,
+                              "maxMemberLossPercent": 100}, **extra}
+
+
+@dataclass
+class Setup:
+    kube: FakeKube
+    sources: FakeSources
+    clock: FakeClock
+    worker: RingWorker
+    plans: list[float] = field(default_factory=list)
+
+    async def step(self) -> float | None:
+        """One wake-up, as the worker's loop would run it, then let posted events land."""
+        timeout = await self.worker.step()
+        await asyncio.sleep(0)
+        return timeout
+
+    def observe(self) -> None:
+        self.worker.observe(self.kube.ring)
+
+
+def setup(ring_spec: dict[str, Any]) -> Setup:
+    clock = FakeClock()
+    kube, sources = FakeKube(ring_spec), FakeSources(clock)
+    worker = RingWorker(NAMESPACE, NAME, kube=kube, sources=sources,
+                        connections=frozenset({"default"}), clock=clock)
+    made = Setup(kube, sources, clock, worker)
+    run_pass = worker.run_pass
+
+    async def counted() -> float | None:
+        made.plans.append(clock.now)
+        return await run_pass()
+    worker.run_pass = counted  # type: ignore[method-assign]
+    made.observe()
+    return made
+
+
+async def published_with(s: Setup, members: int) -> None:
+    await s.step()  # subscribes; the source has said nothing yet
+    s.sources.members(members)
+    await s.step()
+    assert len(s.kube.published().assignment.members) == members
+
+
+def test_first_pass_publishes_and_an_unchanged_wake_does_nothing():
+    async def scenario():
+        s = setup(spec())
+        assert await s.step() is None and not s.kube.configmaps  # waiting for the first reply
+        s.sources.members(3)
+        await s.step()
+        assert s.kube.configmap_writes == 1 and s.kube.condition("Ready") == ("True", "Published")
+        assert ("Normal", "Resharded") in s.kube.events
+        await s.step()  # our own write changed the ConfigMap's version: one confirming pass
+        writes, plans, reads = s.kube.status_writes, len(s.plans), s.kube.configmap_reads
+        s.observe()  # our own status patch echoing back: same inputs
+        await s.step()
+        await s.step()
+        assert (s.kube.configmap_writes, s.kube.status_writes, len(s.plans)) == (1, writes, plans)
+        assert s.kube.configmap_reads == reads == 1  # the cached view, no GET per pass
+        # A reply that is not a change bumps nothing; a real one publishes version 2.
+        s.sources.members(4)
+        await s.step()
+        assert s.kube.published().version == 2 and s.kube.configmap_writes == 2
+    asyncio.run(scenario())
+
+
+def test_a_change_arriving_during_a_pass_is_not_lost():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        s.kube.during_write = lambda: s.sources.members(5)  # Consul moves mid-write
+        s.sources.members(4)
+        await s.step()
+        assert len(s.kube.published().assignment.members) == 4
+        s.kube.during_write = None
+        await s.step()  # woken by the change during the write: a new pass, not a skip
+        assert len(s.kube.published().assignment.members) == 5
+    asyncio.run(scenario())
+
+
+def test_stabilization_window_then_max_delay_under_churn():
+    async def scenario():
+        s = setup(spec(window="10s", max_delay="30s"))
+        await published_with(s, 3)  # the first ring is published at once
+        s.sources.members(4)
+        timeout = await s.step()
+        assert timeout == pytest.approx(10) and s.kube.published().version == 1
+        assert s.kube.condition("Stable") == ("False", "Stabilizing")
+        s.clock.now += 10
+        await s.step()
+        assert s.kube.published().version == 2 and s.kube.condition("Stable")[0] == "True"
+        # Churn every 5 s never holds for 10 s; maxDelay publishes 30 s after the first change.
+        start = s.clock.now
+        for count in (5, 6, 5, 6, 5, 6, 5):
+            s.sources.members(count)
+            await s.step()
+            if s.kube.published().version == 3:
+                break
+            s.clock.now += 5
+        assert s.kube.published().version == 3 and s.clock.now - start == pytest.approx(30)
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("what", ["configmap", "status"])
+def test_a_conflict_rereads_and_runs_the_pass_again_at_once(what):
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        s.kube.conflicts.append(what)
+        s.sources.members(4)
+        assert await s.step() == 0  # re-read the ring, run again at once
+        assert s.worker.seen is None  # the ConfigMap is read again too
+        await s.step()
+        assert len(s.kube.published().assignment.members) == 4
+        assert s.kube.ring["status"]["members"] == 4 and s.kube.condition("Ready")[0] == "True"
+        # Repeated conflicts back off instead of looping.
+        s.kube.conflicts.extend([what] * 3)
+        s.sources.members(5)
+        assert [await s.step() for _ in range(3)] == [0, 1.0, 2.0]
+    asyncio.run(scenario())
+
+
+def test_a_ring_too_large_keeps_the_previous_configmap():
+    async def scenario():
+        s = setup(spec(outputs={"prometheusRelabel": True}))
+        await published_with(s, 3)
+        before = dict(s.kube.configmaps[f"{NAME}-ring"])
+        s.kube.edit_spec(shards=65536)
+        s.observe()
+        s.sources.members(200)
+        await s.step()
+        assert s.kube.configmaps[f"{NAME}-ring"] == before
+        assert s.kube.condition("Degraded") == ("True", "RingTooLarge")
+        assert ("Warning", "RingTooLarge") in s.kube.events
+        s.sources.members(201)  # still too large
+        await s.step()
+        assert s.kube.configmaps[f"{NAME}-ring"] == before
+        assert s.kube.events.count(("Warning", "RingTooLarge")) == 1  # once, not every pass
+    asyncio.run(scenario())
+
+
+def test_source_error_keeps_the_ring_then_recovers():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        last = s.kube.published()
+        s.sources.publish(SourceState(last_snapshot(s), error="Consul query failed: Timeout"))
+        await s.step()
+        assert s.kube.published() == last
+        assert s.kube.condition("ConsulReachable") == ("False", "QueryFailed")
+        assert s.kube.condition("Ready") == ("False", "ConsulUnreachable")
+        s.sources.members(4)
+        await s.step()
+        assert s.kube.condition("Ready") == ("True", "Published")
+        assert len(s.kube.published().assignment.members) == 4
+    asyncio.run(scenario())
+
+
+def last_snapshot(s: Setup) -> Snapshot | None:
+    return next(iter(s.sources.watches.values())).state.snapshot
+
+
+def test_suspend_stops_querying_and_writing():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        s.kube.edit_spec(suspend=True)
+        s.observe()
+        await s.step()
+        assert not s.sources.watches  # no query runs for a suspended ring
+        assert s.kube.condition("Ready") == ("False", "Suspended")
+        writes = s.kube.configmap_writes
+        s.kube.edit_spec(suspend=False, shards=32)
+        s.observe()
+        await s.step()
+        s.sources.members(3)
+        await s.step()
+        assert s.kube.configmap_writes == writes + 1 and s.kube.published().version == 2
+    asyncio.run(scenario())
+
+
+def test_a_missing_token_secret_is_reported_and_rechecked():
+    async def scenario():
+        s = setup(spec(consul={"connection": "default",
+                               "tokenSecretRef": {"name": "acl", "key": "token"}}))
+        assert await s.step() == 30.0  # a Secret appearing is announced by no event
+        assert s.kube.condition("Degraded") == ("True", "SecretMissing")
+        assert not s.sources.watches
+        s.kube.secrets[("acl", "token")] = "s3cret"
+        s.clock.now += 30
+        await s.step()
+        assert list(s.sources.watches) == [(s.worker.subscription.watch.key[0], "s3cret")]
+    asyncio.run(scenario())
+
+
+def test_a_heavy_plan_runs_in_the_planning_thread_and_a_light_one_inline():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from controller.worker import HEAVY_PLAN
+
+    class Counting(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            Counting.submitted += 1
+            return super().submit(*args, **kwargs)
+
+    async def scenario():
+        s = setup({**spec(), "shards": 4096})
+        with Counting(max_workers=1) as pool:
+            s.worker._planning = pool
+            await published_with(s, 3)  # cost 3 x 4096: inline
+            assert Counting.submitted == 0
+            members = HEAVY_PLAN // 4096 + 1
+            s.sources.members(members)
+            await s.step()
+            assert Counting.submitted == 1
+            assert len(s.kube.published().assignment.members) == members
+    asyncio.run(scenario())
