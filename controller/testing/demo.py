@@ -131,6 +131,12 @@ def main() -> int:
             print(f"    event Resharded: {event.message}")
         step(f"Done in {time.monotonic() - started:.0f} s; tearing down")
         return 0
+    except SystemExit:
+        if log_path.exists():  # what the operator said is the first thing to look at
+            tail = log_path.read_text(errors="replace").splitlines()[-20:]
+            print("\n    operator log (last lines):\n" + "\n".join(f"    {line}" for line in tail),
+                  file=sys.stderr)
+        raise
     finally:
         if operator is not None:
             operator.terminate()

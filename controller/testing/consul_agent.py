@@ -1,0 +1,124 @@
+"""A Consul agent on loopback: dev mode, or a persistent server with ACLs (default deny) or TLS
+(a throwaway CA), for the fault tests."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .processes import ControlPlaneError, Process, free_port, http_get, run_checked
+
+
+@dataclass
+class ConsulAgent:
+    """A real Consul agent on loopback.
+
+    ``persistent`` runs a single-server agent with a data directory (state survives a restart, for
+    fault tests) instead of ``-dev``; ``acl_token`` turns ACLs on with default deny and that
+    management token; ``tls`` serves HTTPS only, with a CA and certificate made by openssl.
+    """
+
+    assets: Path
+    workdir: Path
+    persistent: bool = False
+    acl_token: str | None = None
+    tls: bool = False
+    process: Process | None = field(init=False, default=None)
+    address: str = field(init=False, default="")
+    ca_file: Path | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.ports = {k: free_port() for k in ("serf_lan", "serf_wan", "server")}
+        if self.tls:
+            self.ca_file = self._make_certificates()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    def _config(self) -> str:
+        ports = " ".join(f"{k} = {v}" for k, v in self.ports.items())
+        web = f"https = {self.port} http = -1" if self.tls else f"http = {self.port}"
+        lines = [f"ports {{ {web} dns = -1 grpc = -1 grpc_tls = -1 {ports} }}"]
+        if self.acl_token:
+            lines.append('acl { enabled = true default_policy = "deny" '
+                         f'tokens {{ initial_management = "{self.acl_token}" }} }}')
+        if self.tls:
+            certs = self.workdir / "tls"
+            lines.append(f'tls {{ defaults {{ ca_file = "{certs}/ca.pem" '
+                         f'cert_file = "{certs}/server.pem" key_file = "{certs}/server.key" '
+                         'verify_incoming = false } }')
+        return "\n".join(lines)
+
+    def start(self) -> None:
+        binary = self.assets / "consul"
+        if not binary.exists():
+            raise ControlPlaneError(f"consul binary not found in {self.assets}")
+        args = [str(binary), "agent", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+                "-node", "shardring-dev", "-log-level", "warn", "-hcl", self._config()]
+        if self.persistent:
+            args += ["-server", "-bootstrap-expect", "1",
+                     "-data-dir", str(self.workdir / "data")]
+        else:
+            args.append("-dev")
+        self.process = Process("consul", args, self.workdir / "consul.log")
+        self.process.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not self.process.running():
+                raise ControlPlaneError(f"consul exited at start-up; last log lines:\n"
+                                        f"{self.process.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise ControlPlaneError(f"consul not healthy after 60 s; last log lines:\n"
+                                f"{self.process.log_tail()}")
+
+    def ready(self) -> bool:
+        body = http_get(f"{self.url}/v1/status/leader", token=self.acl_token,
+                         ca_file=self.ca_file)
+        if not body or body.strip() in (b'""', b""):
+            return False
+        # A server agent answers before its catalog accepts registrations; wait for that too.
+        return http_get(f"{self.url}/v1/agent/self", token=self.acl_token,
+                         ca_file=self.ca_file) is not None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process:
+            self.process.stop(sig=sig)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def client(self, token: str | None = None):
+        import consul
+        client = consul.Consul(host="127.0.0.1", port=self.port,
+                               scheme="https" if self.tls else "http",
+                               verify=str(self.ca_file) if self.ca_file else True)
+        client.token = token or self.acl_token
+        return client
+
+    def _make_certificates(self) -> Path:
+        certs = self.workdir / "tls"
+        certs.mkdir(exist_ok=True)
+        names = ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+        ca_key, ca, key, csr, cert = (certs / n for n in names)
+        ext = certs / "san.cnf"
+        ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:server.dc1.consul\n"
+                       "basicConstraints = CA:FALSE\n")
+        run_checked(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+              "-subj", "/CN=shardring test CA", "-keyout", str(ca_key), "-out", str(ca)],
+             "openssl (CA)")
+        run_checked(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+              "-keyout", str(key), "-out", str(csr)], "openssl (server key)")
+        run_checked(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca),
+                     "-CAkey", str(ca_key),
+              "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert)],
+             "openssl (server certificate)")
+        return ca
