@@ -1,7 +1,8 @@
 """Carrying a pass plan's writes out for one ring: the ConfigMap, the status, events and metrics.
 
-Every write is conditional on the resourceVersion the pass saw; a 409 raises ``Conflict`` and
-the worker's one conflict policy applies (re-read, run the pass again).
+Every write is conditional on the resourceVersion the pass saw. The conflict policy: a 409 re-reads
+what conflicted; a status computed for the ring's current generation is applied again at the fresh
+version, anything else raises ``Conflict`` and the worker runs the pass again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 from . import metrics
 from .planner import DesiredConfigMap, Event, PassPlan
 from .sources import SourceState
-from .views import ConfigMapView
+from .views import ConfigMapView, Conflict
 
 
 class KubeAdapter(Protocol):
@@ -74,8 +75,19 @@ class Publisher:
         if status == body.get("status") or status == self._written_status:
             return None
         metadata = body.get("metadata") or {}
-        patched = await self.kube.patch_status(self.namespace, self.name, status,
-                                               metadata.get("resourceVersion"))
+        try:
+            patched = await self.kube.patch_status(self.namespace, self.name, status,
+                                                   metadata.get("resourceVersion"))
+        except Conflict:
+            # Someone else wrote the ring (kopf's own annotations, usually). A status computed
+            # for the same generation still holds, so it goes in at the fresh version (its
+            # lastChange would otherwise be lost); after a spec edit the pass is planned again.
+            fresh = await self.kube.read_ring(self.namespace, self.name)
+            fresh_metadata = (fresh or {}).get("metadata") or {}
+            if fresh is None or fresh_metadata.get("generation") != metadata.get("generation"):
+                raise
+            patched = await self.kube.patch_status(self.namespace, self.name, status,
+                                                   fresh_metadata.get("resourceVersion"))
         self._written_status = status
         return patched
 
