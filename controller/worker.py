@@ -14,10 +14,10 @@ import copy
 import datetime
 import logging
 import time
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Collection, Hashable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .planner import Gathered, PassPlan, RingObject, Verified, plan_pass, prepare
 from .publish import KubeAdapter, Publisher, safe_text
@@ -56,6 +56,18 @@ class Stopped(Protocol):
     def __bool__(self) -> bool: ...
 
     def wait(self) -> Awaitable[Any]: ...
+
+
+class Inputs(NamedTuple):
+    """What a pass starts from; a wake with the same inputs as the last completed pass is
+    skipped."""
+
+    uid: str | None
+    generation: int | None
+    spec: str
+    watch: Hashable | None
+    watch_version: int | None
+    configmap: str
 
 
 @dataclass(frozen=True)
@@ -103,7 +115,7 @@ class RingWorker:
         self.last_published: str | None = None
         self.verified: Verified | None = None
         self.pending_since: float | None = None
-        self.fingerprint: tuple[Any, ...] | None = None  # inputs of the last completed pass
+        self.fingerprint: Inputs | None = None  # what the last completed pass started from
         self.deadline: float | None = None
         self.namespace_terminating = False
         self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
@@ -188,12 +200,21 @@ class RingWorker:
         self.body = plain_body(fresh)
         return 0.0 if self.conflicts == 1 else min(RETRY_MAX, 2.0 ** (self.conflicts - 2))
 
-    def _inputs(self) -> tuple[Any, ...]:
-        body = self.body or {}
+    def _inputs(self) -> Inputs:
+        metadata = (self.body or {}).get("metadata", {})
         watch = self.subscription.watch if self.subscription else None
         seen = self.seen and (self.seen.name, self.seen.view and self.seen.view.resource_version)
-        return (body.get("metadata", {}).get("uid"), body.get("metadata", {}).get("generation"),
-                repr(body.get("spec")), watch and watch.key, watch and watch.version, repr(seen))
+        return Inputs(metadata.get("uid"), metadata.get("generation"),
+                      repr((self.body or {}).get("spec")), watch.key if watch else None,
+                      watch.version if watch else None, repr(seen))
+
+    @property
+    def settled(self) -> bool:
+        """A completed pass started from the ring and the membership as they are now: it has
+        decided what the ring should be. (Not the ConfigMap: the pass itself may have read or
+        written it since, which runs one more, confirming pass on the next wake.)"""
+        return self.fingerprint is not None and \
+            self.fingerprint._replace(configmap="") == self._inputs()._replace(configmap="")
 
     async def _pass_if_needed(self) -> float | None:
         now = self.clock.monotonic()

@@ -175,13 +175,8 @@ def test_identities_with_unsafe_characters_get_safe_unique_keys(operator, rings,
 
 
 def evaluated(state, namespace: str, name: str, instances: set[str] | None = None):
-    """The ring's worker, once it has finished a pass that started on the Consul snapshot it holds
-    now (of exactly ``instances``, if given), with no pass in flight: it has decided what the ring
-    should be. Otherwise None.
-
-    Relies on the worker's skip-unchanged bookkeeping: ``fingerprint`` is the inputs a completed
-    pass started from (None while one runs), the last of them being the ConfigMap as seen, which
-    the pass itself may have read since (that alone does not start another pass)."""
+    """The ring's worker, once a completed pass started on the Consul snapshot it holds now (of
+    exactly ``instances``, if given): it has decided what the ring should be. Otherwise None."""
     current = state.workers.get((namespace, name))
     if current is None or current.subscription is None:
         return None
@@ -189,8 +184,7 @@ def evaluated(state, namespace: str, name: str, instances: set[str] | None = Non
     if snapshot is None or instances is not None and \
             {entry["Service"]["ID"] for entry in snapshot.entries} != instances:
         return None
-    done = current.fingerprint
-    return current if done is not None and done[:-1] == current._inputs()[:-1] else None
+    return current if current.settled else None
 
 
 def test_restarting_the_operator_moves_nothing_and_writes_nothing(

@@ -219,9 +219,12 @@ def test_first_pass_publishes_and_an_unchanged_wake_does_nothing():
         await s.step()
         assert (s.kube.configmap_writes, s.kube.status_writes, len(s.plans)) == (1, writes, plans)
         assert s.kube.configmap_reads == reads == 1  # the cached view, no GET per pass
+        assert s.worker.settled
         # A reply that is not a change bumps nothing; a real one publishes version 2.
         s.sources.members(4)
+        assert not s.worker.settled  # the membership moved since the last pass started
         await s.step()
+        assert s.worker.settled
         assert s.kube.published().version == 2 and s.kube.configmap_writes == 2
     asyncio.run(scenario())
 
