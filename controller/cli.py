@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="peering priority (default: random, so equal replicas never tie)")
     run.add_argument("--metrics-port", type=int, metavar="PORT",
                      help="serve Prometheus metrics on this port (or SHARDRING_METRICS_PORT)")
+    run.add_argument("--metrics-address", metavar="ADDRESS",
+                     help="listen address for metrics (or SHARDRING_METRICS_ADDRESS; "
+                          "default 0.0.0.0)")
     run.add_argument("--log-format", choices=["plain", "json"], default="plain",
                      help="plain (human-readable, the default) or json (one object per line)")
     run.add_argument("--liveness", metavar="URL",
@@ -171,6 +174,8 @@ def run_operator(args: argparse.Namespace) -> int:
         return 2
     if getattr(args, "metrics_port", None):
         config = dataclasses.replace(config, metrics_port=args.metrics_port)
+    if getattr(args, "metrics_address", None):
+        config = dataclasses.replace(config, metrics_address=args.metrics_address)
     if getattr(args, "log_format", "plain") == "json":
         kopf.configure(log_format=kopf.LogFormat.JSON)
     else:

@@ -244,6 +244,10 @@ class WatcherRegistry:
         if not watcher.subscribers:
             del self.watchers[watcher.key]
             await watcher.stop()
+            query = watcher.key.query
+            if not any((k.query.connection, k.query.service) == (query.connection, query.service)
+                       for k in self.watchers):
+                metrics.forget_query(query.connection, query.service)
 
     async def close(self) -> None:
         for watcher in list(self.watchers.values()):

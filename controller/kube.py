@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import functools
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client as k8s
@@ -16,6 +18,7 @@ from kubernetes import config as k8s_config
 from .views import (
     GROUP,
     PLURAL,
+    TOKEN_LABEL,
     VERSION,
     ConfigMapView,
     Conflict,
@@ -41,10 +44,15 @@ class Kube:
         self.api = api or new_api_client()
         self.core = k8s.CoreV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
+        self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
 
     async def _call(self, fn, *args, **kwargs) -> Any:
+        return await self._in(None, fn, *args, **kwargs)
+
+    async def _in(self, executor: ThreadPoolExecutor | None, fn, *args, **kwargs) -> Any:
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
         except k8s.ApiException as error:
             if error.status == 409:
                 raise Conflict(str(error.reason)) from None
@@ -115,23 +123,28 @@ class Kube:
             source=k8s.V1EventSource(component="shardring-operator"),
             reporting_component="shardring-operator", reporting_instance=_HOSTNAME)
         try:
-            await self._call(self.core.create_namespaced_event, metadata.get("namespace"), event)
+            # One thread of their own: Events never queue ahead of the rings' writes.
+            await self._in(self._events, self.core.create_namespaced_event,
+                           metadata.get("namespace"), event)
         except NamespaceTerminating:
             pass
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        """The decoded value (never logged); SecretMissing names what is missing."""
+        """The decoded value (never logged) of a Secret marked for this use (``TOKEN_LABEL``).
+
+        Whatever is wrong (no such Secret, not marked, no such key, not readable), the message is
+        the same, so a ring's author learns nothing about Secrets they may not read."""
+        refused = SecretMissing(
+            f"Secret {name!r} cannot serve as this ring's Consul token: it must exist in namespace "
+            f"{namespace!r}, carry the label {TOKEN_LABEL}=true and hold the key {key!r}")
         try:
             secret = await self._call(self.core.read_namespaced_secret, name, namespace)
         except k8s.ApiException as error:
-            if error.status == 404:
-                raise SecretMissing(f"Secret {name!r} not found in namespace {namespace!r}") \
-                    from None
-            if error.status == 403:
-                raise SecretMissing(f"the operator may not read Secret {name!r} in namespace "
-                                    f"{namespace!r} (RBAC)") from None
+            if error.status in (403, 404):
+                raise refused from None
             raise
+        labels = (secret.metadata.labels if secret.metadata else None) or {}
         raw = (secret.data or {}).get(key)
-        if raw is None:
-            raise SecretMissing(f"Secret {name!r} has no key {key!r}")
+        if labels.get(TOKEN_LABEL) != "true" or raw is None:
+            raise refused
         return base64.b64decode(raw).decode().strip()

@@ -71,8 +71,18 @@ def serve(port: int, conditions: Callable[[], Iterable[tuple[str, str]]],
 
 
 def forget_ring(namespace: str, ring: str) -> None:
-    for metric in (RING_MEMBERS, RING_VERSION):
+    """A deleted ring's series go with it."""
+    for metric in (RING_MEMBERS, RING_VERSION, RESHARDS, SHARDS_MOVED, CONFIGMAP_WRITES):
         try:
             metric.remove(namespace, ring)
+        except KeyError:
+            pass
+
+
+def forget_query(connection: str, service: str) -> None:
+    """A stopped watcher's series go with it (when no other query of that service runs)."""
+    for metric in (CONSUL_ERRORS, CONSUL_CHANGES):
+        try:
+            metric.remove(connection, service)
         except KeyError:
             pass

@@ -114,9 +114,10 @@ def prepare(ring: RingObject, connections: Collection[str], now_text: str) -> In
     except SpecError as error:
         return Intent(plan=_ended(ring, None, Problem(Reason.INVALID_SPEC, str(error)), now_text))
     if config.query.connection not in connections:
+        # The other connections' names are not this ring's author's business.
         problem = Problem(Reason.UNKNOWN_CONNECTION,
-                          f"spec.consul.connection {config.query.connection!r} is not configured "
-                          f"on the operator (configured: {', '.join(sorted(connections))})")
+                          f"spec.consul.connection {config.query.connection!r} is not a Consul "
+                          f"connection this operator offers; ask its administrators which to use")
         return Intent(plan=_ended(ring, config, problem, now_text))
     if config.suspend:
         return Intent(plan=_ended(ring, config, None, now_text, suspended=True))

@@ -38,6 +38,12 @@ class KubeAdapter(Protocol):
                          message: str) -> None: ...
 
 
+def _reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What an Event needs of the ring: which object it is about (not a copy of all of it)."""
+    metadata = body.get("metadata") or {}
+    return {"metadata": {k: metadata.get(k) for k in ("namespace", "name", "uid")}}
+
+
 def safe_text(error: BaseException) -> str:
     """An exception's text is only its type: client errors can echo request headers."""
     return type(error).__name__
@@ -98,7 +104,7 @@ class Publisher:
                 self.log.warning("%s: %s", event.reason, event.message)
             elif event.reason == "Resharded":
                 self.log.info("resharded: %s", event.message)
-            self.keep(asyncio.create_task(self._post(dict(body), event)))
+            self.keep(asyncio.create_task(self._post(_reference(body), event)))
 
     def keep(self, task: asyncio.Task[None]) -> None:
         """Hold a background task (an Event, an old subscription's end) until it is done."""

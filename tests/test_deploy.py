@@ -101,7 +101,9 @@ def scenario(api_client, core_v1, consul_helper, namespace: str, timeout: float)
     service = f"svc-{uuid.uuid4().hex[:8]}"
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(3)]
     core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
-        metadata=k8s.V1ObjectMeta(name="consul-acl"), string_data={"token": "unused"}))
+        metadata=k8s.V1ObjectMeta(name="consul-acl",
+                                  labels={"shardring.io/consul-token": "true"}),
+        string_data={"token": "unused"}))
     rings.create("rbac", {"service": {"name": service}, "shards": 16,
                           "consul": {"tokenSecretRef": {"name": "consul-acl"}},
                           "stabilization": {"window": "0s", "maxDelay": "0s"}})

@@ -23,6 +23,7 @@ from tests.operator_helpers import Rings, quick, service_name, subprocess_env, w
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[1]
 MANAGEMENT = "management-" + uuid.uuid4().hex
+TOKEN_MARK = {"shardring.io/consul-token": "true"}  # a Secret the ring may use as its token
 # Members named by their Consul service ID, so tests can name them as registered.
 BY_ID = {"identity": "id"}
 
@@ -230,10 +231,12 @@ def test_acl_tokens_come_from_the_rings_secret_and_never_leak(
                                   "node_prefix": {"": {"policy": "read"}}})
     token = management.acl.token.create(policies_id=[policy["ID"]])["SecretID"]
     core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
-        metadata=k8s.V1ObjectMeta(name="consul-acl"), string_data={"token": token}))
+        metadata=k8s.V1ObjectMeta(name="consul-acl", labels=TOKEN_MARK),
+        string_data={"token": token}))
     wrong = "wrong-" + uuid.uuid4().hex
     core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
-        metadata=k8s.V1ObjectMeta(name="consul-wrong"), string_data={"token": wrong}))
+        metadata=k8s.V1ObjectMeta(name="consul-wrong", labels=TOKEN_MARK),
+        string_data={"token": wrong}))
     rings.create("secured", quick(service, consul={
         "connection": "acl", "tokenSecretRef": {"name": "consul-acl"}}))
     rings.wait_ring("secured-ring", lambda r: len(r.assignment.members) == 3, "ring with token")

@@ -59,7 +59,7 @@ SEMANTIC = [
     ({"consul": {"connection": "elsewhere"}}, "UnknownConnection", "elsewhere"),
     ({"consul": {"tokenSecretRef": {"name": "absent"}}}, "SecretMissing", "absent"),
     ({"consul": {"tokenSecretRef": {"name": "consul-acl", "key": "nope"}}}, "SecretMissing",
-     "no key 'nope'"),
+     "hold the key 'nope'"),
     ({"service": {"name": "does-not-exist-anywhere"}}, "NotEnoughMembers", "0 healthy"),
     ({"members": {"identity": "meta:owner"}}, "InvalidMembership", "meta:owner"),
     ({"members": {"weightFrom": "meta:weight"}}, "InvalidMembership", "not a number"),

@@ -1,0 +1,82 @@
+"""One tenant's ring cannot borrow another's Secrets or learn about them, learn the operator's
+other connections, or break on a long name; a deleted ring's metric series go with it. On the
+real API server and Consul agent."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from kubernetes import client as k8s
+
+from controller.testing.scrape import scrape
+from tests.operator_helpers import Rings, quick, service_name, wait_for
+
+pytestmark = pytest.mark.controlplane
+
+
+def degraded(rings: Rings, name: str, reason: str) -> dict:
+    return wait_for(lambda: (c := rings.condition(name, "Degraded")) and c["status"] == "True"
+                    and c["reason"] == reason and c, f"{name}: Degraded {reason}")
+
+
+def test_only_a_secret_marked_for_it_serves_as_a_token_and_nothing_leaks(
+        operator, rings, core_v1, consul_helper, namespace):
+    service = service_name()
+    for n in range(2):
+        consul_helper.register(service, f"{service}-{n}", port=9500 + n)
+    # Someone else's Secret in the same namespace, never meant as a token.
+    core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="db-password"), string_data={"token": "hunter2"}))
+    rings.create("borrower", quick(service, consul={"tokenSecretRef": {"name": "db-password"}}))
+    rings.create("guesser", quick(service, consul={"tokenSecretRef": {"name": "no-such"}}))
+    borrowed, guessed = degraded(rings, "borrower", "SecretMissing"), \
+        degraded(rings, "guesser", "SecretMissing")
+    assert "shardring.io/consul-token=true" in borrowed["message"]
+    # An existing unmarked Secret and a missing one read exactly alike: nothing to probe with.
+    assert borrowed["message"].replace("db-password", "X") == \
+        guessed["message"].replace("no-such", "X")
+    assert not [c for c in core_v1.list_namespaced_config_map(namespace).items
+                if c.metadata.name in ("borrower-ring", "guesser-ring")]
+    assert "hunter2" not in str(rings.get("borrower"))
+
+    # Marked by whoever owns it, the same Secret serves (the dev agent accepts any token).
+    core_v1.patch_namespaced_secret("db-password", namespace, {
+        "metadata": {"labels": {"shardring.io/consul-token": "true"}}})
+    wait_for(lambda: (rings.condition("borrower", "Ready") or {}).get("status") == "True",
+             "the marked Secret accepted (re-checked within 30 s)", timeout=45)
+
+
+def test_an_unknown_connection_does_not_list_the_others(operator, rings):
+    rings.create("stray", quick(service_name(), consul={"connection": "finance-dc"}))
+    message = degraded(rings, "stray", "UnknownConnection")["message"]
+    assert "'finance-dc'" in message and "default" not in message
+
+
+def test_a_name_too_long_for_a_label_value_is_refused_at_apply(rings):
+    with pytest.raises(k8s.ApiException) as refused:
+        rings.create("r" * 64, quick(service_name()))
+    assert refused.value.status == 422 and "at most 63 characters" in refused.value.body
+    rings.create("r" * 63, quick(service_name()))  # the longest name that works
+
+
+def test_a_deleted_rings_series_go_with_it(operator, rings, consul_helper, namespace):
+    service = service_name()
+    ids = [consul_helper.register(service, f"{service}-{n}", port=9600 + n) for n in range(3)]
+    rings.create("counted", quick(service))
+    wait_for(lambda: rings.ring("counted-ring"), "published")
+    consul_helper.set_health(ids[0], passing=False)
+    wait_for(lambda: len(rings.ring("counted-ring").assignment.members) == 2, "resharded")
+    url = f"http://127.0.0.1:{os.environ['SHARDRING_METRICS_PORT']}/metrics"
+    ring_label = f'namespace="{namespace}",ring="counted"'
+    query_label = f'service="{service}"'
+
+    def series() -> list[str]:
+        return [k for k in scrape(url) if ring_label in k or query_label in k]
+    present = wait_for(lambda: (found := series()) and
+                       any(k.startswith("shardring_reshards_total") for k in found) and found,
+                       "the ring's series")
+    assert any(k.startswith("shardring_consul_membership_changes_total") for k in present)
+    rings.delete("counted")
+    wait_for(lambda: not series(), "every series of the ring and of its query gone")
+
