@@ -7,6 +7,7 @@ import asyncio
 import base64
 import datetime
 import functools
+import logging
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from .views import (
 )
 
 _HOSTNAME = os.environ.get("HOSTNAME", "")
+log = logging.getLogger("shardring.kube")
 
 
 def new_api_client() -> k8s.ApiClient:
@@ -140,6 +142,10 @@ class Kube:
         try:
             secret = await self._call(self.core.read_namespaced_secret, name, namespace)
         except k8s.ApiException as error:
+            if error.status == 403:
+                # The ring's author sees only ``refused``; the operator's admin, the real cause.
+                log.warning("reading Secret %s/%s is forbidden to the operator (RBAC): its "
+                            "ServiceAccount needs get on secrets there", namespace, name)
             if error.status in (403, 404):
                 raise refused from None
             raise

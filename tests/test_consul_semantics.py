@@ -63,15 +63,16 @@ def test_a_service_registered_on_many_nodes_without_ids_makes_a_ring(operator, r
     rings.create("plain", quick(service))  # the default identity
     expected = sorted(f"{node}/{service}" for node in nodes)
     wait_for(lambda: member_ids(rings, "plain-ring") == expected, "a ring of node/id members")
-    assert rings.condition("plain", "Ready")["status"] == "True"
-    version = rings.get("plain")["status"]["ringVersion"]
+    wait_for(lambda: (rings.condition("plain", "Ready") or {}).get("status") == "True", "Ready")
+    version = rings.ring("plain-ring").version  # the status may still be on its way
 
     # Re-registering an instance (an agent restart does this) gives it the same identity.
     catalog.client.catalog.deregister(nodes[0], service_id=service)
     wait_for(lambda: len(member_ids(rings, "plain-ring")) == 2, "the instance gone")
     catalog.register(nodes[0], service, 9000)
-    wait_for(lambda: member_ids(rings, "plain-ring") == expected, "the same identity back")
-    assert rings.get("plain")["status"]["ringVersion"] == version + 2
+    back = rings.wait_ring("plain-ring", lambda r: [m.id for m in r.assignment.members] ==
+                           expected, "the same identity back")
+    assert back.version == version + 2
 
     # A true collision under an explicit rule is still refused, clearly, with nothing published.
     rings.create("by-id", quick(service, members={"identity": "id"}))

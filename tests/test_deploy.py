@@ -192,7 +192,9 @@ def without_secret_access(outcome: Outcome) -> None:
     ready, degraded = outcome.condition("Ready"), outcome.condition("Degraded")
     assert (ready["status"], ready["reason"]) == ("False", "SecretMissing")
     assert (degraded["status"], degraded["reason"]) == ("True", "SecretMissing")
-    assert "may not read Secret 'consul-acl'" in ready["message"] and "(RBAC)" in ready["message"]
+    # The ring's author learns only that the Secret is not usable; the admin's log says why.
+    assert "Secret 'consul-acl' cannot serve as this ring's Consul token" in ready["message"]
+    assert "Secret" in outcome.log and "is forbidden to the operator (RBAC)" in outcome.log
 
 
 def without_events(outcome: Outcome) -> None:
