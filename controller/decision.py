@@ -93,7 +93,10 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
         before = {m.id for m in previous.assignment.members}
         after = {m.id for m in members}
         removed, added = before - after, after - before
-        if before and len(removed) * 100 > guard.max_member_loss_percent * len(before):
+        # A new identity rule renames every member: that is a spec change, not members leaving.
+        renamed = previous.service.get("identity") != config.identity
+        if before and not renamed and \
+                len(removed) * 100 > guard.max_member_loss_percent * len(before):
             return Decision(previous, problem=Problem(
                 Reason.MEMBER_LOSS,
                 f"{len(removed)} of {len(before)} members left at once, more than "

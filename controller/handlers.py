@@ -134,6 +134,9 @@ async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: 
     if worker.body is None:
         worker.observe(body)
     await worker.serve(stopped)
+    if memo.workers.get((namespace, name)) is not worker:
+        # Deleted: a pass that was still in flight may have recreated the ring's series.
+        metrics.forget_ring(namespace, name)
 
 
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)

@@ -161,4 +161,7 @@ class Kube:
         raw = (secret.data or {}).get(key)
         if labels.get(TOKEN_LABEL) != "true" or raw is None:
             raise refused
-        return base64.b64decode(raw).decode().strip()
+        try:
+            return base64.b64decode(raw).decode().strip()
+        except ValueError:  # not UTF-8 text: the message must not quote any of it
+            raise refused from None

@@ -97,9 +97,13 @@ class Publisher:
         self._written_status = status
         return patched
 
-    def events(self, plan: PassPlan, body: Mapping[str, Any]) -> None:
-        """Posted beside the pass, never holding it up; the problem goes to the log too."""
+    def events(self, plan: PassPlan, body: Mapping[str, Any], warnings: bool) -> None:
+        """Posted beside the pass, never holding it up; the problem goes to the log too.
+        ``warnings``: the Warning events (posted once the status recording the problem is
+        written, so a failing status patch does not repeat them), else the others."""
         for event in plan.events:
+            if (event.type == "Warning") != warnings:
+                continue
             if event.type == "Warning":
                 self.log.warning("%s: %s", event.reason, event.message)
             elif event.reason == "Resharded":

@@ -173,14 +173,20 @@ class RingWorker:
                           self.namespace)
             return None
         except Conflict:
-            return await self._after_conflict()
+            try:
+                return await self._after_conflict()
+            except Exception as error:  # noqa: BLE001 - the re-read failed: back off as below
+                return self._failed(error)
         except Exception as error:  # noqa: BLE001 - one ring's failure never stops the others
-            self.failures += 1
-            timeout = min(RETRY_MAX, RETRY_MIN * 2.0 ** (self.failures - 1))
-            self.log.error("reconcile failed (retry in %.0f s): %s", timeout, safe_text(error),
-                           exc_info=self.failures == 1)
-            return timeout
+            return self._failed(error)
         self.failures = self.conflicts = 0
+        return timeout
+
+    def _failed(self, error: Exception) -> float:
+        self.failures += 1
+        timeout = min(RETRY_MAX, RETRY_MIN * 2.0 ** (self.failures - 1))
+        self.log.error("reconcile failed (retry in %.0f s): %s", timeout, safe_text(error),
+                       exc_info=self.failures == 1)
         return timeout
 
     def _serving(self) -> bool:
@@ -294,12 +300,13 @@ class RingWorker:
                                      plan.configmap.prometheus_relabel)
         if plan.subscribe:
             self.pending_since = plan.pending_since
-        self.publisher.events(plan, body)
+        self.publisher.events(plan, body, warnings=False)
         self.publisher.measure(plan, source, self.clock.monotonic())
         patched = await self.publisher.status(plan.status, body)
-        if patched is not None:
+        if patched is not None and self.body is body:  # a newer body that came meanwhile wins
             self.body = plain_body({**body, "status": patched.get("status", plan.status),
                                     "metadata": patched.get("metadata", body.get("metadata"))})
+        self.publisher.events(plan, body, warnings=True)
 
     # ---- the membership subscription ----------------------------------------------------------
 

@@ -343,3 +343,16 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, members, args, message):
     assert result.returncode == 2 and message in result.stderr
     if "invalid choice" not in message:
         assert result.stderr.count("\n") == 1
+
+
+def test_switching_the_identity_rule_publishes_at_once_despite_the_loss_guard():
+    by_id = config_for(members={"identity": "id"},
+                       stabilization={"window": "1h", "maxDelay": "2h"})
+    ring = published(by_id, members("a", "b", "c"))
+    renamed = members_from([entry(i, port=9000 + n) for n, i in enumerate("abc")], "node/id")
+    by_node = config_for(members={"identity": "node/id"},
+                         stabilization={"window": "1h", "maxDelay": "2h"})
+    switched = decide(by_node, renamed, 9, ring, shard_ring={}, now=1, seen_at=1,
+                      pending_since=None)
+    assert switched.problem is None and switched.changed  # every id is new: not "members left"
+    assert [m.id for m in switched.ring.assignment.members] == ["n1/a", "n1/b", "n1/c"]
