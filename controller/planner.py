@@ -74,9 +74,11 @@ class DesiredConfigMap:
     labels: Mapping[str, str]
     owner: Mapping[str, Any]
     prometheus_relabel: bool  # part of what the data renders: a Verified version records it
+    # Hashed with the plan (in the planning thread for a big ring), not on the event loop.
+    digest: str
 
     def matches(self, current: ConfigMapView) -> bool:
-        return current.data_digest == data_digest(dict(self.data)) and \
+        return current.data_digest == self.digest and \
             all(current.labels.get(k) == v for k, v in self.labels.items())
 
 
@@ -163,7 +165,7 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
             desired = DesiredConfigMap(config.configmap, data,
                                        {**MANAGED_BY, RING_LABEL: ring.name},
                                        owner_reference(ring.name, ring.uid),
-                                       config.prometheus_relabel)
+                                       config.prometheus_relabel, data_digest(data))
             published = decision.ring
     status = build_status(ring, config, decision.problem, source, decision, now_text)
     events = _warnings(ring, decision.problem)
