@@ -21,8 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import consul
 import consul.aio
+from consul import base
 from consul.exceptions import BadRequest
 
 from . import metrics
@@ -47,6 +49,60 @@ REFUSAL_TEXT_MAX = 300  # characters of Consul's own explanation kept for the ri
 # (100) would make the 101st distinct query wait. Consul's own limit is the agent's
 # limits.http_max_conns_per_client (200 by default).
 MAX_CONNECTIONS = 10000
+# A reply this big is decoded in a thread: ~20 ms of json.loads per MB would stall every ring.
+DECODE_OFF_LOOP_BYTES = 1 << 20
+
+
+class ReplyTooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"the Consul reply is larger than this operator's maxReplyBytes limit "
+                         f"({limit} bytes); narrow spec.service (tags, nodeMeta, filter)")
+
+
+class BoundedHTTPClient(consul.aio.HTTPClient):
+    """py-consul's aiohttp client, reading no more of a reply than the operator's limit and
+    decoding a big one off the event loop."""
+
+    def __init__(self, *args: Any, max_bytes: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_bytes = max_bytes
+
+    async def _request(self, callback: Callable[[base.Response], Any], method: str, uri: str,
+                       headers: dict[str, str] | None, data: Any = None,
+                       connections_timeout: float | None = None, raw: bool = False) -> Any:
+        timeout = aiohttp.ClientTimeout(total=connections_timeout) if connections_timeout \
+            else None
+        async with self._session.request(method, uri, headers=headers, data=data,
+                                         **({"timeout": timeout} if timeout else {})) as resp:
+            if resp.content_length is not None and resp.content_length > self.max_bytes:
+                raise ReplyTooLarge(self.max_bytes)
+            chunks, size = [], 0
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise ReplyTooLarge(self.max_bytes)
+                chunks.append(chunk)
+            if resp.status == 599:
+                raise consul.Timeout
+            body = b"".join(chunks)
+            del chunks
+            reply = base.Response(resp.status, resp.headers, body if raw else body.decode())
+        if size > DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(callback, reply)
+        return callback(reply)
+
+
+class BoundedConsul(consul.aio.Consul):
+    def __init__(self, *args: Any, max_reply_bytes: int, **kwargs: Any):
+        self.max_reply_bytes = max_reply_bytes
+        super().__init__(*args, **kwargs)
+
+    def http_connect(self, host: str, port: int, scheme: str, verify: bool | str = True,
+                     cert: Any = None) -> BoundedHTTPClient:
+        return BoundedHTTPClient(host, port, scheme, loop=self.loop,
+                                 connections_limit=self.connections_limit,
+                                 connections_timeout=self.connections_timeout, verify=verify,
+                                 cert=cert, max_bytes=self.max_reply_bytes)
 
 
 @dataclass(frozen=True)
@@ -82,13 +138,12 @@ def _canonical(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return slim
 
 
-def new_client(connection: ConsulConnection) -> consul.aio.Consul:
+def new_client(connection: ConsulConnection, max_reply_bytes: int) -> consul.aio.Consul:
     """One client (one aiohttp session and connection pool) per Consul connection, shared by all
     its watchers: a client per watcher loaded the CA store each time, ~0.9 MB per service query."""
-    client = consul.aio.Consul(host=connection.host, port=connection.port,
-                               scheme=connection.scheme,
-                               verify=connection.verify if connection.scheme == "https" else False,
-                               connections_limit=MAX_CONNECTIONS)
+    client = BoundedConsul(host=connection.host, port=connection.port, scheme=connection.scheme,
+                           verify=connection.verify if connection.scheme == "https" else False,
+                           connections_limit=MAX_CONNECTIONS, max_reply_bytes=max_reply_bytes)
     # py-consul lets CONSUL_HTTP_TOKEN override the constructor's token; every request here
     # carries the ring's own token explicitly, and nothing falls back to the environment.
     client.token = None
@@ -147,7 +202,10 @@ class Watcher:
                 # A broken connection is dropped from the pool by aiohttp; the retry opens
                 # a new one.
                 await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
-                cap = REFUSED_BACKOFF_MAX if self.state.refused else BACKOFF_MAX
+                # Only a spec change fixes a refused or oversized query (and it starts a new
+                # watcher): asking again soon would only cost Consul and us the same reply.
+                slow = self.state.refused or self.state.over_limit
+                cap = REFUSED_BACKOFF_MAX if slow else BACKOFF_MAX
                 backoff = min(cap, backoff * 2)
                 continue
             backoff = BACKOFF_START
@@ -163,16 +221,20 @@ class Watcher:
         denied = isinstance(error, consul.ACLPermissionDenied)
         refused = isinstance(error, BadRequest) or (
             isinstance(error, consul.ConsulException) and _BEXPR_REFUSAL in str(error))
+        over_limit = isinstance(error, ReplyTooLarge)
         message = "Consul refused the ACL token (permission denied)" if denied else \
             f"Consul query failed: {type(error).__name__}"
-        if refused:
+        if over_limit:
+            message = str(error)
+        elif refused:
             message = f"Consul refused the query: {self._refusal(error)}"
         elif not denied and isinstance(error, consul.ConsulException):
             message = "Consul query failed: Consul returned an error"
         if self.state.error != message:
             log.warning("%s for service %s", message, self.key.query.service)
             self.state = SourceState(snapshot=self.state.snapshot, error=message,
-                                     permission_denied=denied, refused=refused)
+                                     permission_denied=denied, refused=refused,
+                                     over_limit=over_limit)
             self._notify()
 
     def _refusal(self, error: BaseException) -> str:
@@ -214,6 +276,7 @@ async def _close(client: consul.aio.Consul) -> None:
 @dataclass
 class WatcherRegistry:
     connections: dict[str, ConsulConnection]
+    max_reply_bytes: int = 64 << 20
     watchers: dict[WatchKey, Watcher] = field(default_factory=dict)
     clients: dict[str, consul.aio.Consul] = field(default_factory=dict)
 
@@ -229,7 +292,8 @@ class WatcherRegistry:
         watcher = self.watchers.get(key)
         if watcher is None:
             if query.connection not in self.clients:
-                self.clients[query.connection] = new_client(self.connections[query.connection])
+                self.clients[query.connection] = new_client(
+                    self.connections[query.connection], self.max_reply_bytes)
             watcher = Watcher(key, self.clients[query.connection], token)
             self.watchers[key] = watcher
             watcher.start()

@@ -47,6 +47,9 @@ class Reason(str, Enum):
     INVALID_QUERY = "InvalidQuery"
     NOT_ENOUGH_MEMBERS = "NotEnoughMembers"
     MEMBER_LOSS = "MemberLoss"
+    DATACENTER_NOT_ALLOWED = "DatacenterNotAllowed"
+    TOKEN_REQUIRED = "TokenRequired"
+    LIMIT_EXCEEDED = "LimitExceeded"
 
     def __str__(self) -> str:
         return self.value
@@ -72,10 +75,12 @@ class Decision:
 def decide(config: RingConfig, membership: Membership, consul_index: int,
            previous: ringfile.RingFile | None, *, shard_ring: dict[str, str],
            now: float, seen_at: float, pending_since: float | None,
-           last_version: int = 0) -> Decision:
+           last_version: int = 0, not_before: float | None = None) -> Decision:
     """``seen_at``: when Consul first reported this membership; ``pending_since``: when the
     membership first differed from the published one; ``last_version``: the highest version ever
-    published (from status), so numbering continues even if the ConfigMap was lost."""
+    published (from status), so numbering continues even if the ConfigMap was lost;
+    ``not_before``: no membership change is published before this time (the operator's minimum
+    interval between versions, whatever the window)."""
     members = membership.members
     guard = config.stabilization
     needed = max(guard.min_members, config.ring_spec.replication, 1)
@@ -112,6 +117,8 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
                 ready_at = min(ready_at, pending_since + guard.max_delay)
             if now < ready_at:
                 return Decision(previous, wait_until=ready_at)
+        if members_changed and not spec_changed and not_before is not None and now < not_before:
+            return Decision(previous, wait_until=not_before)
     else:
         removed, added = set(), {m.id for m in members}
     try:

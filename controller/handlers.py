@@ -48,7 +48,8 @@ class Operator:
 
     def start(self) -> None:
         self.kube = self.kube or Kube()
-        self.sources = self.sources or WatcherRegistry(dict(self.config.connections))
+        self.sources = self.sources or WatcherRegistry(dict(self.config.connections),
+                                                       self.config.limits.max_reply_bytes)
         self.passes = asyncio.Semaphore(PARALLEL_PASSES)
         self.planning = ThreadPoolExecutor(max_workers=2, thread_name_prefix="planner")
 
@@ -65,7 +66,7 @@ class Operator:
             assert self.kube is not None and self.sources is not None
             self.workers[key] = RingWorker(
                 namespace, name, kube=self.kube, sources=self.sources,
-                connections=frozenset(self.config.connections), passes=self.passes,
+                connections=self.config.access(), limits=self.config.limits, passes=self.passes,
                 background=self.background, planning=self.planning)
         return self.workers[key]
 

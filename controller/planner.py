@@ -10,7 +10,7 @@ events, run again after ``requeue_after``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +19,17 @@ from .conditions import Condition, merge
 from .decision import Decision, Problem, Reason, decide
 from .membership import MembershipError, members_from
 from .render import RingTooLarge, configmap_data
+from .ring import work
+from .settings import Access, Limits
 from .sources import SourceState
 from .spec import RingConfig, SpecError, parse_spec
 from .views import MANAGED_BY, RING_LABEL, ConfigMapView, data_digest, owner_reference
 
 # For what no event announces: a token Secret appearing, a conflicting ConfigMap going away.
 RECHECK = 30.0
+# A ring bigger than this waits proportionally more than limits.min_publish_interval between
+# versions: with the default 0.1 s, no ring writes more than about 1 MiB a second.
+BYTES_PER_PUBLISH_INTERVAL = 100 << 10
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class Gathered:
     last_published: str | None = None  # ring.json as this operator last published it
     verified: Verified | None = None
     pending_since: float | None = None  # when the membership first differed from the published
+    last_publish: float | None = None  # when this operator last published a new version
+    last_publish_bytes: int = 0  # and how big its ConfigMap data was
 
 
 @dataclass(frozen=True)
@@ -110,20 +117,41 @@ class Intent:
     plan: PassPlan | None = None
 
 
-def prepare(ring: RingObject, connections: Collection[str], now_text: str) -> Intent:
+def prepare(ring: RingObject, connections: Mapping[str, Access], now_text: str) -> Intent:
     try:
         config = parse_spec(ring.name, ring.spec)
     except SpecError as error:
         return Intent(plan=_ended(ring, None, Problem(Reason.INVALID_SPEC, str(error)), now_text))
-    if config.query.connection not in connections:
-        # The other connections' names are not this ring's author's business.
-        problem = Problem(Reason.UNKNOWN_CONNECTION,
-                          f"spec.consul.connection {config.query.connection!r} is not a Consul "
-                          f"connection this operator offers; ask its administrators which to use")
+    problem = _access_problem(ring.namespace, config, connections)
+    if problem is not None:
         return Intent(plan=_ended(ring, config, problem, now_text))
     if config.suspend:
         return Intent(plan=_ended(ring, config, None, now_text, suspended=True))
     return Intent(config=config)
+
+
+def _access_problem(namespace: str, config: RingConfig,
+                    connections: Mapping[str, Access]) -> Problem | None:
+    name = config.query.connection
+    access = connections.get(name)
+    if access is None or not access.serves(namespace):
+        # One answer for "no such connection" and "not yours": the other connections' names,
+        # and who may use them, are not this ring's author's business.
+        return Problem(Reason.UNKNOWN_CONNECTION,
+                       f"spec.consul.connection {name!r} is not a Consul connection this operator "
+                       f"offers to namespace {namespace!r}; ask its administrators which to use")
+    if not access.allows_datacenter(config.query.datacenter):
+        allowed = ", ".join(access.datacenters or ())
+        return Problem(Reason.DATACENTER_NOT_ALLOWED,
+                       f"spec.service.datacenter {config.query.datacenter!r} is not allowed on "
+                       f"connection {name!r} (allowed: {allowed}); leave it out to use the "
+                       f"agent's own datacenter")
+    if access.require_token and config.token is None:
+        return Problem(Reason.TOKEN_REQUIRED,
+                       f"connection {name!r} refuses anonymous queries: set "
+                       f"spec.consul.tokenSecretRef to a Secret marked "
+                       f"shardring.io/consul-token=true")
+    return None
 
 
 def _ended(ring: RingObject, config: RingConfig | None, problem: Problem | None, now_text: str,
@@ -134,7 +162,7 @@ def _ended(ring: RingObject, config: RingConfig | None, problem: Problem | None,
 
 
 def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: float,
-              now_text: str) -> PassPlan:
+              now_text: str, limits: Limits = Limits()) -> PassPlan:
     """``now`` is monotonic (stabilization deadlines); ``now_text`` the wall clock for status."""
     if gathered.token_problem is not None:
         return _ended(ring, config, Problem(Reason.SECRET_MISSING, gathered.token_problem),
@@ -151,7 +179,7 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                         requeue_after=RECHECK, pending_since=gathered.pending_since,
                         configmap_unowned=True)
     previous, from_configmap = _previous(configmap, gathered.last_published)
-    decision = _decide(ring, config, source, previous, gathered.pending_since, now)
+    decision = _decide(ring, config, source, previous, gathered, now, limits)
     desired, published = None, previous
     keeps_verified = not decision.changed and from_configmap and configmap is not None and \
         gathered.verified == Verified(configmap.name, configmap.resource_version,
@@ -194,23 +222,51 @@ def _previous(configmap: ConfigMapView | None, last_published: str | None
 
 
 def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
-            previous: ringfile.RingFile | None, pending_since: float | None,
-            now: float) -> Decision:
+            previous: ringfile.RingFile | None, gathered: Gathered, now: float,
+            limits: Limits) -> Decision:
     if source is not None and source.refused:
         reason = Reason.INVALID_FILTER if config.query.filter else Reason.INVALID_QUERY
         return Decision(previous, problem=Problem(
             reason, f"{source.error}. Fix spec.service; the last published ring is kept."))
+    if source is not None and source.over_limit:
+        return Decision(previous, problem=Problem(
+            Reason.LIMIT_EXCEEDED, f"{source.error}. The last published ring is kept."))
     if source is None or source.error is not None or source.snapshot is None:
         return Decision(previous)  # the source is unreachable or silent: publish nothing new
+    instances = len(source.snapshot.entries)
+    if instances > limits.max_members:
+        return _over_limit(previous, f"the query returns {instances} instances, more than this "
+                           f"operator's maxMembers limit ({limits.max_members})",
+                           "narrow spec.service (tags, nodeMeta, filter)")
     try:
         membership = members_from(source.snapshot.entries, config.identity, config.weight_from,
                                   config.zone_from)
     except MembershipError as error:
         return Decision(previous, problem=Problem(Reason.INVALID_MEMBERSHIP, str(error)))
+    cost = work(config.ring_spec, len(membership.members))
+    if cost > limits.max_ring_work:
+        return _over_limit(previous, f"computing this ring ({config.ring_spec.algorithm.value}, "
+                           f"{len(membership.members)} members) would cost {cost} units, more "
+                           f"than this operator's maxRingWork limit ({limits.max_ring_work})",
+                           "lower spec.virtualNodes or spec.shards, or use algorithm: balanced")
     return decide(config, membership, source.snapshot.index, previous,
                   shard_ring={"namespace": ring.namespace, "name": ring.name}, now=now,
-                  seen_at=source.snapshot.received, pending_since=pending_since,
-                  last_version=int(ring.status.get("ringVersion") or 0))
+                  seen_at=source.snapshot.received, pending_since=gathered.pending_since,
+                  last_version=int(ring.status.get("ringVersion") or 0),
+                  not_before=_not_before(gathered, limits))
+
+
+def _not_before(gathered: Gathered, limits: Limits) -> float | None:
+    if gathered.last_publish is None:
+        return None
+    intervals = max(1, -(-gathered.last_publish_bytes // BYTES_PER_PUBLISH_INTERVAL))
+    return gathered.last_publish + limits.min_publish_interval * intervals
+
+
+def _over_limit(previous: ringfile.RingFile | None, what: str, fix: str) -> Decision:
+    return Decision(previous, problem=Problem(
+        Reason.LIMIT_EXCEEDED, f"{what}; {fix}, or ask the operator's administrators to raise "
+                               f"it. The last published ring is kept."))
 
 
 def _requeue(decision: Decision, now: float) -> float | None:
@@ -274,6 +330,8 @@ def conditions_for(problem: Problem | None, source: SourceState | None,
                               "no Consul query is running for this ring")
     elif source.refused:
         reachable = Condition("ConsulReachable", True, "QueryRefused", source.error or "")
+    elif source.over_limit:
+        reachable = Condition("ConsulReachable", True, "LimitExceeded", source.error or "")
     elif source.error:
         reachable = Condition("ConsulReachable", False,
                               "PermissionDenied" if source.permission_denied else "QueryFailed",
@@ -282,7 +340,8 @@ def conditions_for(problem: Problem | None, source: SourceState | None,
         reachable = Condition("ConsulReachable", True, "QuerySucceeded", "")
     waiting = decision is not None and decision.wait_until is not None
     stable = Condition("Stable", not waiting, "Stabilizing" if waiting else "Settled",
-                       "a membership change is waiting out spec.stabilization.window"
+                       "a membership change is waiting out spec.stabilization.window (or the "
+                       "operator's minimum interval between ring versions)"
                        if waiting else "")
     degraded = Condition("Degraded", problem is not None,
                          str(problem.reason) if problem else "AsExpected",

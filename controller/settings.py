@@ -5,16 +5,26 @@ point the operator at an arbitrary URL. ``SHARDRING_CONSUL_CONNECTIONS`` names a
 
     connections:
       default: {address: "consul.consul.svc:8501", scheme: https, caFile: /etc/consul/ca.pem}
-      dc2: {address: "10.1.0.5:8500"}
+      payments:
+        address: "consul-payments.consul.svc:8501"
+        caFile: /etc/consul/ca.pem
+        namespaces: [payments, "payments-*"]   # who may use it (default: every namespace)
+        datacenters: [dc1]                     # which datacenters rings may name (default: any)
+        requireToken: true                     # refuse rings without spec.consul.tokenSecretRef
 
 Without it there is one connection, ``default``, from ``CONSUL_HTTP_ADDR`` (and ``CONSUL_CACERT``
 for TLS), as the consul CLI reads them.
+
+Limits bound what one ring may cost the operator (``SHARDRING_MAX_MEMBERS`` and the like, see
+``Limits``); a ring over a limit is Degraded and costs nothing more.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import yaml
@@ -25,16 +35,32 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class Access:
+    """Who may use a connection, and how."""
+
+    namespaces: tuple[str, ...] | None = None  # names or shell patterns; None: every namespace
+    datacenters: tuple[str, ...] | None = None  # None: any; a ring naming none uses the agent's
+    require_token: bool = False  # refuse rings that would query anonymously
+
+    def serves(self, namespace: str) -> bool:
+        return self.namespaces is None or any(fnmatchcase(namespace, p) for p in self.namespaces)
+
+    def allows_datacenter(self, datacenter: str | None) -> bool:
+        return datacenter is None or self.datacenters is None or datacenter in self.datacenters
+
+
+@dataclass(frozen=True)
 class ConsulConnection:
     name: str
     host: str = "127.0.0.1"
     port: int = 8500
     scheme: str = "http"
     verify: bool | str = True  # True, or the path of a CA bundle
+    access: Access = Access()
 
     @classmethod
     def from_address(cls, name: str, address: str, ca_file: str | None = None,
-                     scheme: str | None = None) -> ConsulConnection:
+                     scheme: str | None = None, access: Access = Access()) -> ConsulConnection:
         if "://" in address:
             scheme, address = address.split("://", 1)
         host, _, port = address.rpartition(":")
@@ -43,7 +69,46 @@ class ConsulConnection:
         scheme = scheme or ("https" if ca_file else "http")
         if scheme not in ("http", "https"):
             raise SettingsError(f"Consul connection {name!r}: scheme must be http or https")
-        return cls(name, host, int(port), scheme, ca_file or True)
+        return cls(name, host, int(port), scheme, ca_file or True, access)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one ring may cost, checked before the work is done. The defaults keep an operator
+    with a 512 Mi memory limit well inside it (bench/results/limits.md)."""
+
+    # Instances in one ring's membership query.
+    max_members: int = 10_000
+    # The ring engine's work, by algorithm (see ``ring_work``): 32 M is ~0.5 s of rendezvous, or
+    # 4 M virtual-node points (~150 MB) for consistent.
+    max_ring_work: int = 32_000_000
+    # One membership reply, read no further than this (a 10 000-instance Consul reply is ~N MB).
+    max_reply_bytes: int = 64 << 20
+    # Seconds between two versions of one ring, whatever its window (membership churn), longer
+    # in proportion for a ConfigMap over 100 KiB (planner.BYTES_PER_PUBLISH_INTERVAL); spec
+    # changes apply at once.
+    min_publish_interval: float = 0.1
+
+    ENV = {"max_members": "SHARDRING_MAX_MEMBERS", "max_ring_work": "SHARDRING_MAX_RING_WORK",
+           "max_reply_bytes": "SHARDRING_MAX_REPLY_BYTES",
+           "min_publish_interval": "SHARDRING_MIN_PUBLISH_INTERVAL"}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Limits:
+        values: dict[str, float | int] = {}
+        for attribute, variable in cls.ENV.items():
+            text = env.get(variable)
+            if not text:
+                continue
+            kind = float if attribute == "min_publish_interval" else int
+            try:
+                value = kind(text)
+            except ValueError:
+                raise SettingsError(f"{variable}={text!r} is not a number") from None
+            if value < 0:
+                raise SettingsError(f"{variable} must not be negative")
+            values[attribute] = value
+        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -53,6 +118,10 @@ class OperatorConfig:
     connections: dict[str, ConsulConnection] = field(default_factory=dict)
     metrics_port: int | None = None
     metrics_address: str = "0.0.0.0"
+    limits: Limits = Limits()
+
+    def access(self) -> dict[str, Access]:
+        return {name: connection.access for name, connection in self.connections.items()}
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
@@ -66,7 +135,8 @@ class OperatorConfig:
                 "https" if env.get("CONSUL_HTTP_SSL", "").lower() == "true" else None)}
         port = env.get("SHARDRING_METRICS_PORT")
         return cls(connections=connections, metrics_port=int(port) if port else None,
-                   metrics_address=env.get("SHARDRING_METRICS_ADDRESS", "0.0.0.0"))
+                   metrics_address=env.get("SHARDRING_METRICS_ADDRESS", "0.0.0.0"),
+                   limits=Limits.from_env(env))
 
 
 def load_connections(path: Path) -> dict[str, ConsulConnection]:
@@ -81,6 +151,33 @@ def load_connections(path: Path) -> dict[str, ConsulConnection]:
     for name, entry in entries.items():
         if not isinstance(entry, dict) or "address" not in entry:
             raise SettingsError(f"{path}: connection {name!r} needs an address")
+        # A misspelt restriction must not silently leave a connection open to everyone.
+        unknown = set(entry) - _CONNECTION_FIELDS
+        if unknown:
+            raise SettingsError(f"{path}: connection {name!r}: unknown field(s) "
+                                f"{', '.join(sorted(map(str, unknown)))}")
+        access = Access(_names(path, name, entry, "namespaces"),
+                        _names(path, name, entry, "datacenters"),
+                        _flag(path, name, entry, "requireToken"))
         connections[str(name)] = ConsulConnection.from_address(
-            str(name), str(entry["address"]), entry.get("caFile"), entry.get("scheme"))
+            str(name), str(entry["address"]), entry.get("caFile"), entry.get("scheme"), access)
     return connections
+
+
+_CONNECTION_FIELDS = {"address", "scheme", "caFile", "namespaces", "datacenters", "requireToken"}
+
+
+def _names(path: Path, name: object, entry: dict[str, object], key: str) -> tuple[str, ...] | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SettingsError(f"{path}: connection {name!r}: {key} must be a list of names")
+    return tuple(value)
+
+
+def _flag(path: Path, name: object, entry: dict[str, object], key: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise SettingsError(f"{path}: connection {name!r}: {key} must be true or false")
+    return value

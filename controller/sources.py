@@ -24,6 +24,8 @@ class SourceState:
     permission_denied: bool = False
     # The source refused the query itself (a bad filter expression); ``error`` is its explanation.
     refused: bool = False
+    # The reply went over one of the operator's limits (named in ``error``) and was not read.
+    over_limit: bool = False
 
     @property
     def silent(self) -> bool:

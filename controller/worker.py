@@ -14,7 +14,7 @@ import copy
 import datetime
 import logging
 import time
-from collections.abc import Awaitable, Collection, Hashable, Mapping
+from collections.abc import Awaitable, Hashable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Protocol
 from .planner import Gathered, PassPlan, RingObject, Verified, plan_pass, prepare
 from .publish import KubeAdapter, Publisher, safe_text
 from .ring import Algorithm
+from .settings import Access, Limits
 from .sources import SourceRegistry, SourceState, Subscription
 from .spec import RingConfig
 from .views import ConfigMapView, Conflict, NamespaceTerminating, SecretMissing
@@ -95,12 +96,13 @@ def plain_body(body: Mapping[str, Any]) -> dict[str, Any]:
 
 class RingWorker:
     def __init__(self, namespace: str, name: str, *, kube: KubeAdapter, sources: SourceRegistry,
-                 connections: Collection[str], clock: Clock | None = None,
-                 passes: asyncio.Semaphore | None = None,
+                 connections: Mapping[str, Access], limits: Limits = Limits(),
+                 clock: Clock | None = None, passes: asyncio.Semaphore | None = None,
                  background: set[asyncio.Task[None]] | None = None,
                  planning: Executor | None = None):
         self.namespace, self.name = namespace, name
         self.kube, self.sources, self.connections = kube, sources, connections
+        self.limits = limits
         self.clock: Clock = clock or SystemClock()
         self.log = RingLog(log, {"ring": f"{namespace}/{name}"})
         self.publisher = Publisher(kube, namespace, name, self.log,
@@ -115,6 +117,8 @@ class RingWorker:
         self.last_published: str | None = None
         self.verified: Verified | None = None
         self.pending_since: float | None = None
+        self.last_publish: float | None = None  # monotonic time of the last new version
+        self.last_publish_bytes = 0
         self.fingerprint: Inputs | None = None  # what the last completed pass started from
         self.deadline: float | None = None
         self.namespace_terminating = False
@@ -273,7 +277,8 @@ class RingWorker:
             return None
         return Gathered(await self._configmap(config.configmap), source,
                         last_published=self.last_published, verified=self.verified,
-                        pending_since=self.pending_since)
+                        pending_since=self.pending_since, last_publish=self.last_publish,
+                        last_publish_bytes=self.last_publish_bytes)
 
     async def _configmap(self, name: str) -> ConfigMapView | None:
         if self.seen is None or self.seen.name != name:
@@ -285,8 +290,8 @@ class RingWorker:
         if self._planning is not None and plan_cost(config, gathered.source) >= HEAVY_PLAN:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._planning, plan_pass, ring, config, gathered,
-                                              now, now_text)
-        return plan_pass(ring, config, gathered, now, now_text)
+                                              now, now_text, self.limits)
+        return plan_pass(ring, config, gathered, now, now_text, self.limits)
 
     async def _carry_out(self, plan: PassPlan, configmap: ConfigMapView | None,
                          source: SourceState | None, body: dict[str, Any]) -> None:
@@ -298,6 +303,9 @@ class RingWorker:
             self.last_published = written.ring_json
             self.verified = Verified(written.name, written.resource_version,
                                      plan.configmap.prometheus_relabel)
+            if plan.change is not None:
+                self.last_publish = self.clock.monotonic()
+                self.last_publish_bytes = sum(map(len, plan.configmap.data.values()))
         if plan.subscribe:
             self.pending_since = plan.pending_since
         self.publisher.events(plan, body, warnings=False)

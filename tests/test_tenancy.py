@@ -5,6 +5,7 @@ real API server and Consul agent."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from kubernetes import client as k8s
@@ -80,3 +81,85 @@ def test_a_deleted_rings_series_go_with_it(operator, rings, consul_helper, names
     rings.delete("counted")
     wait_for(lambda: not series(), "every series of the ring and of its query gone")
 
+
+
+# ---- connections per tenant and limits, with an operator configured for them ------------------
+
+@pytest.fixture
+def configured_operator(crd, operator_env, control_plane):
+    """Run an operator with connections and limits of the test's choosing."""
+    from controller.settings import Access, ConsulConnection, Limits, OperatorConfig
+    from tests.inprocess import InProcessOperator
+    started = []
+
+    def start(limits: Limits = Limits(), **access: Access):
+        connections = {name: ConsulConnection.from_address(name, control_plane.consul_addr,
+                                                           access=rule)
+                       for name, rule in {"default": Access(), **access}.items()}
+        running = InProcessOperator(config=OperatorConfig(connections=connections, limits=limits))
+        started.append(running)
+        return running.start()
+    yield start
+    for running in started:
+        running.stop()
+
+
+def test_a_connection_is_used_only_by_its_namespaces_datacenters_and_with_a_token(
+        configured_operator, rings, consul_helper, namespace, core_v1):
+    from controller.settings import Access
+    configured_operator(
+        elsewhere=Access(namespaces=("payments", "pay-*")),
+        ours=Access(namespaces=(namespace[:4] + "*",), datacenters=("dc1",), require_token=True))
+    service = service_name()
+    consul_helper.register(service, f"{service}-0", port=9700)
+    rings.create("foreign", quick(service, consul={"connection": "elsewhere"}))
+    rings.create("anonymous", quick(service, consul={"connection": "ours"}))
+    token = {"connection": "ours", "tokenSecretRef": {"name": "t"}}
+    rings.create("far", {**quick(service, consul=token),
+                         "service": {"name": service, "datacenter": "dc9"}})
+    foreign = degraded(rings, "foreign", "UnknownConnection")["message"]
+    assert f"namespace {namespace!r}" in foreign and "ours" not in foreign
+    assert "tokenSecretRef" in degraded(rings, "anonymous", "TokenRequired")["message"]
+    assert "'dc9'" in degraded(rings, "far", "DatacenterNotAllowed")["message"]
+    # Allowed namespace, allowed datacenter (the dev agent's own) and a marked token: it serves.
+    core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="t", labels={"shardring.io/consul-token": "true"}),
+        string_data={"token": "anything"}))
+    rings.create("allowed", {**quick(service, consul=token),
+                             "service": {"name": service, "datacenter": "dc1"}})
+    wait_for(lambda: rings.ring("allowed-ring"), "the allowed ring published")
+    assert not [c for c in core_v1.list_namespaced_config_map(namespace).items
+                if c.metadata.name in ("foreign-ring", "anonymous-ring", "far-ring")]
+
+
+def test_a_ring_over_a_limit_keeps_its_last_version_and_costs_nothing_more(
+        configured_operator, rings, consul_helper, core_v1, namespace):
+    from controller.settings import Limits
+    memo = configured_operator(Limits(max_members=3, max_reply_bytes=64 << 10))
+    small, big = service_name(), service_name()
+    for n in range(3):
+        consul_helper.register(small, f"{small}-{n}", port=9710 + n)
+    rings.create("capped", quick(small))
+    published = wait_for(lambda: rings.ring("capped-ring"), "published with 3 members")
+    before = core_v1.read_namespaced_config_map("capped-ring", namespace).metadata.resource_version
+    consul_helper.register(small, f"{small}-3", port=9713)
+    message = degraded(rings, "capped", "LimitExceeded")["message"]
+    assert "maxMembers" in message and "4 instances" in message
+    assert core_v1.read_namespaced_config_map("capped-ring", namespace).metadata \
+        .resource_version == before
+    assert rings.ring("capped-ring").version == published.version
+
+    # A reply larger than maxReplyBytes is never read whole: each instance's meta makes this
+    # service's reply ~100 KiB against a 64 KiB limit.
+    padding = {f"pad{i}": "x" * 500 for i in range(4)}  # Consul's limit is 512 per value
+    for n in range(40):
+        consul_helper.register(big, f"{big}-{n}", port=9800 + n, meta=padding)
+    rings.create("bulky", quick(big))
+    message = degraded(rings, "bulky", "LimitExceeded")["message"]
+    assert "maxReplyBytes" in message
+    watcher = next(w for w in memo.sources.watchers.values() if w.key.query.service == big)
+    requests = watcher.requests
+    time.sleep(6)
+    # The refused-query backoff (doubling to a minute) rather than the outage one (capped at 1 s,
+    # which would ask ~6 times here).
+    assert watcher.requests - requests <= 4, "an oversized reply is not fetched again and again"

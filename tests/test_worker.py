@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from controller import ringfile
+from controller.settings import Access, Limits
 from controller.sources import Snapshot, SourceState, Subscription
 from controller.views import Conflict, SecretMissing, view_from_dict
 from controller.worker import RingWorker
@@ -181,11 +182,11 @@ class Setup:
         self.worker.observe(self.kube.ring)
 
 
-def setup(ring_spec: dict[str, Any]) -> Setup:
+def setup(ring_spec: dict[str, Any], limits: Limits = Limits(min_publish_interval=0)) -> Setup:
     clock = FakeClock()
     kube, sources = FakeKube(ring_spec), FakeSources(clock)
     worker = RingWorker(NAMESPACE, NAME, kube=kube, sources=sources,
-                        connections=frozenset({"default"}), clock=clock)
+                        connections={"default": Access()}, limits=limits, clock=clock)
     made = Setup(kube, sources, clock, worker)
     run_pass = worker.run_pass
 
@@ -226,6 +227,25 @@ def test_first_pass_publishes_and_an_unchanged_wake_does_nothing():
         await s.step()
         assert s.worker.settled
         assert s.kube.published().version == 2 and s.kube.configmap_writes == 2
+    asyncio.run(scenario())
+
+
+def test_membership_churn_publishes_at_most_once_per_minimum_interval_whatever_the_window():
+    async def scenario():
+        s = setup(spec(), Limits(min_publish_interval=2.0))
+        await published_with(s, 3)
+        s.clock.now += 0.5
+        s.sources.members(4)
+        assert await s.step() == pytest.approx(1.5)  # due 2 s after the last version
+        assert s.kube.published().version == 1 and s.kube.condition("Stable")[0] == "False"
+        s.clock.now += 1.5
+        await s.step()
+        assert s.kube.published().version == 2
+        assert len(s.kube.published().assignment.members) == 4
+        s.kube.edit_spec(shards=32)  # a spec change is not churn: it applies at once
+        s.observe()
+        await s.step()
+        assert s.kube.published().version == 3 and s.kube.published().assignment.shards == 32
     asyncio.run(scenario())
 
 
