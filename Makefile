@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e image clean
+.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits image clean
 
 all: test
 
@@ -51,7 +51,10 @@ bench-e2e: venv tools  ## end-to-end benchmarks on the real control plane -> ben
 bench-offloop: venv  ## loop stall of one big ring planned inline vs in the planning thread
 	$(PY) bench/offloop_bench.py
 
-bench: bench-ring bench-offloop bench-e2e
+bench-limits: venv tools  ## an oversized ring against a 512 MiB operator -> bench/results/limits.json
+	$(PY) bench/limits_bench.py
+
+bench: bench-ring bench-offloop bench-e2e bench-limits
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run the operator (the default)")
     run.add_argument("--namespace", action="append", default=[],
-                     help="watch only this namespace (repeatable); default: all namespaces")
+                     help="serve only this namespace (repeatable; or SHARDRING_NAMESPACES, "
+                          "comma-separated); default: all namespaces")
     run.add_argument("--standalone", action="store_true",
                      help="no peering: assume this is the only operator process")
     run.add_argument("--peering", metavar="NAME",
@@ -181,7 +183,8 @@ def run_operator(args: argparse.Namespace) -> int:
     else:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    namespaces = getattr(args, "namespace", []) or []
+    namespaces = getattr(args, "namespace", []) or \
+        [n.strip() for n in os.environ.get("SHARDRING_NAMESPACES", "").split(",") if n.strip()]
     standalone = getattr(args, "standalone", False)
     priority = getattr(args, "priority", None)
     if priority is None:

@@ -51,6 +51,7 @@ REFUSAL_TEXT_MAX = 300  # characters of Consul's own explanation kept for the ri
 MAX_CONNECTIONS = 10000
 # A reply this big is decoded in a thread: ~20 ms of json.loads per MB would stall every ring.
 DECODE_OFF_LOOP_BYTES = 1 << 20
+CANONICAL_OFF_LOOP = 1000  # entries
 
 
 class ReplyTooLarge(Exception):
@@ -212,10 +213,14 @@ class Watcher:
             new_index = int(new_index or 0)
             # An index that goes backwards means Consul's state was reset: start over.
             index = 0 if new_index < index else new_index
-            self._succeed(entries or [], new_index)
+            entries = entries or []
+            # Slimming thousands of entries takes a while: not on the loop every ring shares.
+            canonical = await asyncio.to_thread(_canonical, entries) \
+                if len(entries) > CANONICAL_OFF_LOOP else _canonical(entries)
+            self._succeed(canonical, new_index)
             # The raw reply (checks, outputs, raft indexes) would otherwise stay alive in this
             # frame through the next 55-second query: 100 watchers held ~30 MB that way.
-            del entries
+            del entries, canonical
 
     def _fail(self, error: BaseException) -> None:
         denied = isinstance(error, consul.ACLPermissionDenied)
@@ -247,8 +252,7 @@ class Watcher:
             text = text.replace(self._token, "***")
         return text[:REFUSAL_TEXT_MAX] or "HTTP 400"
 
-    def _succeed(self, entries: list[dict[str, Any]], index: int) -> None:
-        canonical = _canonical(entries)
+    def _succeed(self, canonical: list[dict[str, Any]], index: int) -> None:
         # _canonical sorts every list, and dict equality ignores key order: plain equality is
         # the comparison, with no re-serialising of the previous snapshot on every reply.
         unchanged = self.state.snapshot is not None and self.state.error is None and \

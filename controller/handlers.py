@@ -93,6 +93,9 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     settings.watching.server_timeout = 300
     # A standby takes over this long after the active replica stopped renewing its record.
     settings.peering.lifetime = 15
+    # Replicas meet in the ClusterKopfPeering even when they serve a list of namespaces: kopf
+    # would otherwise want a KopfPeering object (and the rights to it) in each served namespace.
+    settings.peering.clusterwide = True
     # A worker's exit (finish the pass in flight, unsubscribe from its watcher) takes more than
     # kopf's few zero-time cycles; without this kopf cancels it and warns on every deletion.
     settings.background.instant_exit_timeout = 5.0

@@ -218,8 +218,16 @@ def without_peering(outcome: Outcome) -> None:
     assert refused(outcome, 'clusterkopfpeerings.kopf.dev "shardring" is forbidden')
 
 
+def without_finalizers_access(outcome: Outcome) -> None:
+    # The admission plugin refuses the ConfigMap (its ownerReference blocks the ring's deletion):
+    # nothing is published.
+    assert "ConfigMap" in outcome.missing
+    assert refused(outcome, "cannot set blockOwnerDeletion")
+
+
 CRD_WATCH_LOST = "Not enough permissions to watch for resources"
 CONSEQUENCES = {"shardrings": without_rings_access, "shardrings/status": without_status_access,
+                "shardrings/finalizers": without_finalizers_access,
                 "configmaps": without_configmap_access, "secrets": without_secret_access,
                 "events": without_events, "customresourcedefinitions": without_crd_watch,
                 "clusterkopfpeerings": without_peering}
@@ -341,3 +349,73 @@ def test_two_replicas_one_active_and_the_standby_takes_over(
         active.stop(signal.SIGKILL)
         if standby is not None:
             standby.stop()
+
+
+# ---- namespaced mode: what the operator may do ends at its namespaces ---------------------------
+
+NAMESPACED = REPO / "manifests" / "namespaced"
+
+
+def test_namespaced_mode_serves_its_namespaces_and_the_api_server_refuses_it_the_rest(
+        control_plane, installed, api_client, core_v1, consul_helper, namespace, tmp_path):
+    from kubernetes import config as k8s_config
+    account = f"ns-mode-{uuid.uuid4().hex[:6]}"
+    other = f"t-other-{uuid.uuid4().hex[:6]}"
+    core_v1.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=other)))
+    core_v1.create_namespaced_secret(other, k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="elsewhere",
+                                  labels={"shardring.io/consul-token": "true"}),
+        string_data={"token": "not-yours"}))
+    # The shipped namespaced RBAC, for a ServiceAccount of this test, serving `namespace` only.
+    documents = [d for name in ("rbac.yaml", "tenants.yaml")
+                 for d in yaml.safe_load_all((NAMESPACED / name).read_text()) if d]
+    binding = next(d for d in documents if d["kind"] == "RoleBinding")
+    binding["metadata"]["namespace"] = namespace
+    documents = [d for d in documents if d["kind"] != "RoleBinding"] + [binding]
+    for document in documents:
+        if document["kind"] == "ServiceAccount":
+            document["metadata"]["name"] = account
+        for subject in document.get("subjects") or []:
+            subject["name"] = account
+    manifest = tmp_path / "namespaced.yaml"
+    manifest.write_text(yaml.safe_dump_all(documents))
+    kubectl(control_plane, "apply", "-f", str(manifest))
+    config = service_account_kubeconfig(control_plane, core_v1, SYSTEM, account,
+                                        tmp_path / "ns.kubeconfig")
+    rings_elsewhere = Rings(api_client, other)
+    try:
+        rings_elsewhere.create("unserved", {"service": {"name": "anything"}, "shards": 4})
+        operator = OperatorProcess(control_plane, config, tmp_path / "operator.log",
+                                   "--peering", "shardring", "--namespace", namespace)
+        try:
+            outcome = scenario(api_client, core_v1, consul_helper, namespace, timeout=60)
+        finally:
+            operator.stop()
+        log = operator.output()
+        assert not outcome.missing, log[-4000:]
+        assert not [line for line in log.splitlines() if "forbidden" in line.lower()]
+        assert rings_elsewhere.get("unserved").get("status") is None  # not its namespace
+
+        # The API server's own 403s for the operator's identity anywhere else.
+        as_operator = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(config)))
+        assert as_operator.read_namespaced_secret("consul-acl", namespace).data
+        attempts = {
+            "read a Secret elsewhere": lambda: as_operator.read_namespaced_secret("elsewhere",
+                                                                                 other),
+            "read kube-system's Secrets": lambda: as_operator.list_namespaced_secret(
+                "kube-system"),
+            "list Secrets cluster-wide": lambda: as_operator.list_secret_for_all_namespaces(),
+            "write a ConfigMap elsewhere": lambda: as_operator.create_namespaced_config_map(
+                other, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="planted"))),
+            "write a ConfigMap in kube-system": lambda: as_operator.create_namespaced_config_map(
+                "kube-system", k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="planted"))),
+        }
+        for what, attempt in attempts.items():
+            with pytest.raises(k8s.ApiException) as refusal:
+                attempt()
+            assert refusal.value.status == 403, what
+    finally:
+        rbac = k8s.RbacAuthorizationV1Api(api_client)
+        rbac.delete_cluster_role_binding("shardring-operator-cluster")
+        core_v1.delete_namespaced_service_account(account, SYSTEM)
+        core_v1.delete_namespace(other)

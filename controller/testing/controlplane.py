@@ -170,6 +170,8 @@ class ControlPlane:
             "--service-account-signing-key-file", str(key),
             "--service-cluster-ip-range", "10.96.0.0/16",
             "--allow-privileged=true", "--disable-admission-plugins", "ServiceAccount",
+            # As on OpenShift: an ownerReference that blocks deletion needs finalizers rights.
+            "--enable-admission-plugins", "OwnerReferencesPermissionEnforcement",
             "--v", "1",
         ]
         self._spawn("kube-apiserver", self._apiserver_args, self._apiserver_ready, timeout=90)
