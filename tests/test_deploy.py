@@ -1,5 +1,5 @@
 """manifests/ applies to a real API server; the operator works under its ServiceAccount with
-exactly the ClusterRole in manifests/rbac.yaml (each rule is needed); two replicas are safe."""
+exactly the ClusterRole in manifests/base/rbac.yaml (each rule is needed); two replicas are safe."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.operator_helpers import Rings, kubectl, subprocess_env, wait_for
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM = "shardring-system"
+NAMESPACED = REPO / "manifests" / "namespaced"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,16 @@ def test_base_and_overlay_apply_with_server_side_validation(control_plane, insta
                    capture_output=True)
     kubectl(control_plane, "apply", "-k", str(REPO / "examples" / "kustomize-overlay"),
             "--dry-run=server")
+    kubectl(control_plane, "apply", "-f", str(REPO / "examples" / "networkpolicy.yaml"),
+            "--dry-run=server")
+    # The namespaced variant renders, and its objects pass server-side validation (its tenant
+    # namespaces are examples, so their RoleBindings are left out here).
+    rendered = kubectl(control_plane, "kustomize", str(NAMESPACED))
+    assert "SHARDRING_NAMESPACES" in rendered
+    documents = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "RoleBinding"]
+    checked = Path(control_plane.workdir) / "namespaced-rendered.yaml"
+    checked.write_text(yaml.safe_dump_all(documents))
+    kubectl(control_plane, "apply", "-f", str(checked), "--dry-run=server")
 
 
 def service_account_kubeconfig(control_plane, core_v1, namespace: str, account: str,
@@ -155,7 +166,7 @@ def test_operator_works_under_its_service_account(control_plane, installed, api_
     assert not forbidden, forbidden[:5]
 
 
-RULES = yaml.safe_load_all((REPO / "manifests" / "rbac.yaml").read_text())
+RULES = yaml.safe_load_all((REPO / "manifests" / "base" / "rbac.yaml").read_text())
 CLUSTER_ROLE = next(d for d in RULES if d and d["kind"] == "ClusterRole")
 EVERYTHING = ["ConfigMap", "status", "events"]
 
@@ -353,9 +364,6 @@ def test_two_replicas_one_active_and_the_standby_takes_over(
 
 # ---- namespaced mode: what the operator may do ends at its namespaces ---------------------------
 
-NAMESPACED = REPO / "manifests" / "namespaced"
-
-
 def test_namespaced_mode_serves_its_namespaces_and_the_api_server_refuses_it_the_rest(
         control_plane, installed, api_client, core_v1, consul_helper, namespace, tmp_path):
     from kubernetes import config as k8s_config
@@ -373,10 +381,10 @@ def test_namespaced_mode_serves_its_namespaces_and_the_api_server_refuses_it_the
     binding["metadata"]["namespace"] = namespace
     documents = [d for d in documents if d["kind"] != "RoleBinding"] + [binding]
     for document in documents:
-        if document["kind"] == "ServiceAccount":
-            document["metadata"]["name"] = account
         for subject in document.get("subjects") or []:
             subject["name"] = account
+    core_v1.create_namespaced_service_account(SYSTEM, k8s.V1ServiceAccount(
+        metadata=k8s.V1ObjectMeta(name=account)))
     manifest = tmp_path / "namespaced.yaml"
     manifest.write_text(yaml.safe_dump_all(documents))
     kubectl(control_plane, "apply", "-f", str(manifest))
