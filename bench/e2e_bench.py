@@ -415,14 +415,19 @@ def main() -> int:
         print(json.dumps(results, indent=1, sort_keys=True))
         print("partial run: bench/results left as they were")
         return 0
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "e2e.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    lines = ["| benchmark | figures |", "|---|---|"]
-    lines += [f"| {name} | `{json.dumps(value, sort_keys=True)}` |" for name, value in
-              results.items() if isinstance(value, dict)]
-    (RESULTS / "e2e.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS / 'e2e.json'}")
+    save("e2e", results)
     return 0
+
+
+def save(name: str, results: dict) -> None:
+    """bench/results/<name>.json, and a table of its figures in <name>.md."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    lines = ["| benchmark | figures |", "|---|---|"]
+    lines += [f"| {key} | `{json.dumps(value, sort_keys=True)}` |" for key, value in
+              results.items() if isinstance(value, dict)]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / (name + '.json')}")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import yaml  # noqa: E402
-from e2e_bench import NS, Bench, percentiles  # noqa: E402
+from e2e_bench import NS, Bench, percentiles, save  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 
 from controller.testing import ControlPlane  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
 INSTANCES = int(os.environ.get("BENCH_HUGE_INSTANCES", 20000))
 MEMORY_LIMIT = 512 << 20
 CGROUP = Path(f"/sys/fs/cgroup/memory/shardring-bench-{os.getpid()}")
@@ -168,13 +167,7 @@ def main() -> int:
         print(json.dumps(results, indent=1, sort_keys=True))
         print("partial run: bench/results left as they were")
         return 0
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "limits.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    lines = ["| run | figures |", "|---|---|"]
-    lines += [f"| {name} | `{json.dumps(value, sort_keys=True)}` |" for name, value in
-              results.items()]
-    (RESULTS / "limits.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS / 'limits.json'}")
+    save("limits", results)
     return 0
 
 
