@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits image clean
+.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits lock image clean
 
 all: test
 
@@ -58,6 +58,11 @@ bench: bench-ring bench-offloop bench-e2e bench-limits
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local
+
+lock: venv  ## requirements.lock: the image's dependencies, exact versions and hashes
+	$(PIP) install -q pip-tools
+	$(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --output-file requirements.lock pyproject.toml
+	sed -i '/^--find-links/d; /^--index-url/d; /^--extra-index-url/d' requirements.lock
 
 image:  ## the operator image (needs a container engine; none runs on the CI machine)
 	docker build -t shardring-operator:latest .

@@ -83,3 +83,20 @@ def test_dockerfile_runs_as_non_root_from_a_pinned_base():
     uid, _, gid = users[-1].partition(":")
     assert uid.isdigit() and int(uid) > 0, users[-1]  # numeric, so runAsNonRoot can verify it
     assert not gid or (gid.isdigit() and int(gid) > 0), users[-1]
+
+
+def test_the_image_installs_exactly_the_locked_dependencies():
+    import tomllib
+    lock = (REPO / "requirements.lock").read_text()
+    pinned_names = {m.group(1).lower() for m in re.finditer(r"^([A-Za-z0-9_.-]+)==\S+ \\$", lock,
+                                                           re.MULTILINE)}
+    wanted = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in wanted:
+        name = re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
+        assert name in pinned_names, f"{name} is not in requirements.lock (run make lock)"
+    # Every pinned package carries hashes, and no machine's package index is written in it.
+    assert lock.count("==") == len(pinned_names) and "--hash=sha256:" in lock
+    assert "://" not in lock and "--find-links" not in lock
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "--require-hashes" in dockerfile and "-r requirements.lock" in dockerfile
+    assert "--no-index" in dockerfile  # the runtime stage installs only the built wheels
