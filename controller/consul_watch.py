@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +50,9 @@ REFUSAL_TEXT_MAX = 300  # characters of Consul's own explanation kept for the ri
 # (100) would make the 101st distinct query wait. Consul's own limit is the agent's
 # limits.http_max_conns_per_client (200 by default).
 MAX_CONNECTIONS = 10000
-# A reply this big is decoded in a thread: ~20 ms of json.loads per MB would stall every ring.
+# A reply this big is decoded in a thread, one entry at a time: json.loads of a 30 MB reply holds
+# the GIL (and so every ring's event loop) for ~300 ms even in a thread.
 DECODE_OFF_LOOP_BYTES = 1 << 20
-CANONICAL_OFF_LOOP = 1000  # entries
 
 
 class ReplyTooLarge(Exception):
@@ -61,8 +62,7 @@ class ReplyTooLarge(Exception):
 
 
 class BoundedHTTPClient(consul.aio.HTTPClient):
-    """py-consul's aiohttp client, reading no more of a reply than the operator's limit and
-    decoding a big one off the event loop."""
+    """py-consul's aiohttp client, reading no more of a reply than the operator's limit."""
 
     def __init__(self, *args: Any, max_bytes: int, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -86,11 +86,9 @@ class BoundedHTTPClient(consul.aio.HTTPClient):
             if resp.status == 599:
                 raise consul.Timeout
             body = b"".join(chunks)
-            del chunks
-            reply = base.Response(resp.status, resp.headers, body if raw else body.decode())
-        if size > DECODE_OFF_LOOP_BYTES:
-            return await asyncio.to_thread(callback, reply)
-        return callback(reply)
+            # Text for py-consul's callbacks; the watchers' own callback keeps the bytes.
+            return callback(base.Response(resp.status, resp.headers,
+                                          body if raw else body.decode()))
 
 
 class BoundedConsul(consul.aio.Consul):
@@ -116,7 +114,7 @@ def token_digest(token: str | None) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16] if token else ""
 
 
-def _canonical(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _canonical(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """What matters of each entry, sorted; the raw reply carries indexes that change every time."""
     slim: list[dict[str, Any]] = []
     for entry in entries:
@@ -137,6 +135,59 @@ def _canonical(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "Status": health_status(entry.get("Checks") or [])})
     slim.sort(key=lambda e: (e["Node"]["Node"] or "", e["Service"]["ID"] or ""))
     return slim
+
+
+def health_params(query: ServiceQuery, index: int) -> list[tuple[str, str]]:
+    """/v1/health/service's query parameters (Consul's HTTP API) for a blocking query."""
+    params = [("index", str(index)), ("wait", f"{int(WAIT_SECONDS)}s")] if index else []
+    if query.only_passing:
+        params.append(("passing", "1"))
+    params += [("tag", tag) for tag in query.tags]
+    if query.datacenter:
+        params.append(("dc", query.datacenter))
+    params += [("node-meta", f"{key}:{value}") for key, value in query.node_meta]
+    if query.filter:
+        params.append(("filter", query.filter))
+    return params
+
+
+def _health_reply(response: base.Response) -> tuple[int, bytes]:
+    """The reply's index and its body, still undecoded; Consul's errors as py-consul raises them."""
+    code, body = response.code, response.body
+    if code >= 400:
+        text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+        if code == 400:
+            raise BadRequest(f"{code} {text}")
+        if code == 403:
+            raise consul.ACLPermissionDenied(text)
+        raise consul.ConsulException(f"{code} {text}")
+    return int(response.headers.get("X-Consul-Index") or 0), body
+
+
+def _canonical_reply(body: bytes) -> list[dict[str, Any]]:
+    """The reply's entries, decoded and slimmed one at a time: the whole reply is never held
+    decoded, and a thread doing this lets the event loop run between entries."""
+    text = body.decode()
+    decode = json.JSONDecoder().raw_decode
+    start = text.find("[")
+    if start < 0:
+        if text.strip() in ("", "null"):
+            return []
+        raise ValueError("Consul's reply is not a JSON list")
+
+    def entries() -> Iterator[dict[str, Any]]:
+        position = _skip(text, start + 1)
+        while position < len(text) and text[position] != "]":
+            entry, position = decode(text, position)
+            yield entry
+            position = _skip(text, position)
+    return _canonical(entries())
+
+
+def _skip(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n,":
+        position += 1
+    return position
 
 
 def new_client(connection: ConsulConnection, max_reply_bytes: int) -> consul.aio.Consul:
@@ -187,13 +238,14 @@ class Watcher:
             last_query = time.monotonic()
             self.requests += 1
             try:
-                new_index, entries = await asyncio.wait_for(
-                    self._client.health.service(
-                        query.service, index=index or None, wait=f"{int(WAIT_SECONDS)}s",
-                        passing=query.only_passing, tag=list(query.tags) or None,
-                        dc=query.datacenter, node_meta=dict(query.node_meta) or None,
-                        filter_expr=query.filter, token=self._token or None),
+                new_index, body = await asyncio.wait_for(
+                    self._client.http.get(_health_reply, f"/v1/health/service/{query.service}",
+                                          params=health_params(query, index),
+                                          headers={"X-Consul-Token": self._token}
+                                          if self._token else None, raw=True),
                     timeout=WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
+                canonical = await asyncio.to_thread(_canonical_reply, body) \
+                    if len(body) > DECODE_OFF_LOOP_BYTES else _canonical_reply(body)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
@@ -213,14 +265,10 @@ class Watcher:
             new_index = int(new_index or 0)
             # An index that goes backwards means Consul's state was reset: start over.
             index = 0 if new_index < index else new_index
-            entries = entries or []
-            # Slimming thousands of entries takes a while: not on the loop every ring shares.
-            canonical = await asyncio.to_thread(_canonical, entries) \
-                if len(entries) > CANONICAL_OFF_LOOP else _canonical(entries)
             self._succeed(canonical, new_index)
             # The raw reply (checks, outputs, raft indexes) would otherwise stay alive in this
             # frame through the next 55-second query: 100 watchers held ~30 MB that way.
-            del entries, canonical
+            del body, canonical
 
     def _fail(self, error: BaseException) -> None:
         denied = isinstance(error, consul.ACLPermissionDenied)

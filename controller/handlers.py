@@ -23,7 +23,7 @@ from .kube import Kube
 from .publish import KubeAdapter
 from .settings import OperatorConfig
 from .sources import SourceRegistry
-from .views import MANAGED_BY, RING_LABEL, view_from_dict
+from .views import MANAGED_BY, RING_LABEL, TOKEN_LABEL, view_from_dict
 from .worker import RingWorker
 
 # Passes in flight at once. More than the client's worker threads (6 on 2 cores) only queue up
@@ -96,6 +96,10 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     # Replicas meet in the ClusterKopfPeering even when they serve a list of namespaces: kopf
     # would otherwise want a KopfPeering object (and the rights to it) in each served namespace.
     settings.peering.clusterwide = True
+    # Only our ConfigMaps and the Secrets marked as tokens reach the operator: the API server
+    # filters them (a handler's labels= alone would stream every ConfigMap in the cluster here).
+    settings.watching.label_selectors["", "v1", "configmaps"] = _selector(MANAGED_BY)
+    settings.watching.label_selectors["", "v1", "secrets"] = _selector({TOKEN_LABEL: "true"})
     # A worker's exit (finish the pass in flight, unsubscribe from its watcher) takes more than
     # kopf's few zero-time cycles; without this kopf cancels it and warns on every deletion.
     settings.background.instant_exit_timeout = 5.0
@@ -104,6 +108,10 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
         metrics.serve(memo.config.metrics_port, memo.conditions,
                       lambda: memo.sources.active() if memo.sources else 0,
                       memo.config.metrics_address)
+
+
+def _selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
 @kopf.on.login()
@@ -151,3 +159,13 @@ async def _configmap_event(event: kopf.RawEvent, body: kopf.Body, namespace: str
     if worker is not None:
         deleted = event.get("type") == "DELETED"
         worker.configmap_seen(name, None if deleted else view_from_dict(dict(body)))
+
+
+@kopf.on.event("", "v1", "secrets", labels={TOKEN_LABEL: "true"})
+async def _token_secret_event(body: kopf.Body, namespace: str | None, name: str, memo: Operator,
+                              **_: Any) -> None:
+    """A marked Secret appeared, changed (a rotated token) or went: the rings naming it look
+    again at once. The Secret's content is not kept here; a pass reads it."""
+    for (ring_namespace, _ring), worker in list(memo.workers.items()):
+        if ring_namespace == namespace and worker.token_secret == name:
+            worker.token_changed()

@@ -68,6 +68,7 @@ class Inputs(NamedTuple):
     spec: str
     watch: Hashable | None
     watch_version: int | None
+    token_events: int
     configmap: str
 
 
@@ -122,6 +123,7 @@ class RingWorker:
         self.fingerprint: Inputs | None = None  # what the last completed pass started from
         self.deadline: float | None = None
         self.namespace_terminating = False
+        self.token_events = 0  # changes seen to the token Secret
         self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
         self.failures = self.conflicts = 0
         self._wake = asyncio.Event()
@@ -142,6 +144,18 @@ class RingWorker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def token_secret(self) -> str | None:
+        """The Secret the ring names for its Consul token, if any."""
+        spec = (self.body or {}).get("spec") or {}
+        reference = (spec.get("consul") or {}).get("tokenSecretRef") or {}
+        return reference.get("name")
+
+    def token_changed(self) -> None:
+        """The token Secret changed (a rotated token): an input of the next pass."""
+        self.token_events += 1
+        self.wake()
 
     async def serve(self, stopped: Stopped) -> None:
         """Run passes whenever woken, until told to stop (deletion, exit, or pausing)."""
@@ -216,7 +230,7 @@ class RingWorker:
         seen = self.seen and (self.seen.name, self.seen.view and self.seen.view.resource_version)
         return Inputs(metadata.get("uid"), metadata.get("generation"),
                       repr((self.body or {}).get("spec")), watch.key if watch else None,
-                      watch.version if watch else None, repr(seen))
+                      watch.version if watch else None, self.token_events, repr(seen))
 
     @property
     def settled(self) -> bool:

@@ -1,0 +1,47 @@
+"""How a Consul health reply is turned into the watcher's canonical entries, and the query sent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from controller.consul_watch import _canonical, _canonical_reply, health_params
+from controller.spec import ServiceQuery
+
+
+def reply_entries(count: int) -> list[dict]:
+    return [{"Node": {"Node": f"n{i % 3}", "Address": "10.0.0.1", "Meta": {"zone": "a"},
+                      "CreateIndex": i},
+             "Service": {"ID": f"web-{i}", "Address": f"10.1.0.{i}", "Port": 9000 + i,
+                         "Tags": ["b", "a"], "Weights": {"Passing": 2, "Warning": 1}},
+             "Checks": [{"Status": "passing"}, {"Status": "warning" if i == 2 else "passing"}]}
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_reply_decoded_entry_by_entry_equals_the_whole_decode(indent):
+    entries = reply_entries(7)
+    body = json.dumps(entries, indent=indent).encode()
+    assert _canonical_reply(body) == _canonical(entries)
+    assert _canonical_reply(b"[]") == _canonical_reply(b" null ") == []
+
+
+def test_a_broken_reply_is_an_error_not_an_empty_service():
+    with pytest.raises(ValueError):
+        _canonical_reply(b'[{"Node": {"Node": "n1"}, ')
+    with pytest.raises(ValueError):
+        _canonical_reply(b'{"error": "x"}')
+
+
+def test_the_query_parameters_follow_the_spec():
+    query = ServiceQuery(connection="default", service="web", datacenter="dc2",
+                         tags=("a", "b"), node_meta=(("rack", "r1"),), only_passing=True,
+                         filter='Service.Meta.x == "y"')
+    assert health_params(query, 0) == [
+        ("passing", "1"), ("tag", "a"), ("tag", "b"), ("dc", "dc2"), ("node-meta", "rack:r1"),
+        ("filter", 'Service.Meta.x == "y"')]
+    blocking = health_params(query, 42)
+    assert blocking[:2] == [("index", "42"), ("wait", "55s")]
+    assert health_params(ServiceQuery(connection="default", service="web",
+                                      only_passing=False), 0) == []
