@@ -34,7 +34,7 @@ from controller.testing import ControlPlane  # noqa: E402
 INSTANCES = int(os.environ.get("BENCH_HUGE_INSTANCES", 20000))
 MEMORY_LIMIT = 512 << 20
 CGROUP = Path(f"/sys/fs/cgroup/memory/shardring-bench-{os.getpid()}")
-FLIPS = 40
+FLIPS = 100
 UNLIMITED = {"SHARDRING_MAX_MEMBERS": str(10**9), "SHARDRING_MAX_RING_WORK": str(10**15),
              "SHARDRING_MAX_REPLY_BYTES": str(10**11)}
 
