@@ -11,14 +11,19 @@ from typing import Any
 from . import ringfile
 from .membership import Membership
 from .ring import RingError, plan
-from .spec import RingConfig
+from .spec import EtcdQuery, RingConfig
 
 
 def membership_source(config: RingConfig) -> dict[str, Any]:
-    """Where the members come from, as recorded in ring.json's "service"."""
+    """Where the members come from, as recorded in ring.json's "service" (a Consul ring's record
+    is unchanged since the first release: a new key would republish every ring)."""
     query = config.query
-    source: dict[str, Any] = {"name": query.service, "connection": query.connection,
-                              "onlyPassing": query.only_passing, "identity": config.identity}
+    if isinstance(query, EtcdQuery):
+        source: dict[str, Any] = {"source": "etcd", "connection": query.connection,
+                                  "prefix": query.prefix, "identity": config.identity}
+        return _with_rules(source, config)
+    source = {"name": query.service, "connection": query.connection,
+              "onlyPassing": query.only_passing, "identity": config.identity}
     if query.datacenter:
         source["datacenter"] = query.datacenter
     if query.tags:
@@ -27,6 +32,10 @@ def membership_source(config: RingConfig) -> dict[str, Any]:
         source["nodeMeta"] = dict(query.node_meta)
     if query.filter:
         source["filter"] = query.filter
+    return _with_rules(source, config)
+
+
+def _with_rules(source: dict[str, Any], config: RingConfig) -> dict[str, Any]:
     if config.weight_from:
         source["weightFrom"] = config.weight_from
     if config.zone_from:
@@ -89,10 +98,10 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
         what = "minMembers" if guard.min_members >= config.ring_spec.replication else \
             "replicationFactor"
         hint = " (with Consul ACLs, instances the ring's token may not read are hidden: check " \
-            "spec.consul.tokenSecretRef)" if not members else ""
+            "spec.consul.tokenSecretRef)" if not members and config.query.kind == "consul" else ""
         return Decision(previous, problem=Problem(
             Reason.NOT_ENOUGH_MEMBERS,
-            f"Consul reports {len(members)} healthy instance(s) of {config.query.service!r}{hint}; "
+            f"{config.query.members_found(len(members))}{hint}; "
             f"{what} needs at least {needed}. The last published ring is kept."))
     if previous is not None:
         before = {m.id for m in previous.assignment.members}

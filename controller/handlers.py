@@ -19,10 +19,11 @@ import kopf
 
 from . import metrics
 from .consul_watch import WatcherRegistry
+from .etcd_watch import EtcdRegistry
 from .kube import Kube
 from .publish import KubeAdapter
 from .settings import OperatorConfig
-from .sources import SourceRegistry
+from .sources import SourceRegistry, SourceRouter
 from .views import MANAGED_BY, RING_LABEL, TOKEN_LABEL, view_from_dict
 from .worker import RingWorker
 
@@ -48,8 +49,10 @@ class Operator:
 
     def start(self) -> None:
         self.kube = self.kube or Kube()
-        self.sources = self.sources or WatcherRegistry(dict(self.config.connections),
-                                                       self.config.limits.max_reply_bytes)
+        limit = self.config.limits.max_reply_bytes
+        self.sources = self.sources or SourceRouter({
+            "consul": WatcherRegistry(dict(self.config.connections), limit),
+            "etcd": EtcdRegistry(dict(self.config.etcd), limit)})
         self.passes = asyncio.Semaphore(PARALLEL_PASSES)
         self.planning = ThreadPoolExecutor(max_workers=2, thread_name_prefix="planner")
 

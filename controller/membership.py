@@ -8,6 +8,7 @@ and then weighs ``Weights.Warning``.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,7 +59,9 @@ def _identity(entry: Mapping[str, Any], rule: str) -> str:
         # Consul's own key for an instance: a service ID is unique only on its node (registered
         # without one, every node's instance has the service name as its ID).
         node, service_id = (entry.get("Node") or {}).get("Node"), service.get("ID")
-        return f"{node}/{service_id}" if node and service_id else ""
+        if not node:  # etcd keys and ZooKeeper nodes are unique by themselves
+            return str(service_id or "") if entry.get("Source") else ""
+        return f"{node}/{service_id}" if service_id else ""
     if rule == "id":
         return str(service.get("ID") or "")
     if rule == "address":
@@ -117,7 +120,10 @@ def _is_member(entry: Mapping[str, Any], weight_from: str | None) -> bool:
 
 
 def describe_instance(entry: Mapping[str, Any]) -> str:
-    """How an instance is named in messages: Consul's own key, node and service ID."""
+    """How an instance is named in messages: Consul's own key, node and service ID (or the
+    etcd key a registration came from)."""
+    if entry.get("Source"):
+        return str(entry["Source"])
     node = (entry.get("Node") or {}).get("Node")
     return f"{(entry.get('Service') or {}).get('ID')!r} on node {node!r}"
 
@@ -130,6 +136,8 @@ def members_from(entries: Iterable[Mapping[str, Any]], identity: str = DEFAULT_I
     endpoints: dict[str, Endpoint] = {}
     seen: dict[str, Mapping[str, Any]] = {}
     for entry in entries:
+        if entry.get("Invalid"):
+            raise MembershipError(f"{describe_instance(entry)}: {entry['Invalid']}")
         if not _is_member(entry, weight_from):
             continue
         member_id = _identity(entry, identity)
@@ -148,3 +156,81 @@ def members_from(entries: Iterable[Mapping[str, Any]], identity: str = DEFAULT_I
         endpoints[member_id] = Endpoint(_service_address(entry), int(service.get("Port") or 0))
     ordered = tuple(members[k] for k in sorted(members))
     return Membership(ordered, endpoints)
+
+
+def registration_entry(source: str, member_id: str, value: bytes) -> dict[str, Any]:
+    """An instance registered as a key's value (etcd) in the shape Consul's entries have:
+    ``host:port`` as the design notes write it, or JSON with ``address`` (``host`` or
+    ``host:port``), ``port``, ``weight``, ``zone`` and string ``metadata``. A bad value becomes
+    an entry marked ``Invalid`` (the ring says which key and why), never an exception here."""
+    entry: dict[str, Any] = {"Node": {}, "Service": {"ID": member_id}, "Status": PASSING,
+                             "Source": source}
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return {**entry, "Invalid": "the value is not UTF-8 text"}
+    document = _json_document(text.strip())
+    if document is _NOT_JSON:
+        return {**entry, "Invalid": "the value starts like JSON but is not valid JSON"}
+    if document is None:
+        host, port = _host_port(text.strip())
+        if not host or port is None:
+            return {**entry, "Invalid": "the value is neither JSON nor host:port"}
+        entry["Service"].update(Address=host, Port=port)
+        return entry
+    problem = _registration_problem(document)
+    if problem:
+        return {**entry, "Invalid": problem}
+    host, port = _host_port(str(document["address"]))
+    service = entry["Service"]
+    service.update(Address=host, Port=int(document.get("port") or port or 0))
+    if document.get("weight") is not None:
+        service["Weights"] = {"Passing": document["weight"], "Warning": document["weight"]}
+    if document.get("metadata"):
+        service["Meta"] = {str(k): str(v) for k, v in document["metadata"].items()}
+    if document.get("zone"):
+        entry["Node"] = {"Meta": {"zone": str(document["zone"])}}
+    return entry
+
+
+_NOT_JSON = object()
+
+
+def _json_document(text: str) -> Any:
+    """The JSON in a value, None for a plain one, _NOT_JSON for broken JSON. ``[fd00::1]:80``
+    starts like a JSON list but is an IPv6 host:port."""
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return _NOT_JSON
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+    return None
+
+
+def _registration_problem(document: Any) -> str | None:
+    if not isinstance(document, dict):
+        return "the JSON value is not an object"
+    if not isinstance(document.get("address"), str) or not document["address"]:
+        return "the JSON value has no \"address\""
+    port = document.get("port")
+    if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+        return f"port {port!r} is not a port number"
+    weight = document.get("weight")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)):
+        return f"weight {weight!r} is not a number"
+    if document.get("metadata") is not None and not isinstance(document["metadata"], dict):
+        return "metadata is not an object"
+    return None
+
+
+def _host_port(text: str) -> tuple[str, int | None]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); a bare host has no port (None)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or (":" in host and not host.startswith("[")):
+        return text, None
+    return host.strip("[]"), int(port)

@@ -22,7 +22,7 @@ from .render import RingTooLarge, configmap_data
 from .ring import work
 from .settings import Access, Limits
 from .sources import SourceState
-from .spec import RingConfig, SpecError, parse_spec
+from .spec import RingConfig, ServiceQuery, SpecError, parse_spec
 from .views import MANAGED_BY, RING_LABEL, ConfigMapView, data_digest, owner_reference
 
 # For what no event announces: a token Secret appearing, a conflicting ConfigMap going away.
@@ -117,7 +117,9 @@ class Intent:
     plan: PassPlan | None = None
 
 
-def prepare(ring: RingObject, connections: Mapping[str, Access], now_text: str) -> Intent:
+def prepare(ring: RingObject, connections: Mapping[tuple[str, str], Access],
+            now_text: str) -> Intent:
+    """``connections``: who may use each connection, by (source kind, name)."""
     try:
         config = parse_spec(ring.name, ring.spec)
     except SpecError as error:
@@ -131,26 +133,28 @@ def prepare(ring: RingObject, connections: Mapping[str, Access], now_text: str) 
 
 
 def _access_problem(namespace: str, config: RingConfig,
-                    connections: Mapping[str, Access]) -> Problem | None:
-    name = config.query.connection
-    access = connections.get(name)
+                    connections: Mapping[tuple[str, str], Access]) -> Problem | None:
+    query = config.query
+    name, field = query.connection, "spec.consul" if query.kind == "consul" else "spec.etcd"
+    access = connections.get((query.kind, name))
     if access is None or not access.serves(namespace):
         # One answer for "no such connection" and "not yours": the other connections' names,
         # and who may use them, are not this ring's author's business.
+        what = "a Consul connection" if query.kind == "consul" else "an etcd connection"
         return Problem(Reason.UNKNOWN_CONNECTION,
-                       f"spec.consul.connection {name!r} is not a Consul connection this operator "
-                       f"offers to namespace {namespace!r}; ask its administrators which to use")
-    if not access.allows_datacenter(config.query.datacenter):
+                       f"{field}.connection {name!r} is not {what} this operator offers to "
+                       f"namespace {namespace!r}; ask its administrators which to use")
+    if isinstance(query, ServiceQuery) and not access.allows_datacenter(query.datacenter):
         allowed = ", ".join(access.datacenters or ())
         return Problem(Reason.DATACENTER_NOT_ALLOWED,
-                       f"spec.service.datacenter {config.query.datacenter!r} is not allowed on "
+                       f"spec.service.datacenter {query.datacenter!r} is not allowed on "
                        f"connection {name!r} (allowed: {allowed}); leave it out to use the "
                        f"agent's own datacenter")
-    if access.require_token and config.token is None:
+    if access.require_token and config.token is None and config.credentials is None:
+        secret = "tokenSecretRef" if query.kind == "consul" else "credentialsSecretRef"
         return Problem(Reason.TOKEN_REQUIRED,
-                       f"connection {name!r} refuses anonymous queries: set "
-                       f"spec.consul.tokenSecretRef to a Secret marked "
-                       f"shardring.io/consul-token=true")
+                       f"connection {name!r} refuses anonymous queries: set {field}.{secret} to "
+                       f"a Secret marked shardring.io/consul-token=true")
     return None
 
 
@@ -318,26 +322,33 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
     if decision is not None and decision.changed:
         status["lastChange"] = {"time": now_text, "added": decision.added,
                                 "removed": decision.removed, "movedShards": decision.moved}
-    wanted = conditions_for(problem, source, decision, suspended)
+    wanted = conditions_for(problem, source, decision, suspended,
+                            config.query.kind if config is not None else "consul")
     status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
     return status
 
 
 def conditions_for(problem: Problem | None, source: SourceState | None,
-                   decision: Decision | None, suspended: bool) -> list[Condition]:
+                   decision: Decision | None, suspended: bool,
+                   kind: str = "consul") -> list[Condition]:
+    """A Consul ring reports its source as ``ConsulReachable`` (as it always has); a ring of
+    another source kind as ``SourceReachable``, with the same reasons."""
+    consul = kind == "consul"
+    name = "Consul" if consul else kind
+    reachable_type = "ConsulReachable" if consul else "SourceReachable"
     if source is None:
-        reachable = Condition("ConsulReachable", None, "NotQueried",
-                              "no Consul query is running for this ring")
+        reachable = Condition(reachable_type, None, "NotQueried",
+                              f"no {name} query is running for this ring")
     elif source.refused:
-        reachable = Condition("ConsulReachable", True, "QueryRefused", source.error or "")
+        reachable = Condition(reachable_type, True, "QueryRefused", source.error or "")
     elif source.over_limit:
-        reachable = Condition("ConsulReachable", True, "LimitExceeded", source.error or "")
+        reachable = Condition(reachable_type, True, "LimitExceeded", source.error or "")
     elif source.error:
-        reachable = Condition("ConsulReachable", False,
+        reachable = Condition(reachable_type, False,
                               "PermissionDenied" if source.permission_denied else "QueryFailed",
                               f"{source.error}; the last published ring is kept")
     else:
-        reachable = Condition("ConsulReachable", True, "QuerySucceeded", "")
+        reachable = Condition(reachable_type, True, "QuerySucceeded", "")
     waiting = decision is not None and decision.wait_until is not None
     stable = Condition("Stable", not waiting, "Stabilizing" if waiting else "Settled",
                        "a membership change is waiting out spec.stabilization.window (or the "
@@ -352,10 +363,10 @@ def conditions_for(problem: Problem | None, source: SourceState | None,
     elif problem is not None:
         ready = Condition("Ready", False, str(problem.reason), problem.message)
     elif source is not None and source.error:
-        ready = Condition("Ready", False, "ConsulUnreachable", reachable.message)
+        ready = Condition("Ready", False, "ConsulUnreachable" if consul else "SourceUnreachable",
+                          reachable.message)
     elif decision is None or decision.ring is None:
-        ready = Condition("Ready", False, "Pending", "waiting for the first Consul reply")
+        ready = Condition("Ready", False, "Pending", f"waiting for the first {name} reply")
     else:
         ready = Condition("Ready", True, "Published", "the ConfigMap holds the current ring")
     return [ready, reachable, stable, degraded]
-

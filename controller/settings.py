@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -73,6 +74,18 @@ class ConsulConnection:
 
 
 @dataclass(frozen=True)
+class EtcdConnection:
+    """An etcd v3 cluster, spoken to through its JSON gateway (``/v3/...`` on the client port)."""
+
+    name: str
+    endpoints: tuple[str, ...]  # http(s)://host:port, tried in turn
+    ca_file: str | None = None
+    cert_file: str | None = None  # a client certificate (and its key), when etcd asks for one
+    key_file: str | None = None
+    access: Access = Access()
+
+
+@dataclass(frozen=True)
 class Limits:
     """What one ring may cost, checked before the work is done. The defaults keep an operator
     with a 512 Mi memory limit well inside it (bench/results/limits.md)."""
@@ -116,37 +129,49 @@ class OperatorConfig:
     """The operator's own configuration (kopf's settings are kopf.OperatorSettings)."""
 
     connections: dict[str, ConsulConnection] = field(default_factory=dict)
+    etcd: dict[str, EtcdConnection] = field(default_factory=dict)
     metrics_port: int | None = None
     metrics_address: str = "0.0.0.0"
     limits: Limits = Limits()
 
-    def access(self) -> dict[str, Access]:
-        return {name: connection.access for name, connection in self.connections.items()}
+    def access(self) -> dict[tuple[str, str], Access]:
+        """Who may use each connection, by (source kind, connection name)."""
+        return {**{("consul", name): c.access for name, c in self.connections.items()},
+                **{("etcd", name): c.access for name, c in self.etcd.items()}}
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
         env = dict(os.environ if environ is None else environ)
         path = env.get("SHARDRING_CONSUL_CONNECTIONS")
+        etcd: dict[str, EtcdConnection] = {}
         if path:
-            connections = load_connections(Path(path))
+            connections, etcd = load_connections(Path(path))
         else:
             connections = {"default": ConsulConnection.from_address(
                 "default", env.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), env.get("CONSUL_CACERT"),
                 "https" if env.get("CONSUL_HTTP_SSL", "").lower() == "true" else None)}
         port = env.get("SHARDRING_METRICS_PORT")
-        return cls(connections=connections, metrics_port=int(port) if port else None,
+        return cls(connections=connections, etcd=etcd, metrics_port=int(port) if port else None,
                    metrics_address=env.get("SHARDRING_METRICS_ADDRESS", "0.0.0.0"),
                    limits=Limits.from_env(env))
 
 
-def load_connections(path: Path) -> dict[str, ConsulConnection]:
+def load_connections(path: Path) -> tuple[dict[str, ConsulConnection], dict[str, EtcdConnection]]:
+    """Consul connections (``connections:``) and etcd clusters (``etcd:``) rings may use."""
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise SettingsError(f"cannot read Consul connections from {path}: {error}") from None
-    entries = document.get("connections") if isinstance(document, dict) else None
-    if not isinstance(entries, dict) or not entries:
-        raise SettingsError(f"{path}: expected a 'connections' mapping of name -> {{address}}")
+    entries = document.get("connections", {}) if isinstance(document, dict) else None
+    etcd_entries = document.get("etcd", {}) if isinstance(document, dict) else None
+    if not isinstance(entries, dict) or not isinstance(etcd_entries, dict) or \
+            not (entries or etcd_entries):
+        raise SettingsError(f"{path}: expected a 'connections' mapping of name -> {{address}} "
+                            f"(Consul) and/or an 'etcd' mapping of name -> {{endpoints}}")
+    return _consul_connections(path, entries), _etcd_connections(path, etcd_entries)
+
+
+def _consul_connections(path: Path, entries: dict[str, Any]) -> dict[str, ConsulConnection]:
     connections = {}
     for name, entry in entries.items():
         if not isinstance(entry, dict) or "address" not in entry:
@@ -165,6 +190,32 @@ def load_connections(path: Path) -> dict[str, ConsulConnection]:
 
 
 _CONNECTION_FIELDS = {"address", "scheme", "caFile", "namespaces", "datacenters", "requireToken"}
+_ETCD_FIELDS = {"endpoints", "caFile", "certFile", "keyFile", "namespaces", "requireCredentials"}
+
+
+def _etcd_connections(path: Path, entries: dict[str, Any]) -> dict[str, EtcdConnection]:
+    clusters = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise SettingsError(f"{path}: etcd connection {name!r} must be a mapping")
+        unknown = set(entry) - _ETCD_FIELDS
+        if unknown:
+            raise SettingsError(f"{path}: etcd connection {name!r}: unknown field(s) "
+                                f"{', '.join(sorted(map(str, unknown)))}")
+        endpoints = _names(path, name, entry, "endpoints")
+        if not endpoints:
+            raise SettingsError(f"{path}: etcd connection {name!r} needs endpoints")
+        secure = bool(entry.get("caFile") or entry.get("certFile"))
+        urls = tuple(e if "://" in e else f"{'https' if secure else 'http'}://{e}"
+                     for e in endpoints)
+        if bool(entry.get("certFile")) != bool(entry.get("keyFile")):
+            raise SettingsError(f"{path}: etcd connection {name!r}: certFile and keyFile go "
+                                f"together")
+        access = Access(_names(path, name, entry, "namespaces"), None,
+                        _flag(path, name, entry, "requireCredentials"))
+        clusters[str(name)] = EtcdConnection(str(name), urls, entry.get("caFile"),
+                                             entry.get("certFile"), entry.get("keyFile"), access)
+    return clusters
 
 
 def _names(path: Path, name: object, entry: dict[str, object], key: str) -> tuple[str, ...] | None:

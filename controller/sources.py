@@ -55,12 +55,12 @@ class Subscription:
 
 
 class SourceRegistry(Protocol):
-    def subscribe(self, query: Any, token: str | None, wake: Callable[[], None]) -> Subscription:
-        """Share the watcher of an equal (query, token), starting one if needed; ``wake`` is
-        called on every change of its state."""
+    def subscribe(self, query: Any, token: Any, wake: Callable[[], None]) -> Subscription:
+        """Share the watcher of an equal (query, credentials), starting one if needed; ``wake``
+        is called on every change of its state."""
         ...
 
-    def key_for(self, query: Any, token: str | None) -> Hashable: ...
+    def key_for(self, query: Any, token: Any) -> Hashable: ...
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         """The watcher stops when its last subscriber leaves."""
@@ -71,3 +71,30 @@ class SourceRegistry(Protocol):
     def active(self) -> int:
         """Watchers running (one per distinct query)."""
         ...
+
+
+@dataclass
+class SourceRouter:
+    """Every source kind's registry behind one: a query goes to the registry of its ``kind``."""
+
+    registries: Mapping[str, SourceRegistry]
+
+    def _of(self, query: Any) -> SourceRegistry:
+        return self.registries[query.kind]
+
+    def subscribe(self, query: Any, token: Any, wake: Callable[[], None]) -> Subscription:
+        return self._of(query).subscribe(query, token, wake)
+
+    def key_for(self, query: Any, token: Any) -> Hashable:
+        return self._of(query).key_for(query, token)  # each kind's keys are its own class
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        for registry in self.registries.values():
+            await registry.unsubscribe(subscription)
+
+    async def close(self) -> None:
+        for registry in self.registries.values():
+            await registry.close()
+
+    def active(self) -> int:
+        return sum(registry.active() for registry in self.registries.values())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .ring import Algorithm, RingError, RingSpec
 
@@ -43,6 +43,7 @@ def parse_duration(text: str, field_name: str) -> float:
 class ServiceQuery:
     """What to ask Consul: one watcher serves every ring with an equal query."""
 
+    kind: ClassVar[str] = "consul"
     connection: str
     service: str
     datacenter: str | None = None
@@ -51,11 +52,39 @@ class ServiceQuery:
     only_passing: bool = True
     filter: str | None = None  # Consul's filter expression, passed through as written
 
+    def members_found(self, count: int) -> str:
+        return f"Consul reports {count} healthy instance(s) of {self.service!r}"
+
+
+@dataclass(frozen=True)
+class EtcdQuery:
+    """The keys under a prefix in an etcd (v3) cluster: one member per key."""
+
+    kind: ClassVar[str] = "etcd"
+    connection: str
+    prefix: str
+    filter: ClassVar[None] = None
+
+    def members_found(self, count: int) -> str:
+        return f"etcd holds {count} member key(s) under {self.prefix!r}"
+
+
+SourceQuery = ServiceQuery | EtcdQuery
+
 
 @dataclass(frozen=True)
 class TokenRef:
     secret: str
     key: str = "token"
+
+
+@dataclass(frozen=True)
+class CredentialsRef:
+    """A Secret holding a username and a password (etcd's own authentication)."""
+
+    secret: str
+    username_key: str = "username"
+    password_key: str = "password"
 
 
 @dataclass(frozen=True)
@@ -68,13 +97,14 @@ class Stabilization:
 
 @dataclass(frozen=True)
 class RingConfig:
-    query: ServiceQuery
+    query: SourceQuery
     ring_spec: RingSpec  # the engine's parameters: shards, replication, algorithm
     configmap: str
     identity: str = DEFAULT_IDENTITY
     weight_from: str | None = None
     zone_from: str | None = None
-    token: TokenRef | None = None
+    token: TokenRef | None = None  # Consul's ACL token
+    credentials: CredentialsRef | None = None  # etcd's username and password
     stabilization: Stabilization = field(default_factory=Stabilization)
     prometheus_relabel: bool = False
     suspend: bool = False
@@ -87,11 +117,14 @@ def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> An
     return default if value is None else value
 
 
+SOURCES = ("service", "etcd")  # spec fields naming a membership source (service: Consul)
+
+
 def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
-    service = _get(spec, "service", {})
-    if not _get(service, "name"):
-        raise SpecError("spec.service.name is required")
-    consul = _get(spec, "consul", {})
+    named = [field_name for field_name in SOURCES if spec.get(field_name) is not None]
+    if len(named) != 1:
+        raise SpecError("set exactly one membership source: spec.service (a Consul service) or "
+                        "spec.etcd" + (f" (found {' and '.join(named)})" if named else ""))
     members = _get(spec, "members", {})
     stabilization = _get(spec, "stabilization", {})
     algorithm = _get(spec, "algorithm", "balanced")
@@ -107,24 +140,16 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
                                "spec.stabilization.maxDelay")
     if max_delay < window:
         raise SpecError("spec.stabilization.maxDelay must be at least spec.stabilization.window")
-    token_ref = _get(consul, "tokenSecretRef")
-    node_meta = _get(service, "nodeMeta", {})
+    query, token, credentials = _source(spec, named[0])
     return RingConfig(
-        query=ServiceQuery(
-            connection=_get(consul, "connection", "default"),
-            service=service["name"],
-            datacenter=_get(service, "datacenter"),
-            tags=tuple(sorted(set(_get(service, "tags", [])))),
-            node_meta=tuple(sorted((str(k), str(v)) for k, v in node_meta.items())),
-            only_passing=bool(_get(service, "onlyPassing", True)),
-            filter=_get(service, "filter") or None,
-        ),
+        query=query,
         ring_spec=ring,
         configmap=_get(_get(spec, "configMap", {}), "name", f"{name}-ring"),
         identity=_get(members, "identity", DEFAULT_IDENTITY),
         weight_from=_get(members, "weightFrom"),
         zone_from=_get(members, "zoneFrom"),
-        token=TokenRef(token_ref["name"], _get(token_ref, "key", "token")) if token_ref else None,
+        token=token,
+        credentials=credentials,
         stabilization=Stabilization(
             window=window, max_delay=max_delay,
             min_members=int(_get(stabilization, "minMembers", 1)),
@@ -132,3 +157,35 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
         prometheus_relabel=bool(_get(_get(spec, "outputs", {}), "prometheusRelabel", False)),
         suspend=bool(_get(spec, "suspend", False)),
     )
+
+
+def _source(spec: Mapping[str, Any], which: str
+            ) -> tuple[SourceQuery, TokenRef | None, CredentialsRef | None]:
+    if which == "etcd":
+        etcd = spec["etcd"]
+        prefix = _get(etcd, "prefix")
+        if not prefix or not str(prefix).startswith("/"):
+            raise SpecError("spec.etcd.prefix is required and starts with / (for example "
+                            "/services/web/)")
+        ref = _get(etcd, "credentialsSecretRef")
+        credentials = CredentialsRef(ref["name"], _get(ref, "usernameKey", "username"),
+                                     _get(ref, "passwordKey", "password")) if ref else None
+        return EtcdQuery(connection=_get(etcd, "connection", "default"),
+                         prefix=str(prefix)), None, credentials
+    service = spec["service"]
+    if not _get(service, "name"):
+        raise SpecError("spec.service.name is required")
+    consul = _get(spec, "consul", {})
+    token_ref = _get(consul, "tokenSecretRef")
+    node_meta = _get(service, "nodeMeta", {})
+    query = ServiceQuery(
+        connection=_get(consul, "connection", "default"),
+        service=service["name"],
+        datacenter=_get(service, "datacenter"),
+        tags=tuple(sorted(set(_get(service, "tags", [])))),
+        node_meta=tuple(sorted((str(k), str(v)) for k, v in node_meta.items())),
+        only_passing=bool(_get(service, "onlyPassing", True)),
+        filter=_get(service, "filter") or None,
+    )
+    token = TokenRef(token_ref["name"], _get(token_ref, "key", "token")) if token_ref else None
+    return query, token, None

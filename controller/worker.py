@@ -97,7 +97,7 @@ def plain_body(body: Mapping[str, Any]) -> dict[str, Any]:
 
 class RingWorker:
     def __init__(self, namespace: str, name: str, *, kube: KubeAdapter, sources: SourceRegistry,
-                 connections: Mapping[str, Access], limits: Limits = Limits(),
+                 connections: Mapping[tuple[str, str], Access], limits: Limits = Limits(),
                  clock: Clock | None = None, passes: asyncio.Semaphore | None = None,
                  background: set[asyncio.Task[None]] | None = None,
                  planning: Executor | None = None):
@@ -149,7 +149,8 @@ class RingWorker:
     def token_secret(self) -> str | None:
         """The Secret the ring names for its Consul token, if any."""
         spec = (self.body or {}).get("spec") or {}
-        reference = (spec.get("consul") or {}).get("tokenSecretRef") or {}
+        reference = (spec.get("consul") or {}).get("tokenSecretRef") or \
+            (spec.get("etcd") or {}).get("credentialsSecretRef") or {}
         return reference.get("name")
 
     def token_changed(self) -> None:
@@ -276,14 +277,11 @@ class RingWorker:
         return plan.requeue_after
 
     async def _gather(self, config: RingConfig) -> Gathered | None:
-        token = None
-        if config.token:
-            try:
-                token = await self.kube.read_secret_key(self.namespace, config.token.secret,
-                                                        config.token.key)
-            except SecretMissing as error:
-                await self.unsubscribe()
-                return Gathered(None, token_problem=str(error))
+        try:
+            token = await self._secret(config)
+        except SecretMissing as error:
+            await self.unsubscribe()
+            return Gathered(None, token_problem=str(error))
         self._subscribe(config, token)
         assert self.subscription is not None
         source = self.subscription.watch.state
@@ -293,6 +291,17 @@ class RingWorker:
                         last_published=self.last_published, verified=self.verified,
                         pending_since=self.pending_since, last_publish=self.last_publish,
                         last_publish_bytes=self.last_publish_bytes)
+
+    async def _secret(self, config: RingConfig) -> str | tuple[str, str] | None:
+        """The Consul token, or etcd's username and password, from the ring's marked Secret."""
+        read = self.kube.read_secret_key
+        if config.token:
+            return await read(self.namespace, config.token.secret, config.token.key)
+        if config.credentials:
+            ref = config.credentials
+            return (await read(self.namespace, ref.secret, ref.username_key),
+                    await read(self.namespace, ref.secret, ref.password_key))
+        return None
 
     async def _configmap(self, name: str) -> ConfigMapView | None:
         if self.seen is None or self.seen.name != name:
@@ -332,7 +341,7 @@ class RingWorker:
 
     # ---- the membership subscription ----------------------------------------------------------
 
-    def _subscribe(self, config: RingConfig, token: str | None) -> None:
+    def _subscribe(self, config: RingConfig, token: str | tuple[str, str] | None) -> None:
         key = self.sources.key_for(config.query, token)
         if self.subscription and self.subscription.watch.key == key:
             return

@@ -139,7 +139,8 @@ def test_filter_expressions_select_members_share_watchers_and_report_errors(
         wait_for(lambda name=name: member_ids(rings, f"{name}-ring") == chosen, "filtered")
     document = json.loads(rings.configmap("first-ring").data["ring.json"])
     assert document["service"]["filter"] == expression
-    watchers = [w for w in operator.sources.watchers.values() if w.key.query.service == service]
+    consul = operator.sources.registries["consul"]
+    watchers = [w for w in consul.watchers.values() if w.key.query.service == service]
     assert len(watchers) == 1 and len(watchers[0].subscribers) == 2
 
     # A change the expression selects is followed; one it does not select is not a member.
@@ -156,7 +157,7 @@ def test_filter_expressions_select_members_share_watchers_and_report_errors(
     assert len(degraded["message"]) > len("Consul refused the query: ") + 10  # Consul's words
     reachable = rings.condition("second", "ConsulReachable")
     assert (reachable["status"], reachable["reason"]) == ("True", "QueryRefused")
-    bad = [w for w in operator.sources.watchers.values()
+    bad = [w for w in operator.sources.registries["consul"].watchers.values()
            if w.key.query.filter == "Service.Meta.shard =="]
     assert len(bad) == 1
     worker = operator.workers[(namespace, "second")]

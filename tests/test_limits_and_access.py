@@ -32,7 +32,8 @@ def entries(count: int) -> list[dict]:
 
 
 def test_a_connection_serves_only_its_namespaces_and_says_nothing_of_the_others():
-    connections = {"shared": Access(), "payments": Access(namespaces=("payments", "pay-*"))}
+    connections = {("consul", "shared"): Access(),
+                   ("consul", "payments"): Access(namespaces=("payments", "pay-*"))}
     assert prepare(ring("payments", consul={"connection": "payments"}), connections, NOW).config
     assert prepare(ring("pay-eu", consul={"connection": "payments"}), connections, NOW).config
     foreign = prepare(ring("team-a", consul={"connection": "payments"}), connections, NOW)
@@ -47,7 +48,7 @@ def test_a_connection_serves_only_its_namespaces_and_says_nothing_of_the_others(
 
 
 def test_datacenters_and_anonymous_queries_can_be_refused_per_connection():
-    connections = {"default": Access(datacenters=("dc1",), require_token=True)}
+    connections = {("consul", "default"): Access(datacenters=("dc1",), require_token=True)}
     token = {"connection": "default", "tokenSecretRef": {"name": "t"}}
     assert prepare(ring(consul=token), connections, NOW).config
     assert prepare(ring(consul=token, service={"name": "web", "datacenter": "dc1"}),
@@ -66,7 +67,7 @@ def gathered(count: int, previous: ConfigMapView | None = None) -> Gathered:
 
 
 def planned(count: int, limits: Limits, **spec):
-    config = prepare(ring(**spec), {"default": Access()}, NOW).config
+    config = prepare(ring(**spec), {("consul", "default"): Access()}, NOW).config
     assert config is not None
     return plan_pass(ring(**spec), config, gathered(count), 10.0, NOW, limits)
 
@@ -89,7 +90,7 @@ def test_a_ring_over_a_limit_is_refused_before_any_work_naming_the_limit():
 
 
 def test_an_oversized_reply_is_a_limit_not_an_outage():
-    config = prepare(ring(), {"default": Access()}, NOW).config
+    config = prepare(ring(), {("consul", "default"): Access()}, NOW).config
     source = SourceState(error="the Consul reply is larger than this operator's maxReplyBytes "
                                "limit (10 bytes)", over_limit=True)
     plan = plan_pass(ring(), config, Gathered(None, source), 10.0, NOW, Limits())
@@ -118,7 +119,8 @@ def test_limits_and_connection_rules_are_read_strictly(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("connections:\n  p: {address: 'c:8500', namespaces: [pay-*], "
                     "datacenters: [dc1], requireToken: true}\n")
-    access = OperatorConfig.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)}).access()["p"]
+    config = OperatorConfig.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
+    access = config.access()[("consul", "p")]
     assert access == Access(("pay-*",), ("dc1",), True)
     # A misspelt restriction must not leave the connection open to everyone.
     path.write_text("connections:\n  p: {address: 'c:8500', namespace: [pay]}\n")
@@ -131,7 +133,7 @@ def test_limits_and_connection_rules_are_read_strictly(tmp_path):
 
 def test_a_big_ring_waits_longer_between_versions_than_a_small_one():
     quiet = ring(stabilization={"window": "0s"})
-    config = prepare(quiet, {"default": Access()}, NOW).config
+    config = prepare(quiet, {("consul", "default"): Access()}, NOW).config
     first = plan_pass(quiet, config, gathered(3), 10.0, NOW, Limits())
     desired = first.configmap
     assert desired is not None

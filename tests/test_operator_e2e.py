@@ -129,7 +129,7 @@ def test_two_rings_on_one_service_share_one_consul_query(operator, rings, consul
     rings.create("second", ring_spec(service, shards=32))
     rings.wait_ring("first-ring", lambda r: len(r.assignment.members) == 3, "first ring")
     rings.wait_ring("second-ring", lambda r: len(r.assignment.members) == 3, "second ring")
-    registry = operator.sources
+    registry = operator.sources.registries["consul"]
     streams = [k for k in registry.watchers if k.query.service == service]
     assert len(streams) == 1
     assert len(registry.watchers[streams[0]].subscribers) == 2

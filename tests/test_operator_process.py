@@ -51,8 +51,10 @@ def test_examples_apply_cleanly(api_client, crd, namespace):
         # A misspelt field would be pruned silently by the structural schema.
         assert kept(body["spec"], created["spec"]), (path, created["spec"])
         # ... and the operator itself must accept what the API server accepted.
-        assert parse_spec(body["metadata"]["name"], created["spec"]).query.service == \
-            body["spec"]["service"]["name"], path
+        query = parse_spec(body["metadata"]["name"], created["spec"]).query
+        source = body["spec"].get("service") or body["spec"]["etcd"]
+        assert getattr(query, "service", None) or query.prefix == source.get("prefix"), path
+        assert getattr(query, "service", source.get("name")) == source.get("name"), path
 
 
 def test_operator_process_publishes_and_exits_quickly_on_sigterm(

@@ -63,8 +63,14 @@ def test_filter_is_part_of_the_query_and_of_the_ring_record():
 
 
 def test_spec_errors_are_clear():
-    with pytest.raises(SpecError, match="service.name"):
+    with pytest.raises(SpecError, match="exactly one membership source"):
         parse_spec("r", {})
+    with pytest.raises(SpecError, match="service.name"):
+        parse_spec("r", {"service": {}})
+    with pytest.raises(SpecError, match="found service and etcd"):
+        parse_spec("r", {"service": {"name": "s"}, "etcd": {"prefix": "/s/"}})
+    with pytest.raises(SpecError, match="spec.etcd.prefix"):
+        parse_spec("r", {"etcd": {"prefix": "services"}})
     with pytest.raises(SpecError, match="maxDelay"):
         parse_spec("r", {"service": {"name": "s"},
                          "stabilization": {"window": "1m", "maxDelay": "10s"}})

@@ -166,7 +166,8 @@ def test_a_ring_over_a_limit_keeps_its_last_version_and_costs_nothing_more(
     rings.create("bulky", quick(big))
     message = degraded(rings, "bulky", "LimitExceeded")["message"]
     assert "maxReplyBytes" in message
-    watcher = next(w for w in memo.sources.watchers.values() if w.key.query.service == big)
+    consul = memo.sources.registries["consul"]
+    watcher = next(w for w in consul.watchers.values() if w.key.query.service == big)
     requests = watcher.requests
     time.sleep(6)
     # The refused-query backoff (doubling to a minute) rather than the outage one (capped at 1 s,

@@ -186,7 +186,7 @@ def setup(ring_spec: dict[str, Any], limits: Limits = Limits(min_publish_interva
     clock = FakeClock()
     kube, sources = FakeKube(ring_spec), FakeSources(clock)
     worker = RingWorker(NAMESPACE, NAME, kube=kube, sources=sources,
-                        connections={"default": Access()}, limits=limits, clock=clock)
+                        connections={("consul", "default"): Access()}, limits=limits, clock=clock)
     made = Setup(kube, sources, clock, worker)
     run_pass = worker.run_pass
 

@@ -1,0 +1,316 @@
+"""Shared etcd (v3) prefix watchers: one per distinct (connection, prefix, credentials).
+
+As the design notes register instances: each one puts a key under a prefix, bound to a lease it
+keeps alive; the key goes when the lease expires. A watcher lists the prefix at a revision, then
+watches from the next revision, so nothing falls between the list and the watch. It lists again
+after the watch ends for any reason (compaction of the revision it asked for, a lost
+connection, a restarted server); a list that finds the same keys changes nothing, and a revision
+that went backwards (a restore from snapshot) is simply the new truth.
+
+etcd is spoken to through its JSON gateway (``/v3/kv/range``, ``/v3/watch``, on the client port)
+with the operator's aiohttp: TLS with a CA and a client certificate, and no gRPC stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .membership import registration_entry
+from .settings import EtcdConnection
+from .sources import Snapshot, SourceState, Subscription
+from .spec import EtcdQuery
+
+log = logging.getLogger("shardring.etcd")
+
+BACKOFF_START, BACKOFF_MAX = 0.25, 2.0
+REQUEST_TIMEOUT = 10.0
+Credentials = tuple[str, str]  # username, password: never logged, never in keys or reprs
+
+
+class EtcdError(Exception):
+    """etcd answered with an error; the message is safe to show."""
+
+
+class PermissionDenied(EtcdError):
+    pass
+
+
+def b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key starting with ``prefix`` (etcd's range_end for a prefix)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"
+
+
+class Gateway:
+    """The few calls of etcd's JSON gateway a watcher needs, against one connection's endpoints
+    (the next endpoint is tried when one cannot be reached)."""
+
+    def __init__(self, connection: EtcdConnection, max_reply_bytes: int):
+        self.connection = connection
+        self.max_reply_bytes = max_reply_bytes
+        self._next = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        connection = self.connection
+        if not any(url.startswith("https") for url in connection.endpoints):
+            return None
+        context = ssl.create_default_context(cafile=connection.ca_file)
+        if connection.cert_file:
+            context.load_cert_chain(connection.cert_file, connection.key_file)
+        return context
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # A watch result is one line of JSON, as big as the events of one revision batch.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl() or False, limit=0),
+                read_bufsize=8 << 20)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _url(self, path: str) -> str:
+        return self.connection.endpoints[self._next % len(self.connection.endpoints)] + path
+
+    def _rotate(self) -> None:
+        self._next += 1
+
+    async def call(self, path: str, body: dict[str, Any], token: str | None) -> dict[str, Any]:
+        headers = {"Authorization": token} if token else None
+        try:
+            async with self.session.post(self._url(path), json=body, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+                                         ) as reply:
+                text = await reply.content.read(self.max_reply_bytes + 1)
+                if len(text) > self.max_reply_bytes:
+                    raise EtcdError(f"the etcd reply is larger than this operator's "
+                                    f"maxReplyBytes limit ({self.max_reply_bytes} bytes)")
+                document = _document(reply.status, text)
+        except aiohttp.ClientConnectionError:
+            self._rotate()
+            raise
+        return document
+
+    async def authenticate(self, credentials: Credentials) -> str:
+        reply = await self.call("/v3/auth/authenticate",
+                                {"name": credentials[0], "password": credentials[1]}, None)
+        return str(reply.get("token") or "")
+
+    async def list_prefix(self, prefix: str, token: str | None
+                          ) -> tuple[int, dict[str, bytes]]:
+        key = prefix.encode()
+        reply = await self.call("/v3/kv/range",
+                                {"key": b64(key), "range_end": b64(prefix_end(key))}, token)
+        revision = int((reply.get("header") or {}).get("revision") or 0)
+        return revision, {base64.b64decode(kv["key"]).decode(errors="replace"):
+                          base64.b64decode(kv.get("value") or "") for kv in reply.get("kvs") or []}
+
+    async def watch(self, prefix: str, start_revision: int, token: str | None
+                    ) -> AsyncIterator[dict[str, Any]]:
+        """The watch stream's results, as they come (one JSON object per line)."""
+        key = prefix.encode()
+        body = {"create_request": {"key": b64(key), "range_end": b64(prefix_end(key)),
+                                   "start_revision": str(start_revision)}}
+        headers = {"Authorization": token} if token else None
+        try:
+            async with self.session.post(self._url("/v3/watch"), json=body, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=None,
+                                                                       sock_connect=5)) as reply:
+                if reply.status != 200:
+                    _document(reply.status, await reply.content.read(64 << 10))
+                async for line in reply.content:
+                    if line.strip():
+                        yield _document(200, line).get("result") or {}
+        except aiohttp.ClientConnectionError:
+            self._rotate()
+            raise
+
+
+def _document(status: int, text: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise EtcdError(f"etcd answered HTTP {status} with something that is not JSON") from None
+    error = document.get("error") if isinstance(document, dict) else None
+    if status != 200 or error:
+        message = str((error or document).get("message") or (error or document).get("error")
+                      or f"HTTP {status}") if isinstance(error or document, dict) else str(error)
+        if status in (401, 403) or "permission denied" in message or "authentication" in message:
+            raise PermissionDenied("etcd refused the ring's credentials (permission denied)")
+        raise EtcdError(f"etcd refused the request: {message[:200]}")
+    return document
+
+
+@dataclass(frozen=True)
+class WatchKey:
+    query: EtcdQuery
+    credentials_digest: str
+
+
+def credentials_digest(credentials: Credentials | None) -> str:
+    if not credentials:
+        return ""
+    return hashlib.sha256("\0".join(credentials).encode()).hexdigest()[:16]
+
+
+class Watcher:
+    def __init__(self, key: WatchKey, gateway: Gateway, credentials: Credentials | None):
+        self.key = key
+        self.state = SourceState()
+        self.version = 0
+        self.subscribers: set[Callable[[], None]] = set()
+        self.lists = 0  # full listings of the prefix (one at start, then one per lost watch)
+        self._gateway = gateway
+        self._credentials = credentials
+        self._keys: dict[str, bytes] = {}
+        self._revision = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"etcd-watch:{self.key.query.prefix}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    async def _run(self) -> None:
+        prefix = self.key.query.prefix
+        backoff = BACKOFF_START
+        while True:
+            try:
+                token = await self._gateway.authenticate(self._credentials) \
+                    if self._credentials else None
+                revision, keys = await self._gateway.list_prefix(prefix, token)
+                self.lists += 1
+                if revision < self._revision:
+                    log.info("etcd revision went back from %d to %d under %s (restored from a "
+                             "snapshot?): the listing is the new truth", self._revision,
+                             revision, prefix)
+                self._keys, self._revision = keys, revision
+                self._publish()
+                backoff = BACKOFF_START
+                async for result in self._gateway.watch(prefix, revision + 1, token):
+                    if result.get("canceled") or result.get("compact_revision"):
+                        break  # compacted past our revision, or canceled: list again
+                    self._apply(result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
+                self._fail(error)
+                await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
+                backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def _apply(self, result: dict[str, Any]) -> None:
+        for event in result.get("events") or []:
+            kv = event.get("kv") or {}
+            key = base64.b64decode(kv.get("key") or "").decode(errors="replace")
+            if event.get("type") == "DELETE":
+                self._keys.pop(key, None)
+            else:
+                self._keys[key] = base64.b64decode(kv.get("value") or "")
+        revision = int((result.get("header") or {}).get("revision") or 0)
+        self._revision = max(self._revision, revision)
+        if result.get("events"):
+            self._publish()
+
+    def _publish(self) -> None:
+        prefix = self.key.query.prefix
+        entries = [registration_entry(f"etcd key {key!r}", key[len(prefix):], value)
+                   for key, value in sorted(self._keys.items()) if key[len(prefix):]]
+        unchanged = self.state.snapshot is not None and self.state.error is None and \
+            entries == self.state.snapshot.entries
+        if unchanged:
+            return
+        self.state = SourceState(snapshot=Snapshot(self._revision, entries, time.monotonic()))
+        self._notify()
+
+    def _fail(self, error: BaseException) -> None:
+        denied = isinstance(error, PermissionDenied)
+        message = str(error) if isinstance(error, EtcdError) else \
+            f"etcd cannot be reached: {type(error).__name__}"
+        if self.state.error != message:
+            log.warning("%s (prefix %s)", message, self.key.query.prefix)
+            self.state = SourceState(snapshot=self.state.snapshot, error=message,
+                                     permission_denied=denied)
+            self._notify()
+
+    def _notify(self) -> None:
+        self.version += 1
+        for wake in list(self.subscribers):
+            wake()
+
+
+@dataclass
+class EtcdRegistry:
+    connections: dict[str, EtcdConnection]
+    max_reply_bytes: int = 64 << 20
+    watchers: dict[WatchKey, Watcher] = field(default_factory=dict)
+    gateways: dict[str, Gateway] = field(default_factory=dict)
+
+    def key_for(self, query: EtcdQuery, credentials: Credentials | None) -> WatchKey:
+        return WatchKey(query, credentials_digest(credentials))
+
+    def active(self) -> int:
+        return len(self.watchers)
+
+    def subscribe(self, query: EtcdQuery, credentials: Credentials | None,
+                  wake: Callable[[], None]) -> Subscription:
+        key = self.key_for(query, credentials)
+        watcher = self.watchers.get(key)
+        if watcher is None:
+            if query.connection not in self.gateways:
+                self.gateways[query.connection] = Gateway(self.connections[query.connection],
+                                                          self.max_reply_bytes)
+            watcher = Watcher(key, self.gateways[query.connection], credentials)
+            self.watchers[key] = watcher
+            watcher.start()
+        watcher.subscribers.add(wake)
+        return Subscription(watcher, wake)
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        watcher = subscription.watch
+        if not isinstance(watcher, Watcher) or self.watchers.get(watcher.key) is not watcher:
+            return
+        watcher.subscribers.discard(subscription.wake)
+        if not watcher.subscribers:
+            del self.watchers[watcher.key]
+            await watcher.stop()
+
+    async def close(self) -> None:
+        for watcher in list(self.watchers.values()):
+            await watcher.stop()
+        self.watchers.clear()
+        for gateway in self.gateways.values():
+            await gateway.close()
+        self.gateways.clear()

@@ -1,0 +1,166 @@
+"""Members from a real etcd server used as a registry, registered as the design notes do (a lease
+per instance, a key under the service prefix bound to it): lease loss, bad values, a restarted
+server, a compacted revision."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from controller.testing.etcd_registry import EtcdRegistryServer, Registrar
+from tests.operator_helpers import wait_for
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture(scope="module")
+def etcd_server(control_plane, tmp_path_factory):
+    server = EtcdRegistryServer(control_plane.assets, tmp_path_factory.mktemp("etcd-registry"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def registrar(etcd_server):
+    made = Registrar(etcd_server, f"/services/web-{uuid.uuid4().hex[:6]}/")
+    yield made
+    made.cleanup()
+
+
+@pytest.fixture
+def etcd_operator(crd, operator_env, control_plane, etcd_server):
+    from controller.settings import ConsulConnection, EtcdConnection, OperatorConfig
+    from tests.inprocess import InProcessOperator
+    config = OperatorConfig(
+        connections={"default": ConsulConnection.from_address("default",
+                                                              control_plane.consul_addr)},
+        etcd={"default": EtcdConnection("default", (etcd_server.url,))})
+    with InProcessOperator(config=config) as memo:
+        yield memo
+
+
+def etcd_ring(prefix: str, **extra) -> dict:
+    return {"etcd": {"prefix": prefix}, "shards": 64,
+            "stabilization": {"window": "0s", "maxDelay": "0s"}, **extra}
+
+
+def owners(ring) -> dict[int, tuple[str, ...]]:
+    return dict(enumerate(ring.assignment.owners))
+
+
+def test_lease_registered_members_form_the_ring_and_a_lost_lease_moves_only_its_shards(
+        etcd_operator, rings, registrar):
+    registrar.register("web-0", "10.0.0.10:9100")  # the notes' plain host:port
+    registrar.register("web-1", "10.0.0.11:9100")
+    registrar.register("web-2", json.dumps({"address": "10.0.0.12", "port": 9100, "zone": "b",
+                                            "metadata": {"rack": "r2"}}))
+    registrar.register("web-3", json.dumps({"address": "10.0.0.13:9100", "weight": 2}))
+    rings.create("fleet", etcd_ring(registrar.prefix, members={"zoneFrom": "node-meta:zone"}))
+    before = wait_for(lambda: (r := rings.ring("fleet-ring")) and
+                      len(r.assignment.members) == 4 and r, "four members published")
+    assert before.endpoints["web-2"].address == "10.0.0.12"
+    assert before.endpoints["web-3"].port == 9100
+    assert before.service == {"source": "etcd", "connection": "default",
+                              "prefix": registrar.prefix, "identity": "node/id",
+                              "zoneFrom": "node-meta:zone"}
+    wait_for(lambda: (rings.condition("fleet", "SourceReachable") or {}).get("status") == "True",
+             "SourceReachable=True (the status may follow the ConfigMap)")
+
+    registrar.revoke("web-2")  # its lease ends: etcd deletes the key
+    after = wait_for(lambda: (r := rings.ring("fleet-ring")) and
+                     len(r.assignment.members) == 3 and r, "web-2 gone")
+    assert after.version == before.version + 1
+    moved = [s for s, held in owners(before).items() if owners(after)[s] != held]
+    assert moved and all("web-2" in owners(before)[s] for s in moved)
+
+
+def test_bad_values_degrade_naming_the_key_and_keep_the_last_ring(
+        etcd_operator, rings, registrar, core_v1, namespace):
+    registrar.register("a", "10.0.0.1:9100")
+    registrar.register("b", "10.0.0.2:9100")
+    rings.create("strict", etcd_ring(registrar.prefix))
+    wait_for(lambda: len(rings.ring("strict-ring").assignment.members) == 2, "published")
+    kept = core_v1.read_namespaced_config_map("strict-ring", namespace).metadata.resource_version
+
+    def degraded_by(key: str, why: str) -> None:
+        wait_for(lambda: (c := rings.condition("strict", "Degraded")) and
+                 c["status"] == "True" and c["reason"] == "InvalidMembership" and
+                 f"etcd key '{registrar.prefix}{key}'" in c["message"] and why in c["message"],
+                 f"Degraded naming {key}: {why}")
+    registrar.register("broken", "{not json")
+    degraded_by("broken", "not valid JSON")
+    registrar.put("broken", json.dumps({"port": 9100}))
+    degraded_by("broken", 'no "address"')
+    registrar.put("broken", "no-port-here")
+    degraded_by("broken", "neither JSON nor host:port")
+    assert core_v1.read_namespaced_config_map("strict-ring", namespace).metadata \
+        .resource_version == kept
+
+    registrar.put("broken", "10.0.0.3:9100")  # fixed: it joins
+    wait_for(lambda: len(rings.ring("strict-ring").assignment.members) == 3, "recovered")
+
+
+def test_a_restarted_server_resumes_the_watch_without_a_write(
+        etcd_operator, rings, registrar, etcd_server, core_v1, namespace):
+    for n in range(3):
+        registrar.register(f"m{n}", f"10.0.1.{n}:9100")
+    rings.create("steady", etcd_ring(registrar.prefix))
+    published = wait_for(lambda: (r := rings.ring("steady-ring")) and
+                         len(r.assignment.members) == 3 and r, "published")
+    kept = core_v1.read_namespaced_config_map("steady-ring", namespace).metadata.resource_version
+    watcher = next(w for w in etcd_operator.sources.registries["etcd"].watchers.values()
+                   if w.key.query.prefix == registrar.prefix)
+    lists = watcher.lists
+    etcd_server.restart()  # same data: the keys and their leases are still there
+    wait_for(lambda: watcher.lists > lists and watcher.state.error is None,
+             "listed again after the restart", timeout=30)
+    registrar.keep_alive()
+    assert core_v1.read_namespaced_config_map("steady-ring", namespace).metadata \
+        .resource_version == kept
+    assert rings.ring("steady-ring").version == published.version
+    registrar.register("m3", "10.0.1.3:9100")  # and it still follows
+    wait_for(lambda: len(rings.ring("steady-ring").assignment.members) == 4, "followed")
+
+
+def test_a_watch_from_a_compacted_revision_lists_again(etcd_server, registrar):
+    from controller.etcd_watch import EtcdRegistry
+    from controller.settings import EtcdConnection
+    from controller.spec import EtcdQuery
+
+    async def scenario() -> None:
+        registrar.register("x", "10.0.2.1:9100")
+        stale = int(etcd_server.call("/v3/kv/range", {"key": "Lw=="})["header"]["revision"])
+        registrar.register("y", "10.0.2.1:9101")
+        registrar.put("y", "10.0.2.2:9100")
+        etcd_server.compact()  # the history since the stale revision is gone
+        registry = EtcdRegistry({"default": EtcdConnection("default", (etcd_server.url,))})
+
+        woke = asyncio.Event()
+        subscription = registry.subscribe(EtcdQuery("default", registrar.prefix), None, woke.set)
+        watcher = subscription.watch
+        # The first listing is made to report the stale revision, as if the history had been
+        # compacted between the listing and the watch: the watch is refused, the watcher lists
+        # again and ends with the truth.
+        gateway = registry.gateways["default"]
+        gateway_list = gateway.list_prefix
+
+        async def stale_once(prefix, token):
+            gateway.list_prefix = gateway_list
+            revision, keys = await gateway_list(prefix, token)
+            return stale, {k: v for k, v in keys.items() if not k.endswith("/y")}
+        gateway.list_prefix = stale_once
+        for _ in range(100):
+            if watcher.lists >= 2 and watcher.state.snapshot and \
+                    len(watcher.state.snapshot.entries) == 2:
+                break
+            await asyncio.sleep(0.05)
+        try:
+            assert watcher.lists >= 2, "the refused watch made the watcher list again"
+            assert {e["Service"]["ID"] for e in watcher.state.snapshot.entries} == {"x", "y"}
+        finally:
+            await registry.close()
+    asyncio.run(scenario())
