@@ -204,7 +204,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
     if decision.changed and desired is not None:
         events = (_resharded(decision),) + events
     requeue_after = _requeue(decision, now)
-    if source is not None and source.permission_denied and config.token is not None:
+    if source is not None and source.permission_denied and \
+            (config.token is not None or config.credentials is not None):
         # The token may have been rotated in its Secret: no event says so, so look again.
         requeue_after = RECHECK if requeue_after is None else min(requeue_after, RECHECK)
     return PassPlan(status=status, subscribe=True, configmap=desired, published=published,

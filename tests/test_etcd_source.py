@@ -164,3 +164,65 @@ def test_a_watch_from_a_compacted_revision_lists_again(etcd_server, registrar):
         finally:
             await registry.close()
     asyncio.run(scenario())
+
+
+# ---- TLS with a client certificate, and etcd's own authentication -------------------------------
+
+READER, READER_PASSWORD = "ring-reader", "s3cret-reader-pw"
+
+
+@pytest.fixture(scope="module")
+def secure_etcd(control_plane, tmp_path_factory):
+    server = EtcdRegistryServer(control_plane.assets, tmp_path_factory.mktemp("etcd-tls"),
+                                tls=True)
+    server.start()
+    server.enable_auth(READER, READER_PASSWORD, "/secure/")
+    yield server
+    server.stop()
+
+
+def test_tls_client_certificates_and_credentials_from_a_marked_secret(
+        crd, operator_env, control_plane, secure_etcd, rings, core_v1, namespace, caplog):
+    from kubernetes import client as k8s
+
+    from controller.settings import ConsulConnection, EtcdConnection, OperatorConfig
+    from tests.inprocess import InProcessOperator
+    registrar = Registrar(secure_etcd, f"/secure/web-{uuid.uuid4().hex[:6]}/")
+    registrar.register("a", "10.0.3.1:9100")
+    registrar.register("b", "10.0.3.2:9100")
+    tls = EtcdConnection("default", (secure_etcd.url,), str(secure_etcd.ca_file),
+                         str(secure_etcd.client_cert), str(secure_etcd.client_key))
+    no_client_cert = EtcdConnection("nocert", (secure_etcd.url,), str(secure_etcd.ca_file))
+    config = OperatorConfig(
+        connections={"default": ConsulConnection.from_address("default",
+                                                              control_plane.consul_addr)},
+        etcd={"default": tls, "nocert": no_client_cert})
+    core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="etcd-auth",
+                                  labels={"shardring.io/consul-token": "true"}),
+        string_data={"username": READER, "password": "wrong-password"}))
+    secured = {"prefix": registrar.prefix, "credentialsSecretRef": {"name": "etcd-auth"}}
+    try:
+        with InProcessOperator(config=config):
+            rings.create("secure", etcd_ring(registrar.prefix, etcd=secured))
+            rings.create("nocert", etcd_ring(registrar.prefix,
+                                             etcd={**secured, "connection": "nocert"}))
+            refused = wait_for(lambda: (c := rings.condition("secure", "SourceReachable")) and
+                               c["status"] == "False" and c, "wrong password refused")
+            assert refused["reason"] == "PermissionDenied"
+            unreachable = wait_for(lambda: (c := rings.condition("nocert", "SourceReachable"))
+                                   and c["status"] == "False" and c, "no client certificate")
+            assert unreachable["reason"] == "QueryFailed"
+            # The right password, put into the marked Secret: used within seconds.
+            core_v1.patch_namespaced_secret("etcd-auth", namespace,
+                                            {"stringData": {"password": READER_PASSWORD}})
+            ring = wait_for(lambda: (r := rings.ring("secure-ring")) and
+                            len(r.assignment.members) == 2 and r, "published over TLS", 15)
+            assert set(ring.assignment.ids) == {"a", "b"}
+            registrar.revoke("a")
+            wait_for(lambda: len(rings.ring("secure-ring").assignment.members) == 1, "followed")
+    finally:
+        registrar.cleanup()
+    seen = str(rings.get("secure")) + str(rings.get("nocert")) + caplog.text + str(
+        [e.message for e in core_v1.list_namespaced_event(namespace).items])
+    assert READER_PASSWORD not in seen and "wrong-password" not in seen

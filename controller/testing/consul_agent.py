@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import ControlPlaneError, Process, free_port, http_get, run_checked
+from .processes import ControlPlaneError, Process, free_port, http_get
+from .tls import issue, make_ca
 
 
 @dataclass
@@ -106,19 +107,6 @@ class ConsulAgent:
 
     def _make_certificates(self) -> Path:
         certs = self.workdir / "tls"
-        certs.mkdir(exist_ok=True)
-        names = ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
-        ca_key, ca, key, csr, cert = (certs / n for n in names)
-        ext = certs / "san.cnf"
-        ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:server.dc1.consul\n"
-                       "basicConstraints = CA:FALSE\n")
-        run_checked(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-              "-subj", "/CN=shardring test CA", "-keyout", str(ca_key), "-out", str(ca)],
-             "openssl (CA)")
-        run_checked(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-              "-keyout", str(key), "-out", str(csr)], "openssl (server key)")
-        run_checked(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca),
-                     "-CAkey", str(ca_key),
-              "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert)],
-             "openssl (server certificate)")
+        ca = make_ca(certs)
+        issue(certs, "server", extra_names=("server.dc1.consul",))
         return ca
