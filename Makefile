@@ -15,12 +15,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e '.[test,bench,lint]'
 	touch $@
 
-tools:  ## build (first run) or find the control-plane binaries and print their versions
+tools:  ## build (first run) or find the control-plane binaries and ZooKeeper; print their versions
 	@dir="$$(bash hack/build-tools.sh)" && echo "binaries: $$dir" && \
 	  "$$dir/etcd" --version | head -1 && \
 	  "$$dir/kube-apiserver" --version && \
 	  "$$dir/consul" version | head -1 && \
 	  { [ ! -x "$$dir/kubectl" ] || "$$dir/kubectl" version --client | head -1; }
+	@echo "zookeeper: $$(bash hack/zookeeper.sh 2>/dev/null)"
 
 lint: venv  ## ruff, mypy (strict on the core and the worker), import-linter's layer contracts
 	$(VENV)/bin/ruff check controller tests bench

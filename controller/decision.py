@@ -11,7 +11,7 @@ from typing import Any
 from . import ringfile
 from .membership import Membership
 from .ring import RingError, plan
-from .spec import EtcdQuery, RingConfig
+from .spec import EtcdQuery, RingConfig, ZooKeeperQuery
 
 
 def membership_source(config: RingConfig) -> dict[str, Any]:
@@ -21,6 +21,10 @@ def membership_source(config: RingConfig) -> dict[str, Any]:
     if isinstance(query, EtcdQuery):
         source: dict[str, Any] = {"source": "etcd", "connection": query.connection,
                                   "prefix": query.prefix, "identity": config.identity}
+        return _with_rules(source, config)
+    if isinstance(query, ZooKeeperQuery):
+        source = {"source": "zookeeper", "connection": query.connection, "path": query.path,
+                  "addressField": query.address_field, "identity": config.identity}
         return _with_rules(source, config)
     source = {"name": query.service, "connection": query.connection,
               "onlyPassing": query.only_passing, "identity": config.identity}

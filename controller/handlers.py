@@ -26,6 +26,7 @@ from .settings import OperatorConfig
 from .sources import SourceRegistry, SourceRouter
 from .views import MANAGED_BY, RING_LABEL, TOKEN_LABEL, view_from_dict
 from .worker import RingWorker
+from .zookeeper_watch import ZooKeeperRegistry
 
 # Passes in flight at once. More than the client's worker threads (6 on 2 cores) only queue up
 # holding rendered rings, and starve the event loop of turns for the watches.
@@ -52,7 +53,8 @@ class Operator:
         limit = self.config.limits.max_reply_bytes
         self.sources = self.sources or SourceRouter({
             "consul": WatcherRegistry(dict(self.config.connections), limit),
-            "etcd": EtcdRegistry(dict(self.config.etcd), limit)})
+            "etcd": EtcdRegistry(dict(self.config.etcd), limit),
+            "zookeeper": ZooKeeperRegistry(dict(self.config.zookeeper))})
         self.passes = asyncio.Semaphore(PARALLEL_PASSES)
         self.planning = ThreadPoolExecutor(max_workers=2, thread_name_prefix="planner")
 

@@ -158,11 +158,13 @@ def members_from(entries: Iterable[Mapping[str, Any]], identity: str = DEFAULT_I
     return Membership(ordered, endpoints)
 
 
-def registration_entry(source: str, member_id: str, value: bytes) -> dict[str, Any]:
-    """An instance registered as a key's value (etcd) in the shape Consul's entries have:
-    ``host:port`` as the design notes write it, or JSON with ``address`` (``host`` or
-    ``host:port``), ``port``, ``weight``, ``zone`` and string ``metadata``. A bad value becomes
-    an entry marked ``Invalid`` (the ring says which key and why), never an exception here."""
+def registration_entry(source: str, member_id: str, value: bytes,
+                       address_field: str = "address") -> dict[str, Any]:
+    """An instance registered as a value (an etcd key's, a ZooKeeper node's) in the shape
+    Consul's entries have: ``host:port`` as the design notes write it, or JSON with the address
+    (``host`` or ``host:port``, in ``address_field``), ``port``, ``weight``, ``zone`` and string
+    ``metadata``. A bad value becomes an entry marked ``Invalid`` (the ring says which key and
+    why), never an exception here."""
     entry: dict[str, Any] = {"Node": {}, "Service": {"ID": member_id}, "Status": PASSING,
                              "Source": source}
     try:
@@ -178,10 +180,10 @@ def registration_entry(source: str, member_id: str, value: bytes) -> dict[str, A
             return {**entry, "Invalid": "the value is neither JSON nor host:port"}
         entry["Service"].update(Address=host, Port=port)
         return entry
-    problem = _registration_problem(document)
+    problem = _registration_problem(document, address_field)
     if problem:
         return {**entry, "Invalid": problem}
-    host, port = _host_port(str(document["address"]))
+    host, port = _host_port(str(document[address_field]))
     service = entry["Service"]
     service.update(Address=host, Port=int(document.get("port") or port or 0))
     if document.get("weight") is not None:
@@ -212,11 +214,11 @@ def _json_document(text: str) -> Any:
     return None
 
 
-def _registration_problem(document: Any) -> str | None:
+def _registration_problem(document: Any, address_field: str) -> str | None:
     if not isinstance(document, dict):
         return "the JSON value is not an object"
-    if not isinstance(document.get("address"), str) or not document["address"]:
-        return "the JSON value has no \"address\""
+    if not isinstance(document.get(address_field), str) or not document[address_field]:
+        return f"the JSON value has no \"{address_field}\""
     port = document.get("port")
     if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
         return f"port {port!r} is not a port number"

@@ -135,12 +135,14 @@ def prepare(ring: RingObject, connections: Mapping[tuple[str, str], Access],
 def _access_problem(namespace: str, config: RingConfig,
                     connections: Mapping[tuple[str, str], Access]) -> Problem | None:
     query = config.query
-    name, field = query.connection, "spec.consul" if query.kind == "consul" else "spec.etcd"
+    name = query.connection
+    field = "spec.consul" if query.kind == "consul" else f"spec.{query.kind}"
     access = connections.get((query.kind, name))
     if access is None or not access.serves(namespace):
         # One answer for "no such connection" and "not yours": the other connections' names,
         # and who may use them, are not this ring's author's business.
-        what = "a Consul connection" if query.kind == "consul" else "an etcd connection"
+        what = {"consul": "a Consul connection", "etcd": "an etcd connection"}.get(
+            query.kind, f"a {query.kind} connection")
         return Problem(Reason.UNKNOWN_CONNECTION,
                        f"{field}.connection {name!r} is not {what} this operator offers to "
                        f"namespace {namespace!r}; ask its administrators which to use")

@@ -86,6 +86,14 @@ class EtcdConnection:
 
 
 @dataclass(frozen=True)
+class ZooKeeperConnection:
+    name: str
+    hosts: tuple[str, ...]  # host:port of each server of the ensemble
+    chroot: str | None = None
+    access: Access = Access()
+
+
+@dataclass(frozen=True)
 class Limits:
     """What one ring may cost, checked before the work is done. The defaults keep an operator
     with a 512 Mi memory limit well inside it (bench/results/limits.md)."""
@@ -130,6 +138,7 @@ class OperatorConfig:
 
     connections: dict[str, ConsulConnection] = field(default_factory=dict)
     etcd: dict[str, EtcdConnection] = field(default_factory=dict)
+    zookeeper: dict[str, ZooKeeperConnection] = field(default_factory=dict)
     metrics_port: int | None = None
     metrics_address: str = "0.0.0.0"
     limits: Limits = Limits()
@@ -137,38 +146,72 @@ class OperatorConfig:
     def access(self) -> dict[tuple[str, str], Access]:
         """Who may use each connection, by (source kind, connection name)."""
         return {**{("consul", name): c.access for name, c in self.connections.items()},
-                **{("etcd", name): c.access for name, c in self.etcd.items()}}
+                **{("etcd", name): c.access for name, c in self.etcd.items()},
+                **{("zookeeper", name): c.access for name, c in self.zookeeper.items()}}
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
         env = dict(os.environ if environ is None else environ)
         path = env.get("SHARDRING_CONSUL_CONNECTIONS")
         etcd: dict[str, EtcdConnection] = {}
+        zookeeper: dict[str, ZooKeeperConnection] = {}
         if path:
-            connections, etcd = load_connections(Path(path))
+            connections, etcd, zookeeper = load_connections(Path(path))
         else:
             connections = {"default": ConsulConnection.from_address(
                 "default", env.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), env.get("CONSUL_CACERT"),
                 "https" if env.get("CONSUL_HTTP_SSL", "").lower() == "true" else None)}
         port = env.get("SHARDRING_METRICS_PORT")
-        return cls(connections=connections, etcd=etcd, metrics_port=int(port) if port else None,
+        return cls(connections=connections, etcd=etcd, zookeeper=zookeeper,
+                   metrics_port=int(port) if port else None,
                    metrics_address=env.get("SHARDRING_METRICS_ADDRESS", "0.0.0.0"),
                    limits=Limits.from_env(env))
 
 
-def load_connections(path: Path) -> tuple[dict[str, ConsulConnection], dict[str, EtcdConnection]]:
-    """Consul connections (``connections:``) and etcd clusters (``etcd:``) rings may use."""
+def load_connections(path: Path) -> tuple[dict[str, ConsulConnection], dict[str, EtcdConnection],
+                                          dict[str, ZooKeeperConnection]]:
+    """Consul connections (``connections:``), etcd clusters (``etcd:``) and ZooKeeper ensembles
+    (``zookeeper:``) rings may use."""
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise SettingsError(f"cannot read Consul connections from {path}: {error}") from None
     entries = document.get("connections", {}) if isinstance(document, dict) else None
     etcd_entries = document.get("etcd", {}) if isinstance(document, dict) else None
-    if not isinstance(entries, dict) or not isinstance(etcd_entries, dict) or \
-            not (entries or etcd_entries):
+    zk_entries = document.get("zookeeper", {}) if isinstance(document, dict) else None
+    if not all(isinstance(e, dict) for e in (entries, etcd_entries, zk_entries)) or \
+            not (entries or etcd_entries or zk_entries):
         raise SettingsError(f"{path}: expected a 'connections' mapping of name -> {{address}} "
-                            f"(Consul) and/or an 'etcd' mapping of name -> {{endpoints}}")
-    return _consul_connections(path, entries), _etcd_connections(path, etcd_entries)
+                            f"(Consul), an 'etcd' one of name -> {{endpoints}} and/or a "
+                            f"'zookeeper' one of name -> {{hosts}}")
+    assert isinstance(entries, dict) and isinstance(etcd_entries, dict) and \
+        isinstance(zk_entries, dict)
+    return (_consul_connections(path, entries), _etcd_connections(path, etcd_entries),
+            _zookeeper_connections(path, zk_entries))
+
+
+_ZOOKEEPER_FIELDS = {"hosts", "chroot", "namespaces"}
+
+
+def _zookeeper_connections(path: Path, entries: dict[str, Any]
+                           ) -> dict[str, ZooKeeperConnection]:
+    ensembles = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise SettingsError(f"{path}: zookeeper connection {name!r} must be a mapping")
+        unknown = set(entry) - _ZOOKEEPER_FIELDS
+        if unknown:
+            raise SettingsError(f"{path}: zookeeper connection {name!r}: unknown field(s) "
+                                f"{', '.join(sorted(map(str, unknown)))}")
+        hosts = _names(path, name, entry, "hosts")
+        if not hosts:
+            raise SettingsError(f"{path}: zookeeper connection {name!r} needs hosts")
+        chroot = entry.get("chroot")
+        if chroot is not None and (not isinstance(chroot, str) or not chroot.startswith("/")):
+            raise SettingsError(f"{path}: zookeeper connection {name!r}: chroot starts with /")
+        ensembles[str(name)] = ZooKeeperConnection(
+            str(name), hosts, chroot, Access(_names(path, name, entry, "namespaces")))
+    return ensembles
 
 
 def _consul_connections(path: Path, entries: dict[str, Any]) -> dict[str, ConsulConnection]:

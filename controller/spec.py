@@ -69,7 +69,21 @@ class EtcdQuery:
         return f"etcd holds {count} member key(s) under {self.prefix!r}"
 
 
-SourceQuery = ServiceQuery | EtcdQuery
+@dataclass(frozen=True)
+class ZooKeeperQuery:
+    """The children of a ZooKeeper node: one member per child (ephemeral, as the notes do)."""
+
+    kind: ClassVar[str] = "zookeeper"
+    connection: str
+    path: str
+    address_field: str = "address"  # the JSON field holding host[:port] (the notes: frontend)
+    filter: ClassVar[None] = None
+
+    def members_found(self, count: int) -> str:
+        return f"ZooKeeper holds {count} member node(s) under {self.path!r}"
+
+
+SourceQuery = ServiceQuery | EtcdQuery | ZooKeeperQuery
 
 
 @dataclass(frozen=True)
@@ -117,14 +131,15 @@ def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> An
     return default if value is None else value
 
 
-SOURCES = ("service", "etcd")  # spec fields naming a membership source (service: Consul)
+SOURCES = ("service", "etcd", "zookeeper")  # spec fields naming a membership source
 
 
 def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
     named = [field_name for field_name in SOURCES if spec.get(field_name) is not None]
     if len(named) != 1:
-        raise SpecError("set exactly one membership source: spec.service (a Consul service) or "
-                        "spec.etcd" + (f" (found {' and '.join(named)})" if named else ""))
+        raise SpecError("set exactly one membership source: spec.service (a Consul service), "
+                        "spec.etcd or spec.zookeeper" +
+                        (f" (found {' and '.join(named)})" if named else ""))
     members = _get(spec, "members", {})
     stabilization = _get(spec, "stabilization", {})
     algorithm = _get(spec, "algorithm", "balanced")
@@ -161,6 +176,15 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
 
 def _source(spec: Mapping[str, Any], which: str
             ) -> tuple[SourceQuery, TokenRef | None, CredentialsRef | None]:
+    if which == "zookeeper":
+        zookeeper = spec["zookeeper"]
+        path = str(_get(zookeeper, "path", ""))
+        if not path.startswith("/") or len(path) < 2:
+            raise SpecError("spec.zookeeper.path is required and starts with / (for example "
+                            "/services/web)")
+        return ZooKeeperQuery(connection=_get(zookeeper, "connection", "default"),
+                              path=path.rstrip("/"),
+                              address_field=_get(zookeeper, "addressField", "address")), None, None
     if which == "etcd":
         etcd = spec["etcd"]
         prefix = _get(etcd, "prefix")

@@ -47,3 +47,27 @@ def test_a_bad_value_names_its_key_and_why(value, why):
 def test_a_zero_weight_is_refused_like_a_consul_weight():
     with pytest.raises(MembershipError, match="must be > 0"):
         members_from([entry("z", json.dumps({"address": "h:1", "weight": 0}))], "id", "weights")
+
+
+def test_zookeeper_specs_and_connections(tmp_path):
+    from controller.settings import OperatorConfig, SettingsError
+    from controller.spec import SpecError, ZooKeeperQuery, parse_spec
+    config = parse_spec("r", {"zookeeper": {"path": "/services/web/", "addressField": "frontend"}})
+    assert config.query == ZooKeeperQuery("default", "/services/web", "frontend")
+    with pytest.raises(SpecError, match="spec.zookeeper.path"):
+        parse_spec("r", {"zookeeper": {"path": "services"}})
+    path = tmp_path / "c.yaml"
+    path.write_text("zookeeper:\n  zk: {hosts: ['h1:2181', 'h2:2181'], chroot: /apps}\n")
+    loaded = OperatorConfig.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
+    assert loaded.zookeeper["zk"].hosts == ("h1:2181", "h2:2181")
+    assert ("zookeeper", "zk") in loaded.access() and not loaded.connections
+    path.write_text("zookeeper:\n  zk: {hosts: ['h1:2181'], chroot: apps}\n")
+    with pytest.raises(SettingsError, match="chroot"):
+        OperatorConfig.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
+
+
+def test_the_address_field_is_the_rings_choice():
+    value = json.dumps({"frontend": "10.0.0.9:8080"}).encode()
+    member = registration_entry("ZooKeeper node '/s/x'", "x", value, "frontend")
+    assert member["Service"]["Address"] == "10.0.0.9" and member["Service"]["Port"] == 8080
+    assert 'no "address"' in registration_entry("n", "x", value)["Invalid"]

@@ -1,0 +1,236 @@
+"""Shared ZooKeeper children watchers: one per distinct (connection, path, address field).
+
+As the design notes register instances: each one creates an ephemeral node under the service
+path (its data plain ``host:port`` or JSON, such as ``{"frontend": ...}``); the node goes with
+the instance's session. A watcher reads the children and each child's data with watches set,
+and reads everything again whenever a watch fires, after a lost connection or session, and at
+the latest every ``REREAD`` seconds; a reading that finds the same members changes nothing.
+
+aiozk is the client: asyncio-native, with child and data watches re-set on reconnection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiozk
+from aiozk import WatchEvent, exc
+
+from .membership import registration_entry
+from .settings import ZooKeeperConnection
+from .sources import Snapshot, SourceState, Subscription
+from .spec import ZooKeeperQuery
+
+log = logging.getLogger("shardring.zookeeper")
+
+BACKOFF_START, BACKOFF_MAX = 0.25, 2.0
+CONNECT_TIMEOUT = 10.0
+# A safety net, not the mechanism: watches wake a watcher within milliseconds; this catches a
+# watch lost with an expired session before the client re-set it.
+REREAD = 30.0
+_PARENT_EVENTS = (WatchEvent.CHILDREN_CHANGED, WatchEvent.DELETED, WatchEvent.CREATED)
+_CHILD_EVENTS = (WatchEvent.DATA_CHANGED, WatchEvent.DELETED)
+
+
+class Ensemble:
+    """One client session per ZooKeeper connection, shared by its watchers."""
+
+    def __init__(self, connection: ZooKeeperConnection):
+        self.connection = connection
+        self.client = aiozk.ZKClient(",".join(connection.hosts), chroot=connection.chroot,
+                                     session_timeout=10)
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> aiozk.ZKClient:
+        async with self._lock:
+            if not self._started:
+                try:
+                    await asyncio.wait_for(self.client.start(), CONNECT_TIMEOUT)
+                except TimeoutError:
+                    # aiozk keeps trying in the background; a fresh client starts clean.
+                    await _quietly(self.client.close())
+                    self.client = aiozk.ZKClient(",".join(self.connection.hosts),
+                                                 chroot=self.connection.chroot,
+                                                 session_timeout=10)
+                    raise
+                self._started = True
+        return self.client
+
+    async def close(self) -> None:
+        if self._started:
+            await _quietly(self.client.close())
+
+
+async def _quietly(closing: Any) -> None:
+    try:
+        await closing
+    except Exception:  # noqa: BLE001 - closing a broken session must not mask anything
+        pass
+
+
+@dataclass(frozen=True)
+class WatchKey:
+    query: ZooKeeperQuery
+
+
+class Watcher:
+    def __init__(self, key: WatchKey, ensemble: Ensemble):
+        self.key = key
+        self.state = SourceState()
+        self.version = 0
+        self.subscribers: set[Callable[[], None]] = set()
+        self.reads = 0  # full readings of the children (watch events, reconnections)
+        self._ensemble = ensemble
+        self._changed = asyncio.Event()
+        self._watched: set[tuple[int, str]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"zk-watch:{self.key.query.path}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._unwatch(set())
+
+    def _fire(self, _path: str) -> None:
+        self._changed.set()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_START
+        while True:
+            try:
+                client = await self._ensemble.ready()
+                self._changed.clear()
+                entries = await self._read(client)
+                self.reads += 1
+                self._publish(entries)
+                backoff = BACKOFF_START
+                try:
+                    await asyncio.wait_for(self._changed.wait(), REREAD)
+                except TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
+                self._fail(error)
+                await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
+                backoff = min(BACKOFF_MAX, backoff * 2)
+
+    async def _read(self, client: aiozk.ZKClient) -> list[dict[str, Any]]:
+        query = self.key.query
+        wanted = {(event, client.normalize_path(query.path)) for event in _PARENT_EVENTS}
+        self._watch(client, wanted)  # before reading: a change in between still wakes us
+        try:
+            children = sorted(await client.get_children(query.path, watch=True))
+        except exc.NoNode:
+            await client.exists(query.path, watch=True)  # its creation wakes us
+            children = []
+        paths = {child: f"{query.path}/{child}" for child in children}
+        for child_path in paths.values():
+            wanted |= {(event, client.normalize_path(child_path)) for event in _CHILD_EVENTS}
+        self._watch(client, wanted)
+        self._unwatch(wanted)
+        values = await asyncio.gather(*(self._data(client, p) for p in paths.values()))
+        return [registration_entry(f"ZooKeeper node {paths[child]!r}", child, value,
+                                   query.address_field)
+                for child, value in zip(children, values, strict=True) if value is not None]
+
+    @staticmethod
+    async def _data(client: aiozk.ZKClient, path: str) -> bytes | None:
+        try:
+            data = await client.get_data(path, watch=True)
+        except exc.NoNode:
+            return None  # gone since the children were read; its event wakes us again
+        return data if isinstance(data, bytes) else str(data or "").encode()
+
+    def _watch(self, client: aiozk.ZKClient, wanted: set[tuple[int, str]]) -> None:
+        for event, path in wanted - self._watched:
+            client.session.add_watch_callback(event, path, self._fire)
+        self._watched |= wanted
+
+    def _unwatch(self, keep: set[tuple[int, str]]) -> None:
+        session = self._ensemble.client.session
+        for event, path in self._watched - keep:
+            try:
+                session.remove_watch_callback(event, path, self._fire)
+            except KeyError:
+                pass
+        self._watched &= keep
+
+    def _publish(self, entries: list[dict[str, Any]]) -> None:
+        unchanged = self.state.snapshot is not None and self.state.error is None and \
+            entries == self.state.snapshot.entries
+        if unchanged:
+            return
+        self.state = SourceState(snapshot=Snapshot(self.reads, entries, time.monotonic()))
+        self._notify()
+
+    def _fail(self, error: BaseException) -> None:
+        message = f"ZooKeeper cannot be reached: {type(error).__name__}"
+        if isinstance(error, exc.NoAuth):
+            message = "ZooKeeper refused to let the operator read the path (no auth)"
+        if self.state.error != message:
+            log.warning("%s (path %s)", message, self.key.query.path)
+            self.state = SourceState(snapshot=self.state.snapshot, error=message,
+                                     permission_denied=isinstance(error, exc.NoAuth))
+            self._notify()
+
+    def _notify(self) -> None:
+        self.version += 1
+        for wake in list(self.subscribers):
+            wake()
+
+
+@dataclass
+class ZooKeeperRegistry:
+    connections: dict[str, ZooKeeperConnection]
+    watchers: dict[WatchKey, Watcher] = field(default_factory=dict)
+    ensembles: dict[str, Ensemble] = field(default_factory=dict)
+
+    def key_for(self, query: ZooKeeperQuery, _credentials: Any) -> WatchKey:
+        return WatchKey(query)
+
+    def active(self) -> int:
+        return len(self.watchers)
+
+    def subscribe(self, query: ZooKeeperQuery, credentials: Any,
+                  wake: Callable[[], None]) -> Subscription:
+        key = self.key_for(query, credentials)
+        watcher = self.watchers.get(key)
+        if watcher is None:
+            if query.connection not in self.ensembles:
+                self.ensembles[query.connection] = Ensemble(self.connections[query.connection])
+            watcher = Watcher(key, self.ensembles[query.connection])
+            self.watchers[key] = watcher
+            watcher.start()
+        watcher.subscribers.add(wake)
+        return Subscription(watcher, wake)
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        watcher = subscription.watch
+        if not isinstance(watcher, Watcher) or self.watchers.get(watcher.key) is not watcher:
+            return
+        watcher.subscribers.discard(subscription.wake)
+        if not watcher.subscribers:
+            del self.watchers[watcher.key]
+            await watcher.stop()
+
+    async def close(self) -> None:
+        for watcher in list(self.watchers.values()):
+            await watcher.stop()
+        self.watchers.clear()
+        for ensemble in self.ensembles.values():
+            await ensemble.close()
+        self.ensembles.clear()

@@ -1,0 +1,113 @@
+"""Members from a real Apache ZooKeeper server, registered as the design notes do (an ephemeral
+node per instance under the service path, JSON data with a "frontend" address): a session that
+ends, bad data, a restarted server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from controller.testing.zookeeper import Registrar, ZooKeeperServer
+from tests.operator_helpers import wait_for
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture(scope="module")
+def zookeeper(tmp_path_factory):
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def registrar(zookeeper):
+    made = Registrar(zookeeper, f"/services/web-{uuid.uuid4().hex[:6]}")
+    yield made
+    made.cleanup()
+
+
+@pytest.fixture
+def zk_operator(crd, operator_env, control_plane, zookeeper):
+    from controller.settings import ConsulConnection, OperatorConfig, ZooKeeperConnection
+    from tests.inprocess import InProcessOperator
+    config = OperatorConfig(
+        connections={"default": ConsulConnection.from_address("default",
+                                                              control_plane.consul_addr)},
+        zookeeper={"default": ZooKeeperConnection("default", (zookeeper.hosts,))})
+    with InProcessOperator(config=config) as memo:
+        yield memo
+
+
+def zk_ring(path: str, **zookeeper) -> dict:
+    return {"zookeeper": {"path": path, **zookeeper}, "shards": 64,
+            "stabilization": {"window": "0s", "maxDelay": "0s"}}
+
+
+def frontend(address: str) -> str:
+    return json.dumps({"frontend": address})  # the notes' registration data
+
+
+def test_ephemeral_nodes_form_the_ring_and_an_ended_session_moves_only_its_shards(
+        zk_operator, rings, registrar):
+    for n in range(4):
+        registrar.register(f"worker-{n}", frontend(f"10.0.4.{n}:8080"))
+    rings.create("zk", zk_ring(registrar.path, addressField="frontend"))
+    before = wait_for(lambda: (r := rings.ring("zk-ring")) and
+                      len(r.assignment.members) == 4 and r, "four members published")
+    assert before.endpoints["worker-2"].address == "10.0.4.2"
+    assert before.endpoints["worker-2"].port == 8080
+    assert before.service["source"] == "zookeeper" and before.service["path"] == registrar.path
+    wait_for(lambda: (rings.condition("zk", "SourceReachable") or {}).get("status") == "True",
+             "SourceReachable=True")
+
+    registrar.end_session("worker-1")  # the instance stopped: its ephemeral node goes
+    after = wait_for(lambda: (r := rings.ring("zk-ring")) and
+                     len(r.assignment.members) == 3 and r, "worker-1 gone", timeout=10)
+    assert after.version == before.version + 1
+    old, new = dict(enumerate(before.assignment.owners)), dict(enumerate(after.assignment.owners))
+    moved = [s for s in old if old[s] != new[s]]
+    assert moved and all("worker-1" in old[s] for s in moved)
+
+
+def test_bad_data_degrades_naming_the_node_and_a_fix_recovers(
+        zk_operator, rings, registrar, core_v1, namespace):
+    registrar.register("a", frontend("10.0.5.1:8080"))
+    registrar.register("b", frontend("10.0.5.2:8080"))
+    rings.create("zkbad", zk_ring(registrar.path, addressField="frontend"))
+    wait_for(lambda: len(rings.ring("zkbad-ring").assignment.members) == 2, "published")
+    kept = core_v1.read_namespaced_config_map("zkbad-ring", namespace).metadata.resource_version
+    registrar.register("c", json.dumps({"address": "10.0.5.3:8080"}))  # not the field we read
+    wait_for(lambda: (c := rings.condition("zkbad", "Degraded")) and c["status"] == "True" and
+             f"ZooKeeper node '{registrar.path}/c'" in c["message"] and
+             'no "frontend"' in c["message"], "Degraded naming the node")
+    assert core_v1.read_namespaced_config_map("zkbad-ring", namespace).metadata \
+        .resource_version == kept
+    registrar.set("c", frontend("10.0.5.3:8080"))  # a data change is seen too
+    wait_for(lambda: len(rings.ring("zkbad-ring").assignment.members) == 3, "recovered",
+             timeout=10)  # a data watch, not the 30 s re-read
+
+
+def test_a_restarted_server_resumes_without_a_write(
+        zk_operator, rings, registrar, zookeeper, core_v1, namespace):
+    for n in range(3):
+        registrar.register(f"s{n}", f"10.0.6.{n}:9100")  # plain host:port works too
+    rings.create("zksteady", zk_ring(registrar.path))
+    published = wait_for(lambda: (r := rings.ring("zksteady-ring")) and
+                         len(r.assignment.members) == 3 and r, "published")
+    kept = core_v1.read_namespaced_config_map("zksteady-ring", namespace).metadata \
+        .resource_version
+    watcher = next(w for w in zk_operator.sources.registries["zookeeper"].watchers.values()
+                   if w.key.query.path == registrar.path)
+    reads = watcher.reads
+    zookeeper.restart()  # the sessions outlive a quick restart: the ephemeral nodes stay
+    registrar.register("s3", "10.0.6.3:9100")  # a change after the restart is followed
+    wait_for(lambda: len(rings.ring("zksteady-ring").assignment.members) == 4, "followed",
+             timeout=30)
+    assert watcher.reads > reads
+    assert rings.ring("zksteady-ring").version == published.version + 1  # one change, one write
+    assert core_v1.read_namespaced_config_map("zksteady-ring", namespace).metadata \
+        .resource_version != kept
