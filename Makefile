@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps lock image clean
+.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources lock image clean
 
 all: test
 
@@ -58,7 +58,10 @@ bench-limits: venv tools  ## an oversized ring against a 512 MiB operator -> ben
 bench-configmaps: venv tools  ## 10,000 unrelated ConfigMaps: the operator's CPU and RSS
 	$(PY) bench/configmaps_bench.py
 
-bench: bench-ring bench-offloop bench-e2e bench-limits bench-configmaps
+bench-sources: venv tools  ## change -> ConfigMap latency for Consul, etcd and ZooKeeper
+	$(PY) bench/sources_bench.py
+
+bench: bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local
