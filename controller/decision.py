@@ -44,6 +44,8 @@ def _with_rules(source: dict[str, Any], config: RingConfig) -> dict[str, Any]:
         source["weightFrom"] = config.weight_from
     if config.zone_from:
         source["zoneFrom"] = config.zone_from
+    if config.drain_from:
+        source["drainFrom"] = config.drain_from
     return source
 
 
@@ -110,7 +112,8 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
     if previous is not None:
         before = {m.id for m in previous.assignment.members}
         after = {m.id for m in members}
-        removed, added = before - after, after - before
+        # A member that starts draining leaves the assignment on purpose: not a loss.
+        removed, added = before - after - set(membership.draining), after - before
         # A new identity rule renames every member: that is a spec change, not members leaving.
         renamed = previous.service.get("identity") != config.identity
         if before and not renamed and \
@@ -123,7 +126,8 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
         # A new query or membership rule is a spec change: it applies at once, like shards.
         spec_changed = previous.assignment.spec != config.ring_spec or \
             dict(previous.service) != service
-        members_changed = tuple(previous.assignment.members) != members
+        members_changed = tuple(previous.assignment.members) != members or \
+            previous.draining != membership.draining
         if members_changed and not spec_changed and guard.window > 0:
             ready_at = seen_at + guard.window
             if pending_since is not None:
@@ -141,13 +145,13 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
     candidate = ringfile.RingFile(
         assignment=assignment, version=previous.version if previous else last_version,
         consul_index=previous.consul_index if previous else consul_index, shard_ring=shard_ring,
-        service=service, endpoints=membership.endpoints)
+        service=service, endpoints=membership.endpoints, draining=membership.draining)
     # Equal RingFiles render to the same ring.json (the parser round-trips): nothing to publish.
     if candidate == previous:
         return Decision(previous)
     published = ringfile.RingFile(
         assignment=assignment, version=max(last_version, candidate.version) + 1,
         consul_index=consul_index, shard_ring=shard_ring, service=service,
-        endpoints=membership.endpoints)
+        endpoints=membership.endpoints, draining=membership.draining)
     moved = assignment.moved_from(previous.assignment) if previous else 0
     return Decision(published, changed=True, moved=moved, added=len(added), removed=len(removed))

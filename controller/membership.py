@@ -26,7 +26,8 @@ class MembershipError(ValueError):
 @dataclass(frozen=True)
 class Membership:
     members: tuple[Member, ...]  # sorted by id, like the seed's sorted node list
-    endpoints: Mapping[str, Endpoint]
+    endpoints: Mapping[str, Endpoint]  # of members and draining members
+    draining: tuple[str, ...] = ()  # draining instances' ids, sorted: listed, owning nothing
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -128,10 +129,30 @@ def describe_instance(entry: Mapping[str, Any]) -> str:
     return f"{(entry.get('Service') or {}).get('ID')!r} on node {node!r}"
 
 
+_TRUE = {"true", "1", "yes", "on", "draining"}
+
+
+def is_draining(entry: Mapping[str, Any], rule: str | None) -> bool:
+    """Whether the instance says it is draining, where ``spec.members.drainFrom`` says to look:
+    a Consul tag, a meta value (Consul service meta; etcd and ZooKeeper ``metadata``), or a
+    top-level field of an etcd or ZooKeeper JSON value."""
+    if rule is None:
+        return False
+    kind, _, name = rule.partition(":")
+    service = entry.get("Service") or {}
+    if kind == "tag":
+        return name in (service.get("Tags") or ())
+    value = (service.get("Meta") or {}).get(name) if kind == "meta" else \
+        (entry.get("Fields") or {}).get(name)
+    return str(value).strip().lower() in _TRUE if value is not None else False
+
+
 def members_from(entries: Iterable[Mapping[str, Any]], identity: str = DEFAULT_IDENTITY,
-                 weight_from: str | None = None, zone_from: str | None = None) -> Membership:
+                 weight_from: str | None = None, zone_from: str | None = None,
+                 drain_from: str | None = None) -> Membership:
     """Members from health entries whose ``Status`` is the aggregated one (``health_status``;
-    passing when absent)."""
+    passing when absent). Draining instances are listed apart: they own no shard."""
+    draining: list[str] = []
     members: dict[str, Member] = {}
     endpoints: dict[str, Endpoint] = {}
     seen: dict[str, Mapping[str, Any]] = {}
@@ -145,17 +166,20 @@ def members_from(entries: Iterable[Mapping[str, Any]], identity: str = DEFAULT_I
         if not member_id:
             raise MembershipError(f"instance {describe_instance(entry)} has no value for "
                                   f"identity {identity!r}")
-        if member_id in members:
+        if member_id in members or member_id in draining:
             raise MembershipError(
                 f"two instances share identity {member_id!r} ({describe_instance(seen[member_id])} "
                 f"and {describe_instance(entry)}); choose a more specific spec.members.identity "
                 f"({DEFAULT_IDENTITY!r} is unique for every Consul instance)")
         seen[member_id] = entry
+        endpoints[member_id] = Endpoint(_service_address(entry), int(service.get("Port") or 0))
+        if is_draining(entry, drain_from):
+            draining.append(member_id)
+            continue
         members[member_id] = Member(member_id, _weight(entry, weight_from, member_id),
                                     _zone(entry, zone_from))
-        endpoints[member_id] = Endpoint(_service_address(entry), int(service.get("Port") or 0))
     ordered = tuple(members[k] for k in sorted(members))
-    return Membership(ordered, endpoints)
+    return Membership(ordered, endpoints, tuple(sorted(draining)))
 
 
 def registration_entry(source: str, member_id: str, value: bytes,
@@ -192,6 +216,10 @@ def registration_entry(source: str, member_id: str, value: bytes,
         service["Meta"] = {str(k): str(v) for k, v in document["metadata"].items()}
     if document.get("zone"):
         entry["Node"] = {"Meta": {"zone": str(document["zone"])}}
+    fields = {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+              for k, v in document.items() if isinstance(v, str | int | float | bool)}
+    if fields:
+        entry["Fields"] = fields  # for spec.members.drainFrom: field:<name>
     return entry
 
 

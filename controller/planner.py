@@ -247,7 +247,7 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
                            "narrow spec.service (tags, nodeMeta, filter)")
     try:
         membership = members_from(source.snapshot.entries, config.identity, config.weight_from,
-                                  config.zone_from)
+                                  config.zone_from, config.drain_from)
     except MembershipError as error:
         return Decision(previous, problem=Problem(Reason.INVALID_MEMBERSHIP, str(error)))
     cost = work(config.ring_spec, len(membership.members))
@@ -322,6 +322,9 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
                       shards=published.assignment.shards, ringVersion=published.version,
                       ringHash=published.hash, consulIndex=published.consul_index,
                       load={"min": min(loads, default=0), "max": max(loads, default=0)})
+        status.pop("draining", None)
+        if published.draining:
+            status["draining"] = list(published.draining)
     if decision is not None and decision.changed:
         status["lastChange"] = {"time": now_text, "added": decision.added,
                                 "removed": decision.removed, "movedShards": decision.moved}

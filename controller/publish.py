@@ -81,8 +81,12 @@ class Publisher:
         if status == body.get("status") or status == self._written_status:
             return None
         metadata = body.get("metadata") or {}
+        # A merge patch keeps what it does not name: a field the plan dropped (status.draining
+        # once nobody drains) is removed with an explicit null.
+        dropped = {key: None for key in body.get("status") or {} if key not in status}
         try:
-            patched = await self.kube.patch_status(self.namespace, self.name, status,
+            patched = await self.kube.patch_status(self.namespace, self.name,
+                                                   {**status, **dropped},
                                                    metadata.get("resourceVersion"))
         except Conflict:
             # Someone else wrote the ring (kopf's own annotations, usually). A status computed
@@ -92,7 +96,8 @@ class Publisher:
             fresh_metadata = (fresh or {}).get("metadata") or {}
             if fresh is None or fresh_metadata.get("generation") != metadata.get("generation"):
                 raise
-            patched = await self.kube.patch_status(self.namespace, self.name, status,
+            patched = await self.kube.patch_status(self.namespace, self.name,
+                                                   {**status, **dropped},
                                                    fresh_metadata.get("resourceVersion"))
         self._written_status = status
         return patched

@@ -47,6 +47,8 @@ class RingFile:
     shard_ring: Mapping[str, str] = field(default_factory=dict)  # namespace, name
     service: Mapping[str, Any] = field(default_factory=dict)
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+    # Members on their way out: listed (with their endpoints) but owning no shard.
+    draining: tuple[str, ...] = ()
 
     @functools.cached_property
     def hash(self) -> str:  # computed once: rendering and status both need it
@@ -125,11 +127,21 @@ def render(ring: RingFile) -> str:
             entry["address"], entry["port"] = endpoint.address, endpoint.port
     document.update(format=FORMAT, ringVersion=ring.version, ringHash=ring.hash,
                     consulIndex=ring.consul_index)
+    if ring.draining:
+        document["draining"] = [_draining_entry(member_id, ring.endpoints.get(member_id))
+                                for member_id in ring.draining]
     if ring.shard_ring:
         document["ring"] = dict(ring.shard_ring)
     if ring.service:
         document["service"] = dict(ring.service)
     return canonical_json(document) + "\n"
+
+
+def _draining_entry(member_id: str, endpoint: Endpoint | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": member_id}
+    if endpoint is not None:
+        entry["address"], entry["port"] = endpoint.address, endpoint.port
+    return entry
 
 
 def parse(text: str) -> RingFile:
@@ -157,10 +169,12 @@ def parse(text: str) -> RingFile:
                             "and members")
     if [m.id for m in members] != sorted(m.id for m in members):
         raise RingFileError("ring.json members are not sorted by id")
+    draining_entries = document.get("draining") or []
     endpoints = {str(e["id"]): Endpoint(str(e.get("address", "")), int(e.get("port", 0)))
-                 for e in entries if "address" in e}
+                 for e in [*entries, *draining_entries] if "address" in e}
     return RingFile(assignment=Assignment(members, table, spec),
                     version=int(document.get("ringVersion", 0)),
                     consul_index=int(document.get("consulIndex", 0)),
                     shard_ring=document.get("ring", {}), service=document.get("service", {}),
-                    endpoints=endpoints)
+                    endpoints=endpoints,
+                    draining=tuple(str(e["id"]) for e in draining_entries))

@@ -117,6 +117,7 @@ class RingConfig:
     identity: str = DEFAULT_IDENTITY
     weight_from: str | None = None
     zone_from: str | None = None
+    drain_from: str | None = None  # tag:<tag> | meta:<key> | field:<name>
     token: TokenRef | None = None  # Consul's ACL token
     credentials: CredentialsRef | None = None  # etcd's username and password
     stabilization: Stabilization = field(default_factory=Stabilization)
@@ -163,6 +164,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
         identity=_get(members, "identity", DEFAULT_IDENTITY),
         weight_from=_get(members, "weightFrom"),
         zone_from=_get(members, "zoneFrom"),
+        drain_from=_drain_rule(_get(members, "drainFrom")),
         token=token,
         credentials=credentials,
         stabilization=Stabilization(
@@ -172,6 +174,16 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
         prometheus_relabel=bool(_get(_get(spec, "outputs", {}), "prometheusRelabel", False)),
         suspend=bool(_get(spec, "suspend", False)),
     )
+
+
+def _drain_rule(rule: str | None) -> str | None:
+    if rule is None:
+        return None
+    kind, _, name = str(rule).partition(":")
+    if kind not in ("tag", "meta", "field") or not name:
+        raise SpecError(f"spec.members.drainFrom {rule!r} is not tag:<tag>, meta:<key> or "
+                        f"field:<name>")
+    return str(rule)
 
 
 def _source(spec: Mapping[str, Any], which: str

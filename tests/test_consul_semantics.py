@@ -277,3 +277,31 @@ def test_rings_created_under_the_old_default_keep_id(operator, api_client, rings
              ring["metadata"]["generation"], "the change evaluated")
     assert rings.configmap("legacy-ring").metadata.resource_version == published
     assert member_ids(rings, "legacy-ring") == sorted(ids)
+
+
+def test_a_member_tagged_draining_gives_up_its_shards_and_leaves_without_a_move(
+        operator, rings, consul_helper):
+    service = service_name()
+    ids = [consul_helper.register(service, f"{service}-{n}", port=9300 + n) for n in range(4)]
+    rings.create("drained", quick(service, members={"identity": "id",
+                                                    "drainFrom": "tag:draining"}))
+    first = wait_for(lambda: (r := rings.ring("drained-ring")) and
+                     len(r.assignment.members) == 4 and r, "four members")
+    leaving = ids[1]
+    held = {s for s, owners in enumerate(first.assignment.owners) if leaving in owners}
+    # The instance re-registers itself with the tag (as a drain hook would), still passing.
+    consul_helper.register(service, leaving, port=9301, tags=["draining"])
+    drained = wait_for(lambda: (r := rings.ring("drained-ring")) and r.draining and r,
+                       "draining published")
+    assert drained.draining == (leaving,) and leaving not in drained.assignment.ids
+    changed = {s for s, (a, b) in enumerate(zip(first.assignment.owners,
+                                                drained.assignment.owners, strict=True)) if a != b}
+    assert changed == held
+    wait_for(lambda: rings.get("drained").get("status", {}).get("draining") == [leaving],
+             "status.draining")
+    consul_helper.deregister(leaving)
+    gone = wait_for(lambda: (r := rings.ring("drained-ring")) and not r.draining and r,
+                    "the drained member gone")
+    assert gone.assignment.owners == drained.assignment.owners  # nothing moved
+    wait_for(lambda: "draining" not in rings.get("drained").get("status", {}),
+             "status.draining cleared")

@@ -226,3 +226,20 @@ def test_tls_client_certificates_and_credentials_from_a_marked_secret(
     seen = str(rings.get("secure")) + str(rings.get("nocert")) + caplog.text + str(
         [e.message for e in core_v1.list_namespaced_event(namespace).items])
     assert READER_PASSWORD not in seen and "wrong-password" not in seen
+
+
+def test_a_member_marking_itself_draining_in_its_value_gives_up_its_shards(
+        etcd_operator, rings, registrar):
+    for name in ("p", "q", "r"):
+        registrar.register(name, json.dumps({"address": f"10.0.7.{ord(name)}:9100"}))
+    rings.create("etcd-drain", etcd_ring(registrar.prefix,
+                                         members={"drainFrom": "field:draining"}))
+    wait_for(lambda: len(rings.ring("etcd-drain-ring").assignment.members) == 3, "published")
+    registrar.put("q", json.dumps({"address": "10.0.7.113:9100", "draining": True}))
+    drained = wait_for(lambda: (r := rings.ring("etcd-drain-ring")) and r.draining and r,
+                       "q draining")
+    assert drained.draining == ("q",) and set(drained.assignment.ids) == {"p", "r"}
+    registrar.revoke("q")
+    gone = wait_for(lambda: (r := rings.ring("etcd-drain-ring")) and not r.draining and r,
+                    "q gone")
+    assert gone.assignment.owners == drained.assignment.owners

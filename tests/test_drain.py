@@ -1,0 +1,71 @@
+"""Graceful drain, pure: a draining member stays listed but owns no shard, its shards move once
+(and only its shards), and when it later goes nothing moves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from controller import ringfile
+from controller.decision import decide
+from controller.membership import members_from, registration_entry
+from controller.spec import SpecError, parse_spec
+
+
+def consul_entry(service_id: str, tags=(), meta=None) -> dict:
+    return {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+            "Service": {"ID": service_id, "Address": "10.0.0.1", "Port": 9000,
+                        "Tags": list(tags), "Meta": meta or {}}, "Status": "passing"}
+
+
+def config(**members):
+    return parse_spec("r", {"service": {"name": "svc"}, "shards": 64, "replicationFactor": 2,
+                            "members": {"identity": "id", **members},
+                            "stabilization": {"window": "0s", "maxDelay": "0s",
+                                              "maxMemberLossPercent": 0}})
+
+
+def decided(ring_config, entries, previous, version=0):
+    membership = members_from(entries, ring_config.identity, None, None,
+                              ring_config.drain_from)
+    return decide(ring_config, membership, 1, previous, shard_ring={}, now=0, seen_at=0,
+                  pending_since=None, last_version=version)
+
+
+def test_a_draining_member_gives_up_exactly_its_shards_and_its_departure_moves_nothing():
+    ring_config = config(drainFrom="tag:draining")
+    ids = ["a", "b", "c", "d", "e"]
+    first = decided(ring_config, [consul_entry(i) for i in ids], None).ring
+    held_by_c = {s for s, owners in enumerate(first.assignment.owners) if "c" in owners}
+    drain = decided(ring_config, [consul_entry(i, tags=["draining"] if i == "c" else [])
+                                  for i in ids], first, first.version)
+    ring = drain.ring
+    assert drain.changed and ring.draining == ("c",)
+    assert "c" not in ring.assignment.ids and "c" in ring.endpoints
+    assert drain.removed == 0  # intended: maxMemberLossPercent=0 does not hold it back
+    changed = {s for s, (old, new) in enumerate(zip(first.assignment.owners,
+                                                    ring.assignment.owners, strict=True))
+               if old != new}
+    assert changed == held_by_c  # only its shards move, and each by one replica
+    assert drain.moved == len(held_by_c)
+    text = ringfile.render(ring)
+    assert json.loads(text)["draining"] == [{"address": "10.0.0.1", "id": "c", "port": 9000}]
+    assert ringfile.parse(text) == ring  # round trip, draining included
+    gone = decided(ring_config, [consul_entry(i) for i in ids if i != "c"], ring, ring.version)
+    assert gone.changed and gone.moved == 0 and gone.ring.draining == ()
+    assert gone.ring.assignment.owners == ring.assignment.owners
+
+
+def test_drain_rules_for_every_source():
+    meta = consul_entry("m", meta={"state": "draining"})
+    assert members_from([meta], "id", drain_from="meta:state").draining == ("m",)
+    etcd = registration_entry("etcd key '/s/x'", "x",
+                              json.dumps({"address": "h:1", "draining": True}).encode())
+    assert members_from([etcd], "id", drain_from="field:draining").draining == ("x",)
+    zk = registration_entry("ZooKeeper node '/s/z'", "z", json.dumps(
+        {"frontend": "h:2", "metadata": {"drain": "yes"}}).encode(), "frontend")
+    assert members_from([zk], "id", drain_from="meta:drain").draining == ("z",)
+    assert members_from([zk], "id", drain_from="field:drain").draining == ()
+    with pytest.raises(SpecError, match="drainFrom"):
+        config(drainFrom="label:x")
