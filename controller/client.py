@@ -56,6 +56,8 @@ class RingVersion:
         return self.owners(key)[0]
 
     def shards_of(self, member: str) -> list[int]:
+        if member in self.file.draining:
+            return []  # draining: listed, owning nothing
         return self.assignment.shards_of(member)
 
     def is_mine(self, key: str, me: str) -> bool:
@@ -64,7 +66,7 @@ class RingVersion:
     def member_at(self, address: str, port: int | None = None) -> str | None:
         """The member registered at this address (and port), whatever the ring's identity rule:
         a pod knows its own IP (the downward API's status.podIP) and port without asking."""
-        found = [member for member in self._ids
+        found = [member for member in [*self._ids, *self.file.draining]
                  if (endpoint := self.file.endpoints.get(member)) is not None
                  and endpoint.address == address and (port is None or endpoint.port == port)]
         return found[0] if len(found) == 1 else None

@@ -161,7 +161,11 @@ def _health_reply(response: base.Response) -> tuple[int, bytes]:
         if code == 403:
             raise consul.ACLPermissionDenied(text)
         raise consul.ConsulException(f"{code} {text}")
-    return int(response.headers.get("X-Consul-Index") or 0), body
+    index = response.headers.get("X-Consul-Index")
+    if not index:
+        # Without it the next query would not block: 20 queries a second per watcher.
+        raise consul.ConsulException("Consul's reply carries no X-Consul-Index")
+    return int(index), body
 
 
 def _canonical_reply(body: bytes) -> list[dict[str, Any]]:

@@ -127,7 +127,8 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
         spec_changed = previous.assignment.spec != config.ring_spec or \
             dict(previous.service) != service
         members_changed = tuple(previous.assignment.members) != members or \
-            previous.draining != membership.draining
+            previous.draining != membership.draining or \
+            dict(previous.endpoints) != dict(membership.endpoints)
         if members_changed and not spec_changed and guard.window > 0:
             ready_at = seen_at + guard.window
             if pending_since is not None:

@@ -36,6 +36,9 @@ log = logging.getLogger("shardring.etcd")
 
 BACKOFF_START, BACKOFF_MAX = 0.25, 2.0
 REQUEST_TIMEOUT = 10.0
+QUIET = 60.0  # seconds a watch stream may stay silent before the watcher lists again
+MIN_WATCH = 1.0  # a watch that ended sooner than this is followed by a pause, not a hot loop
+DECODE_OFF_LOOP_BYTES = 1 << 20
 Credentials = tuple[str, str]  # username, password: never logged, never in keys or reprs
 
 
@@ -99,7 +102,8 @@ class Gateway:
     def _url(self, path: str) -> str:
         return self.connection.endpoints[self._next % len(self.connection.endpoints)] + path
 
-    def _rotate(self) -> None:
+    def rotate(self) -> None:
+        """Use the next endpoint: this one failed."""
         self._next += 1
 
     async def call(self, path: str, body: dict[str, Any], token: str | None) -> dict[str, Any]:
@@ -108,15 +112,21 @@ class Gateway:
             async with self.session.post(self._url(path), json=body, headers=headers,
                                          timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
                                          ) as reply:
-                text = await reply.content.read(self.max_reply_bytes + 1)
-                if len(text) > self.max_reply_bytes:
-                    raise EtcdError(f"the etcd reply is larger than this operator's "
-                                    f"maxReplyBytes limit ({self.max_reply_bytes} bytes)")
-                document = _document(reply.status, text)
-        except aiohttp.ClientConnectionError:
-            self._rotate()
+                chunks, size = [], 0
+                async for chunk in reply.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > self.max_reply_bytes:
+                        raise EtcdError(f"the etcd reply is larger than this operator's "
+                                        f"maxReplyBytes limit ({self.max_reply_bytes} bytes)")
+                    chunks.append(chunk)
+                status = reply.status
+        except (aiohttp.ClientConnectionError, TimeoutError):
+            self.rotate()
             raise
-        return document
+        text = b"".join(chunks)
+        if size > DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(_document, status, text)
+        return _document(status, text)
 
     async def authenticate(self, credentials: Credentials) -> str:
         reply = await self.call("/v3/auth/authenticate",
@@ -139,17 +149,21 @@ class Gateway:
         body = {"create_request": {"key": b64(key), "range_end": b64(prefix_end(key)),
                                    "start_revision": str(start_revision)}}
         headers = {"Authorization": token} if token else None
+        # A stream quiet for QUIET seconds ends (the caller lists again, finding the same keys):
+        # a connection that died without a reset cannot leave a watcher stale for long.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=QUIET)
         try:
             async with self.session.post(self._url("/v3/watch"), json=body, headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=None,
-                                                                       sock_connect=5)) as reply:
+                                         timeout=timeout) as reply:
                 if reply.status != 200:
                     _document(reply.status, await reply.content.read(64 << 10))
                 async for line in reply.content:
                     if line.strip():
                         yield _document(200, line).get("result") or {}
+        except TimeoutError:
+            return
         except aiohttp.ClientConnectionError:
-            self._rotate()
+            self.rotate()
             raise
 
 
@@ -190,6 +204,7 @@ class Watcher:
         self._gateway = gateway
         self._credentials = credentials
         self._keys: dict[str, bytes] = {}
+        self._entries: dict[str, dict[str, Any]] = {}  # per key: values are parsed once
         self._revision = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -218,15 +233,24 @@ class Watcher:
                              "snapshot?): the listing is the new truth", self._revision,
                              revision, prefix)
                 self._keys, self._revision = keys, revision
+                self._entries = {key: self._entry(key, value) for key, value in keys.items()}
                 self._publish()
                 backoff = BACKOFF_START
+                started = time.monotonic()
                 async for result in self._gateway.watch(prefix, revision + 1, token):
                     if result.get("canceled") or result.get("compact_revision"):
+                        if result.get("cancel_reason"):
+                            log.info("etcd ended the watch on %s: %s", prefix,
+                                     str(result["cancel_reason"])[:200])
                         break  # compacted past our revision, or canceled: list again
                     self._apply(result)
+                if time.monotonic() - started < MIN_WATCH:
+                    await asyncio.sleep(MIN_WATCH)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
+                if not isinstance(error, PermissionDenied):
+                    self._gateway.rotate()
                 self._fail(error)
                 await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
                 backoff = min(BACKOFF_MAX, backoff * 2)
@@ -237,17 +261,21 @@ class Watcher:
             key = base64.b64decode(kv.get("key") or "").decode(errors="replace")
             if event.get("type") == "DELETE":
                 self._keys.pop(key, None)
+                self._entries.pop(key, None)
             else:
                 self._keys[key] = base64.b64decode(kv.get("value") or "")
+                self._entries[key] = self._entry(key, self._keys[key])
         revision = int((result.get("header") or {}).get("revision") or 0)
         self._revision = max(self._revision, revision)
         if result.get("events"):
             self._publish()
 
+    def _entry(self, key: str, value: bytes) -> dict[str, Any]:
+        return registration_entry(f"etcd key {key!r}", key[len(self.key.query.prefix):], value)
+
     def _publish(self) -> None:
         prefix = self.key.query.prefix
-        entries = [registration_entry(f"etcd key {key!r}", key[len(prefix):], value)
-                   for key, value in sorted(self._keys.items()) if key[len(prefix):]]
+        entries = [self._entries[key] for key in sorted(self._entries) if key[len(prefix):]]
         unchanged = self.state.snapshot is not None and self.state.error is None and \
             entries == self.state.snapshot.entries
         if unchanged:

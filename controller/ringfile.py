@@ -161,6 +161,8 @@ def parse(text: str) -> RingFile:
         members = tuple(Member(id=str(e["id"]), weight=float(e.get("weight", 1)),
                                zone=e.get("zone")) for e in entries)
         table = np.array(document["assignment"], dtype=np.int64)
+        draining_entries = list(document.get("draining") or [])
+        draining = tuple(str(e["id"]) for e in draining_entries)
     except (KeyError, TypeError, ValueError, RingError) as error:
         raise RingFileError(f"ring.json is malformed: {error!r}") from None
     if table.shape != (spec.shards, spec.replication) or table.size and (
@@ -169,7 +171,6 @@ def parse(text: str) -> RingFile:
                             "and members")
     if [m.id for m in members] != sorted(m.id for m in members):
         raise RingFileError("ring.json members are not sorted by id")
-    draining_entries = document.get("draining") or []
     endpoints = {str(e["id"]): Endpoint(str(e.get("address", "")), int(e.get("port", 0)))
                  for e in [*entries, *draining_entries] if "address" in e}
     return RingFile(assignment=Assignment(members, table, spec),
@@ -177,4 +178,4 @@ def parse(text: str) -> RingFile:
                     consul_index=int(document.get("consulIndex", 0)),
                     shard_ring=document.get("ring", {}), service=document.get("service", {}),
                     endpoints=endpoints,
-                    draining=tuple(str(e["id"]) for e in draining_entries))
+                    draining=draining)

@@ -249,7 +249,7 @@ def _etcd_connections(path: Path, entries: dict[str, Any]) -> dict[str, EtcdConn
         if not endpoints:
             raise SettingsError(f"{path}: etcd connection {name!r} needs endpoints")
         secure = bool(entry.get("caFile") or entry.get("certFile"))
-        urls = tuple(e if "://" in e else f"{'https' if secure else 'http'}://{e}"
+        urls = tuple((e if "://" in e else f"{'https' if secure else 'http'}://{e}").rstrip("/")
                      for e in endpoints)
         if bool(entry.get("certFile")) != bool(entry.get("keyFile")):
             raise SettingsError(f"{path}: etcd connection {name!r}: certFile and keyFile go "

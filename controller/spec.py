@@ -206,8 +206,10 @@ def _source(spec: Mapping[str, Any], which: str
         ref = _get(etcd, "credentialsSecretRef")
         credentials = CredentialsRef(ref["name"], _get(ref, "usernameKey", "username"),
                                      _get(ref, "passwordKey", "password")) if ref else None
+        # A prefix is a directory: /svc/web would also match /svc/webadmin/x.
+        prefix = str(prefix) if str(prefix).endswith("/") else f"{prefix}/"
         return EtcdQuery(connection=_get(etcd, "connection", "default"),
-                         prefix=str(prefix)), None, credentials
+                         prefix=prefix), None, credentials
     service = spec["service"]
     if not _get(service, "name"):
         raise SpecError("spec.service.name is required")

@@ -113,7 +113,9 @@ class Watcher:
             try:
                 client = await self._ensemble.ready()
                 self._changed.clear()
-                entries = await self._read(client)
+                # aiozk waits for a connection as long as it takes: bound it, so an outage
+                # is reported and retried rather than silent.
+                entries = await asyncio.wait_for(self._read(client), CONNECT_TIMEOUT)
                 self.reads += 1
                 self._publish(entries)
                 backoff = BACKOFF_START
@@ -135,7 +137,8 @@ class Watcher:
         try:
             children = sorted(await client.get_children(query.path, watch=True))
         except exc.NoNode:
-            await client.exists(query.path, watch=True)  # its creation wakes us
+            if await client.exists(query.path, watch=True):  # its creation wakes us...
+                self._changed.set()  # ...unless it was created in between: read again
             children = []
         paths = {child: f"{query.path}/{child}" for child in children}
         for child_path in paths.values():

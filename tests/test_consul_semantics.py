@@ -146,7 +146,9 @@ def test_filter_expressions_select_members_share_watchers_and_report_errors(
     # A change the expression selects is followed; one it does not select is not a member.
     consul_helper.register(service, f"{service}-5", port=9205, meta={"shard": "yes"})
     consul_helper.register(service, f"{service}-6", port=9206, meta={"shard": "no"})
-    wait_for(lambda: member_ids(rings, "first-ring") == chosen + [f"{service}-5"], "followed")
+    for name in ("first", "second"):  # both, so "before" below is second's settled version
+        wait_for(lambda name=name: member_ids(rings, f"{name}-ring") == chosen + [f"{service}-5"],
+                 "followed")
 
     # An expression Consul refuses: Degraded with Consul's own words, the ring kept, no hot loop.
     before = rings.configmap("second-ring")

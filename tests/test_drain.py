@@ -13,9 +13,9 @@ from controller.membership import members_from, registration_entry
 from controller.spec import SpecError, parse_spec
 
 
-def consul_entry(service_id: str, tags=(), meta=None) -> dict:
+def consul_entry(service_id: str, tags=(), meta=None, port=9000) -> dict:
     return {"Node": {"Node": "n1", "Address": "10.0.0.1"},
-            "Service": {"ID": service_id, "Address": "10.0.0.1", "Port": 9000,
+            "Service": {"ID": service_id, "Address": "10.0.0.1", "Port": port,
                         "Tags": list(tags), "Meta": meta or {}}, "Status": "passing"}
 
 
@@ -69,3 +69,18 @@ def test_drain_rules_for_every_source():
     assert members_from([zk], "id", drain_from="field:drain").draining == ()
     with pytest.raises(SpecError, match="drainFrom"):
         config(drainFrom="label:x")
+
+
+def test_a_draining_pod_finds_itself_and_owns_nothing():
+    from controller.client import RingVersion
+    ring_config = config(drainFrom="tag:draining")
+    first = decided(ring_config, [consul_entry("a", tags=["draining"], port=9001),
+                                  consul_entry("b", port=9002), consul_entry("c", port=9003)],
+                    None).ring
+    version = RingVersion.from_text(ringfile.render(first))
+    assert version.member_at("10.0.0.1", 9001) == "a"  # a draining pod still finds itself
+    assert version.shards_of("a") == [] and len(version.shards_of("b")) == 64
+    broken = json.loads(ringfile.render(first))
+    broken["draining"] = [{"address": "x"}]
+    with pytest.raises(ringfile.RingFileError):
+        ringfile.parse(json.dumps(broken))

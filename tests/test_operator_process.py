@@ -52,9 +52,12 @@ def test_examples_apply_cleanly(api_client, crd, namespace):
         assert kept(body["spec"], created["spec"]), (path, created["spec"])
         # ... and the operator itself must accept what the API server accepted.
         query = parse_spec(body["metadata"]["name"], created["spec"]).query
-        source = body["spec"].get("service") or body["spec"]["etcd"]
-        assert getattr(query, "service", None) or query.prefix == source.get("prefix"), path
-        assert getattr(query, "service", source.get("name")) == source.get("name"), path
+        kind = next(k for k in ("service", "etcd", "zookeeper") if k in body["spec"])
+        assert query.kind == {"service": "consul"}.get(kind, kind), path
+        source = body["spec"][kind]
+        assert getattr(query, "service", None) == source.get("name") or \
+            getattr(query, "prefix", None) == source.get("prefix") or \
+            getattr(query, "path", None) == source.get("path"), path
 
 
 def test_operator_process_publishes_and_exits_quickly_on_sigterm(
