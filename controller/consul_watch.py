@@ -31,7 +31,7 @@ from consul.exceptions import BadRequest
 from . import metrics
 from .membership import health_status
 from .settings import ConsulConnection
-from .sources import Snapshot, SourceState, Subscription
+from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool
 from .spec import ServiceQuery
 
 log = logging.getLogger("shardring.consul")
@@ -206,29 +206,17 @@ def new_client(connection: ConsulConnection, max_reply_bytes: int) -> consul.aio
     return client
 
 
-class Watcher:
+class Watcher(SourceWatcher):
+    key: WatchKey
+
     def __init__(self, key: WatchKey, client: consul.aio.Consul, token: str | None):
-        self.key = key
-        self.state = SourceState()
-        self.version = 0  # +1 on every state change (object ids can be reused; this cannot)
-        self.subscribers: set[Callable[[], None]] = set()
+        super().__init__(key, f"consul-watch:{key.query.service}")
         self._client = client
         self._token = token
         self.changes = 0  # membership changes seen
         self.requests = 0  # queries sent (a refused query must not make this climb fast)
-        self._task: asyncio.Task | None = None
         self._labels = (key.query.connection, key.query.service)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"consul-watch:{self.key.query.service}")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
 
     async def _run(self) -> None:
         query = self.key.query
@@ -316,10 +304,6 @@ class Watcher:
         metrics.CONSUL_CHANGES.labels(*self._labels).inc()
         self._notify()
 
-    def _notify(self) -> None:
-        self.version += 1
-        for wake in list(self.subscribers):
-            wake()
 
 
 async def _close(client: consul.aio.Consul) -> None:
@@ -333,46 +317,41 @@ async def _close(client: consul.aio.Consul) -> None:
 class WatcherRegistry:
     connections: dict[str, ConsulConnection]
     max_reply_bytes: int = 64 << 20
-    watchers: dict[WatchKey, Watcher] = field(default_factory=dict)
+    pool: WatcherPool = field(default_factory=WatcherPool)
     clients: dict[str, consul.aio.Consul] = field(default_factory=dict)
+
+    @property
+    def watchers(self) -> dict[WatchKey, Watcher]:
+        return self.pool.watchers  # type: ignore[return-value]
 
     def key_for(self, query: ServiceQuery, token: str | None) -> WatchKey:
         return WatchKey(query, token_digest(token))
 
     def active(self) -> int:
-        return len(self.watchers)
+        return self.pool.active()
 
     def subscribe(self, query: ServiceQuery, token: str | None,
                   wake: Callable[[], None]) -> Subscription:
         key = self.key_for(query, token)
-        watcher = self.watchers.get(key)
-        if watcher is None:
-            if query.connection not in self.clients:
-                self.clients[query.connection] = new_client(
-                    self.connections[query.connection], self.max_reply_bytes)
-            watcher = Watcher(key, self.clients[query.connection], token)
-            self.watchers[key] = watcher
-            watcher.start()
-        watcher.subscribers.add(wake)
-        return Subscription(watcher, wake)
+        return self.pool.join(key, lambda: Watcher(key, self._client(query.connection), token),
+                              wake)
+
+    def _client(self, connection: str) -> consul.aio.Consul:
+        if connection not in self.clients:
+            self.clients[connection] = new_client(self.connections[connection],
+                                                  self.max_reply_bytes)
+        return self.clients[connection]
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        watcher = subscription.watch
-        if not isinstance(watcher, Watcher) or self.watchers.get(watcher.key) is not watcher:
-            return
-        watcher.subscribers.discard(subscription.wake)
-        if not watcher.subscribers:
-            del self.watchers[watcher.key]
-            await watcher.stop()
-            query = watcher.key.query
+        stopped = await self.pool.leave(subscription)
+        if isinstance(stopped, Watcher):
+            query = stopped.key.query
             if not any((k.query.connection, k.query.service) == (query.connection, query.service)
                        for k in self.watchers):
                 metrics.forget_query(query.connection, query.service)
 
     async def close(self) -> None:
-        for watcher in list(self.watchers.values()):
-            await watcher.stop()
-        self.watchers.clear()
+        await self.pool.stop_all()
         for client in self.clients.values():
             await _close(client)
         self.clients.clear()

@@ -29,7 +29,7 @@ import aiohttp
 
 from .membership import registration_entry
 from .settings import EtcdConnection
-from .sources import Snapshot, SourceState, Subscription
+from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool
 from .spec import EtcdQuery
 
 log = logging.getLogger("shardring.etcd")
@@ -194,30 +194,18 @@ def credentials_digest(credentials: Credentials | None) -> str:
     return hashlib.sha256("\0".join(credentials).encode()).hexdigest()[:16]
 
 
-class Watcher:
+class Watcher(SourceWatcher):
+    key: WatchKey
+
     def __init__(self, key: WatchKey, gateway: Gateway, credentials: Credentials | None):
-        self.key = key
-        self.state = SourceState()
-        self.version = 0
-        self.subscribers: set[Callable[[], None]] = set()
+        super().__init__(key, f"etcd-watch:{key.query.prefix}")
         self.lists = 0  # full listings of the prefix (one at start, then one per lost watch)
         self._gateway = gateway
         self._credentials = credentials
         self._keys: dict[str, bytes] = {}
         self._entries: dict[str, dict[str, Any]] = {}  # per key: values are parsed once
         self._revision = 0
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"etcd-watch:{self.key.query.prefix}")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
 
     async def _run(self) -> None:
         prefix = self.key.query.prefix
@@ -293,52 +281,42 @@ class Watcher:
                                      permission_denied=denied)
             self._notify()
 
-    def _notify(self) -> None:
-        self.version += 1
-        for wake in list(self.subscribers):
-            wake()
 
 
 @dataclass
 class EtcdRegistry:
     connections: dict[str, EtcdConnection]
     max_reply_bytes: int = 64 << 20
-    watchers: dict[WatchKey, Watcher] = field(default_factory=dict)
+    pool: WatcherPool = field(default_factory=WatcherPool)
     gateways: dict[str, Gateway] = field(default_factory=dict)
+
+    @property
+    def watchers(self) -> dict[WatchKey, Watcher]:
+        return self.pool.watchers  # type: ignore[return-value]
 
     def key_for(self, query: EtcdQuery, credentials: Credentials | None) -> WatchKey:
         return WatchKey(query, credentials_digest(credentials))
 
     def active(self) -> int:
-        return len(self.watchers)
+        return self.pool.active()
 
     def subscribe(self, query: EtcdQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
         key = self.key_for(query, credentials)
-        watcher = self.watchers.get(key)
-        if watcher is None:
-            if query.connection not in self.gateways:
-                self.gateways[query.connection] = Gateway(self.connections[query.connection],
-                                                          self.max_reply_bytes)
-            watcher = Watcher(key, self.gateways[query.connection], credentials)
-            self.watchers[key] = watcher
-            watcher.start()
-        watcher.subscribers.add(wake)
-        return Subscription(watcher, wake)
+        return self.pool.join(key, lambda: Watcher(key, self._gateway(query.connection),
+                                                   credentials), wake)
+
+    def _gateway(self, connection: str) -> Gateway:
+        if connection not in self.gateways:
+            self.gateways[connection] = Gateway(self.connections[connection],
+                                                self.max_reply_bytes)
+        return self.gateways[connection]
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        watcher = subscription.watch
-        if not isinstance(watcher, Watcher) or self.watchers.get(watcher.key) is not watcher:
-            return
-        watcher.subscribers.discard(subscription.wake)
-        if not watcher.subscribers:
-            del self.watchers[watcher.key]
-            await watcher.stop()
+        await self.pool.leave(subscription)
 
     async def close(self) -> None:
-        for watcher in list(self.watchers.values()):
-            await watcher.stop()
-        self.watchers.clear()
+        await self.pool.stop_all()
         for gateway in self.gateways.values():
             await gateway.close()
         self.gateways.clear()

@@ -5,6 +5,7 @@ Pure: types only."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -71,6 +72,78 @@ class SourceRegistry(Protocol):
     def active(self) -> int:
         """Watchers running (one per distinct query)."""
         ...
+
+
+class SourceWatcher:
+    """What every source's watcher shares: its state, version and subscribers, and the one task
+    that runs ``_run`` (each source's own loop) until stopped."""
+
+    def __init__(self, key: Hashable, name: str):
+        self.key = key
+        self.state = SourceState()
+        self.version = 0  # +1 on every state change (object ids can be reused; this cannot)
+        self.subscribers: set[Callable[[], None]] = set()
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self._name)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - it is going anyway
+                pass
+
+    def _notify(self) -> None:
+        self.version += 1
+        for wake in list(self.subscribers):
+            wake()
+
+
+class WatcherPool:
+    """One watcher per key, shared by every subscriber with that key. The source registries
+    (Consul, etcd, ZooKeeper) differ only in how they make a watcher and its key."""
+
+    def __init__(self) -> None:
+        self.watchers: dict[Hashable, Any] = {}
+
+    def active(self) -> int:
+        return len(self.watchers)
+
+    def join(self, key: Hashable, make: Callable[[], Any],
+             wake: Callable[[], None]) -> Subscription:
+        """``make`` builds a watcher (a Watch with ``subscribers``, ``start()`` and
+        ``stop()``) when none has this key yet."""
+        watcher = self.watchers.get(key)
+        if watcher is None:
+            watcher = self.watchers[key] = make()
+            watcher.start()
+        watcher.subscribers.add(wake)
+        return Subscription(watcher, wake)
+
+    async def leave(self, subscription: Subscription) -> Any:
+        """Drop a subscription; returns the watcher if that stopped it (else None)."""
+        watcher: Any = self.watchers.get(getattr(subscription.watch, "key", None))
+        ours = watcher is not None and watcher is subscription.watch
+        if not ours:
+            return None  # another pool's, or already gone
+        watcher.subscribers.discard(subscription.wake)
+        if watcher.subscribers:
+            return None
+        del self.watchers[watcher.key]
+        await watcher.stop()
+        return watcher
+
+    async def stop_all(self) -> None:
+        for watcher in list(self.watchers.values()):
+            await watcher.stop()
+        self.watchers.clear()
 
 
 @dataclass

@@ -24,7 +24,7 @@ from aiozk import WatchEvent, exc
 
 from .membership import registration_entry
 from .settings import ZooKeeperConnection
-from .sources import Snapshot, SourceState, Subscription
+from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool
 from .spec import ZooKeeperQuery
 
 log = logging.getLogger("shardring.zookeeper")
@@ -80,28 +80,18 @@ class WatchKey:
     query: ZooKeeperQuery
 
 
-class Watcher:
+class Watcher(SourceWatcher):
+    key: WatchKey
+
     def __init__(self, key: WatchKey, ensemble: Ensemble):
-        self.key = key
-        self.state = SourceState()
-        self.version = 0
-        self.subscribers: set[Callable[[], None]] = set()
+        super().__init__(key, f"zk-watch:{key.query.path}")
         self.reads = 0  # full readings of the children (watch events, reconnections)
         self._ensemble = ensemble
         self._changed = asyncio.Event()
         self._watched: set[tuple[int, str]] = set()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"zk-watch:{self.key.query.path}")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await super().stop()
         self._unwatch(set())
 
     def _fire(self, _path: str) -> None:
@@ -190,50 +180,39 @@ class Watcher:
                                      permission_denied=isinstance(error, exc.NoAuth))
             self._notify()
 
-    def _notify(self) -> None:
-        self.version += 1
-        for wake in list(self.subscribers):
-            wake()
 
 
 @dataclass
 class ZooKeeperRegistry:
     connections: dict[str, ZooKeeperConnection]
-    watchers: dict[WatchKey, Watcher] = field(default_factory=dict)
+    pool: WatcherPool = field(default_factory=WatcherPool)
     ensembles: dict[str, Ensemble] = field(default_factory=dict)
+
+    @property
+    def watchers(self) -> dict[WatchKey, Watcher]:
+        return self.pool.watchers  # type: ignore[return-value]
 
     def key_for(self, query: ZooKeeperQuery, _credentials: Any) -> WatchKey:
         return WatchKey(query)
 
     def active(self) -> int:
-        return len(self.watchers)
+        return self.pool.active()
 
     def subscribe(self, query: ZooKeeperQuery, credentials: Any,
                   wake: Callable[[], None]) -> Subscription:
         key = self.key_for(query, credentials)
-        watcher = self.watchers.get(key)
-        if watcher is None:
-            if query.connection not in self.ensembles:
-                self.ensembles[query.connection] = Ensemble(self.connections[query.connection])
-            watcher = Watcher(key, self.ensembles[query.connection])
-            self.watchers[key] = watcher
-            watcher.start()
-        watcher.subscribers.add(wake)
-        return Subscription(watcher, wake)
+        return self.pool.join(key, lambda: Watcher(key, self._ensemble(query.connection)), wake)
+
+    def _ensemble(self, connection: str) -> Ensemble:
+        if connection not in self.ensembles:
+            self.ensembles[connection] = Ensemble(self.connections[connection])
+        return self.ensembles[connection]
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        watcher = subscription.watch
-        if not isinstance(watcher, Watcher) or self.watchers.get(watcher.key) is not watcher:
-            return
-        watcher.subscribers.discard(subscription.wake)
-        if not watcher.subscribers:
-            del self.watchers[watcher.key]
-            await watcher.stop()
+        await self.pool.leave(subscription)
 
     async def close(self) -> None:
-        for watcher in list(self.watchers.values()):
-            await watcher.stop()
-        self.watchers.clear()
+        await self.pool.stop_all()
         for ensemble in self.ensembles.values():
             await ensemble.close()
         self.ensembles.clear()
