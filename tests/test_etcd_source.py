@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import pytest
@@ -243,3 +244,40 @@ def test_a_member_marking_itself_draining_in_its_value_gives_up_its_shards(
     gone = wait_for(lambda: (r := rings.ring("etcd-drain-ring")) and not r.draining and r,
                     "q gone")
     assert gone.assignment.owners == drained.assignment.owners
+
+
+def test_a_server_restored_to_an_earlier_revision_is_the_new_truth_without_a_reshard(
+        etcd_operator, rings, etcd_server, core_v1, namespace):
+    import shutil
+    prefix = f"/services/restore-{uuid.uuid4().hex[:6]}/"
+    first = Registrar(etcd_server, prefix)
+    for n in range(3):
+        first.register(f"m{n}", f"10.0.8.{n}:9100")
+    rings.create("restored", etcd_ring(prefix))
+    published = wait_for(lambda: (r := rings.ring("restored-ring")) and
+                         len(r.assignment.members) == 3 and r, "published")
+    watcher = next(w for w in etcd_operator.sources.registries["etcd"].watchers.values()
+                   if w.key.query.prefix == prefix)
+    for _ in range(10):  # history moves on (the same value again: no membership change)
+        first.put("m0", "10.0.8.0:9100")
+    wait_for(lambda: watcher._revision >= 10, "the watcher at the newer revision")
+    revision_before, lists = watcher._revision, watcher.lists
+    # As after a restore: the server comes back with an older (here: fresh) history, and the
+    # instances register again with new leases.
+    etcd_server.stop()
+    shutil.rmtree(etcd_server.workdir / "data")
+    etcd_server.start()
+    again = Registrar(etcd_server, prefix)
+    try:
+        for n in range(3):
+            again.register(f"m{n}", f"10.0.8.{n}:9100")
+        # (A listing that finds the same members keeps the snapshot: nothing to publish.)
+        wait_for(lambda: watcher.lists > lists and watcher.state.error is None and
+                 watcher._revision < revision_before and
+                 len(watcher.state.snapshot.entries) == 3, "re-listed at the lower revision")
+        time.sleep(1)
+        assert rings.ring("restored-ring").version == published.version  # no spurious reshard
+        again.register("m3", "10.0.8.3:9100")  # and it follows from the new history
+        wait_for(lambda: len(rings.ring("restored-ring").assignment.members) == 4, "followed")
+    finally:
+        again.cleanup()

@@ -111,3 +111,32 @@ def test_a_restarted_server_resumes_without_a_write(
     assert rings.ring("zksteady-ring").version == published.version + 1  # one change, one write
     assert core_v1.read_namespaced_config_map("zksteady-ring", namespace).metadata \
         .resource_version != kept
+
+
+def test_an_expired_session_is_replaced_and_everything_read_again(
+        zk_operator, rings, zookeeper):
+    import shutil
+    import time
+    path = f"/services/expiry-{uuid.uuid4().hex[:6]}"
+    first = Registrar(zookeeper, path)
+    for n in range(3):
+        first.register(f"e{n}", f"10.0.9.{n}:9100")
+    rings.create("expiring", zk_ring(path))
+    published = wait_for(lambda: (r := rings.ring("expiring-ring")) and
+                         len(r.assignment.members) == 3 and r, "published")
+    # A server that comes back without its state: every session, the operator's too, expired.
+    zookeeper.stop()
+    shutil.rmtree(zookeeper.workdir / "data")
+    zookeeper.start()
+    again = Registrar(zookeeper, path)
+    try:
+        for n in range(3):
+            again.register(f"e{n}", f"10.0.9.{n}:9100")
+        again.register("e3", "10.0.9.3:9100")
+        wait_for(lambda: len(rings.ring("expiring-ring").assignment.members) == 4,
+                 "followed on a new session", timeout=60)
+        time.sleep(1)
+        assert rings.ring("expiring-ring").version == published.version + 1
+    finally:
+        again.cleanup()
+        first.cleanup()
