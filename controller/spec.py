@@ -119,7 +119,7 @@ class RingConfig:
     zone_from: str | None = None
     drain_from: str | None = None  # tag:<tag> | meta:<key> | field:<name>
     token: TokenRef | None = None  # Consul's ACL token
-    credentials: CredentialsRef | None = None  # etcd's username and password
+    credentials: CredentialsRef | None = None  # etcd's, or ZooKeeper's digest, user and password
     stabilization: Stabilization = field(default_factory=Stabilization)
     prometheus_relabel: bool = False
     suspend: bool = False
@@ -194,9 +194,13 @@ def _source(spec: Mapping[str, Any], which: str
         if not path.startswith("/") or len(path) < 2:
             raise SpecError("spec.zookeeper.path is required and starts with / (for example "
                             "/services/web)")
+        ref = _get(zookeeper, "credentialsSecretRef")
+        credentials = CredentialsRef(ref["name"], _get(ref, "usernameKey", "username"),
+                                     _get(ref, "passwordKey", "password")) if ref else None
         return ZooKeeperQuery(connection=_get(zookeeper, "connection", "default"),
                               path=path.rstrip("/"),
-                              address_field=_get(zookeeper, "addressField", "address")), None, None
+                              address_field=_get(zookeeper, "addressField", "address")), \
+            None, credentials
     if which == "etcd":
         etcd = spec["etcd"]
         prefix = _get(etcd, "prefix")

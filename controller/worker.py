@@ -150,7 +150,8 @@ class RingWorker:
         """The Secret the ring names for its Consul token, if any."""
         spec = (self.body or {}).get("spec") or {}
         reference = (spec.get("consul") or {}).get("tokenSecretRef") or \
-            (spec.get("etcd") or {}).get("credentialsSecretRef") or {}
+            (spec.get("etcd") or {}).get("credentialsSecretRef") or \
+            (spec.get("zookeeper") or {}).get("credentialsSecretRef") or {}
         return reference.get("name")
 
     def token_changed(self) -> None:

@@ -7,11 +7,15 @@ and reads everything again whenever a watch fires, after a lost connection or se
 the latest every ``REREAD`` seconds; a reading that finds the same members changes nothing.
 
 aiozk is the client: asyncio-native, with child and data watches re-set on reconnection.
+With credentials, a session of its own per (connection, credentials) authenticates with the
+digest scheme before every reading (ZooKeeper forgets it with the connection): rings with
+different credentials never share a session, so one cannot read what only another may.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiozk
-from aiozk import WatchEvent, exc
+from aiozk import WatchEvent, exc, protocol
 
 from .membership import registration_entry
 from .settings import ZooKeeperConnection
@@ -75,16 +79,27 @@ async def _quietly(closing: Any) -> None:
         pass
 
 
+Credentials = tuple[str, str]  # user, password: never logged, never in keys or reprs
+
+
+def credentials_digest(credentials: Credentials | None) -> str:
+    if not credentials:
+        return ""
+    return hashlib.sha256("\0".join(credentials).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class WatchKey:
     query: ZooKeeperQuery
+    credentials_digest: str = ""
 
 
 class Watcher(SourceWatcher):
     key: WatchKey
 
-    def __init__(self, key: WatchKey, ensemble: Ensemble):
+    def __init__(self, key: WatchKey, ensemble: Ensemble, credentials: Credentials | None = None):
         super().__init__(key, f"zk-watch:{key.query.path}")
+        self._credentials = credentials
         self.reads = 0  # full readings of the children (watch events, reconnections)
         self._ensemble = ensemble
         self._changed = asyncio.Event()
@@ -122,6 +137,10 @@ class Watcher(SourceWatcher):
 
     async def _read(self, client: aiozk.ZKClient) -> list[dict[str, Any]]:
         query = self.key.query
+        if self._credentials:
+            user, password = self._credentials
+            await client.send(protocol.AuthRequest(type=0, scheme="digest",
+                                                   auth=f"{user}:{password}".encode()))
         wanted = {(event, client.normalize_path(query.path)) for event in _PARENT_EVENTS}
         self._watch(client, wanted)  # before reading: a change in between still wakes us
         try:
@@ -172,12 +191,13 @@ class Watcher(SourceWatcher):
 
     def _fail(self, error: BaseException) -> None:
         message = f"ZooKeeper cannot be reached: {type(error).__name__}"
-        if isinstance(error, exc.NoAuth):
-            message = "ZooKeeper refused to let the operator read the path (no auth)"
+        denied = isinstance(error, exc.NoAuth | exc.AuthFailed)
+        if denied:
+            message = "ZooKeeper refused the ring's credentials for the path (permission denied)"
         if self.state.error != message:
             log.warning("%s (path %s)", message, self.key.query.path)
             self.state = SourceState(snapshot=self.state.snapshot, error=message,
-                                     permission_denied=isinstance(error, exc.NoAuth))
+                                     permission_denied=denied)
             self._notify()
 
 
@@ -192,21 +212,24 @@ class ZooKeeperRegistry:
     def watchers(self) -> dict[WatchKey, Watcher]:
         return self.pool.watchers  # type: ignore[return-value]
 
-    def key_for(self, query: ZooKeeperQuery, _credentials: Any) -> WatchKey:
-        return WatchKey(query)
+    def key_for(self, query: ZooKeeperQuery, credentials: Credentials | None) -> WatchKey:
+        return WatchKey(query, credentials_digest(credentials))
 
     def active(self) -> int:
         return self.pool.active()
 
-    def subscribe(self, query: ZooKeeperQuery, credentials: Any,
+    def subscribe(self, query: ZooKeeperQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
         key = self.key_for(query, credentials)
-        return self.pool.join(key, lambda: Watcher(key, self._ensemble(query.connection)), wake)
+        return self.pool.join(key, lambda: Watcher(
+            key, self._ensemble(query.connection, key.credentials_digest), credentials), wake)
 
-    def _ensemble(self, connection: str) -> Ensemble:
-        if connection not in self.ensembles:
-            self.ensembles[connection] = Ensemble(self.connections[connection])
-        return self.ensembles[connection]
+    def _ensemble(self, connection: str, credentials_digest: str) -> Ensemble:
+        """A session per connection and credentials: digest auth is granted to a session."""
+        name = f"{connection}\0{credentials_digest}"
+        if name not in self.ensembles:
+            self.ensembles[name] = Ensemble(self.connections[connection])
+        return self.ensembles[name]
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         await self.pool.leave(subscription)

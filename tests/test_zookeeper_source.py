@@ -140,3 +140,30 @@ def test_an_expired_session_is_replaced_and_everything_read_again(
     finally:
         again.cleanup()
         first.cleanup()
+
+
+def test_digest_authentication_from_a_marked_secret(zk_operator, rings, zookeeper, core_v1,
+                                                    namespace, caplog):
+    from kubernetes import client as k8s
+    path = f"/services/private-{uuid.uuid4().hex[:6]}"
+    private = Registrar(zookeeper, path)
+    readers = ("ring-reader", "zk-reader-s3cret")
+    try:
+        for n in range(2):
+            private.register(f"p{n}", f"10.0.10.{n}:9100", readers=readers)
+        core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="zk-auth",
+                                      labels={"shardring.io/consul-token": "true"}),
+            string_data={"username": readers[0], "password": "wrong"}))
+        rings.create("private", zk_ring(path, credentialsSecretRef={"name": "zk-auth"}))
+        refused = wait_for(lambda: (c := rings.condition("private", "SourceReachable")) and
+                           c["status"] == "False" and c, "wrong password refused")
+        assert refused["reason"] == "PermissionDenied"
+        core_v1.patch_namespaced_secret("zk-auth", namespace,
+                                        {"stringData": {"password": readers[1]}})
+        wait_for(lambda: (r := rings.ring("private-ring")) and len(r.assignment.members) == 2,
+                 "published with the right password", timeout=15)
+    finally:
+        private.cleanup()
+    seen = str(rings.get("private")) + caplog.text
+    assert readers[1] not in seen and "wrong" not in str(rings.get("private").get("status"))

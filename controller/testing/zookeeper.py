@@ -76,6 +76,14 @@ class ZooKeeperServer:
         self.start()
 
 
+def digest_id(user: str, password: str) -> str:
+    """ZooKeeper's digest ACL id: user:base64(sha1(user:password))."""
+    import base64
+    import hashlib
+    hashed = base64.b64encode(hashlib.sha1(f"{user}:{password}".encode()).digest()).decode()
+    return f"{user}:{hashed}"
+
+
 class Registrar:
     """Instances under ``path``, each with its own ZooKeeper session (as separate processes)."""
 
@@ -89,15 +97,24 @@ class Registrar:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
 
-    def register(self, name: str, data: bytes | str) -> None:
+    def register(self, name: str, data: bytes | str,
+                 readers: tuple[str, str] | None = None) -> None:
+        """``readers``: (user, password) of the only digest identity that may read the node
+        (its creator keeps every right); None: anyone may."""
         raw = data.encode() if isinstance(data, str) else data
 
         async def create() -> Any:
             import aiozk
+            from aiozk.protocol.acl import ACL
             client = aiozk.ZKClient(self.server.hosts, session_timeout=10)
             await client.start()
             await client.ensure_path(self.path)
-            await client.create(f"{self.path}/{name}", data=raw, ephemeral=True)
+            acl = None
+            if readers:
+                acl = [ACL.make("digest", digest_id(*readers), read=True),
+                       ACL.make("world", "anyone", write=True, delete=True, admin=True)]
+            await client.create(f"{self.path}/{name}", data=raw, ephemeral=True,
+                                acl=acl)
             return client
         self.sessions[name] = self._run(create())
 
