@@ -121,7 +121,9 @@ def test_an_expired_session_is_replaced_and_everything_read_again(
     first = Registrar(zookeeper, path)
     for n in range(3):
         first.register(f"e{n}", f"10.0.9.{n}:9100")
-    rings.create("expiring", zk_ring(path))
+    # The instances re-register one by one: the window keeps those passing states unpublished.
+    rings.create("expiring", {**zk_ring(path),
+                              "stabilization": {"window": "3s", "maxDelay": "10s"}})
     published = wait_for(lambda: (r := rings.ring("expiring-ring")) and
                          len(r.assignment.members) == 3 and r, "published")
     # A server that comes back without its state: every session, the operator's too, expired.
