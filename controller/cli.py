@@ -1,4 +1,4 @@
-"""Command line: ``python -m controller [run | ring plan | ring show | ring lookup]``."""
+"""Command line: ``python -m controller [run | agent | ring plan | ring show | ring lookup]``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from . import ringfile
+from .agent.command import AgentUsageError
+from .agent.command import add_parser as add_agent_parser
 from .ring import Algorithm, Member, RingError, RingSpec, plan
 
 
@@ -132,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="plain (human-readable, the default) or json (one object per line)")
     run.add_argument("--liveness", metavar="URL",
                      help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    add_agent_parser(commands)
     ring = commands.add_parser("ring", help="ring tools").add_subparsers(dest="ring_command",
                                                                         required=True)
     planner = ring.add_parser("plan", help="print the canonical ring.json for a membership")
@@ -204,6 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_operator(args)
     try:
         return args.handler(args)
-    except (UsageError, RingError, ringfile.RingFileError) as error:
+    except (UsageError, AgentUsageError, RingError, ringfile.RingFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from . import metrics
+from .acks import ACK_LABEL, Ack, ack_from_lease
 from .consul_watch import WatcherRegistry
 from .etcd_watch import EtcdRegistry
 from .kube import Kube
@@ -44,6 +45,8 @@ class Operator:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     passes: asyncio.Semaphore | None = None
     planning: ThreadPoolExecutor | None = None
+    # Ring agents' acknowledgements by (namespace, ring), then by Lease name.
+    acks: dict[tuple[str, str], dict[str, Ack]] = field(default_factory=dict)
 
     def __copy__(self) -> Operator:
         return self  # kopf copies the memo per object; all of them must share this one
@@ -72,7 +75,8 @@ class Operator:
             self.workers[key] = RingWorker(
                 namespace, name, kube=self.kube, sources=self.sources,
                 connections=self.config.access(), limits=self.config.limits, passes=self.passes,
-                background=self.background, planning=self.planning)
+                background=self.background, planning=self.planning,
+                acks=self.acks.setdefault(key, {}))
         return self.workers[key]
 
     def forget(self, namespace: str, name: str) -> None:
@@ -80,6 +84,8 @@ class Operator:
         worker = self.workers.pop((namespace, name), None)
         if worker:
             worker.wake()
+        if not self.acks.get((namespace, name)):
+            self.acks.pop((namespace, name), None)
 
     def conditions(self) -> Iterator[tuple[str, str]]:
         for worker in list(self.workers.values()):
@@ -105,6 +111,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     # filters them (a handler's labels= alone would stream every ConfigMap in the cluster here).
     settings.watching.label_selectors["", "v1", "configmaps"] = _selector(MANAGED_BY)
     settings.watching.label_selectors["", "v1", "secrets"] = _selector({TOKEN_LABEL: "true"})
+    settings.watching.label_selectors["coordination.k8s.io", "v1", "leases"] = \
+        _selector({ACK_LABEL: "true"})
     # A worker's exit (finish the pass in flight, unsubscribe from its watcher) takes more than
     # kopf's few zero-time cycles; without this kopf cancels it and warns on every deletion.
     settings.background.instant_exit_timeout = 5.0
@@ -174,3 +182,22 @@ async def _token_secret_event(body: kopf.Body, namespace: str | None, name: str,
     for (ring_namespace, _ring), worker in list(memo.workers.items()):
         if ring_namespace == namespace and worker.token_secret == name:
             worker.token_changed()
+
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases", labels={ACK_LABEL: "true"})
+async def _ack_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str,
+                     memo: Operator, **_: Any) -> None:
+    """A ring agent acknowledged a version (or its Lease went): the ring's convergence."""
+    ack = None if event.get("type") == "DELETED" else ack_from_lease(dict(body))
+    ring = (body.get("metadata", {}).get("labels") or {}).get(RING_LABEL)
+    if not ring or namespace is None:
+        return
+    key = (namespace, ring)
+    if ack is None:
+        if memo.acks.get(key, {}).pop(name, None) is None:
+            return
+    else:
+        memo.acks.setdefault(key, {})[name] = ack
+    worker = memo.workers.get(key)
+    if worker is not None:
+        worker.acks_changed()

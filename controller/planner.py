@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import ringfile
+from .acks import Ack, convergence
 from .conditions import Condition, merge
 from .decision import Decision, Problem, Reason, decide
 from .membership import MembershipError, members_from
@@ -72,6 +73,7 @@ class Gathered:
     pending_since: float | None = None  # when the membership first differed from the published
     last_publish: float | None = None  # when this operator last published a new version
     last_publish_bytes: int = 0  # and how big its ConfigMap data was
+    acks: tuple[Ack, ...] = ()  # the ring agents' acknowledgements (Leases) for this ring
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                                        owner_reference(ring.name, ring.uid),
                                        config.prometheus_relabel, data_digest(data))
             published = decision.ring
-    status = build_status(ring, config, decision.problem, source, decision, now_text)
+    status = build_status(ring, config, decision.problem, source, decision, now_text,
+                          acks=gathered.acks)
     events = _warnings(ring, decision.problem)
     if decision.changed and desired is not None:
         events = (_resharded(decision),) + events
@@ -309,7 +312,7 @@ def _warnings(ring: RingObject, problem: Problem | None) -> tuple[Event, ...]:
 
 def build_status(ring: RingObject, config: RingConfig | None, problem: Problem | None,
                  source: SourceState | None, decision: Decision | None, now_text: str,
-                 suspended: bool = False) -> dict[str, Any]:
+                 suspended: bool = False, acks: tuple[Ack, ...] = ()) -> dict[str, Any]:
     current = dict(ring.status)
     status: dict[str, Any] = {k: v for k, v in current.items() if k != "conditions"}
     status["observedGeneration"] = ring.generation
@@ -330,8 +333,34 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
                                 "removed": decision.removed, "movedShards": decision.moved}
     wanted = conditions_for(problem, source, decision, suspended,
                             config.query.kind if config is not None else "consul")
+    wanted.append(_converged(status, published, acks, decision, now_text, current))
     status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
     return status
+
+
+def _converged(status: dict[str, Any], published: ringfile.RingFile | None,
+               acks: tuple[Ack, ...], decision: Decision | None, now_text: str,
+               current: Mapping[str, Any]) -> Condition:
+    """status.convergence and .drained for the published ring, and the Converged condition; a
+    pass that does not know the published ring keeps what the last one found."""
+    if published is None:
+        before = next((c for c in current.get("conditions") or []
+                       if c.get("type") == "Converged"), None)
+        if before is None:
+            return Condition("Converged", None, "NotPublished", "no ring is published yet")
+        status_value = {"True": True, "False": False}.get(before.get("status", ""))
+        return Condition("Converged", status_value, before.get("reason", ""),
+                         before.get("message", ""))
+    previous = current.get("convergence") or {}
+    fresh = decision is not None and decision.changed
+    since = str(previous["since"]) if not fresh and previous.get("ringVersion") == \
+        published.version and previous.get("since") else now_text
+    found = convergence(published, acks, since)
+    status["convergence"] = found.status
+    status.pop("drained", None)
+    if found.drained:
+        status["drained"] = list(found.drained)
+    return found.condition
 
 
 def conditions_for(problem: Problem | None, source: SourceState | None,

@@ -19,6 +19,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from .acks import Ack
 from .planner import Gathered, PassPlan, RingObject, Verified, plan_pass, prepare
 from .publish import KubeAdapter, Publisher, safe_text
 from .ring import Algorithm
@@ -69,6 +70,7 @@ class Inputs(NamedTuple):
     watch: Hashable | None
     watch_version: int | None
     token_events: int
+    ack_events: int
     configmap: str
 
 
@@ -100,7 +102,7 @@ class RingWorker:
                  connections: Mapping[tuple[str, str], Access], limits: Limits = Limits(),
                  clock: Clock | None = None, passes: asyncio.Semaphore | None = None,
                  background: set[asyncio.Task[None]] | None = None,
-                 planning: Executor | None = None):
+                 planning: Executor | None = None, acks: Mapping[str, Ack] | None = None):
         self.namespace, self.name = namespace, name
         self.kube, self.sources, self.connections = kube, sources, connections
         self.limits = limits
@@ -124,6 +126,10 @@ class RingWorker:
         self.deadline: float | None = None
         self.namespace_terminating = False
         self.token_events = 0  # changes seen to the token Secret
+        # The ring agents' acknowledgements, by Lease name: kept up to date by the Lease events
+        # (the operator's store, so the ones listed before this worker existed are here too).
+        self.acks: Mapping[str, Ack] = acks if acks is not None else {}
+        self.ack_events = 0
         self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
         self.failures = self.conflicts = 0
         self._wake = asyncio.Event()
@@ -157,6 +163,11 @@ class RingWorker:
     def token_changed(self) -> None:
         """The token Secret changed (a rotated token): an input of the next pass."""
         self.token_events += 1
+        self.wake()
+
+    def acks_changed(self) -> None:
+        """An agent acknowledged a ring version (or its Lease went): convergence may differ."""
+        self.ack_events += 1
         self.wake()
 
     async def serve(self, stopped: Stopped) -> None:
@@ -232,7 +243,8 @@ class RingWorker:
         seen = self.seen and (self.seen.name, self.seen.view and self.seen.view.resource_version)
         return Inputs(metadata.get("uid"), metadata.get("generation"),
                       repr((self.body or {}).get("spec")), watch.key if watch else None,
-                      watch.version if watch else None, self.token_events, repr(seen))
+                      watch.version if watch else None, self.token_events, self.ack_events,
+                      repr(seen))
 
     @property
     def settled(self) -> bool:
@@ -291,7 +303,8 @@ class RingWorker:
         return Gathered(await self._configmap(config.configmap), source,
                         last_published=self.last_published, verified=self.verified,
                         pending_since=self.pending_since, last_publish=self.last_publish,
-                        last_publish_bytes=self.last_publish_bytes)
+                        last_publish_bytes=self.last_publish_bytes,
+                        acks=tuple(self.acks[name] for name in sorted(self.acks)))
 
     async def _secret(self, config: RingConfig) -> str | tuple[str, str] | None:
         """The Consul token, or etcd's username and password, from the ring's marked Secret."""

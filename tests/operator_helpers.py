@@ -125,6 +125,17 @@ class Rings:
                 if e.reason == reason]
 
 
+def service_account_kubeconfig(control_plane, core_v1, namespace: str, account: str,
+                               path: Path) -> Path:
+    token = core_v1.create_namespaced_service_account_token(
+        account, namespace, k8s.AuthenticationV1TokenRequest(
+            spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))).status.token
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    config["users"] = [{"name": "admin", "user": {"token": token}}]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def kubectl(control_plane, *args: str) -> str:
     result = subprocess.run([str(control_plane.assets / "kubectl"), "--kubeconfig",
                              str(control_plane.kubeconfig), *args],

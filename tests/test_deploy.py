@@ -16,7 +16,13 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.operator_helpers import Rings, kubectl, subprocess_env, wait_for
+from tests.operator_helpers import (
+    Rings,
+    kubectl,
+    service_account_kubeconfig,
+    subprocess_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[1]
@@ -60,17 +66,6 @@ def test_base_and_overlay_apply_with_server_side_validation(control_plane, insta
     checked = Path(control_plane.workdir) / "namespaced-rendered.yaml"
     checked.write_text(yaml.safe_dump_all(documents))
     kubectl(control_plane, "apply", "-f", str(checked), "--dry-run=server")
-
-
-def service_account_kubeconfig(control_plane, core_v1, namespace: str, account: str,
-                               path: Path) -> Path:
-    token = core_v1.create_namespaced_service_account_token(
-        account, namespace, k8s.AuthenticationV1TokenRequest(
-            spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))).status.token
-    config = yaml.safe_load(control_plane.kubeconfig.read_text())
-    config["users"] = [{"name": "admin", "user": {"token": token}}]
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 class OperatorProcess:
@@ -236,12 +231,18 @@ def without_finalizers_access(outcome: Outcome) -> None:
     assert refused(outcome, "cannot set blockOwnerDeletion")
 
 
+def without_lease_watch(outcome: Outcome) -> None:
+    # Rings are published as ever; only the agents' acknowledgements go unseen (Converged).
+    assert outcome.missing == []
+    assert refused(outcome, 'cannot list resource "leases"')
+
+
 CRD_WATCH_LOST = "Not enough permissions to watch for resources"
 CONSEQUENCES = {"shardrings": without_rings_access, "shardrings/status": without_status_access,
                 "shardrings/finalizers": without_finalizers_access,
                 "configmaps": without_configmap_access, "secrets": without_secret_access,
                 "events": without_events, "customresourcedefinitions": without_crd_watch,
-                "clusterkopfpeerings": without_peering}
+                "clusterkopfpeerings": without_peering, "leases": without_lease_watch}
 
 
 def test_every_rule_has_a_known_consequence():

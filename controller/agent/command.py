@@ -1,0 +1,126 @@
+"""``python -m controller agent``: its options and start-up."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class AgentUsageError(Exception):
+    """A bad option: printed as one line, exit code 2."""
+
+
+def add_parser(commands: Any) -> None:
+    agent = commands.add_parser(
+        "agent", help="follow one ring's ConfigMap for a workload: files, reload, acknowledgement",
+        description="Follows one ring's ConfigMap through the Kubernetes API and, on each new "
+                    "version, swaps its files into --dir (kubelet's layout), renders this "
+                    "member's Prometheus configuration, reloads the workload and acknowledges "
+                    "the version in a Lease.")
+    agent.add_argument("--configmap", required=True, metavar="[NAMESPACE/]NAME",
+                       help="the ring's ConfigMap (namespace: the pod's own by default)")
+    agent.add_argument("--dir", required=True, type=Path,
+                       help="where the ConfigMap's files go (ring.json, member.<key>, ...)")
+    who = agent.add_mutually_exclusive_group()
+    who.add_argument("--member", default=os.environ.get("SHARDRING_MEMBER"),
+                     help="this member's identity in the ring (or SHARDRING_MEMBER)")
+    who.add_argument("--address", default=os.environ.get("POD_IP"),
+                     help="the address this member registered (default: POD_IP); with --port, "
+                          "finds the member in each ring version")
+    agent.add_argument("--port", type=int, help="the port this member registered")
+    agent.add_argument("--identity", default=os.environ.get("HOSTNAME", ""),
+                       help="names this agent's acknowledgement Lease <configmap>.<identity> "
+                            "(default: $HOSTNAME, the pod's name)")
+    agent.add_argument("--no-ack", action="store_true",
+                       help="do not write an acknowledgement Lease")
+    agent.add_argument("--prometheus-base", type=Path,
+                       help="Prometheus configuration without this member's rules")
+    agent.add_argument("--prometheus-config", type=Path,
+                       help="where the rendered configuration goes (Prometheus --config.file)")
+    agent.add_argument("--prometheus-job", action="append", default=[], metavar="JOB",
+                       help="a scrape job to split (repeatable; default: every job)")
+    agent.add_argument("--promtool", help="validate each rendered configuration with this "
+                                          "promtool before it replaces the last one")
+    reload = agent.add_mutually_exclusive_group()
+    reload.add_argument("--reload-url", help="POST here after a change (e.g. "
+                                             "http://localhost:9090/-/reload)")
+    reload.add_argument("--reload-signal", metavar="SIGNAL",
+                        help="send this signal (e.g. HUP) to the pid in --pid-file")
+    reload.add_argument("--reload-command", help="run this command after a change")
+    agent.add_argument("--pid-file", type=Path, help="for --reload-signal")
+    agent.add_argument("--metrics-port", type=int, help="serve the agent's metrics here")
+    agent.add_argument("--metrics-address", default="0.0.0.0")
+    agent.set_defaults(handler=run)
+
+
+def config_from(args: argparse.Namespace) -> Any:
+    from ..acks import lease_name
+    from .reload import Command, HttpPost, Reload, Signal, parse_signal
+    from .run import AgentConfig, PrometheusOutput
+    namespace, _, name = args.configmap.rpartition("/")
+    if not namespace:
+        namespace = os.environ.get("POD_NAMESPACE") or (
+            SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+            if SERVICE_ACCOUNT_NAMESPACE.exists() else "default")
+    prometheus = None
+    if bool(args.prometheus_base) != bool(args.prometheus_config):
+        raise AgentUsageError("--prometheus-base and --prometheus-config go together")
+    if args.prometheus_base:
+        if not args.member and not args.address:
+            raise AgentUsageError("rendering a member's configuration needs --member or "
+                                  "--address (POD_IP)")
+        prometheus = PrometheusOutput(args.prometheus_base, args.prometheus_config,
+                                      tuple(args.prometheus_job), args.promtool)
+    action: Reload | None = None
+    if args.reload_url:
+        action = HttpPost(args.reload_url)
+    elif args.reload_signal:
+        if not args.pid_file:
+            raise AgentUsageError("--reload-signal needs --pid-file")
+        try:
+            action = Signal(parse_signal(args.reload_signal), args.pid_file)
+        except ValueError as error:
+            raise AgentUsageError(str(error)) from None
+    elif args.reload_command:
+        action = Command(tuple(shlex.split(args.reload_command)))
+    lease = None
+    if not args.no_ack:
+        if not args.identity:
+            raise AgentUsageError("--identity (or HOSTNAME) names the acknowledgement Lease; "
+                                  "or give --no-ack")
+        try:
+            lease = lease_name(name, args.identity)
+        except ValueError as error:
+            raise AgentUsageError(str(error)) from None
+    return AgentConfig(namespace=namespace, configmap=name, directory=args.dir,
+                       member=args.member, address=None if args.member else args.address,
+                       port=args.port, lease=lease, prometheus=prometheus, reload=action)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kubernetes import client as k8s
+
+    from ..kube import new_api_client
+    from . import metrics
+    from .lease import LeaseWriter
+    from .run import Agent
+    config = config_from(args)  # an AgentUsageError is printed by the command line
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    api = new_api_client()
+    leases = LeaseWriter(k8s.CoordinationV1Api(api), config.namespace) if config.lease else None
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, args.metrics_address)
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    Agent(config, leases).run(stop, k8s.CoreV1Api(api))
+    return 0

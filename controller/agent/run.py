@@ -1,0 +1,318 @@
+"""The agent's loop: each new ConfigMap version is swapped into the directory, rendered into this
+member's Prometheus configuration if asked, reloaded into the workload, and acknowledged.
+
+One thread follows the ConfigMap (``feed``); this one applies what it hands over, newest first,
+and retries a failed reload or acknowledgement with backoff until it succeeds or a newer version
+replaces it. Nothing here runs in an event loop: the agent is a process of its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+
+from .. import ringfile
+from ..acks import Ack
+from ..client import RingVersion
+from ..views import RING_LABEL
+from . import metrics, promconfig
+from .feed import ConfigMapFeed, Seen, Unreachable, Update
+from .files import AtomicDir
+from .lease import LeaseWriter
+from .reload import Reload, ReloadFailed
+
+log = logging.getLogger("shardring.agent")
+RETRY_MIN, RETRY_MAX = 1.0, 30.0
+
+
+@dataclass(frozen=True)
+class PrometheusOutput:
+    base: Path  # the user's configuration, without this member's rules
+    output: Path  # what Prometheus reads (--config.file)
+    jobs: tuple[str, ...] = ()  # the scrape jobs to split; empty: all of them
+    promtool: str | None = None  # validates the rendered file before it replaces the old one
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    namespace: str
+    configmap: str
+    directory: Path
+    member: str | None = None  # this member's identity in the ring, or find it by endpoint:
+    address: str | None = None
+    port: int | None = None
+    lease: str | None = None  # the acknowledgement Lease's name; None: no acknowledgement
+    prometheus: PrometheusOutput | None = None
+    reload: Reload | None = None
+
+
+@dataclass
+class Applied:
+    """What this agent last made current."""
+
+    version: int = 0
+    ring_hash: str = ""
+    member: str = ""
+    owner: Mapping[str, Any] | None = None
+    ring: str = ""
+    reload: str = "none"
+    at: str = ""
+
+
+@dataclass
+class Retry:
+    failures: int = 0
+    due: float | None = None
+
+    def failed(self, now: float) -> float:
+        self.failures += 1
+        delay = min(RETRY_MAX, RETRY_MIN * 2 ** (self.failures - 1))
+        self.due = now + delay
+        return delay
+
+    def done(self) -> None:
+        self.failures, self.due = 0, None
+
+
+@dataclass
+class Agent:
+    config: AgentConfig
+    leases: LeaseWriter | None = None
+    clock: Callable[[], float] = time.monotonic
+    applied: Applied = field(default_factory=Applied)
+    updates: queue.Queue[tuple[float, Update]] = field(default_factory=queue.Queue)
+    reachable: bool | None = None
+    reload_pending: bool = False
+    ack_pending: bool = False
+    reloading: Retry = field(default_factory=Retry)
+    acking: Retry = field(default_factory=Retry)
+
+    def __post_init__(self) -> None:
+        self.files = AtomicDir(self.config.directory)
+        self._first_reload = self.config.reload is not None
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def deliver(self, update: Update) -> None:
+        self.updates.put((self.clock(), update))
+
+    def run(self, stop: threading.Event, core: k8s.CoreV1Api) -> None:
+        feed = ConfigMapFeed(core, self.config.namespace, self.config.configmap, self.deliver)
+        threading.Thread(target=feed.run, args=(stop,), name="configmap-feed",
+                         daemon=True).start()
+        self.start()
+        while not stop.is_set():
+            self.step(self._next_due())
+
+    def start(self) -> None:
+        """Before the API answers: the files on disk are what the workload has; render and reload
+        from them if the Prometheus configuration is missing."""
+        stored = self.files.read()
+        if stored is None or "ring.json" not in stored:
+            return
+        try:
+            ring = RingVersion.from_text(stored["ring.json"])
+        except ringfile.RingFileError:
+            return
+        self.applied.version, self.applied.ring_hash = ring.version, ring.file.hash
+        metrics.APPLIED_VERSION.set(ring.version)
+        prometheus = self.config.prometheus
+        if prometheus is not None and not prometheus.output.exists():
+            self._apply(stored, None, self.clock())
+
+    def step(self, timeout: float | None) -> None:
+        """Wait for the next update (or a retry falling due) and handle it."""
+        try:
+            received, update = self.updates.get(timeout=timeout)
+        except queue.Empty:
+            self._retry()
+            return
+        while True:  # only the newest update matters
+            try:
+                received, update = self.updates.get_nowait()
+            except queue.Empty:
+                break
+        self._handle(received, update)
+        self._retry()
+
+    def _next_due(self) -> float:
+        due = [d for d in (self.reloading.due, self.acking.due) if d is not None]
+        return max(0.0, min(due) - self.clock()) if due else 1.0
+
+    def _handle(self, received: float, update: Update) -> None:
+        if isinstance(update, Unreachable):
+            if self.reachable is not False:
+                serving = f"ring version {self.applied.version}" if self.applied.version else \
+                    "nothing yet (no files were ever written here)"
+                log.warning("the Kubernetes API is unreachable (%s); serving %s from %s",
+                            update.message, serving, self.config.directory)
+            self.reachable = False
+            metrics.API_REACHABLE.set(0)
+            return
+        if self.reachable is not True:
+            log.info("following ConfigMap %s/%s", self.config.namespace, self.config.configmap)
+        self.reachable = True
+        metrics.API_REACHABLE.set(1)
+        if isinstance(update, Seen):
+            self._seen(update.body, received)
+
+    def _seen(self, body: dict[str, Any] | None, received: float) -> None:
+        if body is None:
+            log.warning("ConfigMap %s/%s does not exist; keeping ring version %d",
+                        self.config.namespace, self.config.configmap, self.applied.version)
+            return
+        data = body.get("data") or {}
+        metadata = body.get("metadata") or {}
+        owner = next((o for o in metadata.get("ownerReferences") or [] if o.get("controller")),
+                     None)
+        ring = (metadata.get("labels") or {}).get(RING_LABEL, "")
+        self._apply(data, (owner, ring), received)
+
+    # ---- applying a version ------------------------------------------------------------------
+
+    def _apply(self, data: Mapping[str, str], origin: tuple[Any, str] | None,
+               received: float) -> None:
+        text = data.get("ring.json")
+        try:
+            if text is None:
+                raise ringfile.RingFileError("the ConfigMap holds no ring.json")
+            ring = RingVersion.from_text(text)
+        except ringfile.RingFileError as error:
+            metrics.REJECTED.inc()
+            log.error("%s; keeping ring version %d", error, self.applied.version)
+            return
+        member = self._member(ring)
+        try:
+            files_changed = self.files.write(data)
+            config_changed = self._render(ring, member)
+        except (OSError, ValueError) as error:
+            metrics.REJECTED.inc()
+            log.error("ring version %d not applied: %s", ring.version, error)
+            return
+        if files_changed:
+            log.info("ring version %d swapped in (%s)", ring.version,
+                     f"member {member}" if member else "not a member")
+        changed = config_changed if self.config.prometheus else files_changed
+        if self.config.reload is not None and (changed or self._first_reload):
+            self._first_reload = False
+            self.reload_pending = True
+            self.reloading.done()
+            self._reload()
+        metrics.APPLIED_VERSION.set(ring.version)
+        metrics.APPLY_SECONDS.observe(self.clock() - received)
+        applied = self.applied
+        new_ack = (applied.version, applied.ring_hash, applied.member) != \
+            (ring.version, ring.file.hash, member or "")
+        applied.version, applied.ring_hash, applied.member = ring.version, ring.file.hash, \
+            member or ""
+        applied.at = _now()
+        if origin is not None:
+            owner, ring_name = origin
+            new_ack = new_ack or (owner, ring_name) != (applied.owner, applied.ring)
+            applied.owner, applied.ring = owner, ring_name
+            if new_ack:  # acknowledged at once (the retry timer is for failures)
+                self.ack_pending = True
+                self.acking.done()
+
+    def _member(self, ring: RingVersion) -> str | None:
+        if self.config.member:
+            everyone = {*ring.members, *ring.file.draining}
+            return self.config.member if self.config.member in everyone else None
+        if self.config.address:
+            return ring.member_at(self.config.address, self.config.port)
+        return None
+
+    def _render(self, ring: RingVersion, member: str | None) -> bool:
+        """Write this member's Prometheus configuration if it changed; True when it did."""
+        prometheus = self.config.prometheus
+        if prometheus is None:
+            return False
+        shards = ring.shards_of(member) if member else []
+        text = promconfig.render(prometheus.base.read_text(), shards, ring.shards,
+                                 prometheus.jobs)
+        if prometheus.output.exists() and prometheus.output.read_text() == text:
+            return False
+        staging = prometheus.output.with_name(f".{prometheus.output.name}.new")
+        staging.write_text(text)
+        if prometheus.promtool:
+            checked = subprocess.run([prometheus.promtool, "check", "config", "--syntax-only",
+                                      str(staging)], capture_output=True, text=True, check=False)
+            if checked.returncode != 0:
+                staging.unlink(missing_ok=True)
+                detail = (checked.stderr or checked.stdout).strip().splitlines()[-1:]
+                raise ValueError(f"promtool refused the rendered configuration: "
+                                 f"{' '.join(detail)}")
+        os.replace(staging, prometheus.output)
+        return True
+
+    # ---- reload and acknowledgement, retried ---------------------------------------------------
+
+    def _reload(self) -> None:
+        action = self.config.reload
+        assert action is not None
+        metrics.RELOADS.inc()
+        try:
+            action()
+        except ReloadFailed as error:
+            metrics.RELOAD_FAILURES.inc()
+            metrics.RELOAD_PENDING.set(1)
+            delay = self.reloading.failed(self.clock())
+            log.warning("reload failed (%s); retrying in %.0f s", error, delay)
+            if self.applied.reload != "failed":
+                self.applied.reload = "failed"
+                self.ack_pending = True
+            return
+        if self.reloading.failures:
+            log.info("reload succeeded after %d failures", self.reloading.failures)
+        self.reloading.done()
+        self.reload_pending = False
+        metrics.RELOAD_PENDING.set(0)
+        if self.applied.reload != "ok":
+            self.applied.reload = "ok"
+            self.ack_pending = True
+
+    def _ack(self) -> None:
+        applied = self.applied
+        if self.leases is None or self.config.lease is None or not applied.ring:
+            self.ack_pending = False
+            return
+        ack = Ack(lease=self.config.lease, ring=applied.ring, member=applied.member,
+                  version=applied.version, ring_hash=applied.ring_hash, reload=applied.reload,
+                  applied_at=applied.at)
+        try:
+            self.leases.write(ack, applied.owner)
+        except Exception as error:  # noqa: BLE001 - refused or unreachable: retry later
+            delay = self.acking.failed(self.clock())
+            log.warning("could not acknowledge ring version %d in Lease %s (%s); retrying in "
+                        "%.0f s", applied.version, self.config.lease, _short(error), delay)
+            return
+        self.acking.done()
+        self.ack_pending = False
+
+    def _retry(self) -> None:
+        now = self.clock()
+        if self.reload_pending and self.reloading.due is not None and now >= self.reloading.due:
+            self._reload()
+        if self.ack_pending and (self.acking.due is None or now >= self.acking.due):
+            self._ack()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _short(error: Exception) -> str:
+    if isinstance(error, k8s.ApiException):
+        return f"HTTP {error.status} {error.reason}"
+    return type(error).__name__

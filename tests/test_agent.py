@@ -1,0 +1,209 @@
+"""The ring agent on the real control plane: it follows its ConfigMap through the API under a Role
+limited to that ConfigMap and its own Lease, swaps the files in, reloads once per change and
+acknowledges; the operator turns the acknowledgements into status.convergence and Converged."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from controller.client import MountedRing
+from tests.operator_helpers import (
+    kubectl,
+    quick,
+    service_account_kubeconfig,
+    service_name,
+    subprocess_env,
+    wait_for,
+)
+
+pytestmark = pytest.mark.controlplane
+REPO = Path(__file__).resolve().parents[1]
+
+
+def agent_role(rbac: k8s.RbacAuthorizationV1Api, core: k8s.CoreV1Api, namespace: str,
+               configmap: str, leases: list[str]) -> None:
+    """What examples/prometheus/rbac.yaml grants: this ConfigMap, these Leases, nothing else."""
+    core.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(
+        metadata=k8s.V1ObjectMeta(name="scraper")))
+    rbac.create_namespaced_role(namespace, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "ring-agent"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [configmap],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": leases, "verbs": ["get", "update"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "ring-agent"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "ring-agent"},
+        "subjects": [{"kind": "ServiceAccount", "name": "scraper", "namespace": namespace}]})
+
+
+class AgentProcess:
+    def __init__(self, control_plane, kubeconfig: Path, workdir: Path, namespace: str,
+                 configmap: str, identity: str, port: int, *extra: str):
+        self.dir = workdir / identity
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = self.dir / "agent.log"
+        self.reloads = self.dir / "reloads"
+        env = subprocess_env(control_plane, kubeconfig)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "controller", "agent", "--configmap",
+             f"{namespace}/{configmap}", "--dir", str(self.dir / "ring"), "--address",
+             "127.0.0.1", "--port", str(port), "--identity", identity,
+             "--reload-command", f"sh -c 'echo reload >> {self.reloads}'", *extra],
+            cwd=REPO, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+
+    def version(self) -> int:
+        try:
+            return MountedRing(self.dir / "ring").ring.version
+        except FileNotFoundError:
+            return 0
+
+    def reload_count(self) -> int:
+        return len(self.reloads.read_text().splitlines()) if self.reloads.exists() else 0
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def convergence(rings, name: str) -> dict:
+    return (rings.get(name).get("status") or {}).get("convergence") or {}
+
+
+def test_agents_follow_the_ring_reload_once_per_change_and_the_ring_converges(
+        operator, rings, consul_helper, control_plane, api_client, core_v1, namespace,
+        tmp_path):
+    service = service_name()
+    ports = [9400 + i for i in range(3)]
+    ids = [consul_helper.register(service, f"{service}-{i}", port=port)
+           for i, port in enumerate(ports)]
+    rings.create("scrapers", quick(service))
+    rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3, "3 members")
+    identities = [f"scraper-{i}" for i in range(3)]
+    leases = [f"scrapers-ring.{identity}" for identity in identities]
+    agent_role(k8s.RbacAuthorizationV1Api(api_client), core_v1, namespace, "scrapers-ring",
+               leases)
+    kubeconfig = service_account_kubeconfig(control_plane, core_v1, namespace, "scraper",
+                                            tmp_path / "scraper.kubeconfig")
+    agents = [AgentProcess(control_plane, kubeconfig, tmp_path, namespace, "scrapers-ring",
+                           identity, port)
+              for identity, port in zip(identities, ports, strict=True)]
+    try:
+        version = rings.ring("scrapers-ring").version
+        wait_for(lambda: all(a.version() == version for a in agents), "the agents' files")
+        kubectl(control_plane, "wait", "-n", namespace, "--for=condition=Converged",
+                "--timeout=30s", "shardring/scrapers")
+        found = convergence(rings, "scrapers")
+        assert (found["ringVersion"], found["members"], found["applied"]) == (version, 3, 3)
+        assert [a.reload_count() for a in agents] == [1, 1, 1]
+        lease = k8s.CoordinationV1Api(api_client).read_namespaced_lease(leases[0], namespace)
+        assert lease.metadata.annotations["shardring.io/ring-version"] == str(version)
+        assert lease.metadata.owner_references[0].kind == "ShardRing"
+        assert lease.spec.holder_identity == f"{consul_node(consul_helper)}/{ids[0]}"
+        assert "CONVERGED" in kubectl(control_plane, "get", "shardrings", "-n", namespace)
+
+        # A member fails: everyone gets the new version within seconds, the members whose
+        # shards changed reload once more, and the ring converges again without it.
+        consul_helper.set_health(ids[2], passing=False)
+        ring = rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 2,
+                               "2 members")
+        # Seconds, not kubelet's minute (timed precisely by `make bench-agent`).
+        wait_for(lambda: all(a.version() == ring.version for a in agents), "new files",
+                 timeout=10)
+        wait_for(lambda: convergence(rings, "scrapers").get("applied") == 2 and
+                 convergence(rings, "scrapers").get("ringVersion") == ring.version,
+                 "convergence of the new version")
+        assert [a.reload_count() for a in agents[:2]] == [2, 2]
+        assert agents[2].reload_count() == 2  # it lost its shards: its workload must know
+        time.sleep(1.5)
+        assert [a.reload_count() for a in agents] == [2, 2, 2]  # never repeated
+
+        # One agent stops; the next version shows it lagging, by name, and Converged drops.
+        agents[0].stop()
+        consul_helper.set_health(ids[2], passing=True)
+        ring = rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3,
+                               "3 members again")
+        stopped = f"{consul_node(consul_helper)}/{ids[0]}"
+        lagging = wait_for(lambda: convergence(rings, "scrapers").get("applied") == 2 and
+                           convergence(rings, "scrapers"), "the others to apply it")
+        assert lagging["ringVersion"] == ring.version and lagging["lagging"] == [stopped]
+        converged = rings.condition("scrapers", "Converged")
+        assert (converged["status"], converged["reason"]) == ("False", "Lagging")
+        assert stopped in converged["message"]
+        # The agent's rights end at its own ConfigMap and Leases.
+        limited = k8s.CoreV1Api(new_client(kubeconfig))
+        core_v1.create_namespaced_config_map(namespace, k8s.V1ConfigMap(
+            metadata=k8s.V1ObjectMeta(name="other"), data={"x": "1"}))
+        with pytest.raises(k8s.ApiException) as refused:
+            limited.read_namespaced_config_map("other", namespace)
+        assert refused.value.status == 403
+        for agent in agents:
+            assert "forbidden" not in agent.output().lower()
+            assert "Traceback" not in agent.output()
+    finally:
+        for agent in agents:
+            agent.stop()
+
+
+def consul_node(consul_helper) -> str:
+    return consul_helper.client.agent.self()["Config"]["NodeName"]
+
+
+def new_client(kubeconfig: Path) -> k8s.ApiClient:
+    from kubernetes import config as k8s_config
+    return k8s_config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def test_started_without_the_api_the_agent_serves_its_last_files_then_catches_up(
+        operator, rings, consul_helper, control_plane, namespace, tmp_path):
+    service = service_name()
+    ids = [consul_helper.register(service, f"{service}-{i}", port=9500 + i) for i in range(2)]
+    rings.create("offline", quick(service))
+    ring = rings.wait_ring("offline-ring", lambda r: len(r.assignment.members) == 2,
+                           "2 members")
+    def agent(kubeconfig: Path) -> AgentProcess:
+        return AgentProcess(control_plane, kubeconfig, tmp_path, namespace, "offline-ring",
+                            "pod-0", 9500, "--no-ack")
+    first = agent(control_plane.kubeconfig)
+    wait_for(lambda: first.version() == ring.version, "the agent's files")
+    first.stop()
+    # The API is unreachable (a kubeconfig pointing at a closed port): it says what it serves.
+    unreachable = tmp_path / "unreachable.kubeconfig"
+    unreachable.write_text(control_plane.kubeconfig.read_text().replace(
+        control_plane.api_url, "https://127.0.0.1:1"))
+    offline = agent(unreachable)
+    try:
+        wait_for(lambda: f"serving ring version {ring.version}" in offline.output(),
+                 "the agent to say what it serves")
+        assert offline.version() == ring.version
+    finally:
+        offline.stop()
+    consul_helper.set_health(ids[1], passing=False)
+    changed = rings.wait_ring("offline-ring", lambda r: len(r.assignment.members) == 1,
+                              "1 member")
+    back = agent(control_plane.kubeconfig)
+    try:
+        wait_for(lambda: back.version() == changed.version, "the agent to catch up")
+    finally:
+        back.stop()

@@ -1,0 +1,314 @@
+"""The ring agent without a cluster: kubelet's file layout, the Prometheus configuration, the
+acknowledgement Lease and convergence (pure), and the agent's loop with fakes of its own parts
+(files swapped, a reload run once per change and retried, acknowledgements written)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from controller import ringfile
+from controller.acks import Ack, ack_from_lease, build_lease, convergence, lease_name
+from controller.agent import promconfig
+from controller.agent.feed import Seen, Unreachable
+from controller.agent.files import AtomicDir
+from controller.agent.reload import Command, ReloadFailed
+from controller.agent.run import Agent, AgentConfig, PrometheusOutput
+from controller.client import MountedRing
+from controller.render import configmap_data
+from controller.ring import Member, RingSpec, plan
+
+BASE = """\
+global: {scrape_interval: 15s}
+scrape_configs:
+  - job_name: nodes
+    consul_sd_configs: [{server: 'localhost:8500', services: [node]}]
+  - job_name: self
+    static_configs: [{targets: ['localhost:9090']}]
+"""
+
+
+def ring_of(ids, version=1, shards=16, draining=()):
+    assignment = plan([Member(i) for i in ids], RingSpec(shards=shards))
+    return ringfile.RingFile(assignment=assignment, version=version,
+                             shard_ring={"namespace": "ns", "name": "r"}, draining=tuple(draining))
+
+
+def configmap(ring, relabel=False):
+    return {"metadata": {"name": "r", "labels": {"shardring.io/ring": "r"},
+                         "ownerReferences": [{"apiVersion": "shardring.io/v1alpha1",
+                                              "kind": "ShardRing", "name": "r", "uid": "u1",
+                                              "controller": True}]},
+            "data": configmap_data(ring, relabel)}
+
+
+# ---- files ---------------------------------------------------------------------------------------
+
+def test_files_swap_in_kubelets_layout_and_mounted_ring_follows(tmp_path):
+    directory = AtomicDir(tmp_path / "ring")
+    first = configmap_data(ring_of(["a", "b"]), False)
+    assert directory.write(first) is True
+    assert os.readlink(tmp_path / "ring" / "..data").startswith("..20")
+    assert os.readlink(tmp_path / "ring" / "ring.json") == "..data/ring.json"
+    mounted = MountedRing(tmp_path / "ring", me="a")
+    assert mounted.ring.version == 1
+    assert directory.write(first) is False  # the same files: nothing touched
+    second = configmap_data(ring_of(["a", "c"], version=2), False)
+    assert directory.write(second) is True
+    assert mounted.refresh() is True and mounted.ring.version == 2
+    assert not (tmp_path / "ring" / "member.b").exists()  # a key that went is gone
+    assert (tmp_path / "ring" / "member.c").read_text() == second["member.c"]
+    versions = [p for p in (tmp_path / "ring").iterdir() if p.name.startswith("..20")]
+    assert len(versions) == 1  # the old version's directory is removed
+    assert directory.read() == second
+
+
+def test_file_names_that_would_escape_the_directory_are_refused(tmp_path):
+    with pytest.raises(ValueError):
+        AtomicDir(tmp_path).write({"../x": "1"})
+
+
+# ---- the Prometheus configuration ----------------------------------------------------------------
+
+def test_the_rules_go_into_the_named_jobs_only():
+    rendered = yaml.safe_load(promconfig.render(BASE, [1, 5], 16, ["nodes"]))
+    nodes, own = rendered["scrape_configs"]
+    assert nodes["relabel_configs"][0]["modulus"] == 16
+    assert nodes["relabel_configs"][1] == {"source_labels": ["__tmp_shardring_shard"],
+                                           "action": "keep", "regex": "1|5"}
+    assert "relabel_configs" not in own
+    assert rendered["global"] == {"scrape_interval": "15s"}
+    every = yaml.safe_load(promconfig.render(BASE, [], 16))["scrape_configs"]
+    assert all(job["relabel_configs"][1]["regex"] == "" for job in every)  # keeps nothing
+    assert promconfig.render(BASE, [1, 5], 16, ["nodes"]) == \
+        promconfig.render(BASE, [1, 5], 16, ["nodes"])
+
+
+def test_existing_rules_are_kept_before_the_members():
+    base = yaml.safe_load(BASE)
+    base["scrape_configs"][0]["relabel_configs"] = [{"action": "labeldrop", "regex": "x"}]
+    rendered = yaml.safe_load(promconfig.render(yaml.safe_dump(base), [0], 4, ["nodes"]))
+    rules = rendered["scrape_configs"][0]["relabel_configs"]
+    assert rules[0] == {"action": "labeldrop", "regex": "x"} and len(rules) == 3
+
+
+@pytest.mark.parametrize("base, jobs, says", [
+    ("scrape_configs: [", (), "not YAML"),
+    ("global: {}", (), "no scrape_configs"),
+    (BASE, ("missing",), "no scrape job named missing"),
+])
+def test_a_base_that_cannot_take_the_rules_is_an_error(base, jobs, says):
+    with pytest.raises(promconfig.PrometheusConfigError, match=says):
+        promconfig.render(base, [0], 4, jobs)
+
+
+# ---- acknowledgements and convergence ------------------------------------------------------------
+
+def ack(member, ring, reload="ok", lease=None):
+    return Ack(lease=lease or f"r.{member}", ring="r", member=member, version=ring.version,
+               ring_hash=ring.hash, reload=reload, applied_at="2026-11-29T10:00:00.000001Z")
+
+
+def test_a_lease_round_trips_and_foreign_leases_are_not_acks():
+    ring = ring_of(["a", "b"])
+    sent = ack("a", ring)
+    body = build_lease("ns", sent, {"kind": "ShardRing", "name": "r", "uid": "u1",
+                                    "controller": True}, "7")
+    assert body["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is False
+    assert body["spec"]["holderIdentity"] == "a"
+    assert ack_from_lease(body) == sent
+    assert ack_from_lease({"metadata": {"name": "kube-scheduler", "labels": {}}}) is None
+    broken = {**body, "metadata": {**body["metadata"], "annotations": {}}}
+    assert ack_from_lease(broken) is None
+    assert lease_name("ring-cm", "prometheus-0") == "ring-cm.prometheus-0"
+    with pytest.raises(ValueError):
+        lease_name("ring-cm", "Not_A_Pod")
+
+
+def test_convergence_counts_members_that_applied_this_version_and_reloaded():
+    ring = ring_of(["a", "b", "c"], version=4)
+    older = ring_of(["a", "b", "c"], version=3)
+    found = convergence(ring, [ack("a", ring), ack("b", older), ack("c", ring, reload="failed"),
+                               ack("stranger", ring)], "2026-11-29T10:00:00Z")
+    assert found.status == {"ringVersion": 4, "members": 3, "applied": 1,
+                            "since": "2026-11-29T10:00:00Z", "lagging": ["b", "c"],
+                            "laggingCount": 2, "reloadFailed": ["c"]}
+    assert (found.condition.status, found.condition.reason) == (False, "Lagging")
+    assert "1 of 3 members applied ring version 4" in found.condition.message
+    done = convergence(ring, [ack(m, ring) for m in "abc"], "t")
+    assert (done.condition.status, done.condition.reason) == (True, "Applied")
+    assert "lagging" not in done.status
+    nobody = convergence(ring, [], "t")
+    assert (nobody.condition.status, nobody.condition.reason) == (False, "NotAcknowledged")
+    # Two agents claim one member: it counts only when neither failed.
+    twice = convergence(ring, [ack("a", ring, lease="r.a1"),
+                               ack("a", ring, reload="failed", lease="r.a2")], "t")
+    assert twice.status["applied"] == 0
+
+
+def test_a_draining_member_is_drained_once_every_owner_applied_the_version():
+    ring = ring_of(["a", "b"], version=5, draining=["c"])
+    partly = convergence(ring, [ack("a", ring)], "t")
+    assert partly.drained == ()
+    done = convergence(ring, [ack("a", ring), ack("b", ring)], "t")
+    assert done.drained == ("c",)
+    assert done.status["lagging"] == ["c"]  # the drainer itself need not apply it to stop
+
+
+# ---- the agent's loop, with fakes of its parts ---------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class Leases:
+    def __init__(self):
+        self.written: list[Ack] = []
+        self.owners: list = []
+        self.fail = 0
+
+    def write(self, sent, owner):
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("API server unreachable")
+        self.written.append(sent)
+        self.owners.append(owner)
+
+
+class Reloads:
+    def __init__(self):
+        self.calls = 0
+        self.fail = 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.fail:
+            self.fail -= 1
+            raise ReloadFailed("connection refused")
+
+    def describe(self):
+        return "fake"
+
+
+def agent_for(tmp_path, member="a", prometheus=True, reload=None, leases=None, clock=None):
+    base = tmp_path / "base.yml"
+    base.write_text(BASE)
+    output = PrometheusOutput(base, tmp_path / "prometheus.yml", ("nodes",)) if prometheus \
+        else None
+    config = AgentConfig(namespace="ns", configmap="r", directory=tmp_path / "ring",
+                         member=member, lease="r.pod-0", prometheus=output, reload=reload)
+    return Agent(config, leases=leases, clock=clock or Clock())
+
+
+def feed(agent, *updates):
+    for update in updates:
+        agent.deliver(update)
+        agent.step(0)
+
+
+def test_each_version_is_swapped_in_rendered_reloaded_once_and_acknowledged(tmp_path):
+    reloads, leases = Reloads(), Leases()
+    agent = agent_for(tmp_path, reload=reloads, leases=leases)
+    first = ring_of(["a", "b"])
+    feed(agent, Seen(configmap(first)))
+    assert MountedRing(tmp_path / "ring", me="a").ring.version == 1
+    rendered = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    keep = rendered["scrape_configs"][0]["relabel_configs"][1]["regex"]
+    assert keep == "|".join(map(str, first.assignment.shards_of("a")))
+    assert reloads.calls == 1
+    assert [(a.version, a.member, a.reload) for a in leases.written] == [(1, "a", "ok")]
+    assert leases.owners[0]["uid"] == "u1"
+    feed(agent, Seen(configmap(first)))  # the same ConfigMap again: nothing repeats
+    assert reloads.calls == 1 and len(leases.written) == 1
+    second = ring_of(["a", "b", "c"], version=2)
+    feed(agent, Seen(configmap(second)))
+    assert reloads.calls == 2
+    assert [a.version for a in leases.written] == [1, 2]
+
+
+def test_a_version_that_keeps_this_members_shards_is_acknowledged_without_a_reload(tmp_path):
+    reloads, leases = Reloads(), Leases()
+    agent = agent_for(tmp_path, reload=reloads, leases=leases)
+    first = ring_of(["a", "b"])
+    feed(agent, Seen(configmap(first)))
+    same_shards = ringfile.RingFile(assignment=first.assignment, version=2,
+                                    shard_ring=first.shard_ring)
+    feed(agent, Seen(configmap(same_shards)))
+    assert reloads.calls == 1
+    assert [a.version for a in leases.written] == [1, 2]
+
+
+def test_a_failing_reload_is_retried_with_backoff_and_reported(tmp_path):
+    reloads, leases, clock = Reloads(), Leases(), Clock()
+    reloads.fail = 2
+    agent = agent_for(tmp_path, reload=reloads, leases=leases, clock=clock)
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    assert reloads.calls == 1 and leases.written[-1].reload == "failed"
+    agent.step(0)
+    assert reloads.calls == 1  # not before its backoff
+    clock.now += 1.0
+    agent.step(0)
+    assert reloads.calls == 2  # failed again: the next wait is longer
+    clock.now += 1.5
+    agent.step(0)
+    assert reloads.calls == 2
+    clock.now += 0.5
+    agent.step(0)
+    assert reloads.calls == 3 and leases.written[-1].reload == "ok"
+    clock.now += 100
+    agent.step(0)
+    assert reloads.calls == 3  # done: no more reloads
+
+
+def test_an_acknowledgement_that_fails_is_written_later(tmp_path):
+    leases, clock = Leases(), Clock()
+    leases.fail = 1
+    agent = agent_for(tmp_path, leases=leases, clock=clock, prometheus=False)
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    assert leases.written == []
+    clock.now += 1.0
+    agent.step(0)
+    assert [a.version for a in leases.written] == [1]
+
+
+def test_a_bad_ring_json_is_not_applied_and_the_last_files_stay(tmp_path):
+    agent = agent_for(tmp_path, prometheus=False)
+    good = ring_of(["a", "b"])
+    feed(agent, Seen(configmap(good)))
+    broken = configmap(good)
+    broken["data"] = {**broken["data"], "ring.json": "{not json"}
+    feed(agent, Seen(broken), Seen(None))
+    assert MountedRing(tmp_path / "ring", me="a").ring.version == 1
+
+
+def test_not_a_member_keeps_nothing_and_acknowledges_as_nobody(tmp_path):
+    leases = Leases()
+    agent = agent_for(tmp_path, member="z", leases=leases)
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    rendered = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    assert rendered["scrape_configs"][0]["relabel_configs"][1]["regex"] == ""
+    assert leases.written[0].member == ""
+
+
+def test_started_offline_it_serves_the_files_it_wrote_and_says_so(tmp_path, caplog):
+    reloads = Reloads()
+    first = agent_for(tmp_path, reload=reloads)
+    feed(first, Seen(configmap(ring_of(["a", "b"], version=7))))
+    (tmp_path / "prometheus.yml").unlink()  # e.g. an emptyDir of a restarted pod
+    again = agent_for(tmp_path, reload=reloads)
+    again.start()
+    assert (tmp_path / "prometheus.yml").exists()
+    feed(again, Unreachable("connection refused"))
+    assert "serving ring version 7" in caplog.text
+
+
+def test_a_command_reload_reports_its_exit_and_output(tmp_path):
+    Command(("true",))()
+    with pytest.raises(ReloadFailed, match="exited 3: nope"):
+        Command(("sh", "-c", "echo nope >&2; exit 3"))()
