@@ -20,6 +20,7 @@ tools:  ## build (first run) or find the control-plane binaries and ZooKeeper; p
 	  "$$dir/etcd" --version | head -1 && \
 	  "$$dir/kube-apiserver" --version && \
 	  "$$dir/consul" version | head -1 && \
+	  "$$dir/prometheus" --version | head -1 && \
 	  { [ ! -x "$$dir/kubectl" ] || "$$dir/kubectl" version --client | head -1; }
 	@echo "zookeeper: $$(bash hack/zookeeper.sh 2>/dev/null)"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl,
-# consul) from pinned Go modules into a cache outside the repository, and prints the directory.
+# consul, prometheus, promtool) from pinned Go modules into a cache outside the repository, and prints the directory.
 #
 # Upstream modules use `replace X => ./local/path` for their own sub-modules; replace directives only
 # apply in the main module, so each binary is built from a tiny wrapper module that repeats them with
@@ -13,16 +13,18 @@ set -euo pipefail
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 CONSUL_VERSION="${CONSUL_VERSION:-v1.21.0}"  # newest whose own and sub-module zips the proxy serves
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+# Prometheus' Go module versions are v0.3MM.P for Prometheus 3.MM.P.
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
 CACHE_ROOT="${SHARDRING_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shardring}"
 # One directory per component and version (a version bump rebuilds only that component), and one
 # directory of links that holds them all, which is what callers use.
-ASSETS="$CACHE_ROOT/assets/k8s-$KUBE_VERSION-consul-$CONSUL_VERSION-etcd-$ETCD_VERSION"
+ASSETS="$CACHE_ROOT/assets/k8s-$KUBE_VERSION-consul-$CONSUL_VERSION-etcd-$ETCD_VERSION-prometheus-$PROMETHEUS_VERSION"
 
 log() { echo "build-tools: $*" >&2; }
 
 have_all() {
   local dir="$1"
-  for b in etcd kube-apiserver consul; do [[ -x "$dir/$b" ]] || return 1; done
+  for b in etcd kube-apiserver consul prometheus promtool; do [[ -x "$dir/$b" ]] || return 1; done
 }
 
 for override in "${SHARDRING_ASSETS:-}" "${KUBEBUILDER_ASSETS:-}"; do
@@ -103,6 +105,11 @@ build kubernetes k8s.io/kubernetes "$KUBE_VERSION" "v0.${kv#*.}" \
 build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" "" go.etcd.io/etcd/server/v3
 build consul github.com/hashicorp/consul "$CONSUL_VERSION" "" \
   "-X github.com/hashicorp/consul/version.GitDescribe=$CONSUL_VERSION" github.com/hashicorp/consul
+
+pv="${PROMETHEUS_VERSION#v0.}"; pminor="${pv%%.*}"
+build prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION" "" \
+  "-X github.com/prometheus/common/version.Version=3.$((10#${pminor#3})).${pv#*.}" \
+  github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool
 
 have_all "$ASSETS" || { log "binaries missing in $ASSETS after build"; exit 1; }
 echo "$ASSETS"

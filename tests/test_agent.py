@@ -4,9 +4,6 @@ acknowledges; the operator turns the acknowledgements into status.convergence an
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import pytest
 from kubernetes import client as k8s
 
 from controller.client import MountedRing
+from controller.testing.scrapers import AgentProcess
 from tests.operator_helpers import (
     kubectl,
     quick,
@@ -50,41 +48,26 @@ def agent_role(rbac: k8s.RbacAuthorizationV1Api, core: k8s.CoreV1Api, namespace:
         "subjects": [{"kind": "ServiceAccount", "name": "scraper", "namespace": namespace}]})
 
 
-class AgentProcess:
+class RingAgent(AgentProcess):
+    """An agent that follows a ring for the Consul instance at 127.0.0.1:``port`` and counts
+    its workload's reloads (a command appending to a file)."""
+
     def __init__(self, control_plane, kubeconfig: Path, workdir: Path, namespace: str,
                  configmap: str, identity: str, port: int, *extra: str):
-        self.dir = workdir / identity
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log = self.dir / "agent.log"
-        self.reloads = self.dir / "reloads"
-        env = subprocess_env(control_plane, kubeconfig)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "controller", "agent", "--configmap",
-             f"{namespace}/{configmap}", "--dir", str(self.dir / "ring"), "--address",
-             "127.0.0.1", "--port", str(port), "--identity", identity,
-             "--reload-command", f"sh -c 'echo reload >> {self.reloads}'", *extra],
-            cwd=REPO, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        self.reloads = workdir / identity / "reloads"
+        super().__init__(workdir / identity, subprocess_env(control_plane, kubeconfig),
+                         f"{namespace}/{configmap}", identity, "--address", "127.0.0.1",
+                         "--port", str(port), "--reload-command",
+                         f"sh -c 'echo reload >> {self.reloads}'", *extra)
 
     def version(self) -> int:
         try:
-            return MountedRing(self.dir / "ring").ring.version
+            return MountedRing(self.dir).ring.version
         except FileNotFoundError:
             return 0
 
     def reload_count(self) -> int:
         return len(self.reloads.read_text().splitlines()) if self.reloads.exists() else 0
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def convergence(rings, name: str) -> dict:
@@ -106,7 +89,7 @@ def test_agents_follow_the_ring_reload_once_per_change_and_the_ring_converges(
                leases)
     kubeconfig = service_account_kubeconfig(control_plane, core_v1, namespace, "scraper",
                                             tmp_path / "scraper.kubeconfig")
-    agents = [AgentProcess(control_plane, kubeconfig, tmp_path, namespace, "scrapers-ring",
+    agents = [RingAgent(control_plane, kubeconfig, tmp_path, namespace, "scrapers-ring",
                            identity, port)
               for identity, port in zip(identities, ports, strict=True)]
     try:
@@ -182,8 +165,8 @@ def test_started_without_the_api_the_agent_serves_its_last_files_then_catches_up
     rings.create("offline", quick(service))
     ring = rings.wait_ring("offline-ring", lambda r: len(r.assignment.members) == 2,
                            "2 members")
-    def agent(kubeconfig: Path) -> AgentProcess:
-        return AgentProcess(control_plane, kubeconfig, tmp_path, namespace, "offline-ring",
+    def agent(kubeconfig: Path) -> RingAgent:
+        return RingAgent(control_plane, kubeconfig, tmp_path, namespace, "offline-ring",
                             "pod-0", 9500, "--no-ack")
     first = agent(control_plane.kubeconfig)
     wait_for(lambda: first.version() == ring.version, "the agent's files")

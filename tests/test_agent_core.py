@@ -312,3 +312,11 @@ def test_a_command_reload_reports_its_exit_and_output(tmp_path):
     Command(("true",))()
     with pytest.raises(ReloadFailed, match="exited 3: nope"):
         Command(("sh", "-c", "echo nope >&2; exit 3"))()
+
+
+def test_with_no_ring_yet_the_workload_gets_a_configuration_that_keeps_nothing(tmp_path):
+    agent = agent_for(tmp_path)
+    agent.start()
+    rendered = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    nodes, own = rendered["scrape_configs"]
+    assert nodes["relabel_configs"][1]["regex"] == "" and "relabel_configs" not in own

@@ -120,6 +120,7 @@ class Agent:
         from them if the Prometheus configuration is missing."""
         stored = self.files.read()
         if stored is None or "ring.json" not in stored:
+            self._keep_nothing()
             return
         try:
             ring = RingVersion.from_text(stored["ring.json"])
@@ -239,8 +240,21 @@ class Agent:
         if prometheus is None:
             return False
         shards = ring.shards_of(member) if member else []
-        text = promconfig.render(prometheus.base.read_text(), shards, ring.shards,
-                                 prometheus.jobs)
+        return self._write_config(promconfig.render(prometheus.base.read_text(), shards,
+                                                    ring.shards, prometheus.jobs))
+
+    def _keep_nothing(self) -> None:
+        """No ring yet: a configuration that scrapes none of the split jobs' targets, so the
+        workload can start (and become the member that makes the first ring)."""
+        prometheus = self.config.prometheus
+        if prometheus is not None and not prometheus.output.exists():
+            self._write_config(promconfig.render(prometheus.base.read_text(), [], 1,
+                                                 prometheus.jobs))
+
+    def _write_config(self, text: str) -> bool:
+        """Validate and swap in the rendered configuration; False when it is already that."""
+        prometheus = self.config.prometheus
+        assert prometheus is not None
         if prometheus.output.exists() and prometheus.output.read_text() == text:
             return False
         staging = prometheus.output.with_name(f".{prometheus.output.name}.new")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "build-tools.sh"
-REQUIRED = ("etcd", "kube-apiserver", "consul")
+REQUIRED = ("etcd", "kube-apiserver", "consul", "prometheus", "promtool")
 
 
 class ControlPlaneError(RuntimeError):
@@ -23,7 +23,7 @@ class ControlPlaneError(RuntimeError):
 
 
 def find_assets(build: bool = True) -> Path:
-    """The directory holding etcd, kube-apiserver and consul (building them if needed)."""
+    """The directory holding the control-plane binaries (building them if needed)."""
     for variable in ("SHARDRING_ASSETS", "KUBEBUILDER_ASSETS"):
         value = os.environ.get(variable)
         if value:

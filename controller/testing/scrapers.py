@@ -1,0 +1,198 @@
+"""Sharded Prometheus on loopback, for tests and benchmarks: small /metrics targets registered in
+Consul, real Prometheus servers registered as the scraper service (an HTTP check on /-/ready), and a
+ring agent beside each one that renders its configuration and reloads it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import consul
+
+from .processes import REPO, Process, free_port, http_ok
+
+
+class _Metrics(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        body = b"# TYPE shardring_test_up gauge\nshardring_test_up 1\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Targets:
+    """``count`` HTTP servers on loopback, each answering /metrics."""
+
+    def __init__(self, count: int):
+        self.servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Metrics) for _ in range(count)]
+        for server in self.servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{s.server_address[1]}" for s in self.servers]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+@dataclass
+class PrometheusServer:
+    assets: Path
+    workdir: Path
+    config: Path
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = Process("prometheus", [
+            str(self.assets / "prometheus"), f"--config.file={self.config}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
+            f"--storage.tsdb.path={self.workdir / 'data'}", "--log.level=warn",
+            # Prometheus applies new target sets (after a reload too) on a 5 s tick by default.
+            "--scrape.discovery-reload-interval=1s"],
+            self.workdir / "prometheus.log")
+        self.process.start()
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.url}/-/ready")
+
+    def active_targets(self, job: str) -> set[str] | None:
+        """The ``instance`` of every active target of ``job``; None when it does not answer."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/targets?state=active",
+                                        timeout=2) as reply:
+                found = json.load(reply)
+        except (OSError, ValueError):
+            return None
+        return {t["labels"].get("instance", "") for t in found["data"]["activeTargets"]
+                if t["labels"].get("job") == job}
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.stop(sig=signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+class AgentProcess:
+    """``python -m controller agent`` as a subprocess (its output in ``log``)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], configmap: str, identity: str,
+                 *args: str):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.dir = workdir / "ring"
+        self.log = workdir / "agent.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "controller", "agent", "--configmap", configmap, "--dir",
+             str(self.dir), "--identity", identity, *args],
+            cwd=REPO, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+BASE = """\
+global:
+  scrape_interval: {interval}
+  scrape_timeout: {interval}
+scrape_configs:
+  - job_name: {job}
+    consul_sd_configs:
+      - server: '{consul}'
+        services: [{service}]
+        refresh_interval: 1s
+"""
+
+
+@dataclass
+class Scraper:
+    """One sharded Prometheus: its server, its agent, its Consul registration."""
+
+    name: str
+    prometheus: PrometheusServer
+    agent: AgentProcess | None = None
+
+
+class ScraperFleet:
+    """``count`` Prometheus servers, each a member of ``scraper_service`` in Consul (an HTTP
+    check on its /-/ready every ``check_interval``) with a ring agent following ``configmap``."""
+
+    def __init__(self, assets: Path, workdir: Path, client: consul.Consul, consul_addr: str,
+                 scraper_service: str, target_service: str, configmap: str, env: dict[str, str],
+                 job: str = "targets", check_interval: str = "1s", scrape_interval: str = "1s"):
+        self.assets, self.workdir, self.client = assets, workdir, client
+        self.scraper_service, self.configmap, self.env, self.job = \
+            scraper_service, configmap, env, job
+        self.check_interval = check_interval
+        self.base = workdir / "base.yml"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.base.write_text(BASE.format(interval=scrape_interval, job=job, consul=consul_addr,
+                                         service=target_service))
+        self.scrapers: list[Scraper] = []
+
+    def add(self, name: str) -> Scraper:
+        home = self.workdir / name
+        prometheus = PrometheusServer(self.assets, home, home / "prometheus.yml")
+        scraper = Scraper(name, prometheus)
+        self.scrapers.append(scraper)
+        self.client.agent.service.register(
+            self.scraper_service, service_id=name, address="127.0.0.1", port=prometheus.port,
+            check=consul.Check.http(f"{prometheus.url}/-/ready", interval=self.check_interval,
+                                    timeout="1s"))
+        self.start_agent(scraper)
+        return scraper
+
+    def start_agent(self, scraper: Scraper) -> None:
+        prometheus = scraper.prometheus
+        scraper.agent = AgentProcess(
+            self.workdir / scraper.name, self.env, self.configmap, scraper.name,
+            "--address", "127.0.0.1", "--port", str(prometheus.port),
+            "--prometheus-base", str(self.base), "--prometheus-config", str(prometheus.config),
+            "--prometheus-job", self.job, "--promtool", str(self.assets / "promtool"),
+            "--reload-url", f"{prometheus.url}/-/reload")
+
+    def active(self) -> dict[str, set[str] | None]:
+        """Per running scraper, the targets it scrapes."""
+        return {s.name: s.prometheus.active_targets(self.job) for s in self.scrapers
+                if s.prometheus.process is not None and s.prometheus.process.running()}
+
+    def stop(self) -> None:
+        for scraper in self.scrapers:
+            if scraper.agent is not None:
+                scraper.agent.stop()
+            scraper.prometheus.stop()
+            try:
+                self.client.agent.service.deregister(scraper.name)
+            except consul.ConsulException:
+                pass
