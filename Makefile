@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources lock image clean
+.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent lock image clean
 
 all: test
 
@@ -56,13 +56,16 @@ bench-offloop: venv  ## loop stall of one big ring planned inline vs in the plan
 bench-limits: venv tools  ## an oversized ring against a 512 MiB operator -> bench/results/limits.json
 	$(PY) bench/limits_bench.py
 
+bench-agent: venv tools  ## the ring agent and real Prometheus scrapers -> bench/results/agent.json
+	$(PY) bench/agent_bench.py
+
 bench-configmaps: venv tools  ## 10,000 unrelated ConfigMaps: the operator's CPU and RSS
 	$(PY) bench/configmaps_bench.py
 
 bench-sources: venv tools  ## change -> ConfigMap latency for Consul, etcd and ZooKeeper
 	$(PY) bench/sources_bench.py
 
-bench: bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources
+bench: bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local

@@ -133,5 +133,6 @@ def convergence(ring: RingFile, acks: Iterable[Ack], since: str) -> Convergence:
                               f"{len(applied)} of {len(everyone)} members applied ring version "
                               f"{ring.version} (published {since}); not yet: {shown}")
     owners_done = all(member in applied for member in owners)
-    drained = tuple(member for member in ring.draining if owners_done)
+    drained = tuple(member for member in ring.draining
+                    if owners_done and member not in ring.handover)
     return Convergence(status, condition, drained)

@@ -7,7 +7,8 @@
     ring.refresh()                      # cheap: a stat; reloads after kubelet swaps the files
 
 Any other language needs only md5 and ring.json: ``shard = uint64_be(md5(key)[8:16]) mod shards``,
-``owners = [members[i].id for i in assignment[shard]]``.
+``owners = [members[i].id for i in assignment[shard]]``, plus every ``handover`` entry's member
+whose ``shards`` hold that shard (a previous owner still serving it).
 """
 
 from __future__ import annotations
@@ -49,16 +50,20 @@ class RingVersion:
         return shard_of(key, self.shards)
 
     def owners(self, key: str) -> list[str]:
-        """Every owner of the key's shard, primary first."""
-        return [self._ids[i] for i in self._rows[self.shard(key)]]
+        """Every owner of the key's shard, primary first, then any previous owner still serving
+        it while it is handed over."""
+        shard = self.shard(key)
+        return [*(self._ids[i] for i in self._rows[shard]), *self.file.handed_over(shard)]
 
     def owner(self, key: str) -> str:
         return self.owners(key)[0]
 
     def shards_of(self, member: str) -> list[int]:
-        if member in self.file.draining:
-            return []  # draining: listed, owning nothing
-        return self.assignment.shards_of(member)
+        """The shards this member serves: its own, and those it still serves while they are
+        handed over (a draining member owns none)."""
+        owned = [] if member in self.file.draining else self.assignment.shards_of(member)
+        handed = self.file.handover.get(member, ())
+        return sorted({*owned, *handed}) if handed else owned
 
     def is_mine(self, key: str, me: str) -> bool:
         return me in self.owners(key)

@@ -11,11 +11,11 @@ events, run again after ``requeue_after``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from . import ringfile
-from .acks import Ack, convergence
+from . import handover, ringfile
+from .acks import SHOWN_LAGGING, Ack, convergence
 from .conditions import Condition, merge
 from .decision import Decision, Problem, Reason, decide
 from .membership import MembershipError, members_from
@@ -74,6 +74,7 @@ class Gathered:
     last_publish: float | None = None  # when this operator last published a new version
     last_publish_bytes: int = 0  # and how big its ConfigMap data was
     acks: tuple[Ack, ...] = ()  # the ring agents' acknowledgements (Leases) for this ring
+    handover_since: float | None = None  # when the published ring's handover started
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class PassPlan:
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None  # None: run again when something changes
     pending_since: float | None = None
+    handover_since: float | None = None
     change: Decision | None = None  # a new ring version, for metrics
     configmap_unowned: bool = False  # the ConfigMap is not ours: do not trust the cached view
 
@@ -188,6 +190,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                         configmap_unowned=True)
     previous, from_configmap = _previous(configmap, gathered.last_published)
     decision = _decide(ring, config, source, previous, gathered, now, limits)
+    decision, ending = _handover(decision, previous, config, gathered, now,
+                                 int(ring.status.get("ringVersion") or 0))
     desired, published = None, previous
     keeps_verified = not decision.changed and from_configmap and configmap is not None and \
         gathered.verified == Verified(configmap.name, configmap.resource_version,
@@ -204,11 +208,16 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                                        config.prometheus_relabel, data_digest(data))
             published = decision.ring
     status = build_status(ring, config, decision.problem, source, decision, now_text,
-                          acks=gathered.acks)
+                          acks=gathered.acks, ending=ending)
     events = _warnings(ring, decision.problem)
     if decision.changed and desired is not None:
-        events = (_resharded(decision),) + events
+        events = (_handover_ended(ending, decision) if ending and ending.done else
+                  _resharded(decision),) + events
     requeue_after = _requeue(decision, now)
+    handover_since = _handover_since(decision, gathered, now)
+    if handover_since is not None:
+        due = max(0.0, handover_since + config.handover_timeout - now)
+        requeue_after = due if requeue_after is None else min(requeue_after, due)
     if source is not None and source.permission_denied and \
             (config.token is not None or config.credentials is not None):
         # The token may have been rotated in its Secret: no event says so, so look again.
@@ -216,6 +225,7 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
     return PassPlan(status=status, subscribe=True, configmap=desired, published=published,
                     events=events, requeue_after=requeue_after,
                     pending_since=_pending_since(decision, gathered.pending_since, now),
+                    handover_since=handover_since,
                     change=decision if decision.changed and desired is not None else None)
 
 
@@ -259,11 +269,63 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
                            f"{len(membership.members)} members) would cost {cost} units, more "
                            f"than this operator's maxRingWork limit ({limits.max_ring_work})",
                            "lower spec.virtualNodes or spec.shards, or use algorithm: balanced")
-    return decide(config, membership, source.snapshot.index, previous,
+    # decide() weighs memberships against the assignment; a handover is this module's business.
+    return decide(config, membership, source.snapshot.index, _without_handover(previous),
                   shard_ring={"namespace": ring.namespace, "name": ring.name}, now=now,
                   seen_at=source.snapshot.received, pending_since=gathered.pending_since,
                   last_version=int(ring.status.get("ringVersion") or 0),
                   not_before=_not_before(gathered, limits))
+
+
+def _without_handover(ring: ringfile.RingFile | None) -> ringfile.RingFile | None:
+    return handover.released(ring, ring.version) if ring is not None and ring.handover else ring
+
+
+def _handover(decision: Decision, previous: ringfile.RingFile | None, config: RingConfig,
+              gathered: Gathered, now: float, last_version: int
+              ) -> tuple[Decision, handover.Progress | None]:
+    """Make-before-break: a new version keeps the previous owners of planned moves serving
+    beside the new ones; an unchanged one ends its handover once acknowledged or timed out."""
+    ring = decision.ring
+    if decision.changed and ring is not None:
+        if config.handover_timeout <= 0:
+            return decision, None
+        present = [*ring.assignment.ids, *ring.draining]
+        moves = handover.planned_moves(previous, ring.assignment, present)
+        return (replace(decision, ring=replace(ring, handover=moves)) if moves else decision), \
+            None
+    if previous is None or not previous.handover:
+        return decision, None
+    kept = replace(decision, ring=previous)  # decide() saw it without its handover
+    if decision.problem is not None:
+        return kept, None
+    since = gathered.handover_since if gathered.handover_since is not None else now
+    state = handover.progress(previous, gathered.acks, since, now, config.handover_timeout)
+    if state.done is None:
+        return kept, state
+    ended = handover.released(previous, max(previous.version, last_version) + 1)
+    return Decision(ended, changed=True), state
+
+
+def _handover_since(decision: Decision, gathered: Gathered, now: float) -> float | None:
+    ring = decision.ring
+    if ring is None or not ring.handover:
+        return None
+    if decision.changed or gathered.handover_since is None:
+        return now
+    return gathered.handover_since
+
+
+def _handover_ended(state: handover.Progress, decision: Decision) -> Event:
+    assert decision.ring is not None
+    if state.done == "Acknowledged":
+        return Event("Normal", "HandoverComplete",
+                     f"ring version {decision.ring.version}: every new owner acknowledged its "
+                     f"shards; their previous owners let go")
+    return Event("Warning", "HandoverTimedOut",
+                 f"ring version {decision.ring.version}: spec.handover.timeout passed before "
+                 f"{', '.join(state.waiting_for[:SHOWN_LAGGING])} acknowledged; their previous "
+                 f"owners let go anyway")
 
 
 def _not_before(gathered: Gathered, limits: Limits) -> float | None:
@@ -312,7 +374,8 @@ def _warnings(ring: RingObject, problem: Problem | None) -> tuple[Event, ...]:
 
 def build_status(ring: RingObject, config: RingConfig | None, problem: Problem | None,
                  source: SourceState | None, decision: Decision | None, now_text: str,
-                 suspended: bool = False, acks: tuple[Ack, ...] = ()) -> dict[str, Any]:
+                 suspended: bool = False, acks: tuple[Ack, ...] = (),
+                 ending: handover.Progress | None = None) -> dict[str, Any]:
     current = dict(ring.status)
     status: dict[str, Any] = {k: v for k, v in current.items() if k != "conditions"}
     status["observedGeneration"] = ring.generation
@@ -334,8 +397,31 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
     wanted = conditions_for(problem, source, decision, suspended,
                             config.query.kind if config is not None else "consul")
     wanted.append(_converged(status, published, acks, decision, now_text, current))
+    _handover_status(status, published, ending, decision, now_text, current)
     status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
     return status
+
+
+def _handover_status(status: dict[str, Any], published: ringfile.RingFile | None,
+                     state: handover.Progress | None, decision: Decision | None, now_text: str,
+                     current: Mapping[str, Any]) -> None:
+    if published is None:
+        return
+    status.pop("handover", None)
+    if published.handover:
+        before = current.get("handover") or {}
+        waiting = state.waiting_for if state is not None else handover.receivers(published)
+        status["handover"] = {
+            "ringVersion": published.version,
+            "shards": handover.shards_in(published.handover),
+            "from": sorted(published.handover), "waitingFor": list(waiting[:SHOWN_LAGGING]),
+            "since": before.get("since", now_text)
+            if before.get("ringVersion") == published.version else now_text}
+    elif state is not None and state.done and decision is not None and decision.changed:
+        status["lastHandover"] = {"ringVersion": published.version, "completedBy": state.done,
+                                  "time": now_text}
+        if state.waiting_for:
+            status["lastHandover"]["waitedFor"] = list(state.waiting_for[:SHOWN_LAGGING])
 
 
 def _converged(status: dict[str, Any], published: ringfile.RingFile | None,

@@ -20,10 +20,16 @@ class RingTooLarge(ValueError):
 
 
 def member_shards(ring: ringfile.RingFile) -> dict[str, list[int]]:
+    """Each member's shards, draining members included: those it owns and those it still serves
+    while they are handed over to their new owners."""
     table = ring.assignment.table
     shards: dict[str, list[int]] = {}
     for index, member in enumerate(ring.assignment.members):
         shards[member.id] = np.nonzero((table == index).any(axis=1))[0].tolist()
+    for draining in ring.draining:
+        shards[draining] = []
+    for previous_owner, handed in ring.handover.items():
+        shards[previous_owner] = sorted({*shards.get(previous_owner, []), *handed})
     return shards
 
 

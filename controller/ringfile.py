@@ -49,13 +49,20 @@ class RingFile:
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
     # Members on their way out: listed (with their endpoints) but owning no shard.
     draining: tuple[str, ...] = ()
+    # Make-before-break: previous owners that keep serving these shards beside their new owners
+    # until the new owners acknowledge this version (member id -> shards, both sorted).
+    handover: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     @functools.cached_property
     def hash(self) -> str:  # computed once: rendering and status both need it
         return ring_hash(self.assignment)
 
     def keys(self) -> dict[str, str]:
-        return member_keys([m.id for m in self.assignment.members])
+        return member_keys([*(m.id for m in self.assignment.members), *self.draining])
+
+    def handed_over(self, shard: int) -> list[str]:
+        """The previous owners still serving ``shard`` while it is handed over."""
+        return [member for member, shards in self.handover.items() if shard in shards]
 
 
 def member_keys(ids: list[str]) -> dict[str, str]:
@@ -130,6 +137,9 @@ def render(ring: RingFile) -> str:
     if ring.draining:
         document["draining"] = [_draining_entry(member_id, ring.endpoints.get(member_id))
                                 for member_id in ring.draining]
+    if ring.handover:
+        document["handover"] = [{"member": member, "shards": list(ring.handover[member])}
+                                for member in sorted(ring.handover)]
     if ring.shard_ring:
         document["ring"] = dict(ring.shard_ring)
     if ring.service:
@@ -163,12 +173,16 @@ def parse(text: str) -> RingFile:
         table = np.array(document["assignment"], dtype=np.int64)
         draining_entries = list(document.get("draining") or [])
         draining = tuple(str(e["id"]) for e in draining_entries)
+        handover = {str(e["member"]): tuple(sorted(int(s) for s in e["shards"]))
+                    for e in document.get("handover") or []}
     except (KeyError, TypeError, ValueError, RingError) as error:
         raise RingFileError(f"ring.json is malformed: {error!r}") from None
     if table.shape != (spec.shards, spec.replication) or table.size and (
             table.min() < 0 or table.max() >= len(members)):
         raise RingFileError("ring.json assignment does not match its shards, replicationFactor "
                             "and members")
+    if any(not 0 <= shard < spec.shards for shards in handover.values() for shard in shards):
+        raise RingFileError("ring.json handover names a shard the ring does not have")
     if [m.id for m in members] != sorted(m.id for m in members):
         raise RingFileError("ring.json members are not sorted by id")
     endpoints = {str(e["id"]): Endpoint(str(e.get("address", "")), int(e.get("port", 0)))
@@ -178,4 +192,4 @@ def parse(text: str) -> RingFile:
                     consul_index=int(document.get("consulIndex", 0)),
                     shard_ring=document.get("ring", {}), service=document.get("service", {}),
                     endpoints=endpoints,
-                    draining=draining)
+                    draining=draining, handover=handover)

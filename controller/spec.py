@@ -123,6 +123,7 @@ class RingConfig:
     stabilization: Stabilization = field(default_factory=Stabilization)
     prometheus_relabel: bool = False
     suspend: bool = False
+    handover_timeout: float = 60.0  # 0: planned moves complete at once (no make-before-break)
 
 
 def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
@@ -173,6 +174,8 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
             max_member_loss_percent=int(_get(stabilization, "maxMemberLossPercent", 50))),
         prometheus_relabel=bool(_get(_get(spec, "outputs", {}), "prometheusRelabel", False)),
         suspend=bool(_get(spec, "suspend", False)),
+        handover_timeout=parse_duration(_get(_get(spec, "handover", {}), "timeout", "60s"),
+                                        "spec.handover.timeout"),
     )
 
 

@@ -120,6 +120,7 @@ class RingWorker:
         self.last_published: str | None = None
         self.verified: Verified | None = None
         self.pending_since: float | None = None
+        self.handover_since: float | None = None  # when the published handover started
         self.last_publish: float | None = None  # monotonic time of the last new version
         self.last_publish_bytes = 0
         self.fingerprint: Inputs | None = None  # what the last completed pass started from
@@ -302,7 +303,8 @@ class RingWorker:
             return None
         return Gathered(await self._configmap(config.configmap), source,
                         last_published=self.last_published, verified=self.verified,
-                        pending_since=self.pending_since, last_publish=self.last_publish,
+                        pending_since=self.pending_since, handover_since=self.handover_since,
+                        last_publish=self.last_publish,
                         last_publish_bytes=self.last_publish_bytes,
                         acks=tuple(self.acks[name] for name in sorted(self.acks)))
 
@@ -345,6 +347,7 @@ class RingWorker:
                 self.last_publish_bytes = sum(map(len, plan.configmap.data.values()))
         if plan.subscribe:
             self.pending_since = plan.pending_since
+            self.handover_since = plan.handover_since
         self.publisher.events(plan, body, warnings=False)
         self.publisher.measure(plan, source, self.clock.monotonic())
         patched = await self.publisher.status(plan.status, body)

@@ -159,9 +159,11 @@ class FakeKube:
 
 
 def spec(window: str = "0s", max_delay: str = "0s", **extra: Any) -> dict[str, Any]:
+    """Moves complete at once here unless a test asks for a handover (test_handover.py)."""
     return {"service": {"name": "web"}, "shards": 16, "members": {"identity": "id"},
             "stabilization": {"window": window, "maxDelay": max_delay,
-                              "maxMemberLossPercent": 100}, **extra}
+                              "maxMemberLossPercent": 100}, "handover": {"timeout": "0s"},
+            **extra}
 
 
 @dataclass
