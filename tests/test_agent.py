@@ -70,6 +70,35 @@ class RingAgent(AgentProcess):
         return len(self.reloads.read_text().splitlines()) if self.reloads.exists() else 0
 
 
+def start_agents(control_plane, api_client, core_v1, namespace: str, tmp_path: Path,
+                 ports: list[int]) -> tuple[Path, list[RingAgent]]:
+    """An agent for each member of ring "scrapers" (at 127.0.0.1:port), under the agent's Role."""
+    identities = [f"scraper-{i}" for i in range(len(ports))]
+    agent_role(k8s.RbacAuthorizationV1Api(api_client), core_v1, namespace, "scrapers-ring",
+               [f"scrapers-ring.{identity}" for identity in identities])
+    kubeconfig = service_account_kubeconfig(control_plane, core_v1, namespace, "scraper",
+                                            tmp_path / "scraper.kubeconfig")
+    return kubeconfig, [RingAgent(control_plane, kubeconfig, tmp_path, namespace,
+                                  "scrapers-ring", identity, port)
+                        for identity, port in zip(identities, ports, strict=True)]
+
+
+def published_since(rings, configmap: str, resource_version: str) -> list:
+    """Every ring version the ConfigMap held after ``resource_version``, oldest first."""
+    from kubernetes import watch as k8s_watch
+
+    from controller import ringfile
+    found = []
+    for event in k8s_watch.Watch().stream(
+            rings.core.list_namespaced_config_map, rings.namespace,
+            field_selector=f"metadata.name={configmap}", resource_version=resource_version,
+            timeout_seconds=1):
+        ring = ringfile.parse(event["object"].data["ring.json"])
+        if not found or found[-1].version != ring.version:
+            found.append(ring)
+    return found
+
+
 def convergence(rings, name: str) -> dict:
     return (rings.get(name).get("status") or {}).get("convergence") or {}
 
@@ -83,15 +112,9 @@ def test_agents_follow_the_ring_reload_once_per_change_and_the_ring_converges(
            for i, port in enumerate(ports)]
     rings.create("scrapers", quick(service))
     rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3, "3 members")
-    identities = [f"scraper-{i}" for i in range(3)]
-    leases = [f"scrapers-ring.{identity}" for identity in identities]
-    agent_role(k8s.RbacAuthorizationV1Api(api_client), core_v1, namespace, "scrapers-ring",
-               leases)
-    kubeconfig = service_account_kubeconfig(control_plane, core_v1, namespace, "scraper",
-                                            tmp_path / "scraper.kubeconfig")
-    agents = [RingAgent(control_plane, kubeconfig, tmp_path, namespace, "scrapers-ring",
-                           identity, port)
-              for identity, port in zip(identities, ports, strict=True)]
+    kubeconfig, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path,
+                                      ports)
+    leases = [f"scrapers-ring.scraper-{i}" for i in range(3)]
     try:
         version = rings.ring("scrapers-ring").version
         wait_for(lambda: all(a.version() == version for a in agents), "the agents' files")
@@ -190,3 +213,41 @@ def test_started_without_the_api_the_agent_serves_its_last_files_then_catches_up
         wait_for(lambda: back.version() == changed.version, "the agent to catch up")
     finally:
         back.stop()
+
+
+def test_a_draining_member_hands_its_shards_over_and_is_drained_once_they_are_applied(
+        operator, rings, consul_helper, control_plane, api_client, core_v1, namespace,
+        tmp_path):
+    service = service_name()
+    ports = [9450 + i for i in range(3)]
+    ids = [consul_helper.register(service, f"{service}-{i}", port=port)
+           for i, port in enumerate(ports)]
+    # A 1 s window absorbs the instant in which re-registering (to add the tag) resets the check.
+    rings.create("scrapers", quick(service, members={"drainFrom": "tag:draining"},
+                                   stabilization={"window": "1s", "maxDelay": "2s"}))
+    rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3, "3 members")
+    _, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path, ports)
+    try:
+        kubectl(control_plane, "wait", "-n", namespace, "--for=condition=Converged",
+                "--timeout=30s", "shardring/scrapers")
+        drainer = f"{consul_node(consul_helper)}/{ids[2]}"
+        held = set(MountedRing(agents[2].dir, me=drainer).shards_of())
+        before = rings.configmap("scrapers-ring").metadata.resource_version
+        consul_helper.register(service, ids[2], port=ports[2], tags=["draining"])
+        status = wait_for(lambda: (rings.get("scrapers").get("status") or {}).get("drained") ==
+                          [drainer] and rings.get("scrapers")["status"], "drained")
+        assert status["lastHandover"]["completedBy"] == "Acknowledged"
+        # Every version published since: the drain handed over exactly the drainer's shards,
+        # and the next one (the same assignment) let go.
+        versions = published_since(rings, "scrapers-ring", before)
+        handing = next(r for r in versions if r.handover)
+        assert set(handing.handover) == {drainer} and set(handing.handover[drainer]) == held
+        assert handing.draining == (drainer,)
+        released = versions[-1]
+        assert not released.handover and released.hash == handing.hash
+        assert released.version == handing.version + 1
+        assert MountedRing(agents[2].dir, me=drainer).shards_of() == []
+        assert any(e.reason == "HandoverComplete" for e in rings.events("HandoverComplete"))
+    finally:
+        for agent in agents:
+            agent.stop()

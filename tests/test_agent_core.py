@@ -320,3 +320,68 @@ def test_with_no_ring_yet_the_workload_gets_a_configuration_that_keeps_nothing(t
     rendered = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
     nodes, own = rendered["scrape_configs"]
     assert nodes["relabel_configs"][1]["regex"] == "" and "relabel_configs" not in own
+
+
+def targets_reply(active, dropped, job="nodes"):
+    def entry(address):
+        return {"discoveredLabels": {"__address__": address, "job": job}, "scrapePool": job}
+    return {"status": "success", "data": {"activeTargets": [entry(a) for a in active],
+                                          "droppedTargets": [entry(a) for a in dropped]}}
+
+
+def split_addresses(shards, modulus=16, count=40):
+    from controller.ring import shard_of
+    addresses = [f"10.0.0.{i}:9100" for i in range(count)]
+    mine = [a for a in addresses if shard_of(a, modulus) in shards]
+    return mine, [a for a in addresses if a not in mine]
+
+
+def test_prometheus_has_applied_the_rules_when_its_targets_follow_them():
+    mine, others = split_addresses({1, 2, 3, 4, 5})
+    assert mine and others
+    assert promconfig.applied(targets_reply(mine, others), [1, 2, 3, 4, 5], 16, ["nodes"])
+    # The old rules still in effect: one of its new targets is still dropped, or an old one
+    # still active.
+    assert not promconfig.applied(targets_reply(mine[1:], others + mine[:1]), [1, 2, 3, 4, 5],
+                                  16, ["nodes"])
+    assert not promconfig.applied(targets_reply(mine + others[:1], others[1:]), [1, 2, 3, 4, 5],
+                                  16, ["nodes"])
+    # Jobs that are not split do not count.
+    assert promconfig.applied(targets_reply(others, mine, job="self"), [1, 2, 3, 4, 5], 16,
+                              ["nodes"])
+
+
+def test_the_acknowledgement_waits_until_prometheus_scrapes_by_the_new_rules(tmp_path):
+    reloads, leases, clock = Reloads(), Leases(), Clock()
+    base = tmp_path / "base.yml"
+    base.write_text(BASE)
+    config = AgentConfig(namespace="ns", configmap="r", directory=tmp_path / "ring", member="a",
+                         lease="r.pod-0", reload=reloads,
+                         prometheus=PrometheusOutput(base, tmp_path / "prometheus.yml",
+                                                     ("nodes",), api="http://prometheus"))
+    ring = ring_of(["a", "b"])
+    shards = set(ring.assignment.shards_of("a"))
+    mine, others = split_addresses(shards)
+    replies = [None, targets_reply([], mine + others), targets_reply(mine, others)]
+    seen_at_ack = []
+
+    def targets(api):
+        assert api == "http://prometheus"
+        return replies.pop(0) if len(replies) > 1 else replies[0]
+
+    def sleep(seconds):
+        clock.now += seconds
+
+    def write(sent, owner):
+        seen_at_ack.append(len(replies))
+        leases.written.append(sent)
+
+    leases.write = write
+    agent = Agent(config, leases=leases, clock=clock, sleep=sleep, targets=targets)
+    feed(agent, Seen(configmap(ring)))
+    assert seen_at_ack == [1] and leases.written[0].reload == "ok"  # after the third reply
+    # Targets that never follow (the base's own rules drop them): acknowledged after the wait.
+    replies[:] = [targets_reply([], mine + others)]
+    started = clock.now
+    feed(agent, Seen(configmap(ring_of(["a", "c"], version=2))))
+    assert len(leases.written) == 2 and clock.now - started >= 15

@@ -49,6 +49,9 @@ def add_parser(commands: Any) -> None:
                        help="a scrape job to split (repeatable; default: every job)")
     agent.add_argument("--promtool", help="validate each rendered configuration with this "
                                           "promtool before it replaces the last one")
+    agent.add_argument("--prometheus-url",
+                       help="Prometheus' address (default: --reload-url's, without /-/reload): "
+                            "after a reload, acknowledge once its targets follow the new rules")
     reload = agent.add_mutually_exclusive_group()
     reload.add_argument("--reload-url", help="POST here after a change (e.g. "
                                              "http://localhost:9090/-/reload)")
@@ -77,8 +80,11 @@ def config_from(args: argparse.Namespace) -> Any:
         if not args.member and not args.address:
             raise AgentUsageError("rendering a member's configuration needs --member or "
                                   "--address (POD_IP)")
+        api = args.prometheus_url or (args.reload_url.removesuffix("/-/reload")
+                                      if args.reload_url and args.reload_url.endswith("/-/reload")
+                                      else None)
         prometheus = PrometheusOutput(args.prometheus_base, args.prometheus_config,
-                                      tuple(args.prometheus_job), args.promtool)
+                                      tuple(args.prometheus_job), args.promtool, api)
     action: Reload | None = None
     if args.reload_url:
         action = HttpPost(args.reload_url)

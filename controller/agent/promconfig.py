@@ -7,12 +7,13 @@ computed here from ring.json for this member, so they hold for any ring version 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import yaml
 
 from ..render import relabel_rules
+from ..ring import shard_of
 
 
 class PrometheusConfigError(ValueError):
@@ -44,3 +45,33 @@ def render(base: str, shards: Sequence[int], modulus: int, jobs: Sequence[str] =
             job["relabel_configs"] = [*existing, *rules]
     header = "# Rendered by the shardring agent from the base configuration; do not edit.\n"
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def applied(targets: Mapping[str, Any], shards: Collection[int], modulus: int,
+            jobs: Sequence[str] = ()) -> bool:
+    """Whether Prometheus scrapes by these rules yet, from its ``/api/v1/targets?state=any``
+    reply: each discovered target of the split jobs is active exactly when its shard is one of
+    ``shards`` (a reload returns before Prometheus re-applies relabeling to its targets).
+
+    Judged on each target's discovered ``__address__``: where the base configuration's own rules
+    rewrite the address or drop targets, this may never hold (the agent waits a bounded time)."""
+    data = targets.get("data") or {}
+    wanted = set(shards)
+
+    def split(target: Mapping[str, Any]) -> tuple[bool, bool]:
+        labels = target.get("discoveredLabels") or {}
+        job = target.get("scrapePool") or labels.get("job", "")
+        address = labels.get("__address__")
+        if address is None or (jobs and job not in jobs):
+            return False, False
+        return True, shard_of(address, modulus) in wanted
+
+    for target in data.get("activeTargets") or []:
+        counted, mine = split(target)
+        if counted and not mine:
+            return False
+    for target in data.get("droppedTargets") or []:
+        counted, mine = split(target)
+        if counted and mine:
+            return False
+    return True

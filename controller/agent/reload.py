@@ -4,6 +4,7 @@ agent's."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 TIMEOUT = 10.0
 
@@ -86,3 +87,13 @@ def parse_signal(name: str) -> signal.Signals:
         return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
     except KeyError:
         raise ValueError(f"unknown signal {name!r}") from None
+
+
+def prometheus_targets(api: str) -> dict[str, Any] | None:
+    """Prometheus' ``/api/v1/targets?state=any`` (None when it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"{api}/api/v1/targets?state=any", timeout=TIMEOUT) as reply:
+            found = json.load(reply)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None

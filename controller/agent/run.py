@@ -30,10 +30,13 @@ from . import metrics, promconfig
 from .feed import ConfigMapFeed, Seen, Unreachable, Update
 from .files import AtomicDir
 from .lease import LeaseWriter
-from .reload import Reload, ReloadFailed
+from .reload import Reload, ReloadFailed, prometheus_targets
 
 log = logging.getLogger("shardring.agent")
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
+# Prometheus re-applies relabeling to its targets a while after a reload (its discovery ticks,
+# up to ~5 s when updates came recently); the acknowledgement waits for that, this long at most.
+APPLY_WAIT, APPLY_POLL = 15.0, 0.1
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class PrometheusOutput:
     output: Path  # what Prometheus reads (--config.file)
     jobs: tuple[str, ...] = ()  # the scrape jobs to split; empty: all of them
     promtool: str | None = None  # validates the rendered file before it replaces the old one
+    # Prometheus' HTTP API: after a reload, acknowledge only once its targets follow the rules.
+    api: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class Agent:
     config: AgentConfig
     leases: LeaseWriter | None = None
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    targets: Callable[[str], dict[str, Any] | None] = prometheus_targets
     applied: Applied = field(default_factory=Applied)
     updates: queue.Queue[tuple[float, Update]] = field(default_factory=queue.Queue)
     reachable: bool | None = None
@@ -101,6 +108,7 @@ class Agent:
     def __post_init__(self) -> None:
         self.files = AtomicDir(self.config.directory)
         self._first_reload = self.config.reload is not None
+        self._rules: tuple[list[int], int] | None = None  # the rendered shards and modulus
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -240,6 +248,7 @@ class Agent:
         if prometheus is None:
             return False
         shards = ring.shards_of(member) if member else []
+        self._rules = (shards, ring.shards)
         return self._write_config(promconfig.render(prometheus.base.read_text(), shards,
                                                     ring.shards, prometheus.jobs))
 
@@ -248,6 +257,7 @@ class Agent:
         workload can start (and become the member that makes the first ring)."""
         prometheus = self.config.prometheus
         if prometheus is not None and not prometheus.output.exists():
+            self._rules = ([], 1)
             self._write_config(promconfig.render(prometheus.base.read_text(), [], 1,
                                                  prometheus.jobs))
 
@@ -289,12 +299,33 @@ class Agent:
             return
         if self.reloading.failures:
             log.info("reload succeeded after %d failures", self.reloading.failures)
+        self._await_applied()
         self.reloading.done()
         self.reload_pending = False
         metrics.RELOAD_PENDING.set(0)
         if self.applied.reload != "ok":
             self.applied.reload = "ok"
             self.ack_pending = True
+
+    def _await_applied(self) -> None:
+        """Make-before-break needs the workload to scrape by the new rules before this member
+        acknowledges them (so the previous owners let go only then)."""
+        prometheus = self.config.prometheus
+        if prometheus is None or prometheus.api is None or self._rules is None:
+            return
+        shards, modulus = self._rules
+        deadline = self.clock() + APPLY_WAIT
+        while True:
+            found = self.targets(prometheus.api)
+            if found is not None and promconfig.applied(found, shards, modulus,
+                                                        prometheus.jobs):
+                return
+            if self.clock() >= deadline:
+                log.warning("Prometheus' targets did not follow the new rules within %.0f s "
+                            "(do the base configuration's own rules rewrite __address__ or drop "
+                            "targets?); acknowledging anyway", APPLY_WAIT)
+                return
+            self.sleep(APPLY_POLL)
 
     def _ack(self) -> None:
         applied = self.applied
