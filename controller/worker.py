@@ -34,6 +34,7 @@ RETRY_MIN, RETRY_MAX = 1.0, 60.0
 # in a planning thread, so one huge ring cannot stall every other ring's watches (measured:
 # bench/results/offloop.md).
 HEAVY_PLAN = 500_000
+ACK_COALESCE = 0.25
 
 
 class Clock(Protocol):
@@ -131,6 +132,7 @@ class RingWorker:
         # (the operator's store, so the ones listed before this worker existed are here too).
         self.acks: Mapping[str, Ack] = acks if acks is not None else {}
         self.ack_events = 0
+        self._ack_wake: asyncio.TimerHandle | None = None
         self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
         self.failures = self.conflicts = 0
         self._wake = asyncio.Event()
@@ -167,7 +169,14 @@ class RingWorker:
         self.wake()
 
     def acks_changed(self) -> None:
-        """An agent acknowledged a ring version (or its Lease went): convergence may differ."""
+        """An agent acknowledged a ring version (or its Lease went): convergence may differ.
+        Every member acknowledges each version within moments of the others, so their Leases
+        are taken together, one pass (one status write) per ACK_COALESCE seconds."""
+        if self._ack_wake is None:
+            self._ack_wake = asyncio.get_running_loop().call_later(ACK_COALESCE, self._acks_due)
+
+    def _acks_due(self) -> None:
+        self._ack_wake = None
         self.ack_events += 1
         self.wake()
 

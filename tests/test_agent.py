@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from controller.client import MountedRing
+from controller.testing.controlplane import free_port
+from controller.testing.scrape import scrape as scrape_url
 from controller.testing.scrapers import AgentProcess
 from tests.operator_helpers import (
     kubectl,
@@ -25,21 +28,27 @@ pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[1]
 
 
+EXAMPLE_ROLE = next(d for d in yaml.safe_load_all(
+    (REPO / "examples" / "prometheus" / "rbac.yaml").read_text()) if d["kind"] == "Role")
+
+
 def agent_role(rbac: k8s.RbacAuthorizationV1Api, core: k8s.CoreV1Api, namespace: str,
-               configmap: str, leases: list[str]) -> None:
-    """What examples/prometheus/rbac.yaml grants: this ConfigMap, these Leases, nothing else."""
+               configmap: str, leases: list[str], without: int | None = None) -> None:
+    """The Role of examples/prometheus/rbac.yaml, for this ConfigMap and these Leases (and
+    ``without`` one of its rules)."""
     core.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(
         metadata=k8s.V1ObjectMeta(name="scraper")))
+    rules = []
+    for index, rule in enumerate(EXAMPLE_ROLE["rules"]):
+        if index == without:
+            continue
+        if "resourceNames" in rule:
+            rule = {**rule, "resourceNames": [configmap] if rule["resources"] == ["configmaps"]
+                    else leases}
+        rules.append(rule)
     rbac.create_namespaced_role(namespace, {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "ring-agent"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [configmap],
-             "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-             "verbs": ["create"]},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-             "resourceNames": leases, "verbs": ["get", "update"]}]})
+        "metadata": {"name": "ring-agent"}, "rules": rules})
     rbac.create_namespaced_role_binding(namespace, {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": "ring-agent"},
@@ -71,16 +80,17 @@ class RingAgent(AgentProcess):
 
 
 def start_agents(control_plane, api_client, core_v1, namespace: str, tmp_path: Path,
-                 ports: list[int]) -> tuple[Path, list[RingAgent]]:
-    """An agent for each member of ring "scrapers" (at 127.0.0.1:port), under the agent's Role."""
+                 ports: list[int], *first: str) -> tuple[Path, list[RingAgent]]:
+    """An agent for each member of ring "scrapers" (at 127.0.0.1:port), under the agent's Role;
+    ``first``: more options for the first one."""
     identities = [f"scraper-{i}" for i in range(len(ports))]
     agent_role(k8s.RbacAuthorizationV1Api(api_client), core_v1, namespace, "scrapers-ring",
                [f"scrapers-ring.{identity}" for identity in identities])
     kubeconfig = service_account_kubeconfig(control_plane, core_v1, namespace, "scraper",
                                             tmp_path / "scraper.kubeconfig")
     return kubeconfig, [RingAgent(control_plane, kubeconfig, tmp_path, namespace,
-                                  "scrapers-ring", identity, port)
-                        for identity, port in zip(identities, ports, strict=True)]
+                                  "scrapers-ring", identity, port, *(first if i == 0 else ()))
+                        for i, (identity, port) in enumerate(zip(identities, ports, strict=True))]
 
 
 def published_since(rings, configmap: str, resource_version: str) -> list:
@@ -112,8 +122,9 @@ def test_agents_follow_the_ring_reload_once_per_change_and_the_ring_converges(
            for i, port in enumerate(ports)]
     rings.create("scrapers", quick(service))
     rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3, "3 members")
+    agent_metrics = free_port()
     kubeconfig, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path,
-                                      ports)
+                                      ports, "--metrics-port", str(agent_metrics))
     leases = [f"scrapers-ring.scraper-{i}" for i in range(3)]
     try:
         version = rings.ring("scrapers-ring").version
@@ -144,12 +155,14 @@ def test_agents_follow_the_ring_reload_once_per_change_and_the_ring_converges(
         assert agents[2].reload_count() == 2  # it lost its shards: its workload must know
         time.sleep(1.5)
         assert [a.reload_count() for a in agents] == [2, 2, 2]  # never repeated
+        assert scrape(agent_metrics)["shardring_agent_applied_ring_version"] == ring.version
 
         # One agent stops; the next version shows it lagging, by name, and Converged drops.
         agents[0].stop()
         consul_helper.set_health(ids[2], passing=True)
-        ring = rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3,
-                               "3 members again")
+        # It returns: handed over make-before-break, then released once its agent applied it.
+        ring = rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3 and
+                               not r.handover, "3 members again, the handover over")
         stopped = f"{consul_node(consul_helper)}/{ids[0]}"
         lagging = wait_for(lambda: convergence(rings, "scrapers").get("applied") == 2 and
                            convergence(rings, "scrapers"), "the others to apply it")
@@ -167,9 +180,20 @@ def test_agents_follow_the_ring_reload_once_per_change_and_the_ring_converges(
         for agent in agents:
             assert "forbidden" not in agent.output().lower()
             assert "Traceback" not in agent.output()
+        # The acknowledgements go with their ring: owned by it, like the ConfigMap (whose
+        # garbage collection test_operator_e2e checks).
+        uid = rings.get("scrapers")["metadata"]["uid"]
+        for lease in k8s.CoordinationV1Api(api_client).list_namespaced_lease(
+                namespace, label_selector="shardring.io/ack=true").items:
+            owner = lease.metadata.owner_references[0]
+            assert (owner.kind, owner.name, owner.uid) == ("ShardRing", "scrapers", uid)
     finally:
         for agent in agents:
             agent.stop()
+
+
+def scrape(port: int) -> dict[str, float]:
+    return scrape_url(f"http://127.0.0.1:{port}/metrics")
 
 
 def consul_node(consul_helper) -> str:
@@ -251,3 +275,39 @@ def test_a_draining_member_hands_its_shards_over_and_is_drained_once_they_are_ap
     finally:
         for agent in agents:
             agent.stop()
+
+
+# What the agent can no longer do without each rule of its Role, in its own words.
+WITHOUT = {0: ("no files", "HTTP 403"), 1: ("no acknowledgement", "HTTP 403 Forbidden"),
+           2: ("no acknowledgement", "HTTP 403 Forbidden")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dropped", sorted(WITHOUT), ids=["configmaps", "leases-create",
+                                                          "leases-get-update"])
+def test_every_rule_of_the_agents_role_is_needed(
+        operator, rings, consul_helper, control_plane, api_client, core_v1, namespace,
+        tmp_path, dropped):
+    assert len(EXAMPLE_ROLE["rules"]) == len(WITHOUT)
+    service = service_name()
+    consul_helper.register(service, f"{service}-0", port=9470)
+    rings.create("scrapers", quick(service))
+    ring = rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 1, "a ring")
+    agent_role(k8s.RbacAuthorizationV1Api(api_client), core_v1, namespace, "scrapers-ring",
+               ["scrapers-ring.scraper-0"], without=dropped)
+    kubeconfig = service_account_kubeconfig(control_plane, core_v1, namespace, "scraper",
+                                            tmp_path / "scraper.kubeconfig")
+    agent = RingAgent(control_plane, kubeconfig, tmp_path, namespace, "scrapers-ring",
+                      "scraper-0", 9470)
+    missing, says = WITHOUT[dropped]
+    try:
+        wait_for(lambda: says in agent.output(), repr(says), timeout=20)
+        coordination = k8s.CoordinationV1Api(api_client)
+        acked = coordination.list_namespaced_lease(namespace).items
+        if missing == "no files":
+            assert agent.version() == 0 and not acked
+        else:
+            assert agent.version() == ring.version and not acked
+        assert "Traceback" not in agent.output()
+    finally:
+        agent.stop()

@@ -346,6 +346,11 @@ def test_prometheus_has_applied_the_rules_when_its_targets_follow_them():
                                   16, ["nodes"])
     assert not promconfig.applied(targets_reply(mine + others[:1], others[1:]), [1, 2, 3, 4, 5],
                                   16, ["nodes"])
+    # A scrape pool being rebuilt lists nothing: not applied, if it knew targets before.
+    empty = targets_reply([], [])
+    assert not promconfig.applied(empty, [1, 2], 16, ["nodes"], expect_targets=True)
+    assert promconfig.applied(empty, [1, 2], 16, ["nodes"])
+    assert promconfig.discovered(targets_reply(mine, others), ["nodes"]) == 40
     # Jobs that are not split do not count.
     assert promconfig.applied(targets_reply(others, mine, job="self"), [1, 2, 3, 4, 5], 16,
                               ["nodes"])
@@ -385,3 +390,32 @@ def test_the_acknowledgement_waits_until_prometheus_scrapes_by_the_new_rules(tmp
     started = clock.now
     feed(agent, Seen(configmap(ring_of(["a", "c"], version=2))))
     assert len(leases.written) == 2 and clock.now - started >= 15
+
+
+def test_a_signal_reload_reaches_the_process_in_the_pid_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from controller.agent.reload import Signal
+    got = tmp_path / "got"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGHUP, lambda *_: open({str(got)!r}, 'w').write('hup'))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        pid_file = tmp_path / "pid"
+        pid_file.write_text(f"{child.pid}\n")
+        Signal(signal.SIGHUP, pid_file)()
+        deadline = time.monotonic() + 5
+        while not got.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got.read_text() == "hup"
+        with pytest.raises(ReloadFailed, match="SIGHUP"):
+            Signal(signal.SIGHUP, tmp_path / "missing")()
+    finally:
+        child.kill()
+        child.wait()

@@ -48,13 +48,15 @@ def render(base: str, shards: Sequence[int], modulus: int, jobs: Sequence[str] =
 
 
 def applied(targets: Mapping[str, Any], shards: Collection[int], modulus: int,
-            jobs: Sequence[str] = ()) -> bool:
+            jobs: Sequence[str] = (), expect_targets: bool = False) -> bool:
     """Whether Prometheus scrapes by these rules yet, from its ``/api/v1/targets?state=any``
     reply: each discovered target of the split jobs is active exactly when its shard is one of
     ``shards`` (a reload returns before Prometheus re-applies relabeling to its targets).
 
     Judged on each target's discovered ``__address__``: where the base configuration's own rules
-    rewrite the address or drop targets, this may never hold (the agent waits a bounded time)."""
+    rewrite the address or drop targets, this may never hold (the agent waits a bounded time).
+    ``expect_targets``: Prometheus knew targets of these jobs before the reload, so a reply
+    listing none is a scrape pool being rebuilt, not an empty job."""
     data = targets.get("data") or {}
     wanted = set(shards)
 
@@ -66,12 +68,24 @@ def applied(targets: Mapping[str, Any], shards: Collection[int], modulus: int,
             return False, False
         return True, shard_of(address, modulus) in wanted
 
+    seen = 0
     for target in data.get("activeTargets") or []:
         counted, mine = split(target)
+        seen += counted
         if counted and not mine:
             return False
     for target in data.get("droppedTargets") or []:
         counted, mine = split(target)
+        seen += counted
         if counted and mine:
             return False
-    return True
+    return seen > 0 or not expect_targets
+
+
+def discovered(targets: Mapping[str, Any] | None, jobs: Sequence[str] = ()) -> int:
+    """How many targets of the split jobs Prometheus knows (active or dropped)."""
+    data = (targets or {}).get("data") or {}
+    return sum(1 for target in [*(data.get("activeTargets") or []),
+                                *(data.get("droppedTargets") or [])]
+               if not jobs or (target.get("scrapePool") or
+                               (target.get("discoveredLabels") or {}).get("job")) in jobs)

@@ -37,6 +37,9 @@ RETRY_MIN, RETRY_MAX = 1.0, 30.0
 # Prometheus re-applies relabeling to its targets a while after a reload (its discovery ticks,
 # up to ~5 s when updates came recently); the acknowledgement waits for that, this long at most.
 APPLY_WAIT, APPLY_POLL = 15.0, 0.1
+# A Prometheus that lists no target of the split jobs may just not have discovered them yet (it
+# started a moment ago): an empty list is taken as the truth only after this long.
+EMPTY_GRACE = 3.0
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,9 @@ class Agent:
     def _reload(self) -> None:
         action = self.config.reload
         assert action is not None
+        prometheus = self.config.prometheus
+        known = promconfig.discovered(self.targets(prometheus.api), prometheus.jobs) \
+            if prometheus is not None and prometheus.api is not None else 0
         metrics.RELOADS.inc()
         try:
             action()
@@ -299,7 +305,7 @@ class Agent:
             return
         if self.reloading.failures:
             log.info("reload succeeded after %d failures", self.reloading.failures)
-        self._await_applied()
+        self._await_applied(expect_targets=known > 0)
         self.reloading.done()
         self.reload_pending = False
         metrics.RELOAD_PENDING.set(0)
@@ -307,18 +313,20 @@ class Agent:
             self.applied.reload = "ok"
             self.ack_pending = True
 
-    def _await_applied(self) -> None:
+    def _await_applied(self, expect_targets: bool) -> None:
         """Make-before-break needs the workload to scrape by the new rules before this member
         acknowledges them (so the previous owners let go only then)."""
         prometheus = self.config.prometheus
         if prometheus is None or prometheus.api is None or self._rules is None:
             return
         shards, modulus = self._rules
-        deadline = self.clock() + APPLY_WAIT
+        started = self.clock()
+        deadline = started + APPLY_WAIT
         while True:
             found = self.targets(prometheus.api)
+            expect = expect_targets or self.clock() < started + EMPTY_GRACE
             if found is not None and promconfig.applied(found, shards, modulus,
-                                                        prometheus.jobs):
+                                                        prometheus.jobs, expect):
                 return
             if self.clock() >= deadline:
                 log.warning("Prometheus' targets did not follow the new rules within %.0f s "
