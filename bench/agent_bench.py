@@ -30,9 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-import yaml  # noqa: E402
 from e2e_bench import NS, Bench, percentiles, save  # noqa: E402
-from kubernetes import client as k8s  # noqa: E402
 
 from controller.testing import ControlPlane  # noqa: E402
 from controller.testing.scrapers import AgentProcess, ScraperFleet, Targets  # noqa: E402
@@ -211,10 +209,7 @@ def main() -> int:
     results: dict = {"cores": os.cpu_count()}
     with ControlPlane() as plane:
         bench = AgentBench(plane)
-        k8s.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
-            yaml.safe_load((REPO / "crds" / "shardrings.shardring.io.yaml").read_text()))
-        time.sleep(2)
-        bench.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
+        bench.install()
         bench.start_operator()
         try:
             print(f"files: {CHANGES} Consul changes ...", flush=True)

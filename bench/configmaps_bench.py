@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-import yaml  # noqa: E402
 from e2e_bench import NS, Bench, save  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 
@@ -75,11 +74,7 @@ def main() -> int:
     results: dict = {"configmaps": COUNT, "cores": os.cpu_count()}
     with ControlPlane() as plane:
         bench = NoiseBench(plane)
-        k8s.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
-            yaml.safe_load((REPO / "crds" / "shardrings.shardring.io.yaml").read_text()))
-        time.sleep(2)
-        for name in (NS, NOISE):
-            bench.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+        bench.install(NS, NOISE)
         for i in range(3):
             bench.helper.register("served", f"served-{i}", port=9000 + i)
         for n in range(10):

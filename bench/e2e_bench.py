@@ -81,6 +81,14 @@ class Bench:
 
     # ---- plumbing ----------------------------------------------------------------------------
 
+    def install(self, *namespaces: str) -> None:
+        """The CRD, and the benchmark's namespaces (NS unless named)."""
+        k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(
+            yaml.safe_load((REPO / "crds" / "shardrings.shardring.io.yaml").read_text()))
+        time.sleep(2)  # until it is established
+        for name in namespaces or (NS,):
+            self.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+
     def start_operator(self) -> None:
         # MALLOC_ARENA_MAX=2 as in the image: glibc's per-thread arenas otherwise hold on to
         # freed memory from the client threads.
@@ -386,10 +394,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with ControlPlane() as plane:
         bench = Bench(plane)
-        k8s.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
-            yaml.safe_load((REPO / "crds" / "shardrings.shardring.io.yaml").read_text()))
-        time.sleep(2)
-        bench.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
+        bench.install()
         bench.start_operator()
         try:
             if "propagation" in PHASES:

@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-import yaml  # noqa: E402
 from e2e_bench import NS, Bench, percentiles, save  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 
@@ -143,10 +142,7 @@ def main() -> int:
     results: dict = {"instances": INSTANCES, "cores": os.cpu_count()}
     with ControlPlane() as plane:
         bench = LimitedBench(plane)
-        k8s.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
-            yaml.safe_load((REPO / "crds" / "shardrings.shardring.io.yaml").read_text()))
-        time.sleep(2)
-        bench.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
+        bench.install()
         probe = [bench.helper.register("probe", f"probe-{i}", port=9000 + i) for i in range(10)]
         bench.create_ring("probe", {"service": {"name": "probe"}, "shards": 1024,
                                     "stabilization": {"window": "0s", "maxDelay": "0s"}})

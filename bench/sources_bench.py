@@ -24,8 +24,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import yaml  # noqa: E402
-from e2e_bench import NS, Bench, percentiles, save  # noqa: E402
-from kubernetes import client as k8s  # noqa: E402
+from e2e_bench import Bench, percentiles, save  # noqa: E402
 
 from controller.testing import ControlPlane  # noqa: E402
 from controller.testing.etcd_registry import EtcdRegistryServer  # noqa: E402
@@ -68,10 +67,7 @@ def main() -> int:
     results: dict = {"cores": os.cpu_count(), "members": MEMBERS}
     with ControlPlane() as plane:
         bench = SourcesBench(plane)
-        k8s.ApiextensionsV1Api(bench.api).create_custom_resource_definition(
-            yaml.safe_load((REPO / "crds" / "shardrings.shardring.io.yaml").read_text()))
-        time.sleep(2)
-        bench.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
+        bench.install()
         etcd = EtcdRegistryServer(plane.assets, plane.workdir / "etcd-registry")
         zookeeper = ZooKeeperServer(plane.workdir / "zookeeper")
         etcd.start()

@@ -109,6 +109,18 @@ def published_since(rings, configmap: str, resource_version: str) -> list:
     return found
 
 
+def three_members(consul_helper, rings, first_port: int, **spec
+                  ) -> tuple[str, list[int], list[str]]:
+    """Ring "scrapers" over three Consul instances at 127.0.0.1:first_port and up, published."""
+    service = service_name()
+    ports = [first_port + i for i in range(3)]
+    ids = [consul_helper.register(service, f"{service}-{i}", port=port)
+           for i, port in enumerate(ports)]
+    rings.create("scrapers", quick(service, **spec))
+    rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3, "3 members")
+    return service, ports, ids
+
+
 def convergence(rings, name: str) -> dict:
     return (rings.get(name).get("status") or {}).get("convergence") or {}
 
@@ -116,12 +128,7 @@ def convergence(rings, name: str) -> dict:
 def test_agents_follow_the_ring_reload_once_per_change_and_the_ring_converges(
         operator, rings, consul_helper, control_plane, api_client, core_v1, namespace,
         tmp_path):
-    service = service_name()
-    ports = [9400 + i for i in range(3)]
-    ids = [consul_helper.register(service, f"{service}-{i}", port=port)
-           for i, port in enumerate(ports)]
-    rings.create("scrapers", quick(service))
-    rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3, "3 members")
+    service, ports, ids = three_members(consul_helper, rings, 9400)
     agent_metrics = free_port()
     kubeconfig, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path,
                                       ports, "--metrics-port", str(agent_metrics))
@@ -242,14 +249,10 @@ def test_started_without_the_api_the_agent_serves_its_last_files_then_catches_up
 def test_a_draining_member_hands_its_shards_over_and_is_drained_once_they_are_applied(
         operator, rings, consul_helper, control_plane, api_client, core_v1, namespace,
         tmp_path):
-    service = service_name()
-    ports = [9450 + i for i in range(3)]
-    ids = [consul_helper.register(service, f"{service}-{i}", port=port)
-           for i, port in enumerate(ports)]
     # A 1 s window absorbs the instant in which re-registering (to add the tag) resets the check.
-    rings.create("scrapers", quick(service, members={"drainFrom": "tag:draining"},
-                                   stabilization={"window": "1s", "maxDelay": "2s"}))
-    rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 3, "3 members")
+    service, ports, ids = three_members(consul_helper, rings, 9450,
+                                        members={"drainFrom": "tag:draining"},
+                                        stabilization={"window": "1s", "maxDelay": "2s"})
     _, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path, ports)
     try:
         kubectl(control_plane, "wait", "-n", namespace, "--for=condition=Converged",

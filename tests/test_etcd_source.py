@@ -104,6 +104,20 @@ def test_bad_values_degrade_naming_the_key_and_keep_the_last_ring(
     registrar.put("broken", "10.0.0.3:9100")  # fixed: it joins
     wait_for(lambda: len(rings.ring("strict-ring").assignment.members) == 3, "recovered")
 
+    # Two keys whose values give the same identity (here, by address): both keys are named.
+    rings.create("by-address", etcd_ring(registrar.prefix, members={"identity": "address"}))
+    wait_for(lambda: len(rings.ring("by-address-ring").assignment.members) == 3, "published")
+    kept = core_v1.read_namespaced_config_map("by-address-ring", namespace).metadata \
+        .resource_version
+    registrar.register("twin", "10.0.0.1:9100")
+    wait_for(lambda: (c := rings.condition("by-address", "Degraded")) and
+             c["status"] == "True" and c["reason"] == "InvalidMembership" and
+             "share identity '10.0.0.1'" in c["message"] and
+             f"{registrar.prefix}a" in c["message"] and f"{registrar.prefix}twin" in c["message"],
+             "Degraded naming both keys")
+    assert core_v1.read_namespaced_config_map("by-address-ring", namespace).metadata \
+        .resource_version == kept
+
 
 def test_a_restarted_server_resumes_the_watch_without_a_write(
         etcd_operator, rings, registrar, etcd_server, core_v1, namespace):
