@@ -20,7 +20,9 @@ ACK_LABEL = "shardring.io/ack"
 RING_LABEL = "shardring.io/ring"
 VERSION = "shardring.io/ring-version"
 HASH = "shardring.io/ring-hash"
-RELOAD = "shardring.io/reload"  # "ok", "failed" or "none" (the agent runs no reload)
+# "ok", "failed", "none" (the agent runs no reload) or "unverified" (reloaded, but the workload
+# did not show it follows the new files in time)
+RELOAD = "shardring.io/reload"
 APPLIED_AT = "shardring.io/applied-at"
 MEMBER = "shardring.io/member"
 SHOWN_LAGGING = 10  # members named in status.convergence.lagging; the count says the rest
@@ -39,7 +41,8 @@ class Ack:
 
     @property
     def healthy(self) -> bool:
-        return self.reload != "failed"
+        """Applied for sure: reloaded (or nothing to reload)."""
+        return self.reload in ("ok", "none")
 
 
 def lease_name(configmap: str, identity: str) -> str:
@@ -104,11 +107,14 @@ def convergence(ring: RingFile, acks: Iterable[Ack], since: str) -> Convergence:
     everyone = sorted({*owners, *ring.draining})
     applied: set[str] = set()
     failed: set[str] = set()
+    unsure: set[str] = set()
+    acks = list(acks)
     for ack in acks:
         if ack.member in everyone and ack.version == ring.version and \
                 ack.ring_hash == ring.hash:
-            (applied if ack.healthy else failed).add(ack.member)
-    applied -= failed  # two agents for one member: both must have applied it
+            (applied if ack.healthy else failed if ack.reload == "failed" else unsure) \
+                .add(ack.member)
+    applied -= failed | unsure  # two agents for one member: both must have applied it
     lagging = [member for member in everyone if member not in applied]
     status: dict[str, Any] = {"ringVersion": ring.version, "members": len(everyone),
                               "applied": len(applied), "since": since}
@@ -122,10 +128,13 @@ def convergence(ring: RingFile, acks: Iterable[Ack], since: str) -> Convergence:
     elif not lagging:
         condition = Condition("Converged", True, "Applied",
                               f"every member applied ring version {ring.version}")
+    elif not acks:
+        condition = Condition("Converged", None, "NoAgents",
+                              "no member runs the ring agent, so whether they applied the ring "
+                              "is not known (it is published regardless)")
     elif not applied and not failed:
         condition = Condition("Converged", False, "NotAcknowledged",
-                              f"no member has acknowledged ring version {ring.version} (members "
-                              f"acknowledge through the ring agent)")
+                              f"no member has acknowledged ring version {ring.version} yet")
     else:
         shown = ", ".join(lagging[:SHOWN_LAGGING]) + (", …" if len(lagging) > SHOWN_LAGGING
                                                         else "")

@@ -56,7 +56,7 @@ def progress(ring: RingFile, acks: Iterable[Ack], since: float, now: float,
     this assignment (the same ring hash) at this version or later, and its reload succeeded."""
     applied = {ack.member for ack in acks
                if ack.ring_hash == ring.hash and ack.version >= ring.version and ack.healthy}
-    failed = {ack.member for ack in acks if not ack.healthy}
+    failed = {ack.member for ack in acks if not ack.healthy and ack.version >= ring.version}
     waiting = tuple(m for m in receivers(ring) if m not in applied or m in failed)
     if not waiting:
         return Progress((), "Acknowledged")

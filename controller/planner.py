@@ -215,7 +215,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                   _resharded(decision),) + events
     requeue_after = _requeue(decision, now)
     handover_since = _handover_since(decision, gathered, now)
-    if handover_since is not None:
+    if handover_since is not None and decision.problem is None:
+        # (With a problem the handover waits for the problem to go: no timer, no busy loop.)
         due = max(0.0, handover_since + config.handover_timeout - now)
         requeue_after = due if requeue_after is None else min(requeue_after, due)
     if source is not None and source.permission_denied and \
@@ -288,7 +289,9 @@ def _handover(decision: Decision, previous: ringfile.RingFile | None, config: Ri
     beside the new ones; an unchanged one ends its handover once acknowledged or timed out."""
     ring = decision.ring
     if decision.changed and ring is not None:
-        if config.handover_timeout <= 0:
+        if config.handover_timeout <= 0 or not gathered.acks:
+            # Off, or no member runs the ring agent: nobody could acknowledge, so a handover
+            # would only delay every planned move by the timeout.
             return decision, None
         present = [*ring.assignment.ids, *ring.draining]
         moves = handover.planned_moves(previous, ring.assignment, present)
@@ -304,7 +307,8 @@ def _handover(decision: Decision, previous: ringfile.RingFile | None, config: Ri
     if state.done is None:
         return kept, state
     ended = handover.released(previous, max(previous.version, last_version) + 1)
-    return Decision(ended, changed=True), state
+    # A membership change still stabilizing keeps its deadline (and its pending_since).
+    return Decision(ended, changed=True, wait_until=decision.wait_until), state
 
 
 def _handover_since(decision: Decision, gathered: Gathered, now: float) -> float | None:
@@ -346,10 +350,10 @@ def _requeue(decision: Decision, now: float) -> float | None:
 
 
 def _pending_since(decision: Decision, pending_since: float | None, now: float) -> float | None:
+    if decision.wait_until is not None:  # (a handover's release can publish while stabilizing)
+        return now if pending_since is None else pending_since
     if decision.changed:
         return None
-    if decision.wait_until is not None:
-        return now if pending_since is None else pending_since
     return None if decision.problem is None else pending_since
 
 
@@ -391,7 +395,8 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
         status.pop("draining", None)
         if published.draining:
             status["draining"] = list(published.draining)
-    if decision is not None and decision.changed:
+    released = ending is not None and ending.done is not None
+    if decision is not None and decision.changed and not released:
         status["lastChange"] = {"time": now_text, "added": decision.added,
                                 "removed": decision.removed, "movedShards": decision.moved}
     wanted = conditions_for(problem, source, decision, suspended,

@@ -175,7 +175,12 @@ def parse(text: str) -> RingFile:
         draining = tuple(str(e["id"]) for e in draining_entries)
         handover = {str(e["member"]): tuple(sorted(int(s) for s in e["shards"]))
                     for e in document.get("handover") or []}
-    except (KeyError, TypeError, ValueError, RingError) as error:
+        endpoints = {str(e["id"]): Endpoint(str(e.get("address", "")), int(e.get("port", 0)))
+                     for e in [*entries, *draining_entries] if "address" in e}
+        version = int(document.get("ringVersion", 0))
+        consul_index = int(document.get("consulIndex", 0))
+        shard_ring, service = dict(document.get("ring") or {}), dict(document.get("service") or {})
+    except (KeyError, TypeError, ValueError, AttributeError, RingError) as error:
         raise RingFileError(f"ring.json is malformed: {error!r}") from None
     if table.shape != (spec.shards, spec.replication) or table.size and (
             table.min() < 0 or table.max() >= len(members)):
@@ -183,13 +188,12 @@ def parse(text: str) -> RingFile:
                             "and members")
     if any(not 0 <= shard < spec.shards for shards in handover.values() for shard in shards):
         raise RingFileError("ring.json handover names a shard the ring does not have")
+    listed = {*(m.id for m in members), *draining}
+    if any(member not in listed for member in handover):
+        raise RingFileError("ring.json handover names a member that is neither a member nor "
+                            "draining")
     if [m.id for m in members] != sorted(m.id for m in members):
         raise RingFileError("ring.json members are not sorted by id")
-    endpoints = {str(e["id"]): Endpoint(str(e.get("address", "")), int(e.get("port", 0)))
-                 for e in [*entries, *draining_entries] if "address" in e}
-    return RingFile(assignment=Assignment(members, table, spec),
-                    version=int(document.get("ringVersion", 0)),
-                    consul_index=int(document.get("consulIndex", 0)),
-                    shard_ring=document.get("ring", {}), service=document.get("service", {}),
-                    endpoints=endpoints,
-                    draining=draining, handover=handover)
+    return RingFile(assignment=Assignment(members, table, spec), version=version,
+                    consul_index=consul_index, shard_ring=shard_ring, service=service,
+                    endpoints=endpoints, draining=draining, handover=handover)

@@ -140,8 +140,13 @@ def test_convergence_counts_members_that_applied_this_version_and_reloaded():
     done = convergence(ring, [ack(m, ring) for m in "abc"], "t")
     assert (done.condition.status, done.condition.reason) == (True, "Applied")
     assert "lagging" not in done.status
-    nobody = convergence(ring, [], "t")
-    assert (nobody.condition.status, nobody.condition.reason) == (False, "NotAcknowledged")
+    nobody = convergence(ring, [], "t")  # no agent at all: not known
+    assert (nobody.condition.status, nobody.condition.reason) == (None, "NoAgents")
+    stale = convergence(ring, [ack("a", older)], "t")
+    assert (stale.condition.status, stale.condition.reason) == (False, "NotAcknowledged")
+    # Reloaded but not seen to follow the new files: not applied, and not a failed reload.
+    unsure = convergence(ring, [ack("a", ring, reload="unverified")], "t")
+    assert unsure.status["applied"] == 0 and "reloadFailed" not in unsure.status
     # Two agents claim one member: it counts only when neither failed.
     twice = convergence(ring, [ack("a", ring, lease="r.a1"),
                                ack("a", ring, reload="failed", lease="r.a2")], "t")
@@ -419,3 +424,23 @@ def test_a_signal_reload_reaches_the_process_in_the_pid_file(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_an_older_version_arriving_late_is_never_applied_unless_the_ring_is_new(tmp_path):
+    leases = Leases()
+    agent = agent_for(tmp_path, prometheus=False, leases=leases)
+    newer, older = ring_of(["a", "b", "c"], version=6), ring_of(["a", "b"], version=5)
+    feed(agent, Seen(configmap(newer)), )
+    feed(agent, Seen(configmap(older)))
+    assert MountedRing(tmp_path / "ring", me="a").ring.version == 6
+    assert [a.version for a in leases.written] == [6]
+    recreated = configmap(ring_of(["a"], version=1))
+    recreated["metadata"]["ownerReferences"][0]["uid"] = "u2"  # deleted and created again
+    feed(agent, Seen(recreated))
+    assert MountedRing(tmp_path / "ring", me="a").ring.version == 1
+
+
+def test_a_base_configuration_error_never_quotes_it():
+    with pytest.raises(promconfig.PrometheusConfigError) as refused:
+        promconfig.render("scrape_configs:\n  - basic_auth: {password: s3cr3t\n", [0], 4)
+    assert "s3cr3t" not in str(refused.value) and "line" in str(refused.value)

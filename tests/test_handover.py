@@ -95,6 +95,7 @@ def test_the_worker_publishes_the_handover_then_releases_it_on_acknowledgement()
         await s.step()
         s.sources.members(3)
         await s.step()
+        acks["r.web-0"] = ack("web-0", s.kube.published())  # members run the ring agent
         s.sources.members(4)
         assert await s.step() == 30.0  # the handover's timeout is the next deadline
         handing = s.kube.published()
@@ -122,8 +123,10 @@ def test_without_an_acknowledgement_the_handover_ends_at_the_timeout_and_says_so
         await s.step()
         s.sources.members(3)
         await s.step()
+        s.worker.acks = {"r.web-0": ack("web-0", s.kube.published())}
         s.sources.members(4)
         await s.step()
+        assert s.kube.ring["status"]["lastChange"]["added"] == 1
         s.clock.now += 29
         await s.step()
         assert s.kube.published().handover  # not yet
@@ -133,6 +136,7 @@ def test_without_an_acknowledgement_the_handover_ends_at_the_timeout_and_says_so
         last = s.kube.ring["status"]["lastHandover"]
         assert (last["completedBy"], last["waitedFor"]) == ("TimedOut", ["web-3"])
         assert ("Warning", "HandoverTimedOut") in s.kube.events
+        assert s.kube.ring["status"]["lastChange"]["added"] == 1  # the join's, not the release's
         # A loss moves at once: no handover.
         s.sources.members(2)
         await s.step()
@@ -148,4 +152,35 @@ def test_acknowledgements_arriving_together_make_one_pass():
         assert s.worker.ack_events == 0
         await asyncio.sleep(0.3)
         assert s.worker.ack_events == 1
+    asyncio.run(scenario())
+
+
+def test_without_any_agent_moves_complete_at_once():
+    async def scenario():
+        s = setup(spec(handover={"timeout": "30s"}))
+        await s.step()
+        s.sources.members(3)
+        await s.step()
+        s.sources.members(4)
+        assert await s.step() is None  # no timer: nothing to wait for
+        assert s.kube.published().version == 2 and not s.kube.published().handover
+    asyncio.run(scenario())
+
+
+def test_a_handover_held_up_by_a_problem_waits_without_spinning():
+    async def scenario():
+        s = setup(spec(handover={"timeout": "30s"}, stabilization={
+            "window": "0s", "maxDelay": "0s", "maxMemberLossPercent": 10}))
+        s.worker.acks = {"r.x": Ack(lease="r.x", ring="r", member="web-0", version=0,
+                                    ring_hash="", reload="ok", applied_at="t")}
+        await s.step()
+        s.sources.members(3)
+        await s.step()
+        s.sources.members(4)
+        await s.step()
+        assert s.kube.published().handover
+        s.sources.members(1)  # most members vanish at once: MemberLoss keeps the ring
+        s.clock.now += 60  # past the handover's timeout
+        assert await s.step() is None  # no requeue at 0 s: no busy loop
+        assert s.kube.condition("Degraded") == ("True", "MemberLoss")
     asyncio.run(scenario())

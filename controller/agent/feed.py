@@ -1,6 +1,7 @@
 """One ConfigMap followed through the Kubernetes API: a list (by name, so RBAC's resourceNames
 can limit the agent to this one ConfigMap), then a watch from the list's resourceVersion, resumed
-from the last version seen; a re-list when the API server says that version is gone (410).
+from the last version seen when the server ends it; a new listing after a failure or when the API
+server says that version is gone (410).
 
 Runs in a thread of its own (the official client is synchronous) and hands what it sees to the
 agent. Every watch has a client-side read timeout as well as the server-side one: a watch that a
@@ -52,16 +53,16 @@ class ConfigMapFeed:
 
     def run(self, stop: threading.Event) -> None:
         failures = 0
-        version: str | None = None
+        self.version: str | None = None  # the last resourceVersion seen: a watch resumes here
         while not stop.is_set():
             try:
-                if version is None:
-                    version = self._list()
-                version = self._watch(version, stop)
+                if self.version is None:
+                    self.version = self._list()
+                self._watch(stop)
                 failures = 0
             except k8s.ApiException as error:
                 if error.status == 410:  # too old: the ConfigMap as it is now, then go on
-                    version = None
+                    self.version = None
                     continue
                 failures += 1
                 self.deliver(Unreachable(f"HTTP {error.status} {error.reason}"))
@@ -69,6 +70,9 @@ class ConfigMapFeed:
                 failures += 1
                 self.deliver(Unreachable(type(error).__name__ + _reason(error)))
             if failures:
+                # Start again from a listing: it shows the ConfigMap as it is now (nothing
+                # older is replayed) and, once it answers, that the API is back.
+                self.version = None
                 stop.wait(min(RETRY_MAX, RETRY_MIN * 2 ** (failures - 1)))
 
     def _list(self) -> str:
@@ -80,11 +84,13 @@ class ConfigMapFeed:
         self.deliver(Seen(items[0] if items else None))
         return str(listed["metadata"]["resourceVersion"])
 
-    def _watch(self, version: str, stop: threading.Event) -> str:
-        """Watch from ``version`` until the server ends the request; the last version seen."""
+    def _watch(self, stop: threading.Event) -> None:
+        """Watch from the last version seen until the server ends the request; every event
+        moves that version on, so a watch broken halfway resumes after its last event instead
+        of replaying older ConfigMap versions."""
         watch = k8s_watch.Watch()
         stream = watch.stream(self.core.list_namespaced_config_map, self.namespace,
-                              field_selector=self._selector, resource_version=version,
+                              field_selector=self._selector, resource_version=self.version,
                               timeout_seconds=SERVER_TIMEOUT, allow_watch_bookmarks=True,
                               _request_timeout=(5, READ_TIMEOUT))
         try:
@@ -93,15 +99,14 @@ class ConfigMapFeed:
                     break
                 kind, raw = event["type"], event["raw_object"]
                 if kind == "ERROR":
-                    status = k8s.ApiException(status=raw.get("code"), reason=raw.get("reason"))
-                    raise status
-                version = str((raw.get("metadata") or {}).get("resourceVersion") or version)
+                    raise k8s.ApiException(status=raw.get("code"), reason=raw.get("reason"))
+                self.version = str((raw.get("metadata") or {}).get("resourceVersion") or
+                                   self.version)
                 if kind == "BOOKMARK":
                     continue
                 self.deliver(Seen(None if kind == "DELETED" else raw))
         finally:
             watch.stop()
-        return version
 
 
 def _reason(error: Exception) -> str:

@@ -26,7 +26,10 @@ def render(base: str, shards: Sequence[int], modulus: int, jobs: Sequence[str] =
     try:
         config = yaml.safe_load(base)
     except yaml.YAMLError as error:
-        raise PrometheusConfigError(f"the base configuration is not YAML: {error}") from None
+        # Only where: the message would quote the line, and it may hold a password.
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise PrometheusConfigError(f"the base configuration is not YAML{where}") from None
     if not isinstance(config, dict) or not isinstance(config.get("scrape_configs"), list):
         raise PrometheusConfigError("the base configuration has no scrape_configs list")
     scrape: list[Any] = config["scrape_configs"]

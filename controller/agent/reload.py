@@ -4,6 +4,7 @@ agent's."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -39,8 +40,8 @@ class HttpPost:
         except urllib.error.HTTPError as error:
             body = error.read(300).decode(errors="replace").strip()
             raise ReloadFailed(f"POST {self.url}: HTTP {error.code} {body}") from None
-        except (OSError, ValueError) as error:
-            raise ReloadFailed(f"POST {self.url}: {error}") from None
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            raise ReloadFailed(f"POST {self.url}: {type(error).__name__} {error}") from None
 
     def describe(self) -> str:
         return f"POST {self.url}"
@@ -94,6 +95,6 @@ def prometheus_targets(api: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"{api}/api/v1/targets?state=any", timeout=TIMEOUT) as reply:
             found = json.load(reply)
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         return None
     return found if isinstance(found, dict) else None

@@ -39,7 +39,7 @@ RETRY_MIN, RETRY_MAX = 1.0, 30.0
 APPLY_WAIT, APPLY_POLL = 15.0, 0.1
 # A Prometheus that lists no target of the split jobs may just not have discovered them yet (it
 # started a moment ago): an empty list is taken as the truth only after this long.
-EMPTY_GRACE = 3.0
+EMPTY_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -200,10 +200,14 @@ class Agent:
             if text is None:
                 raise ringfile.RingFileError("the ConfigMap holds no ring.json")
             ring = RingVersion.from_text(text)
-        except ringfile.RingFileError as error:
+        except (ValueError, TypeError, KeyError) as error:  # RingFileError is a ValueError
             metrics.REJECTED.inc()
-            log.error("%s; keeping ring version %d", error, self.applied.version)
+            log.error("ring.json not applied (%s); keeping ring version %d",
+                      str(error)[:300], self.applied.version)
             return
+        owner_uid = (origin[0] or {}).get("uid") if origin is not None else None
+        if ring.version < self.applied.version and owner_uid == self._owner_uid():
+            return  # an older version of the same ring arriving late: never go back
         member = self._member(ring)
         try:
             files_changed = self.files.write(data)
@@ -236,6 +240,9 @@ class Agent:
             if new_ack:  # acknowledged at once (the retry timer is for failures)
                 self.ack_pending = True
                 self.acking.done()
+
+    def _owner_uid(self) -> str | None:
+        return (self.applied.owner or {}).get("uid")
 
     def _member(self, ring: RingVersion) -> str | None:
         if self.config.member:
@@ -305,20 +312,22 @@ class Agent:
             return
         if self.reloading.failures:
             log.info("reload succeeded after %d failures", self.reloading.failures)
-        self._await_applied(expect_targets=known > 0)
+        verified = self._await_applied(expect_targets=known > 0)
         self.reloading.done()
         self.reload_pending = False
         metrics.RELOAD_PENDING.set(0)
-        if self.applied.reload != "ok":
-            self.applied.reload = "ok"
+        state = "ok" if verified else "unverified"
+        if self.applied.reload != state:
+            self.applied.reload = state
             self.ack_pending = True
 
-    def _await_applied(self, expect_targets: bool) -> None:
+    def _await_applied(self, expect_targets: bool) -> bool:
         """Make-before-break needs the workload to scrape by the new rules before this member
-        acknowledges them (so the previous owners let go only then)."""
+        acknowledges them (so the previous owners let go only then). False: it did not show
+        it does in time (acknowledged as "unverified", which a handover does not count)."""
         prometheus = self.config.prometheus
         if prometheus is None or prometheus.api is None or self._rules is None:
-            return
+            return True
         shards, modulus = self._rules
         started = self.clock()
         deadline = started + APPLY_WAIT
@@ -327,12 +336,12 @@ class Agent:
             expect = expect_targets or self.clock() < started + EMPTY_GRACE
             if found is not None and promconfig.applied(found, shards, modulus,
                                                         prometheus.jobs, expect):
-                return
+                return True
             if self.clock() >= deadline:
                 log.warning("Prometheus' targets did not follow the new rules within %.0f s "
                             "(do the base configuration's own rules rewrite __address__ or drop "
-                            "targets?); acknowledging anyway", APPLY_WAIT)
-                return
+                            "targets?); acknowledged as unverified", APPLY_WAIT)
+                return False
             self.sleep(APPLY_POLL)
 
     def _ack(self) -> None:
