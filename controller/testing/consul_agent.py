@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,16 +68,7 @@ class ConsulAgent:
             args.append("-dev")
         self.process = Process("consul", args, self.workdir / "consul.log")
         self.process.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not self.process.running():
-                raise ControlPlaneError(f"consul exited at start-up; last log lines:\n"
-                                        f"{self.process.log_tail()}")
-            if self.ready():
-                return
-            time.sleep(0.1)
-        raise ControlPlaneError(f"consul not healthy after 60 s; last log lines:\n"
-                                f"{self.process.log_tail()}")
+        self.process.wait_ready(self.ready)
 
     def ready(self) -> bool:
         body = http_get(f"{self.url}/v1/status/leader", token=self.acl_token,

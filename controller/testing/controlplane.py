@@ -19,7 +19,6 @@ import secrets
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,16 +116,8 @@ class ControlPlane:
         process = Process(name, args, self.workdir / f"{name}.log")
         self.processes[name] = process
         process.start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not process.running():
-                raise ControlPlaneError(f"{name} exited at start-up; last log lines:\n"
-                                        f"{process.log_tail()}")
-            if ready():
-                return process
-            time.sleep(0.1)
-        raise ControlPlaneError(f"{name} not healthy after {timeout:.0f} s; last log lines:\n"
-                                f"{process.log_tail()}")
+        process.wait_ready(ready, timeout)
+        return process
 
     def _binary(self, name: str) -> str:
         path = self.assets / name

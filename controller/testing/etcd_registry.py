@@ -11,13 +11,12 @@ import base64
 import json
 import signal
 import ssl
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .processes import ControlPlaneError, Process, free_port
+from .processes import Process, free_port
 from .tls import issue, make_ca
 
 ROOT_PASSWORD = "root-password"
@@ -64,16 +63,7 @@ class EtcdRegistryServer:
                      "--trusted-ca-file", str(self.ca_file), "--client-cert-auth"]
         self.process = Process("etcd-registry", args, self.workdir / "etcd.log")
         self.process.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if not self.process.running():
-                raise ControlPlaneError(f"etcd (registry) exited at start-up:\n"
-                                        f"{self.process.log_tail()}")
-            if self._healthy():
-                return
-            time.sleep(0.05)
-        raise ControlPlaneError(f"etcd (registry) not healthy after 30 s:\n"
-                                f"{self.process.log_tail()}")
+        self.process.wait_ready(self._healthy, timeout=30, interval=0.05)
 
     def _healthy(self) -> bool:
         try:

@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -64,6 +65,20 @@ class Process:
             raise ControlPlaneError(f"{self.name} could not start: {error}") from None
         finally:
             log.close()
+
+    def wait_ready(self, ready, timeout: float = 60.0, interval: float = 0.1) -> None:
+        """Return once ``ready()`` holds; raise (with the log's tail) if the process exits first
+        or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise ControlPlaneError(f"{self.name} exited at start-up; last log lines:\n"
+                                        f"{self.log_tail()}")
+            if ready():
+                return
+            time.sleep(interval)
+        raise ControlPlaneError(f"{self.name} not healthy after {timeout:.0f} s; last log "
+                                f"lines:\n{self.log_tail()}")
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,15 +48,7 @@ class ZooKeeperServer:
                 str(self.workdir / "data")]
         self.process = Process("zookeeper", args, self.workdir / "zookeeper.log")
         self.process.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not self.process.running():
-                raise ControlPlaneError(f"ZooKeeper exited at start-up:\n"
-                                        f"{self.process.log_tail()}")
-            if self.ok():
-                return
-            time.sleep(0.1)
-        raise ControlPlaneError(f"ZooKeeper not serving after 60 s:\n{self.process.log_tail()}")
+        self.process.wait_ready(self.ok)
 
     def ok(self) -> bool:
         try:
