@@ -193,16 +193,22 @@ def load_connections(path: Path) -> tuple[dict[str, ConsulConnection], dict[str,
 _ZOOKEEPER_FIELDS = {"hosts", "chroot", "namespaces"}
 
 
+def _check_fields(path: Path, what: str, name: Any, entry: Any, allowed: set[str]) -> None:
+    """A connection is a mapping of known fields: a misspelt restriction must not silently leave
+    a connection open to everyone."""
+    if not isinstance(entry, dict):
+        raise SettingsError(f"{path}: {what} {name!r} must be a mapping")
+    unknown = set(entry) - allowed
+    if unknown:
+        raise SettingsError(f"{path}: {what} {name!r}: unknown field(s) "
+                            f"{', '.join(sorted(map(str, unknown)))}")
+
+
 def _zookeeper_connections(path: Path, entries: dict[str, Any]
                            ) -> dict[str, ZooKeeperConnection]:
     ensembles = {}
     for name, entry in entries.items():
-        if not isinstance(entry, dict):
-            raise SettingsError(f"{path}: zookeeper connection {name!r} must be a mapping")
-        unknown = set(entry) - _ZOOKEEPER_FIELDS
-        if unknown:
-            raise SettingsError(f"{path}: zookeeper connection {name!r}: unknown field(s) "
-                                f"{', '.join(sorted(map(str, unknown)))}")
+        _check_fields(path, "zookeeper connection", name, entry, _ZOOKEEPER_FIELDS)
         hosts = _names(path, name, entry, "hosts")
         if not hosts:
             raise SettingsError(f"{path}: zookeeper connection {name!r} needs hosts")
@@ -219,11 +225,7 @@ def _consul_connections(path: Path, entries: dict[str, Any]) -> dict[str, Consul
     for name, entry in entries.items():
         if not isinstance(entry, dict) or "address" not in entry:
             raise SettingsError(f"{path}: connection {name!r} needs an address")
-        # A misspelt restriction must not silently leave a connection open to everyone.
-        unknown = set(entry) - _CONNECTION_FIELDS
-        if unknown:
-            raise SettingsError(f"{path}: connection {name!r}: unknown field(s) "
-                                f"{', '.join(sorted(map(str, unknown)))}")
+        _check_fields(path, "connection", name, entry, _CONNECTION_FIELDS)
         access = Access(_names(path, name, entry, "namespaces"),
                         _names(path, name, entry, "datacenters"),
                         _flag(path, name, entry, "requireToken"))
@@ -239,12 +241,7 @@ _ETCD_FIELDS = {"endpoints", "caFile", "certFile", "keyFile", "namespaces", "req
 def _etcd_connections(path: Path, entries: dict[str, Any]) -> dict[str, EtcdConnection]:
     clusters = {}
     for name, entry in entries.items():
-        if not isinstance(entry, dict):
-            raise SettingsError(f"{path}: etcd connection {name!r} must be a mapping")
-        unknown = set(entry) - _ETCD_FIELDS
-        if unknown:
-            raise SettingsError(f"{path}: etcd connection {name!r}: unknown field(s) "
-                                f"{', '.join(sorted(map(str, unknown)))}")
+        _check_fields(path, "etcd connection", name, entry, _ETCD_FIELDS)
         endpoints = _names(path, name, entry, "endpoints")
         if not endpoints:
             raise SettingsError(f"{path}: etcd connection {name!r} needs endpoints")
