@@ -5,6 +5,7 @@ acknowledgement Lease and convergence (pure), and the agent's loop with fakes of
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -196,6 +197,7 @@ class Reloads:
         if self.fail:
             self.fail -= 1
             raise ReloadFailed("connection refused")
+        return "fake answered"
 
     def describe(self):
         return "fake"
@@ -314,7 +316,7 @@ def test_started_offline_it_serves_the_files_it_wrote_and_says_so(tmp_path, capl
 
 
 def test_a_command_reload_reports_its_exit_and_output(tmp_path):
-    Command(("true",))()
+    assert Command(("true",))() == "true exited 0"
     with pytest.raises(ReloadFailed, match="exited 3: nope"):
         Command(("sh", "-c", "echo nope >&2; exit 3"))()
 
@@ -414,7 +416,8 @@ def test_a_signal_reload_reaches_the_process_in_the_pid_file(tmp_path):
         assert child.stdout.readline().strip() == "ready"
         pid_file = tmp_path / "pid"
         pid_file.write_text(f"{child.pid}\n")
-        Signal(signal.SIGHUP, pid_file)()
+        assert Signal(signal.SIGHUP, pid_file)() == f"SIGHUP sent to pid {child.pid} " \
+                                                    f"(from {pid_file})"
         deadline = time.monotonic() + 5
         while not got.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -444,3 +447,188 @@ def test_a_base_configuration_error_never_quotes_it():
     with pytest.raises(promconfig.PrometheusConfigError) as refused:
         promconfig.render("scrape_configs:\n  - basic_auth: {password: s3cr3t\n", [0], 4)
     assert "s3cr3t" not in str(refused.value) and "line" in str(refused.value)
+
+
+# ---- run by hand: its defaults, its log ----------------------------------------------------------
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: not-a-secret}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: team-a}},
+           {name: y, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+@pytest.fixture
+def by_hand(tmp_path, monkeypatch):
+    """A shell's environment: no HOSTNAME, no POD_NAMESPACE, no service account; a kubeconfig
+    whose current context names namespace team-a."""
+    from controller.agent import command
+    for name in ("HOSTNAME", "POD_NAMESPACE", "POD_IP", "SHARDRING_MEMBER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(command, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "no-service-account")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    return kubeconfig
+
+
+def agent_config(tmp_path, *args):
+    from controller.agent.command import config_from
+    from controller.cli import build_parser
+    return config_from(build_parser().parse_args(
+        ["agent", "--configmap", "r", "--dir", str(tmp_path / "ring"), *args]))
+
+
+def test_run_by_hand_it_is_named_after_the_host(tmp_path, monkeypatch, by_hand):
+    monkeypatch.setattr("socket.gethostname", lambda: "Dev-Laptop.local")
+    assert agent_config(tmp_path).lease == "r.dev-laptop.local"
+    monkeypatch.setenv("HOSTNAME", "prometheus-3")  # in a pod: the pod's name
+    assert agent_config(tmp_path).lease == "r.prometheus-3"
+    assert agent_config(tmp_path, "--identity", "me").lease == "r.me"
+
+
+def test_run_by_hand_it_finds_the_namespace_where_kubectl_would(tmp_path, monkeypatch, by_hand):
+    assert agent_config(tmp_path).namespace == "team-a"  # the kubeconfig's current context
+    assert agent_config(tmp_path, "--configmap", "other/r").namespace == "other"
+    by_hand.write_text(KUBECONFIG.replace("current-context: x", "current-context: y"))
+    assert agent_config(tmp_path).namespace == "default"  # a context without a namespace
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    assert agent_config(tmp_path).namespace == "default"
+    monkeypatch.setenv("KUBECONFIG", str(by_hand))
+    from controller.agent import command
+    command.SERVICE_ACCOUNT_NAMESPACE.write_text("pods-own\n")  # in a pod
+    assert agent_config(tmp_path).namespace == "pods-own"
+    monkeypatch.setenv("POD_NAMESPACE", "downward")
+    assert agent_config(tmp_path).namespace == "downward"
+
+
+def test_run_by_hand_only_the_configmap_is_needed(monkeypatch, by_hand):
+    from controller.agent.command import config_from
+    from controller.cli import build_parser
+    monkeypatch.setattr("socket.gethostname", lambda: "laptop")
+    config = config_from(build_parser().parse_args(["agent", "--configmap", "scrapers-ring"]))
+    assert (config.namespace, config.configmap, config.lease) == \
+        ("team-a", "scrapers-ring", "scrapers-ring.laptop")
+    assert config.directory == Path("scrapers-ring")  # beside the user, named after the ring
+
+
+class Stop:
+    """The feed's stop event: records each wait, and is set after ``waits`` of them."""
+
+    def __init__(self, waits):
+        self.waits, self.left = [], waits
+
+    def is_set(self):
+        return self.left <= 0
+
+    def wait(self, seconds):
+        self.waits.append(seconds)
+        self.left -= 1
+
+
+class DownCore:
+    def list_namespaced_config_map(self, *args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+def test_with_the_api_down_the_feed_backs_off_with_jitter_up_to_30_seconds():
+    from controller.agent.feed import ConfigMapFeed
+    seen, jitter = [], iter([0.0, 0.5] * 10)
+    stop = Stop(waits=12)
+    ConfigMapFeed(DownCore(), "ns", "r", seen.append, jitter=lambda: next(jitter)).run(stop)
+    assert stop.waits[:6] == [0.5, 0.75, 2.0, 3.0, 8.0, 12.0]  # doubling, less the jitter
+    assert stop.waits[-2:] == [30.0, 22.5] and max(stop.waits) == 30.0
+    assert len(seen) == 12 and all(isinstance(u, Unreachable) for u in seen)
+
+
+def test_with_the_api_down_the_client_never_warns_of_its_own_retries(by_hand, caplog):
+    from kubernetes import client as k8s
+
+    from controller.agent.command import api_client
+    from controller.agent.feed import ConfigMapFeed
+    seen: list = []
+    caplog.set_level("DEBUG", logger="urllib3")
+    ConfigMapFeed(k8s.CoreV1Api(api_client()), "ns", "r", seen.append).run(Stop(waits=1))
+    assert [type(u) for u in seen] == [Unreachable]
+    assert "Connection refused" in seen[0].message and "Max retries" not in seen[0].message
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+
+
+def test_with_the_api_down_it_says_once_what_it_serves_and_once_that_it_is_back(tmp_path,
+                                                                                caplog):
+    caplog.set_level("INFO", logger="shardring.agent")
+    agent = agent_for(tmp_path, prometheus=False)
+    feed(agent, *[Unreachable("connection refused")] * 5)
+    feed(agent, Seen(configmap(ring_of(["a", "b"], version=3))))
+    feed(agent, *[Unreachable("connection refused")] * 5, Seen(None), Seen(None))
+    lines = [r.getMessage() for r in caplog.records if "Kubernetes API" in r.getMessage()]
+    assert lines == [
+        "the Kubernetes API is unreachable (connection refused); no ring yet (no files were "
+        "ever written here); retrying quietly",
+        "the Kubernetes API is reachable again",
+        "the Kubernetes API is unreachable (connection refused); serving ring version 3 from "
+        f"{tmp_path / 'ring'}; retrying quietly",
+        "the Kubernetes API is reachable again"]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_it_logs_what_it_rendered_and_what_the_reload_answered(tmp_path, caplog):
+    caplog.set_level("INFO", logger="shardring.agent")
+    reloads = Reloads()
+    agent = agent_for(tmp_path, reload=reloads, clock=Clock())
+    ring = ring_of(["a", "b"], version=4)
+    feed(agent, Seen(configmap(ring)))
+    mine = len(ring.assignment.shards_of("a"))
+    assert f"ring version 4 rendered into {tmp_path / 'prometheus.yml'} (member a keeps " \
+           f"{mine} of 16 shards)" in caplog.messages
+    assert "reload for ring version 4: fake answered" in caplog.messages
+    reloads.fail = 1
+    feed(agent, Seen(configmap(ring_of(["a", "c"], version=5))))
+    assert "reload for ring version 5 failed: connection refused; retrying in 1 s" in \
+        caplog.messages
+
+
+def test_an_http_reload_answers_with_its_status(tmp_path):
+    import http.server
+    import threading
+
+    from controller.agent.reload import HttpPost
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(200 if self.path == "/-/reload" else 500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert HttpPost(f"{url}/-/reload")() == f"POST {url}/-/reload: HTTP 200"
+        with pytest.raises(ReloadFailed, match="HTTP 500"):
+            HttpPost(f"{url}/other")()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_acknowledgement_retries_are_quiet_and_the_backoff_never_overflows(tmp_path, caplog):
+    from controller.agent.run import RETRY_MAX, Retry
+    caplog.set_level("INFO", logger="shardring.agent")
+    leases, clock = Leases(), Clock()
+    leases.fail = 4
+    agent = agent_for(tmp_path, leases=leases, clock=clock, prometheus=False)
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    for _ in range(6):
+        clock.now += 60
+        agent.step(0)
+    assert [a.version for a in leases.written] == [1]
+    assert len([m for m in caplog.messages if "could not acknowledge" in m]) == 1
+    assert "acknowledged ring version 1 in Lease r.pod-0 after 4 failures" in caplog.messages
+    assert Retry(failures=5000).failed(0.0) == RETRY_MAX  # days of failures

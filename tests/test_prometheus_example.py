@@ -50,5 +50,5 @@ def test_promtool_accepts_the_rendered_config_and_the_objects_validate(control_p
                               "--syntax-only", str(rendered)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     objects = kubectl(control_plane, "kustomize", str(EXAMPLE))
-    assert "prometheus-base" in objects and "scrapers-ring.prometheus-2" in objects
+    assert "prometheus-base" in objects and "scrapers-ring" in objects
     kubectl(control_plane, "apply", "-k", str(EXAMPLE), "-n", namespace, "--dry-run=server")

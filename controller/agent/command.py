@@ -7,6 +7,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,12 @@ def add_parser(commands: Any) -> None:
                     "member's Prometheus configuration, reloads the workload and acknowledges "
                     "the version in a Lease.")
     agent.add_argument("--configmap", required=True, metavar="[NAMESPACE/]NAME",
-                       help="the ring's ConfigMap (namespace: the pod's own by default)")
-    agent.add_argument("--dir", required=True, type=Path,
-                       help="where the ConfigMap's files go (ring.json, member.<key>, ...)")
+                       help="the ring's ConfigMap; without a NAMESPACE: $POD_NAMESPACE, else "
+                            "the service account's namespace (in a pod), else the current "
+                            "kubeconfig context's namespace ($KUBECONFIG), else default")
+    agent.add_argument("--dir", type=Path,
+                       help="where the ConfigMap's files go (ring.json, member.<key>, ...); "
+                            "default: ./<ConfigMap name>")
     who = agent.add_mutually_exclusive_group()
     who.add_argument("--member", default=os.environ.get("SHARDRING_MEMBER"),
                      help="this member's identity in the ring (or SHARDRING_MEMBER)")
@@ -36,9 +40,10 @@ def add_parser(commands: Any) -> None:
                      help="the address this member registered (default: POD_IP); with --port, "
                           "finds the member in each ring version")
     agent.add_argument("--port", type=int, help="the port this member registered")
-    agent.add_argument("--identity", default=os.environ.get("HOSTNAME", ""),
+    agent.add_argument("--identity",
                        help="names this agent's acknowledgement Lease <configmap>.<identity> "
-                            "(default: $HOSTNAME, the pod's name)")
+                            "(default: $HOSTNAME, which is the pod's name in a pod, else this "
+                            "machine's host name)")
     agent.add_argument("--no-ack", action="store_true",
                        help="do not write an acknowledgement Lease")
     agent.add_argument("--prometheus-base", type=Path,
@@ -69,10 +74,7 @@ def config_from(args: argparse.Namespace) -> Any:
     from .reload import Command, HttpPost, Reload, Signal, parse_signal
     from .run import AgentConfig, PrometheusOutput
     namespace, _, name = args.configmap.rpartition("/")
-    if not namespace:
-        namespace = os.environ.get("POD_NAMESPACE") or (
-            SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-            if SERVICE_ACCOUNT_NAMESPACE.exists() else "default")
+    namespace = namespace or default_namespace()
     prometheus = None
     if bool(args.prometheus_base) != bool(args.prometheus_config):
         raise AgentUsageError("--prometheus-base and --prometheus-config go together")
@@ -99,29 +101,56 @@ def config_from(args: argparse.Namespace) -> Any:
         action = Command(tuple(shlex.split(args.reload_command)))
     lease = None
     if not args.no_ack:
-        if not args.identity:
-            raise AgentUsageError("--identity (or HOSTNAME) names the acknowledgement Lease; "
-                                  "or give --no-ack")
+        # An interactive shell does not export HOSTNAME; a pod's environment always has it.
+        identity = args.identity or os.environ.get("HOSTNAME") or socket.gethostname()
         try:
-            lease = lease_name(name, args.identity)
+            lease = lease_name(name, identity)
         except ValueError as error:
-            raise AgentUsageError(str(error)) from None
-    return AgentConfig(namespace=namespace, configmap=name, directory=args.dir,
+            raise AgentUsageError(f"{error}; give --identity, or --no-ack") from None
+    return AgentConfig(namespace=namespace, configmap=name, directory=args.dir or Path(name),
                        member=args.member, address=None if args.member else args.address,
                        port=args.port, lease=lease, prometheus=prometheus, reload=action)
+
+
+def default_namespace() -> str:
+    """What ``kubectl`` would use, in a pod or from a shell."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if SERVICE_ACCOUNT_NAMESPACE.exists():
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    from kubernetes import config as k8s_config
+    try:
+        # KUBECONFIG read now: the client library reads it once, at import time.
+        _, active = k8s_config.list_kube_config_contexts(os.environ.get("KUBECONFIG"))
+        return str(active["context"].get("namespace") or "default")
+    except Exception:  # noqa: BLE001 - no usable kubeconfig: loading the client says why
+        return "default"
+
+
+def api_client() -> Any:
+    """The official client without urllib3's own retries. They retried each failed request at
+    once, three times, with a warning each (three lines a second while the API server was down),
+    and stretched every timeout up to fourfold; the agent backs off by itself and says once
+    that the API is unreachable."""
+    from kubernetes.client import rest
+
+    from ..kube import new_api_client
+    api = new_api_client()
+    api.configuration.retries = False  # the request's own error, not urllib3's MaxRetryError
+    api.rest_client = rest.RESTClientObject(api.configuration)
+    return api
 
 
 def run(args: argparse.Namespace) -> int:
     from kubernetes import client as k8s
 
-    from ..kube import new_api_client
     from . import metrics
     from .lease import LeaseWriter
     from .run import Agent
     config = config_from(args)  # an AgentUsageError is printed by the command line
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    api = new_api_client()
+    api = api_client()
     leases = LeaseWriter(k8s.CoordinationV1Api(api), config.namespace) if config.lease else None
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)

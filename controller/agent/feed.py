@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from kubernetes import watch as k8s_watch
 log = logging.getLogger("shardring.agent")
 SERVER_TIMEOUT = 60  # seconds a watch request lasts before the server ends it
 READ_TIMEOUT = SERVER_TIMEOUT + 15  # nothing at all for this long: the watch is dead
-RETRY_MIN, RETRY_MAX = 0.5, 10.0
+RETRY_MIN, RETRY_MAX = 0.5, 30.0
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,21 @@ class Unreachable:
 Update = Seen | Unreachable
 
 
+def backoff(failures: int, jitter: float) -> float:
+    """Seconds to wait after ``failures`` failures in a row: doubling from RETRY_MIN up to
+    RETRY_MAX, less up to half of it (``jitter`` in [0, 1)) so that agents cut off together do
+    not all come back in the same instant."""
+    return min(RETRY_MAX, RETRY_MIN * 2.0 ** min(failures - 1, 16)) * (1 - jitter / 2)
+
+
 class ConfigMapFeed:
     def __init__(self, core: k8s.CoreV1Api, namespace: str, name: str,
-                 deliver: Callable[[Update], None]):
+                 deliver: Callable[[Update], None],
+                 jitter: Callable[[], float] = random.random):
         self.core: Any = core  # lists with _preload_content=False: raw JSON, not the models
         self.namespace, self.name = namespace, name
         self.deliver = deliver
+        self.jitter = jitter
         self._selector = f"metadata.name={name}"
 
     def run(self, stop: threading.Event) -> None:
@@ -73,7 +83,7 @@ class ConfigMapFeed:
                 # Start again from a listing: it shows the ConfigMap as it is now (nothing
                 # older is replayed) and, once it answers, that the API is back.
                 self.version = None
-                stop.wait(min(RETRY_MAX, RETRY_MIN * 2 ** (failures - 1)))
+                stop.wait(backoff(failures, self.jitter()))
 
     def _list(self) -> str:
         reply = self.core.list_namespaced_config_map(

@@ -1,6 +1,6 @@
 """How the workload is told to re-read its files: an HTTP POST (Prometheus' ``/-/reload``), a
-signal to a process, or a command. Each raises ``ReloadFailed`` with a reason; retries are the
-agent's."""
+signal to a process, or a command. Each returns what the workload answered, for the log, or
+raises ``ReloadFailed`` with a reason; retries are the agent's."""
 
 from __future__ import annotations
 
@@ -23,28 +23,24 @@ class ReloadFailed(Exception):
 
 
 class Reload(Protocol):
-    def __call__(self) -> None: ...
-
-    def describe(self) -> str: ...
+    def __call__(self) -> str: ...
 
 
 @dataclass(frozen=True)
 class HttpPost:
     url: str
 
-    def __call__(self) -> None:
+    def __call__(self) -> str:
         request = urllib.request.Request(self.url, method="POST", data=b"")
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as reply:
                 reply.read()
+                return f"POST {self.url}: HTTP {reply.status}"
         except urllib.error.HTTPError as error:
             body = error.read(300).decode(errors="replace").strip()
             raise ReloadFailed(f"POST {self.url}: HTTP {error.code} {body}") from None
         except (OSError, ValueError, http.client.HTTPException) as error:
             raise ReloadFailed(f"POST {self.url}: {type(error).__name__} {error}") from None
-
-    def describe(self) -> str:
-        return f"POST {self.url}"
 
 
 @dataclass(frozen=True)
@@ -52,23 +48,21 @@ class Signal:
     signal: signal.Signals
     pid_file: Path
 
-    def __call__(self) -> None:
+    def __call__(self) -> str:
         try:
             pid = int(self.pid_file.read_text().split()[0])
             os.kill(pid, self.signal)
         except (OSError, ValueError, IndexError) as error:
             raise ReloadFailed(f"{self.signal.name} to the pid in {self.pid_file}: {error}") \
                 from None
-
-    def describe(self) -> str:
-        return f"{self.signal.name} to the pid in {self.pid_file}"
+        return f"{self.signal.name} sent to pid {pid} (from {self.pid_file})"
 
 
 @dataclass(frozen=True)
 class Command:
     argv: tuple[str, ...]
 
-    def __call__(self) -> None:
+    def __call__(self) -> str:
         try:
             done = subprocess.run(self.argv, capture_output=True, text=True, timeout=TIMEOUT,
                                   check=False)
@@ -77,9 +71,7 @@ class Command:
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip()[-300:]
             raise ReloadFailed(f"{self.argv[0]} exited {done.returncode}: {tail}")
-
-    def describe(self) -> str:
-        return " ".join(self.argv)
+        return f"{self.argv[0]} exited 0"
 
 
 def parse_signal(name: str) -> signal.Signals:

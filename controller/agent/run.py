@@ -85,7 +85,8 @@ class Retry:
 
     def failed(self, now: float) -> float:
         self.failures += 1
-        delay = min(RETRY_MAX, RETRY_MIN * 2 ** (self.failures - 1))
+        # The exponent is capped: a float overflows after a thousand failures (days of them).
+        delay = min(RETRY_MAX, RETRY_MIN * 2.0 ** min(self.failures - 1, 16))
         self.due = now + delay
         return delay
 
@@ -129,6 +130,10 @@ class Agent:
     def start(self) -> None:
         """Before the API answers: the files on disk are what the workload has; render and reload
         from them if the Prometheus configuration is missing."""
+        config = self.config
+        log.info("following ConfigMap %s/%s into %s; %s", config.namespace, config.configmap,
+                 config.directory, f"acknowledging in Lease {config.namespace}/{config.lease}"
+                 if config.lease else "no acknowledgement")
         stored = self.files.read()
         if stored is None or "ring.json" not in stored:
             self._keep_nothing()
@@ -164,16 +169,17 @@ class Agent:
 
     def _handle(self, received: float, update: Update) -> None:
         if isinstance(update, Unreachable):
-            if self.reachable is not False:
-                serving = f"ring version {self.applied.version}" if self.applied.version else \
-                    "nothing yet (no files were ever written here)"
-                log.warning("the Kubernetes API is unreachable (%s); serving %s from %s",
-                            update.message, serving, self.config.directory)
+            if self.reachable is not False:  # once: the feed retries quietly until it answers
+                serving = f"serving ring version {self.applied.version} from " \
+                          f"{self.config.directory}" if self.applied.version else \
+                    "no ring yet (no files were ever written here)"
+                log.warning("the Kubernetes API is unreachable (%s); %s; retrying quietly",
+                            update.message, serving)
             self.reachable = False
             metrics.API_REACHABLE.set(0)
             return
-        if self.reachable is not True:
-            log.info("following ConfigMap %s/%s", self.config.namespace, self.config.configmap)
+        if self.reachable is False:
+            log.info("the Kubernetes API is reachable again")
         self.reachable = True
         metrics.API_REACHABLE.set(1)
         if isinstance(update, Seen):
@@ -217,8 +223,13 @@ class Agent:
             log.error("ring version %d not applied: %s", ring.version, error)
             return
         if files_changed:
-            log.info("ring version %d swapped in (%s)", ring.version,
-                     f"member {member}" if member else "not a member")
+            log.info("ring version %d swapped into %s (%s)", ring.version,
+                     self.config.directory, _shares(ring, member))
+        applied = self.applied
+        new_ack = (applied.version, applied.ring_hash, applied.member) != \
+            (ring.version, ring.file.hash, member or "")
+        applied.version, applied.ring_hash, applied.member = ring.version, ring.file.hash, \
+            member or ""
         changed = config_changed if self.config.prometheus else files_changed
         if self.config.reload is not None and (changed or self._first_reload):
             self._first_reload = False
@@ -227,11 +238,6 @@ class Agent:
             self._reload()
         metrics.APPLIED_VERSION.set(ring.version)
         metrics.APPLY_SECONDS.observe(self.clock() - received)
-        applied = self.applied
-        new_ack = (applied.version, applied.ring_hash, applied.member) != \
-            (ring.version, ring.file.hash, member or "")
-        applied.version, applied.ring_hash, applied.member = ring.version, ring.file.hash, \
-            member or ""
         applied.at = _now()
         if origin is not None:
             owner, ring_name = origin
@@ -259,8 +265,12 @@ class Agent:
             return False
         shards = ring.shards_of(member) if member else []
         self._rules = (shards, ring.shards)
-        return self._write_config(promconfig.render(prometheus.base.read_text(), shards,
-                                                    ring.shards, prometheus.jobs))
+        changed = self._write_config(promconfig.render(prometheus.base.read_text(), shards,
+                                                       ring.shards, prometheus.jobs))
+        if changed:
+            log.info("ring version %d rendered into %s (%s)", ring.version, prometheus.output,
+                     _shares(ring, member))
+        return changed
 
     def _keep_nothing(self) -> None:
         """No ring yet: a configuration that scrapes none of the split jobs' targets, so the
@@ -270,6 +280,8 @@ class Agent:
             self._rules = ([], 1)
             self._write_config(promconfig.render(prometheus.base.read_text(), [], 1,
                                                  prometheus.jobs))
+            log.info("no ring yet: rendered %s, which keeps none of the split jobs' targets",
+                     prometheus.output)
 
     def _write_config(self, text: str) -> bool:
         """Validate and swap in the rendered configuration; False when it is already that."""
@@ -300,18 +312,20 @@ class Agent:
             if prometheus is not None and prometheus.api is not None else 0
         metrics.RELOADS.inc()
         try:
-            action()
+            answer = action()
         except ReloadFailed as error:
             metrics.RELOAD_FAILURES.inc()
             metrics.RELOAD_PENDING.set(1)
             delay = self.reloading.failed(self.clock())
-            log.warning("reload failed (%s); retrying in %.0f s", error, delay)
+            log.warning("reload for ring version %d failed: %s; retrying in %.0f s",
+                        self.applied.version, error, delay)
             if self.applied.reload != "failed":
                 self.applied.reload = "failed"
                 self.ack_pending = True
             return
-        if self.reloading.failures:
-            log.info("reload succeeded after %d failures", self.reloading.failures)
+        log.info("reload for ring version %d: %s%s", self.applied.version, answer,
+                 f" (after {self.reloading.failures} failures)" if self.reloading.failures
+                 else "")
         verified = self._await_applied(expect_targets=known > 0)
         self.reloading.done()
         self.reload_pending = False
@@ -355,10 +369,14 @@ class Agent:
         try:
             self.leases.write(ack, applied.owner)
         except Exception as error:  # noqa: BLE001 - refused or unreachable: retry later
-            delay = self.acking.failed(self.clock())
-            log.warning("could not acknowledge ring version %d in Lease %s (%s); retrying in "
-                        "%.0f s", applied.version, self.config.lease, _short(error), delay)
+            self.acking.failed(self.clock())
+            if self.acking.failures == 1:  # once: the retries are quiet until one succeeds
+                log.warning("could not acknowledge ring version %d in Lease %s (%s); retrying "
+                            "with backoff", applied.version, self.config.lease, _short(error))
             return
+        if self.acking.failures:
+            log.info("acknowledged ring version %d in Lease %s after %d failures",
+                     applied.version, self.config.lease, self.acking.failures)
         self.acking.done()
         self.ack_pending = False
 
@@ -372,6 +390,15 @@ class Agent:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _shares(ring: RingVersion, member: str | None) -> str:
+    """What this member serves of the ring, for the log."""
+    if not member:
+        return f"not a member: keeps none of its {ring.shards} shards"
+    handed = len(ring.file.handover.get(member, ()))
+    return f"member {member} keeps {len(ring.shards_of(member))} of {ring.shards} shards" + (
+        f", {handed} of them until their new owners acknowledge" if handed else "")
 
 
 def _short(error: Exception) -> str:
