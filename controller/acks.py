@@ -118,7 +118,7 @@ def convergence(ring: RingFile, acks: Iterable[Ack], since: str) -> Convergence:
     lagging = [member for member in everyone if member not in applied]
     status: dict[str, Any] = {"ringVersion": ring.version, "members": len(everyone),
                               "applied": len(applied), "since": since}
-    if lagging:
+    if lagging and acks:  # (with no agent at all, nobody lags: whether they applied is unknown)
         status["lagging"] = lagging[:SHOWN_LAGGING]
         status["laggingCount"] = len(lagging)
     if failed:

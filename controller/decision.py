@@ -70,6 +70,16 @@ class Reason(str, Enum):
         return self.value
 
 
+# Members named in a Resharded event and in status.lastChange; the counts say the rest.
+SHOWN_MEMBERS = 10
+
+
+def kept(previous: ringfile.RingFile | None) -> str:
+    """What a problem leaves published: said only when there is something to keep."""
+    return "The last published ring is kept." if previous is not None else \
+        "No ring is published until then."
+
+
 @dataclass(frozen=True)
 class Problem:
     reason: Reason
@@ -85,6 +95,9 @@ class Decision:
     removed: int = 0
     problem: Problem | None = None  # Degraded: the last good ring stays
     wait_until: float | None = None  # stabilizing: decide again at this (monotonic) time
+    joined: tuple[str, ...] = ()  # who joined and left with this version, sorted
+    left: tuple[str, ...] = ()
+    observed: int | None = None  # members the source reports now (None: not known)
 
 
 def decide(config: RingConfig, membership: Membership, consul_index: int,
@@ -108,7 +121,7 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
         return Decision(previous, problem=Problem(
             Reason.NOT_ENOUGH_MEMBERS,
             f"{config.query.members_found(len(members))}{hint}; "
-            f"{what} needs at least {needed}. The last published ring is kept."))
+            f"{what} needs at least {needed}. {kept(previous)}"), observed=len(members))
     if previous is not None:
         before = {m.id for m in previous.assignment.members}
         after = {m.id for m in members}
@@ -122,7 +135,8 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
                 Reason.MEMBER_LOSS,
                 f"{len(removed)} of {len(before)} members left at once, more than "
                 f"maxMemberLossPercent={guard.max_member_loss_percent}. The last ring is kept; "
-                f"if this is intended, raise spec.stabilization.maxMemberLossPercent."))
+                f"if this is intended, raise spec.stabilization.maxMemberLossPercent."),
+                observed=len(members))
         # A new query or membership rule is a spec change: it applies at once, like shards.
         spec_changed = previous.assignment.spec != config.ring_spec or \
             dict(previous.service) != service
@@ -134,25 +148,28 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
             if pending_since is not None:
                 ready_at = min(ready_at, pending_since + guard.max_delay)
             if now < ready_at:
-                return Decision(previous, wait_until=ready_at)
+                return Decision(previous, wait_until=ready_at, observed=len(members))
         if members_changed and not spec_changed and not_before is not None and now < not_before:
-            return Decision(previous, wait_until=not_before)
+            return Decision(previous, wait_until=not_before, observed=len(members))
     else:
         removed, added = set(), {m.id for m in members}
     try:
         assignment = plan(members, config.ring_spec, previous.assignment if previous else None)
     except RingError as error:
-        return Decision(previous, problem=Problem(Reason.INVALID_SPEC, str(error)))
+        return Decision(previous, problem=Problem(Reason.INVALID_SPEC, str(error)),
+                        observed=len(members))
     candidate = ringfile.RingFile(
         assignment=assignment, version=previous.version if previous else last_version,
         consul_index=previous.consul_index if previous else consul_index, shard_ring=shard_ring,
         service=service, endpoints=membership.endpoints, draining=membership.draining)
     # Equal RingFiles render to the same ring.json (the parser round-trips): nothing to publish.
     if candidate == previous:
-        return Decision(previous)
+        return Decision(previous, observed=len(members))
     published = ringfile.RingFile(
         assignment=assignment, version=max(last_version, candidate.version) + 1,
         consul_index=consul_index, shard_ring=shard_ring, service=service,
         endpoints=membership.endpoints, draining=membership.draining)
     moved = assignment.moved_from(previous.assignment) if previous else 0
-    return Decision(published, changed=True, moved=moved, added=len(added), removed=len(removed))
+    return Decision(published, changed=True, moved=moved, added=len(added), removed=len(removed),
+                    joined=tuple(sorted(added)), left=tuple(sorted(removed)),
+                    observed=len(members))

@@ -17,7 +17,7 @@ from typing import Any
 from . import handover, ringfile
 from .acks import SHOWN_LAGGING, Ack, convergence
 from .conditions import Condition, merge
-from .decision import Decision, Problem, Reason, decide
+from .decision import SHOWN_MEMBERS, Decision, Problem, Reason, decide, kept
 from .membership import MembershipError, members_from
 from .render import RingTooLarge, configmap_data
 from .ring import work
@@ -248,10 +248,10 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
     if source is not None and source.refused:
         reason = Reason.INVALID_FILTER if config.query.filter else Reason.INVALID_QUERY
         return Decision(previous, problem=Problem(
-            reason, f"{source.error}. Fix spec.service; the last published ring is kept."))
+            reason, f"{source.error}. Fix spec.service. {kept(previous)}"))
     if source is not None and source.over_limit:
         return Decision(previous, problem=Problem(
-            Reason.LIMIT_EXCEEDED, f"{source.error}. The last published ring is kept."))
+            Reason.LIMIT_EXCEEDED, f"{source.error}. {kept(previous)}"))
     if source is None or source.error is not None or source.snapshot is None:
         return Decision(previous)  # the source is unreachable or silent: publish nothing new
     instances = len(source.snapshot.entries)
@@ -263,13 +263,15 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
         membership = members_from(source.snapshot.entries, config.identity, config.weight_from,
                                   config.zone_from, config.drain_from)
     except MembershipError as error:
-        return Decision(previous, problem=Problem(Reason.INVALID_MEMBERSHIP, str(error)))
+        return Decision(previous, problem=Problem(Reason.INVALID_MEMBERSHIP,
+                                                  f"{error}. {kept(previous)}"))
     cost = work(config.ring_spec, len(membership.members))
     if cost > limits.max_ring_work:
         return _over_limit(previous, f"computing this ring ({config.ring_spec.algorithm.value}, "
                            f"{len(membership.members)} members) would cost {cost} units, more "
                            f"than this operator's maxRingWork limit ({limits.max_ring_work})",
-                           "lower spec.virtualNodes or spec.shards, or use algorithm: balanced")
+                           "lower spec.virtualNodes or spec.shards, or use algorithm: balanced",
+                           observed=len(membership.members))
     # decide() weighs memberships against the assignment; a handover is this module's business.
     return decide(config, membership, source.snapshot.index, _without_handover(previous),
                   shard_ring={"namespace": ring.namespace, "name": ring.name}, now=now,
@@ -299,16 +301,17 @@ def _handover(decision: Decision, previous: ringfile.RingFile | None, config: Ri
             None
     if previous is None or not previous.handover:
         return decision, None
-    kept = replace(decision, ring=previous)  # decide() saw it without its handover
+    held = replace(decision, ring=previous)  # decide() saw it without its handover
     if decision.problem is not None:
-        return kept, None
+        return held, None
     since = gathered.handover_since if gathered.handover_since is not None else now
     state = handover.progress(previous, gathered.acks, since, now, config.handover_timeout)
     if state.done is None:
-        return kept, state
+        return held, state
     ended = handover.released(previous, max(previous.version, last_version) + 1)
     # A membership change still stabilizing keeps its deadline (and its pending_since).
-    return Decision(ended, changed=True, wait_until=decision.wait_until), state
+    return Decision(ended, changed=True, wait_until=decision.wait_until,
+                    observed=decision.observed), state
 
 
 def _handover_since(decision: Decision, gathered: Gathered, now: float) -> float | None:
@@ -339,10 +342,11 @@ def _not_before(gathered: Gathered, limits: Limits) -> float | None:
     return gathered.last_publish + limits.min_publish_interval * intervals
 
 
-def _over_limit(previous: ringfile.RingFile | None, what: str, fix: str) -> Decision:
+def _over_limit(previous: ringfile.RingFile | None, what: str, fix: str,
+                observed: int | None = None) -> Decision:
     return Decision(previous, problem=Problem(
         Reason.LIMIT_EXCEEDED, f"{what}; {fix}, or ask the operator's administrators to raise "
-                               f"it. The last published ring is kept."))
+                               f"it. {kept(previous)}"), observed=observed)
 
 
 def _requeue(decision: Decision, now: float) -> float | None:
@@ -360,9 +364,18 @@ def _pending_since(decision: Decision, pending_since: float | None, now: float) 
 def _resharded(decision: Decision) -> Event:
     ring = decision.ring
     assert ring is not None
+    who = "; ".join(f"{what}: {_named(names, count)}" for what, names, count in (
+        ("joined", decision.joined, decision.added), ("left", decision.left, decision.removed))
+        if count)
     return Event("Normal", "Resharded",
                  f"ring version {ring.version}: {len(ring.assignment.members)} members "
-                 f"(+{decision.added} -{decision.removed}), {decision.moved} shard replicas moved")
+                 f"(+{decision.added} -{decision.removed}{': ' + who if who else ''}), "
+                 f"{decision.moved} shard replicas moved")
+
+
+def _named(names: tuple[str, ...], count: int) -> str:
+    shown = ", ".join(names[:SHOWN_MEMBERS])
+    return shown if count <= SHOWN_MEMBERS else f"{shown} and {count - SHOWN_MEMBERS} more"
 
 
 def _warnings(ring: RingObject, problem: Problem | None) -> tuple[Event, ...]:
@@ -399,6 +412,16 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
     if decision is not None and decision.changed and not released:
         status["lastChange"] = {"time": now_text, "added": decision.added,
                                 "removed": decision.removed, "movedShards": decision.moved}
+        if decision.joined:
+            status["lastChange"]["joined"] = list(decision.joined[:SHOWN_MEMBERS])
+        if decision.left:
+            status["lastChange"]["left"] = list(decision.left[:SHOWN_MEMBERS])
+    # What the source reports now, beside what is published (status.members): they differ
+    # while a change stabilizes or a guard holds the last ring.
+    status.pop("observedMembers", None)
+    if decision is not None and decision.observed is not None and \
+            source is not None and not source.error:
+        status["observedMembers"] = decision.observed
     wanted = conditions_for(problem, source, decision, suspended,
                             config.query.kind if config is not None else "consul")
     wanted.append(_converged(status, published, acks, decision, now_text, current))
@@ -472,7 +495,7 @@ def conditions_for(problem: Problem | None, source: SourceState | None,
     elif source.error:
         reachable = Condition(reachable_type, False,
                               "PermissionDenied" if source.permission_denied else "QueryFailed",
-                              f"{source.error}; the last published ring is kept")
+                              f"{source.error}. {kept(decision.ring if decision else None)}")
     else:
         reachable = Condition(reachable_type, True, "QuerySucceeded", "")
     waiting = decision is not None and decision.wait_until is not None

@@ -49,6 +49,11 @@ def safe_text(error: BaseException) -> str:
     return type(error).__name__
 
 
+def _degraded(status: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Degraded" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
 class Publisher:
     def __init__(self, kube: KubeAdapter, namespace: str, name: str,
                  log: logging.LoggerAdapter[Any], background: set[asyncio.Task[None]]):
@@ -57,6 +62,10 @@ class Publisher:
         self.log = log
         self._background = background  # Events in flight, kept referenced until posted
         self._written_status: dict[str, Any] | None = None
+        # The problem last warned about. The planner warns when a problem begins, judged by the
+        # status in the ring's body; a body that arrives while a pass is writing (another
+        # writer's event) can predate our status and would make it warn twice.
+        self._warned: tuple[str, str] | None = None
         self.writes = 0  # ConfigMap writes (tests and metrics)
 
     async def configmap(self, desired: DesiredConfigMap,
@@ -106,10 +115,15 @@ class Publisher:
         """Posted beside the pass, never holding it up; the problem goes to the log too.
         ``warnings``: the Warning events (posted once the status recording the problem is
         written, so a failing status patch does not repeat them), else the others."""
+        if warnings and not _degraded(plan.status):
+            self._warned = None
         for event in plan.events:
             if (event.type == "Warning") != warnings:
                 continue
             if event.type == "Warning":
+                if (event.reason, event.message) == self._warned:
+                    continue
+                self._warned = (event.reason, event.message)
                 self.log.warning("%s: %s", event.reason, event.message)
             elif event.reason == "Resharded":
                 self.log.info("resharded: %s", event.message)

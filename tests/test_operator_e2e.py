@@ -56,8 +56,9 @@ def test_ring_is_published_then_follows_a_failing_instance(
     assert status["ringHash"] == ring.hash and status["configMapName"] == "scrapers-ring"
     table = kubectl(control_plane, "get", "shardrings", "-n", namespace, "-o", "wide")
     header, row = table.splitlines()[:2]
-    assert header.split()[:6] == ["NAME", "SERVICE", "MEMBERS", "SHARDS", "VERSION", "READY"]
-    assert row.split()[:6] == ["scrapers", service, "5", "64", "1", "True"]
+    assert header.split()[:7] == ["NAME", "SERVICE", "MEMBERS", "OBSERVED", "SHARDS", "VERSION",
+                                  "READY"]
+    assert row.split()[:7] == ["scrapers", service, "5", "5", "64", "1", "True"]
     configmap = rings.configmap("scrapers-ring")
     assert configmap.metadata.labels["app.kubernetes.io/managed-by"] == "shardring-operator"
     owner = configmap.metadata.owner_references[0]

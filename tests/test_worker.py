@@ -423,3 +423,26 @@ def test_a_heavy_plan_runs_in_the_planning_thread_and_a_light_one_inline():
             assert Counting.submitted == 1
             assert len(s.kube.published().assignment.members) == members
     asyncio.run(scenario())
+
+
+def test_a_problem_is_warned_once_even_when_an_older_body_arrives_after_the_status_write():
+    async def scenario():
+        s = setup(spec(service={"name": "missing"}))
+        await s.step()  # subscribes
+        stale = {**s.kube.ring, "status": {}}  # the ring as an event from before our write shows it
+        s.sources.members(0)
+        await s.step()
+        assert s.kube.condition("Degraded") == ("True", "NotEnoughMembers")
+        s.worker.observe(stale)
+        s.sources.members(0)  # a reply that changes nothing: the pass runs on the stale body
+        await s.step()
+        assert s.kube.events.count(("Warning", "NotEnoughMembers")) == 1
+        # The problem goes and comes back: warned again.
+        s.observe()
+        s.sources.members(2)
+        await s.step()
+        s.observe()
+        s.sources.members(0)
+        await s.step()
+        assert s.kube.events.count(("Warning", "NotEnoughMembers")) == 2
+    asyncio.run(scenario())

@@ -1,0 +1,100 @@
+"""What status, conditions and events tell a user (issue #21): nothing claims a ring is kept when
+none was published, a reshard names who joined and left, the source's current member count sits
+beside the published one, and convergence does not list laggards when nobody runs an agent."""
+
+from __future__ import annotations
+
+from controller import ringfile
+from controller.acks import convergence
+from controller.decision import SHOWN_MEMBERS, decide
+from controller.membership import members_from
+from controller.planner import Gathered, RingObject, plan_pass
+from controller.ring import Member, RingSpec, plan
+from controller.sources import Snapshot, SourceState
+from controller.spec import parse_spec
+
+
+def entry(service_id: str, port: int = 9100) -> dict:
+    return {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+            "Service": {"ID": service_id, "Address": "10.0.0.2", "Port": port},
+            "Status": "passing"}
+
+
+def members(*ids: str):
+    return members_from([entry(i, 9000 + n) for n, i in enumerate(ids)], "id")
+
+
+SPEC = {"service": {"name": "svc"}, "shards": 16, "members": {"identity": "id"},
+        "stabilization": {"window": "0s", "maxDelay": "0s", "maxMemberLossPercent": 100}}
+CONFIG = parse_spec("r", SPEC)
+
+
+def ring_object(status: dict | None = None) -> RingObject:
+    return RingObject("team", "r", "uid-1", 1, SPEC, status or {})
+
+
+def source_with(*ids: str) -> SourceState:
+    return SourceState(Snapshot(7, [entry(i, 9000 + n) for n, i in enumerate(ids)], 0.0))
+
+
+def condition(status: dict, kind: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+def test_a_problem_before_the_first_ring_does_not_claim_a_ring_is_kept():
+    plan_ = plan_pass(ring_object(), CONFIG, Gathered(None, source_with()), 0.0, "t")
+    ready = condition(plan_.status, "Ready")
+    assert ready["reason"] == "NotEnoughMembers"
+    assert "kept" not in ready["message"] and "No ring is published" in ready["message"]
+    # Once a ring exists, the same problem says it is kept.
+    first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a")), 0.0, "t")
+    assert first.published is not None
+    later = plan_pass(ring_object(first.status), CONFIG,
+                      Gathered(None, source_with(), last_published=ringfile.render(
+                          first.published)), 1.0, "t")
+    assert "The last published ring is kept." in condition(later.status, "Ready")["message"]
+
+
+def test_the_source_count_sits_beside_the_published_count():
+    first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a", "b")), 0.0, "t")
+    assert (first.status["members"], first.status["observedMembers"]) == (2, 2)
+    # The last member dies: the published ring keeps its 2, the source says 0.
+    gone = plan_pass(ring_object(first.status), CONFIG,
+                     Gathered(None, source_with(), last_published=ringfile.render(
+                         first.published)), 1.0, "t")
+    assert (gone.status["members"], gone.status["observedMembers"]) == (2, 0)
+    # The source unreachable: its count is not known, so none is shown.
+    failing = SourceState(source_with("a").snapshot, error="Consul query failed")
+    lost = plan_pass(ring_object(gone.status), CONFIG,
+                     Gathered(None, failing, last_published=ringfile.render(first.published)),
+                     2.0, "t")
+    assert "observedMembers" not in lost.status and lost.status["members"] == 2
+
+
+def test_a_reshard_names_who_joined_and_left_in_the_event_and_in_last_change():
+    before = decide(CONFIG, members("a", "b", "c"), 1, None, shard_ring={}, now=0, seen_at=0,
+                    pending_since=None)
+    gathered = Gathered(None, source_with("a", "c", "d"),
+                        last_published=ringfile.render(before.ring))
+    after = plan_pass(ring_object({"ringVersion": 1}), CONFIG, gathered, 1.0, "t")
+    change = after.status["lastChange"]
+    assert (change["added"], change["removed"]) == (1, 1)
+    assert (change["joined"], change["left"]) == (["d"], ["b"])
+    [event] = [e for e in after.events if e.reason == "Resharded"]
+    assert "+1 -1: joined: d; left: b" in event.message
+
+
+def test_many_joiners_are_named_up_to_a_bound_and_counted():
+    ids = [f"m{i:02d}" for i in range(SHOWN_MEMBERS + 5)]
+    first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with(*ids)), 0.0, "t")
+    assert first.status["lastChange"]["joined"] == ids[:SHOWN_MEMBERS]
+    [event] = [e for e in first.events if e.reason == "Resharded"]
+    assert f"{ids[SHOWN_MEMBERS - 1]} and 5 more" in event.message
+
+
+def test_no_agents_means_nobody_is_listed_as_lagging():
+    ring = ringfile.RingFile(plan([Member("a"), Member("b")], RingSpec(8, 1)), version=2)
+    nobody = convergence(ring, [], "t")
+    assert (nobody.condition.status, nobody.condition.reason) == (None, "NoAgents")
+    assert "lagging" not in nobody.status and "laggingCount" not in nobody.status
+    assert nobody.status["applied"] == 0 and nobody.status["members"] == 2
