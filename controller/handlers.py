@@ -2,13 +2,18 @@
 
 Operator-wide state is the ``Operator`` object kopf carries as its memo (``kopf.run(memo=...)``):
 it copies to itself, so every handler sees the same one. Every ShardRing gets a RingWorker served
-by a kopf daemon, so kopf stops it when the ring is deleted, when the operator exits, and when a
-peer with a higher priority becomes active (standby replicas write nothing).
+by a kopf daemon, so kopf stops it when the operator exits and when a peer with a higher priority
+becomes active (standby replicas write nothing); the ring's own deletion event retires it.
+
+Rings carry no finalizer: nothing has to happen before a ring may go (its ConfigMap and agents'
+Leases are garbage-collected through their ownerReferences), and a finalizer would make every ring
+- and so `kubectl delete` of the CRDs or a namespace - hang whenever the operator is not running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +26,7 @@ from . import metrics
 from .acks import ACK_LABEL, Ack, ack_from_lease
 from .consul_watch import WatcherRegistry
 from .etcd_watch import EtcdRegistry
-from .kube import Kube
+from .kube import Kube, ensure_cluster_peering
 from .publish import KubeAdapter
 from .settings import OperatorConfig
 from .sources import SourceRegistry, SourceRouter
@@ -83,7 +88,7 @@ class Operator:
         metrics.forget_ring(namespace, name)
         worker = self.workers.pop((namespace, name), None)
         if worker:
-            worker.wake()
+            worker.retire()
         if not self.acks.get((namespace, name)):
             self.acks.pop((namespace, name), None)
 
@@ -116,6 +121,11 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     # A worker's exit (finish the pass in flight, unsubscribe from its watcher) takes more than
     # kopf's few zero-time cycles; without this kopf cancels it and warns on every deletion.
     settings.background.instant_exit_timeout = 5.0
+    if settings.peering.name and not settings.peering.standalone:
+        created = await asyncio.to_thread(ensure_cluster_peering, settings.peering.name)
+        if created:
+            logging.getLogger("shardring").info("created ClusterKopfPeering %s",
+                                                settings.peering.name)
     memo.start()
     if memo.config.metrics_port:
         metrics.serve(memo.config.metrics_port, memo.conditions,
@@ -162,6 +172,22 @@ async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: 
     if memo.workers.get((namespace, name)) is not worker:
         # Deleted: a pass that was still in flight may have recreated the ring's series.
         metrics.forget_ring(namespace, name)
+
+
+def _without_finalizers(registry: kopf.OperatorRegistry) -> None:
+    """kopf guards the object of every daemon with a finalizer, so that it can stop the daemon
+    before the object goes (kopf#896: by design, not a setting). Ours needs no such guard: the
+    ring's deletion event retires its worker (``Operator.forget``), and a daemon that outlives
+    its ring by a moment writes nothing (the worker stops serving). kopf removes the finalizer
+    that older versions added from every ring it sees. test_install pins this down on a real
+    API server, so a kopf upgrade that changes the registry fails there, not in production."""
+    spawning = registry._spawning  # private: no public switch exists (see above)
+    spawning._handlers[:] = [
+        dataclasses.replace(handler, requires_finalizer=False)
+        for handler in spawning._handlers]
+
+
+_without_finalizers(kopf.get_default_registry())
 
 
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)

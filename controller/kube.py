@@ -42,6 +42,28 @@ def new_api_client() -> k8s.ApiClient:
         return k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
 
 
+def ensure_cluster_peering(name: str) -> bool:
+    """Create the ClusterKopfPeering ``name`` unless it exists; True if this call created it.
+
+    Shipping the object in the manifests would make a first ``kubectl apply -k`` fail (kubectl
+    cannot map its kind while the CRD applied beside it is not served yet); without it, kopf
+    would find no peers and every replica would be active. Called before kopf's peering starts.
+    """
+    custom = k8s.CustomObjectsApi(new_api_client())
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    try:
+        custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+    except k8s.ApiException as error:
+        if error.status == 409:
+            return False
+        if error.status != 403:
+            raise
+        # RBAC of an older install (no create): fine as long as the object is there.
+        custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
+        return False
+    return True
+
+
 class Kube:
     def __init__(self, api: k8s.ApiClient | None = None):
         self.api = api or new_api_client()

@@ -136,6 +136,7 @@ class RingWorker:
         self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
         self.failures = self.conflicts = 0
         self._wake = asyncio.Event()
+        self.retired = False  # the ring is gone: serve() returns
 
     @property
     def writes(self) -> int:
@@ -153,6 +154,11 @@ class RingWorker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def retire(self) -> None:
+        """The ring was deleted: finish the pass in flight, unsubscribe and return from serve()."""
+        self.retired = True
+        self.wake()
 
     @property
     def token_secret(self) -> str | None:
@@ -187,7 +193,7 @@ class RingWorker:
             self.wake()
         stopper = asyncio.create_task(wake_on_stop())
         try:
-            while not stopped:
+            while not stopped and not self.retired:
                 self._wake.clear()
                 timeout = await self.step()
                 try:

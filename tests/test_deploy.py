@@ -58,14 +58,22 @@ def test_base_and_overlay_apply_with_server_side_validation(control_plane, insta
             "--dry-run=server")
     kubectl(control_plane, "apply", "-f", str(REPO / "examples" / "networkpolicy.yaml"),
             "--dry-run=server")
-    # The namespaced variant renders, and its objects pass server-side validation (its tenant
-    # namespaces are examples, so their RoleBindings are left out here).
-    rendered = kubectl(control_plane, "kustomize", str(NAMESPACED))
-    assert "SHARDRING_NAMESPACES" in rendered
-    documents = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "RoleBinding"]
-    checked = Path(control_plane.workdir) / "namespaced-rendered.yaml"
-    checked.write_text(yaml.safe_dump_all(documents))
-    kubectl(control_plane, "apply", "-f", str(checked), "--dry-run=server")
+    # The namespaced variant and the example that serves two teams pass server-side validation
+    # (tests/test_install.py applies the shipped modes for real on a fresh cluster).
+    assert "SHARDRING_NAMESPACES" in kubectl(control_plane, "kustomize", str(NAMESPACED))
+    kubectl(control_plane, "apply", "-k", str(NAMESPACED), "--dry-run=server")
+    for team in ("team-a", "team-b"):
+        subprocess.run([str(control_plane.assets / "kubectl"), "--kubeconfig",
+                        str(control_plane.kubeconfig), "create", "namespace", team],
+                       capture_output=True)
+    tenants = REPO / "examples" / "namespaced-tenants"
+    rendered = list(yaml.safe_load_all(kubectl(control_plane, "kustomize", str(tenants))))
+    bound = sorted(d["metadata"]["namespace"] for d in rendered if d["kind"] == "RoleBinding")
+    container = next(d for d in rendered if d["kind"] == "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]
+    served = next(e["value"] for e in container["env"] if e["name"] == "SHARDRING_NAMESPACES")
+    assert sorted(served.split(",")) == [b for b in bound if b != SYSTEM]  # listed twice, alike
+    kubectl(control_plane, "apply", "-k", str(tenants), "--dry-run=server")
 
 
 class OperatorProcess:
@@ -375,12 +383,21 @@ def test_namespaced_mode_serves_its_namespaces_and_the_api_server_refuses_it_the
         metadata=k8s.V1ObjectMeta(name="elsewhere",
                                   labels={"shardring.io/consul-token": "true"}),
         string_data={"token": "not-yours"}))
-    # The shipped namespaced RBAC, for a ServiceAccount of this test, serving `namespace` only.
-    documents = [d for name in ("rbac.yaml", "tenants.yaml")
-                 for d in yaml.safe_load_all((NAMESPACED / name).read_text()) if d]
-    binding = next(d for d in documents if d["kind"] == "RoleBinding")
+    # The shipped namespaced RBAC, for a ServiceAccount of this test, serving `namespace` only
+    # (its ClusterRole renamed: the shared control plane's install is cluster-wide).
+    rendered = [d for d in yaml.safe_load_all(kubectl(control_plane, "kustomize", str(NAMESPACED)))
+                if d and d["kind"] in ("ClusterRole", "RoleBinding")]
+    cluster_role = next(d for d in rendered if d["kind"] == "ClusterRole" and
+                        d["metadata"]["name"] == "shardring-operator")
+    cluster_role["metadata"]["name"] = f"{account}-cluster"
+    binding = next(d for d in rendered if d["kind"] == "RoleBinding")
     binding["metadata"]["namespace"] = namespace
-    documents = [d for d in documents if d["kind"] != "RoleBinding"] + [binding]
+    documents = [d for d in rendered if d["kind"] == "ClusterRole"] + [binding, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{account}-cluster"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": f"{account}-cluster"},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": SYSTEM}]}]
     for document in documents:
         for subject in document.get("subjects") or []:
             subject["name"] = account
@@ -425,6 +442,7 @@ def test_namespaced_mode_serves_its_namespaces_and_the_api_server_refuses_it_the
             assert refusal.value.status == 403, what
     finally:
         rbac = k8s.RbacAuthorizationV1Api(api_client)
-        rbac.delete_cluster_role_binding("shardring-operator-cluster")
+        rbac.delete_cluster_role_binding(f"{account}-cluster")
+        rbac.delete_cluster_role(f"{account}-cluster")
         core_v1.delete_namespaced_service_account(account, SYSTEM)
         core_v1.delete_namespace(other)

@@ -20,12 +20,18 @@ def main() -> int:
     if not plane.start_for_command_line():
         return 1
     try:
+        if not plane.existing:
+            plane.install_crds()
         ENV_FILE.parent.mkdir(exist_ok=True)
         plane.write_env_file(ENV_FILE)
         print(f"control plane up: kube-apiserver {plane.api_url}, consul http://{plane.consul_addr}")
+        print("CRDs installed (crds/): ShardRing, ClusterKopfPeering")
         print(f"in another shell:  source {ENV_FILE}")
-        print("then kubectl, consul and `make run` use it. Ctrl-C tears everything down.",
-              flush=True)
+        print("then kubectl, consul and `make run` use it, for example:")
+        print("  make run &")
+        print("  kubectl create namespace monitoring")
+        print("  kubectl apply -f examples/shardring.yaml")
+        print("Ctrl-C tears everything down.", flush=True)
         stop.wait()
     finally:
         plane.stop()

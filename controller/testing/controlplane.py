@@ -92,6 +92,19 @@ class ControlPlane:
             values["PATH"] = f"{self.assets}:{os.environ.get('PATH', '')}"
         return values
 
+    def install_crds(self, timeout: float = 30.0) -> None:
+        """Apply crds/ (the ShardRing and kopf's peering CRDs) and wait until they are served:
+        an operator started before them finds nothing to serve, and one started while the API
+        server is still setting up their storage is answered 429."""
+        kubectl = [str(self.assets / "kubectl") if self.assets else "kubectl",
+                   "--kubeconfig", str(self.kubeconfig)]
+        crds = Path(__file__).resolve().parents[2] / "crds"
+        run_checked(kubectl + ["apply", "-k", str(crds)], "apply crds/")
+        run_checked(kubectl + ["wait", "--for=condition=Established", f"--timeout={timeout:.0f}s",
+                               "-f", str(crds / "shardrings.shardring.io.yaml"),
+                               "-f", str(crds / "clusterkopfpeerings.kopf.dev.yaml")],
+                    "wait for the CRDs")
+
     def write_env_file(self, path: Path) -> Path:
         lines = [f"export {k}={v}" for k, v in self.env().items() if k != "PATH"]
         if self.assets:

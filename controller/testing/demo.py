@@ -21,7 +21,6 @@ from .controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "shardring.yaml"
-CRD = REPO / "crds" / "shardrings.shardring.io.yaml"
 
 
 def step(text: str) -> None:
@@ -62,10 +61,8 @@ def main() -> int:
         api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
         core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
 
-        step("Installing the ShardRing CRD")
-        k8s.ApiextensionsV1Api(api).create_custom_resource_definition(
-            yaml.safe_load(CRD.read_text()))
-        time.sleep(1)
+        step("Installing the CRDs (kubectl apply -k crds/)")
+        plane.install_crds()
 
         step("Registering 5 demo scrapers in Consul (service scrape_prometheus_node_exporter)")
         host, port = plane.consul_addr.rsplit(":", 1)
