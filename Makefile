@@ -75,5 +75,8 @@ lock: venv  ## requirements.lock: the image's dependencies, exact versions and h
 	$(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --output-file requirements.lock pyproject.toml
 	sed -i '/^--find-links/d; /^--index-url/d; /^--extra-index-url/d' requirements.lock
 
-image:  ## the operator image (needs a container engine; none runs on the CI machine)
-	docker build -t shardring-operator:latest .
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' controller/__init__.py)
+IMAGE   ?= shardring-operator:$(VERSION)
+
+image:  ## the operator image, tagged IMAGE (needs a container engine; none runs on the CI machine)
+	docker build -t $(IMAGE) .

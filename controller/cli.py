@@ -1,4 +1,4 @@
-"""Command line: ``python -m controller [run | agent | ring plan | ring show | ring lookup]``."""
+"""Command line: ``python -m controller [run | agent | ring plan | show | lookup | diff]``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import ringfile
+from . import __version__, ringfile
 from .agent.command import AgentUsageError
 from .agent.command import add_parser as add_agent_parser
 from .ring import Algorithm, Member, RingError, RingSpec, plan
@@ -110,9 +110,34 @@ def ring_lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ring_file(path_text: str) -> ringfile.RingFile:
+    path = Path(path_text)
+    path = path / "ring.json" if path.is_dir() else path
+    try:
+        return ringfile.parse(path.read_text())
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error}") from None
+
+
+def ring_diff(args: argparse.Namespace) -> int:
+    from .ringdiff import diff
+    found = diff(_ring_file(args.before), _ring_file(args.after))
+    if args.json:
+        document = {"before": found.before, "after": found.after, "joined": list(found.joined),
+                    "left": list(found.left), "draining": list(found.draining),
+                    "moved": found.moved, "resized": found.resized,
+                    "moves": [{"from": m.source or None, "to": m.target or None,
+                               "shards": list(m.shards)} for m in found.moves]}
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        print("\n".join(found.lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m controller",
                                      description="ShardRing operator and ring tools")
+    parser.add_argument("--version", action="version", version=f"shardring {__version__}")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run the operator (the default)")
     run.add_argument("--namespace", action="append", default=[],
@@ -147,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     planner.add_argument("--virtual-nodes", type=int, default=160)
     planner.add_argument("--previous", help="a ring.json to keep placements from")
     planner.set_defaults(handler=ring_plan)
+    differ = ring.add_parser("diff", help="who joined and left, which shards moved where")
+    differ.add_argument("before", help="a ring.json, or a directory holding one")
+    differ.add_argument("after", help="a later ring.json, or a directory holding one")
+    differ.add_argument("--json", action="store_true", help="print it as JSON")
+    differ.set_defaults(handler=ring_diff)
     for command, handler, text in (("show", ring_show, "ownership per member"),
                                    ("lookup", ring_lookup, "owners of keys")):
         sub = ring.add_parser(command, help=text)

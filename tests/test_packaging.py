@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,3 +101,18 @@ def test_the_image_installs_exactly_the_locked_dependencies():
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "--require-hashes" in dockerfile and "-r requirements.lock" in dockerfile
     assert "--no-index" in dockerfile  # the runtime stage installs only the built wheels
+
+
+def test_the_version_is_written_once_and_everything_else_follows_it():
+    import controller
+    version = controller.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    shown = subprocess.run([sys.executable, "-m", "controller", "--version"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == f"shardring {version}"
+    deployment = yaml.safe_load((REPO / "manifests" / "base" / "deployment.yaml").read_text())
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"shardring-operator:{version}"
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    assert f"\n## {version} — " in changelog
+    assert "Apache License" in (REPO / "LICENSE").read_text()
