@@ -353,3 +353,37 @@ def test_a_member_whose_lease_name_was_not_known_in_advance_acknowledges_under_t
         assert "forbidden" not in agent.output().lower()
     finally:
         agent.stop()
+
+
+def test_run_by_hand_with_only_the_configmap_and_a_kubeconfig(
+        operator, rings, consul_helper, control_plane, namespace, tmp_path):
+    """As in a shell: no HOSTNAME, no POD_NAMESPACE, no --dir; the kubeconfig's context names
+    the namespace (the one `kubectl config set-context --current --namespace` sets)."""
+    import socket
+    import subprocess
+    import sys
+    three_members(consul_helper, rings, free_port())
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    for context in config["contexts"]:
+        context["context"]["namespace"] = namespace
+    kubeconfig = tmp_path / "mine.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in subprocess_env(control_plane, kubeconfig).items()
+           if k not in ("HOSTNAME", "POD_NAMESPACE", "POD_IP")}
+    log = tmp_path / "agent.log"
+    agent = subprocess.Popen([sys.executable, "-m", "controller", "agent", "--configmap",
+                              "scrapers-ring"], cwd=tmp_path, env=env,
+                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    try:
+        ring = wait_for(lambda: (tmp_path / "scrapers-ring" / "ring.json").exists() and
+                        MountedRing(tmp_path / "scrapers-ring").ring, "the files", 30)
+        lease = f"scrapers-ring.{socket.gethostname().lower()}"
+        acked = wait_for(lambda: k8s.CoordinationV1Api(rings.core.api_client)
+                         .read_namespaced_lease(lease, namespace), "the Lease", 30)
+        assert acked.metadata.labels["shardring.io/ring"] == "scrapers"
+        assert ring.version >= 1
+    finally:
+        agent.terminate()
+        agent.wait(20)
+    output = log.read_text()
+    assert "Traceback" not in output and "Retrying" not in output, output[-2000:]
