@@ -227,7 +227,11 @@ class Watcher(SourceWatcher):
                 started = time.monotonic()
                 async for result in self._gateway.watch(prefix, revision + 1, token):
                     if result.get("canceled") or result.get("compact_revision"):
-                        if result.get("cancel_reason"):
+                        if result.get("compact_revision"):
+                            log.info("etcd compacted %s past revision %d (now from %s): "
+                                     "listing it again", prefix, revision + 1,
+                                     result["compact_revision"])
+                        elif result.get("cancel_reason"):
                             log.info("etcd ended the watch on %s: %s", prefix,
                                      str(result["cancel_reason"])[:200])
                         break  # compacted past our revision, or canceled: list again

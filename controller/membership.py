@@ -185,12 +185,22 @@ def members_from(entries: Iterable[Mapping[str, Any]], identity: str = DEFAULT_I
 def registration_entry(source: str, member_id: str, value: bytes,
                        address_field: str = "address") -> dict[str, Any]:
     """An instance registered as a value (an etcd key's, a ZooKeeper node's) in the shape
-    Consul's entries have: ``host:port`` as the design notes write it, or JSON with the address
-    (``host`` or ``host:port``, in ``address_field``), ``port``, ``weight``, ``zone`` and string
-    ``metadata``. A bad value becomes an entry marked ``Invalid`` (the ring says which key and
-    why), never an exception here."""
+    Consul's entries have: ``host:port``, or JSON with the address (``host`` or ``host:port``,
+    in ``address_field``), ``port``, ``weight``, ``zone`` and string ``metadata``. A bad value
+    becomes an entry marked ``Invalid`` (the ring says which key and why), never an exception:
+    whatever a registrant wrote is that key's problem, not its source's (a JSON value nested a
+    few thousand deep raises RecursionError, not ValueError)."""
     entry: dict[str, Any] = {"Node": {}, "Service": {"ID": member_id}, "Status": PASSING,
                              "Source": source}
+    try:
+        return _registration_entry(entry, value, address_field)
+    except Exception as error:  # noqa: BLE001 - see above
+        return {**entry, "Service": {"ID": member_id},
+                "Invalid": f"the value cannot be read ({type(error).__name__})"}
+
+
+def _registration_entry(entry: dict[str, Any], value: bytes,
+                        address_field: str) -> dict[str, Any]:
     try:
         text = value.decode()
     except UnicodeDecodeError:

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiozk
+import aiozk.session
 from aiozk import WatchEvent, exc, protocol
+from aiozk.states import States
 
 from .membership import registration_entry
 from .settings import ZooKeeperConnection
@@ -34,12 +36,38 @@ from .spec import ZooKeeperQuery
 log = logging.getLogger("shardring.zookeeper")
 
 BACKOFF_START, BACKOFF_MAX = 0.25, 2.0
-CONNECT_TIMEOUT = 10.0
+# A reading waits this long for a connection before the outage is reported (and retried).
+CONNECT_TIMEOUT = 3.0
+# Heartbeats go every third of it and wait the rest: a connection that went silent is found
+# within this. (The operator's session owns no ephemeral node, so a short one costs nothing
+# but a new session, and a full re-read, after an outage longer than this.)
+SESSION_TIMEOUT = 5
+# aiozk waits up to 60 s between attempts to reach a server (1, 2, 4, ... 60 s), so a returned
+# server went unnoticed for up to a minute; it reads this module setting on every search.
+aiozk.session.MAX_FIND_WAIT = 0.5
 # A safety net, not the mechanism: watches wake a watcher within milliseconds; this catches a
 # watch lost with an expired session before the client re-set it.
 REREAD = 30.0
 _PARENT_EVENTS = (WatchEvent.CHILDREN_CHANGED, WatchEvent.DELETED, WatchEvent.CREATED)
 _CHILD_EVENTS = (WatchEvent.DATA_CHANGED, WatchEvent.DELETED)
+
+
+class _OneLineOutages(logging.Filter):
+    """aiozk logs a traceback on every failed attempt to reach a server (several a second while
+    one is down): the watchers report the outage once, as a condition and one log line, so those
+    attempts are dropped here, and anything else aiozk says loses its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(("Couldn't connect to", "No servers available",
+                                           "Connecting to", "Session closed",
+                                           "Aborting connection to", "Pendings:")):
+            return False
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("aiozk.session", "aiozk.connection"):
+    logging.getLogger(_name).addFilter(_OneLineOutages())
 
 
 class Ensemble:
@@ -48,7 +76,7 @@ class Ensemble:
     def __init__(self, connection: ZooKeeperConnection):
         self.connection = connection
         self.client = aiozk.ZKClient(",".join(connection.hosts), chroot=connection.chroot,
-                                     session_timeout=10)
+                                     session_timeout=SESSION_TIMEOUT)
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -62,7 +90,7 @@ class Ensemble:
                     await _quietly(self.client.close())
                     self.client = aiozk.ZKClient(",".join(self.connection.hosts),
                                                  chroot=self.connection.chroot,
-                                                 session_timeout=10)
+                                                 session_timeout=SESSION_TIMEOUT)
                     raise
                 self._started = True
         return self.client
@@ -124,16 +152,37 @@ class Watcher(SourceWatcher):
                 self.reads += 1
                 self._publish(entries)
                 backoff = BACKOFF_START
-                try:
-                    await asyncio.wait_for(self._changed.wait(), REREAD)
-                except TimeoutError:
-                    pass
+                await self._until_changed(client)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
                 self._fail(error)
                 await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
                 backoff = min(BACKOFF_MAX, backoff * 2)
+
+    async def _until_changed(self, client: aiozk.ZKClient) -> None:
+        """Until a watch fires or REREAD passes; raises ConnectionLoss as soon as the session's
+        connection is lost, so that the outage is reported at once, not at the next reading."""
+        state = client.session.state
+        lost = state.wait_for(States.SUSPENDED, States.LOST)
+        changed = asyncio.ensure_future(self._changed.wait())
+        # A server that goes away closes the connection, which ends its read loop at once;
+        # aiozk itself notices only at its next heartbeat (up to a session timeout later).
+        reading = getattr(client.session.conn, "read_loop_task", None)
+        waits = {lost, changed} | ({reading} if reading is not None else set())
+        try:
+            await asyncio.wait(waits, timeout=REREAD, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            if not lost.done():
+                try:  # (aiozk keeps a waiting future until the next transition)
+                    state.remove_waiting(lost, States.SUSPENDED, States.LOST)
+                except KeyError:
+                    pass
+                lost.cancel()
+        ended = reading is not None and reading.done()
+        if (ended or (lost.done() and not lost.cancelled())) and not self._changed.is_set():
+            raise exc.ConnectionLoss()
 
     async def _read(self, client: aiozk.ZKClient) -> list[dict[str, Any]]:
         query = self.key.query
@@ -186,16 +235,17 @@ class Watcher(SourceWatcher):
             entries == self.state.snapshot.entries
         if unchanged:
             return
+        if self.state.error is not None:
+            log.info("ZooKeeper reachable again (path %s)", self.key.query.path)
         self.state = SourceState(snapshot=Snapshot(self.reads, entries, time.monotonic()))
         self._notify()
 
     def _fail(self, error: BaseException) -> None:
-        message = f"ZooKeeper cannot be reached: {type(error).__name__}"
         denied = isinstance(error, exc.NoAuth | exc.AuthFailed)
-        if denied:
-            message = "ZooKeeper refused the ring's credentials for the path (permission denied)"
-        if self.state.error != message:
-            log.warning("%s (path %s)", message, self.key.query.path)
+        message = "ZooKeeper refused the ring's credentials for the path (permission denied)" \
+            if denied else "ZooKeeper cannot be reached"
+        if self.state.error != message:  # one line when it starts, whatever fails meanwhile
+            log.warning("%s (path %s): %s", message, self.key.query.path, type(error).__name__)
             self.state = SourceState(snapshot=self.state.snapshot, error=message,
                                      permission_denied=denied)
             self._notify()

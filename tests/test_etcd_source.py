@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 
@@ -98,6 +99,10 @@ def test_bad_values_degrade_naming_the_key_and_keep_the_last_ring(
     degraded_by("broken", 'no "address"')
     registrar.put("broken", "no-port-here")
     degraded_by("broken", "neither JSON nor host:port")
+    # Nested too deep for the JSON parser (RecursionError, not ValueError): still that key's.
+    registrar.put("broken", "[" * 5000 + "]" * 5000)
+    degraded_by("broken", "cannot be read (RecursionError)")
+    assert (rings.condition("strict", "SourceReachable") or {}).get("status") == "True"
     assert core_v1.read_namespaced_config_map("strict-ring", namespace).metadata \
         .resource_version == kept
 
@@ -141,10 +146,12 @@ def test_a_restarted_server_resumes_the_watch_without_a_write(
     wait_for(lambda: len(rings.ring("steady-ring").assignment.members) == 4, "followed")
 
 
-def test_a_watch_from_a_compacted_revision_lists_again(etcd_server, registrar):
+def test_a_watch_from_a_compacted_revision_lists_again(etcd_server, registrar, caplog):
     from controller.etcd_watch import EtcdRegistry
     from controller.settings import EtcdConnection
     from controller.spec import EtcdQuery
+
+    caplog.set_level(logging.INFO)
 
     async def scenario() -> None:
         registrar.register("x", "10.0.2.1:9100")
@@ -176,6 +183,9 @@ def test_a_watch_from_a_compacted_revision_lists_again(etcd_server, registrar):
         try:
             assert watcher.lists >= 2, "the refused watch made the watcher list again"
             assert {e["Service"]["ID"] for e in watcher.state.snapshot.entries} == {"x", "y"}
+            said = [r for r in caplog.records if "compacted" in r.getMessage()]
+            assert len(said) == 1 and said[0].levelname == "INFO"  # said once, not silently
+            assert registrar.prefix in said[0].getMessage()
         finally:
             await registry.close()
     asyncio.run(scenario())

@@ -37,6 +37,10 @@ def test_plain_and_json_values_become_members_with_endpoints_weights_and_zones()
     (json.dumps({"address": "h", "port": "80"}), "not a port number"),
     (json.dumps({"address": "h:1", "weight": "heavy"}), "not a number"),
     (b"\xff\xfe", "not UTF-8"),
+    # Nested deeper than the JSON parser recurses: RecursionError, not ValueError.
+    ("[" * 5000 + "]" * 5000, "cannot be read (RecursionError)"),
+    ('{"address": "h:1", "metadata": {"deep": ' + "[" * 5000 + "]" * 5000 + "}}",
+     "cannot be read (RecursionError)"),
 ])
 def test_a_bad_value_names_its_key_and_why(value, why):
     with pytest.raises(MembershipError) as refused:

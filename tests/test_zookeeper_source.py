@@ -86,6 +86,12 @@ def test_bad_data_degrades_naming_the_node_and_a_fix_recovers(
              'no "frontend"' in c["message"], "Degraded naming the node")
     assert core_v1.read_namespaced_config_map("zkbad-ring", namespace).metadata \
         .resource_version == kept
+    # A value nested too deep for the JSON parser: that node's problem, not the ensemble's.
+    registrar.set("c", '{"frontend": ' + "[" * 5000 + "]" * 5000 + "}")
+    wait_for(lambda: (c := rings.condition("zkbad", "Degraded")) and c["status"] == "True" and
+             f"ZooKeeper node '{registrar.path}/c'" in c["message"] and
+             "cannot be read" in c["message"], "Degraded naming the deep node")
+    assert (rings.condition("zkbad", "SourceReachable") or {}).get("status") == "True"
     registrar.set("c", frontend("10.0.5.3:8080"))  # a data change is seen too
     wait_for(lambda: len(rings.ring("zkbad-ring").assignment.members) == 3, "recovered",
              timeout=10)  # a data watch, not the 30 s re-read
@@ -111,6 +117,39 @@ def test_a_restarted_server_resumes_without_a_write(
     assert rings.ring("zksteady-ring").version == published.version + 1  # one change, one write
     assert core_v1.read_namespaced_config_map("zksteady-ring", namespace).metadata \
         .resource_version != kept
+
+
+def test_an_outage_is_said_once_within_seconds_and_its_end_followed_at_once(
+        zk_operator, rings, registrar, zookeeper, caplog, report):
+    import logging
+    import time
+    caplog.set_level(logging.INFO)
+    registrar.register("o1", "10.0.7.1:9100")
+    rings.create("zkout", zk_ring(registrar.path))
+    wait_for(lambda: len(rings.ring("zkout-ring").assignment.members) == 1, "published")
+
+    def reachable() -> str:
+        return (rings.condition("zkout", "SourceReachable") or {}).get("status", "")
+    down = time.monotonic()
+    zookeeper.stop()
+    # Seen when the connection drops, not at the next 30 s re-read.
+    wait_for(lambda: reachable() == "False", "the outage reported", timeout=10)
+    noticed = time.monotonic() - down
+    # Down long enough that aiozk's own reconnect backoff (2, 4, 8, 16 s...) would wait 16 s.
+    time.sleep(max(0.0, 16 - noticed))
+    up = time.monotonic()
+    zookeeper.start()
+    wait_for(lambda: reachable() == "True", "followed again", timeout=8, interval=0.05)
+    back = time.monotonic() - up
+    report(f"zookeeper outage: reported after {noticed:.2f} s, followed {back:.2f} s after "
+           f"the server returned")
+    ours = [r.getMessage() for r in caplog.records if registrar.path in r.getMessage()]
+    assert sum("cannot be reached" in m for m in ours) == 1, ours
+    assert sum("reachable again" in m for m in ours) == 1, ours
+    client = [r for r in caplog.records if r.name.startswith("aiozk")]
+    assert not [r for r in client if r.exc_info or r.exc_text], "a traceback from aiozk"
+    loud = [r.getMessage() for r in client if r.levelno >= logging.WARNING]
+    assert len(loud) <= 2, loud  # not one per attempt to reconnect
 
 
 def test_an_expired_session_is_replaced_and_everything_read_again(
