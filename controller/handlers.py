@@ -24,6 +24,7 @@ import kopf
 
 from . import metrics
 from .acks import ACK_LABEL, Ack, ack_from_lease
+from .apihealth import ApiHealth
 from .consul_watch import WatcherRegistry
 from .etcd_watch import EtcdRegistry
 from .kube import Kube, ensure_cluster_peering
@@ -52,12 +53,14 @@ class Operator:
     planning: ThreadPoolExecutor | None = None
     # Ring agents' acknowledgements by (namespace, ring), then by Lease name.
     acks: dict[tuple[str, str], dict[str, Ack]] = field(default_factory=dict)
+    api_health: ApiHealth = field(default_factory=ApiHealth)
+    quiet_retries: logging.Filter | None = None  # on the log handlers while it runs
 
     def __copy__(self) -> Operator:
         return self  # kopf copies the memo per object; all of them must share this one
 
     def start(self) -> None:
-        self.kube = self.kube or Kube()
+        self.kube = self.kube or Kube(health=self.api_health)
         limit = self.config.limits.max_reply_bytes
         self.sources = self.sources or SourceRouter({
             "consul": WatcherRegistry(dict(self.config.connections), limit),
@@ -121,6 +124,11 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     # A worker's exit (finish the pass in flight, unsubscribe from its watcher) takes more than
     # kopf's few zero-time cycles; without this kopf cancels it and warns on every deletion.
     settings.background.instant_exit_timeout = 5.0
+    # An API server outage is one line when it starts and one when it ends (apihealth), not
+    # kopf's ERROR line per attempt of every watch.
+    memo.quiet_retries = memo.api_health.quiet_kopf_retries()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(memo.quiet_retries)
     if settings.peering.name and not settings.peering.standalone:
         created = await asyncio.to_thread(ensure_cluster_peering, settings.peering.name)
         if created:
@@ -146,12 +154,16 @@ def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.cleanup()
 async def _cleanup(memo: Operator, **_: Any) -> None:
     await memo.close()
+    if memo.quiet_retries is not None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(memo.quiet_retries)
 
 
 @kopf.on.event("shardring.io", "v1alpha1", "shardrings")
 async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str,
                       memo: Operator, **_: Any) -> None:
     assert namespace is not None  # ShardRings are namespaced
+    memo.api_health.answered()  # an event came through: the API answers
     if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
         worker = memo.workers.get((namespace, name))
         if worker is not None:

@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes.client import rest
 
+from .apihealth import ApiHealth, ApiUnreachable
 from .views import (
     GROUP,
     PLURAL,
@@ -34,12 +37,19 @@ log = logging.getLogger("shardring.kube")
 
 
 def new_api_client() -> k8s.ApiClient:
+    """The official client, without urllib3's own retries: they retried each failed request at
+    once, three times, with a warning each (three lines a second while the API server was down),
+    and stretched every timeout up to fourfold. The operator's passes and the agent back off by
+    themselves and say once that the API is unreachable."""
     try:
         k8s_config.load_incluster_config()
-        return k8s.ApiClient()
+        api = k8s.ApiClient()
     except k8s_config.ConfigException:
         # Read KUBECONFIG now: the client library reads it once, at import time.
-        return k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+        api = k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+    api.configuration.retries = False  # the request's own error, not urllib3's MaxRetryError
+    api.rest_client = rest.RESTClientObject(api.configuration)
+    return api
 
 
 def ensure_cluster_peering(name: str) -> bool:
@@ -65,8 +75,9 @@ def ensure_cluster_peering(name: str) -> bool:
 
 
 class Kube:
-    def __init__(self, api: k8s.ApiClient | None = None):
+    def __init__(self, api: k8s.ApiClient | None = None, health: ApiHealth | None = None):
         self.api = api or new_api_client()
+        self.health = health or ApiHealth()
         self.core = k8s.CoreV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
         self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
@@ -77,13 +88,22 @@ class Kube:
     async def _in(self, executor: ThreadPoolExecutor | None, fn, *args, **kwargs) -> Any:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+            answer = await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            self.health.failed(type(error).__name__)
+            raise ApiUnreachable(type(error).__name__) from None
         except k8s.ApiException as error:
+            if error.status in (0, 502, 503, 504):
+                self.health.failed(f"HTTP {error.status}")
+                raise ApiUnreachable(f"HTTP {error.status}") from None
+            self.health.answered()
             if error.status == 409:
                 raise Conflict(str(error.reason)) from None
             if error.status == 403 and "NamespaceTerminating" in str(error.body or ""):
                 raise NamespaceTerminating(str(error.reason)) from None
             raise
+        self.health.answered()
+        return answer
 
     async def _json(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None) -> Any:
         """The reply as plain JSON: the client's models would be built only to be turned back

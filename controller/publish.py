@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from . import metrics
+from .apihealth import ApiUnreachable
 from .planner import DesiredConfigMap, Event, PassPlan
 from .sources import SourceState
 from .views import ConfigMapView, Conflict
@@ -137,6 +138,8 @@ class Publisher:
     async def _post(self, body: dict[str, Any], event: Event) -> None:
         try:
             await self.kube.post_event(body, event.type, event.reason, event.message)
+        except ApiUnreachable:
+            pass  # the outage is said once for the operator (apihealth)
         except Exception as error:  # noqa: BLE001 - an Event is information, never a failure
             self.log.warning("could not post the %s event: %s", event.reason, safe_text(error))
 

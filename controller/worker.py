@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from .acks import Ack
+from .apihealth import ApiUnreachable
 from .planner import Gathered, PassPlan, RingObject, Verified, plan_pass, prepare
 from .publish import KubeAdapter, Publisher, safe_text
 from .ring import Algorithm
@@ -232,6 +233,10 @@ class RingWorker:
     def _failed(self, error: Exception) -> float:
         self.failures += 1
         timeout = min(RETRY_MAX, RETRY_MIN * 2.0 ** (self.failures - 1))
+        if isinstance(error, ApiUnreachable):
+            # An outage: said once for the whole operator (apihealth), not once per ring.
+            self.log.debug("reconcile waits for the API (retry in %.0f s)", timeout)
+            return timeout
         self.log.error("reconcile failed (retry in %.0f s): %s", timeout, safe_text(error),
                        exc_info=self.failures == 1)
         return timeout

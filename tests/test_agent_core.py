@@ -548,8 +548,8 @@ def test_with_the_api_down_the_feed_backs_off_with_jitter_up_to_30_seconds():
 def test_with_the_api_down_the_client_never_warns_of_its_own_retries(by_hand, caplog):
     from kubernetes import client as k8s
 
-    from controller.agent.command import api_client
     from controller.agent.feed import ConfigMapFeed
+    from controller.kube import new_api_client as api_client
     seen: list = []
     caplog.set_level("DEBUG", logger="urllib3")
     ConfigMapFeed(k8s.CoreV1Api(api_client()), "ns", "r", seen.append).run(Stop(waits=1))

@@ -127,6 +127,42 @@ def test_api_server_restart_is_survived(fault_operator, control_plane, rings, co
 
 
 @pytest.mark.slow
+def test_an_api_server_outage_is_one_line_when_it_starts_and_one_when_it_ends(
+        control_plane, crd, api_client, namespace, consul_helper, tmp_path, report):
+    """The operator as deployed (a process, its own log), the API server away for 10 s with a
+    change meanwhile: no traceback, no ERROR line, one line each way, and the change followed."""
+    service = service_name()
+    ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(3)]
+    log = tmp_path / "operator.log"
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", "--standalone", "--namespace", namespace],
+        cwd=REPO, env=subprocess_env(control_plane), stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT)
+    rings = Rings(api_client, namespace)
+    try:
+        rings.create("quiet", quick(service, members=BY_ID))
+        before = rings.wait_ring("quiet-ring", lambda r: len(r.assignment.members) == 3, "ring",
+                                 timeout=60)
+        start = len(log.read_text(errors="replace").splitlines())
+        control_plane.processes["kube-apiserver"].stop()
+        consul_helper.set_health(ids[0], passing=False)  # a change while it is away
+        time.sleep(10)
+        control_plane.restart_apiserver()
+        after = rings.wait_ring("quiet-ring", lambda r: len(r.assignment.members) == 2,
+                                "the change followed", timeout=30)
+        time.sleep(2)
+    finally:
+        operator.terminate()
+        operator.wait(30)
+    lines = log.read_text(errors="replace").splitlines()[start:]
+    report(f"API server outage of 10 s: {len(lines)} operator log lines")
+    assert after.version == before.version + 1
+    assert not [line for line in lines if "Traceback" in line or " ERROR " in line], lines
+    assert sum("Kubernetes API cannot be reached" in line for line in lines) == 1, lines
+    assert sum("Kubernetes API is reachable again" in line for line in lines) == 1, lines
+
+
+@pytest.mark.slow
 def test_sigkill_mid_publish_leaves_a_valid_ring_and_no_extra_moves(
         control_plane, crd, api_client, namespace, consul_helper, tmp_path, report):
     service = service_name()

@@ -53,4 +53,7 @@ def test_a_ring_before_its_service_exists_then_joins_and_the_last_member_dies(
     assert "The last published ring is kept." in lost["message"]
     shown = wait_for(lambda: (c := columns(control_plane, namespace, "early"))["OBSERVED"] == "0"
                      and c, "OBSERVED 0")
-    assert shown["MEMBERS"] == "2"  # the published ring, kept
+    # The published ring is kept (it lost one member, or none if both failed at once): MEMBERS
+    # says what it holds, OBSERVED that the source has nobody now.
+    kept = rings.ring("early-ring")
+    assert shown["MEMBERS"] == str(len(kept.assignment.members)) and kept.assignment.members

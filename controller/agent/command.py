@@ -127,30 +127,17 @@ def default_namespace() -> str:
         return "default"
 
 
-def api_client() -> Any:
-    """The official client without urllib3's own retries. They retried each failed request at
-    once, three times, with a warning each (three lines a second while the API server was down),
-    and stretched every timeout up to fourfold; the agent backs off by itself and says once
-    that the API is unreachable."""
-    from kubernetes.client import rest
-
-    from ..kube import new_api_client
-    api = new_api_client()
-    api.configuration.retries = False  # the request's own error, not urllib3's MaxRetryError
-    api.rest_client = rest.RESTClientObject(api.configuration)
-    return api
-
-
 def run(args: argparse.Namespace) -> int:
     from kubernetes import client as k8s
 
+    from ..kube import new_api_client
     from . import metrics
     from .lease import LeaseWriter
     from .run import Agent
     config = config_from(args)  # an AgentUsageError is printed by the command line
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    api = api_client()
+    api = new_api_client()
     leases = LeaseWriter(k8s.CoordinationV1Api(api), config.namespace) if config.lease else None
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
