@@ -10,16 +10,17 @@ says one line for each change.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("shardring")
 
 _KOPF_RETRY = re.compile(r"^Request attempt #?\d+(/\d+)? failed; will retry: .* -> "
                          r"(?P<error>Client\w*Error|ServerDisconnectedError|TimeoutError|"
-                         r"APIServerError|Connection\w*Error|"
+                         r"Connection\w*Error|"
                          # what a restarted API server answers until its storage is ready
                          r"APITooManyRequestsError(?=\('storage is \(re\)initializing))")
 
@@ -28,21 +29,63 @@ class ApiUnreachable(Exception):
     """The Kubernetes API did not answer (connection refused or lost, a 5xx, a timeout)."""
 
 
+PROBE_EVERY = 2.0  # seconds between asking the API server whether it is back
+# A restarted API server answers some requests before others (GET /version before its storage
+# is ready: kopf's watches then get "storage is (re)initializing"): a failure this soon after it
+# came back continues the outage already said, without a second pair of lines.
+SETTLE = 10.0
+
+
 class ApiHealth:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self.down_since: float | None = None
+        self._back_at: float | None = None  # when it was last said to be back
+        self._said = False  # the outage in progress was announced
+        # Set while the operator runs: a cheap request (GET /version) and the loop it runs on.
+        # With it, "reachable again" is said even when nothing else would ask (no rings, or
+        # kopf's watches resuming without an event), and the next outage is said again.
+        self.probe: Callable[[], Awaitable[bool]] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._probing: asyncio.Future[None] | None = None
 
     def failed(self, why: str) -> None:
         if self.down_since is None:
-            self.down_since = self._clock()
-            log.warning("the Kubernetes API cannot be reached (%s); every ring keeps what it "
-                        "published, and the operator retries quietly", why)
+            now = self._clock()
+            relapse = self._back_at is not None and now - self._back_at < SETTLE
+            self.down_since = now
+            self._said = not relapse
+            if not relapse:
+                log.warning("the Kubernetes API cannot be reached (%s); every ring keeps what it "
+                            "published, and the operator retries quietly", why)
+            if self.probe is not None and self.loop is not None and not self.loop.is_closed():
+                # (kopf's log lines may come from another thread than the loop's)
+                self.loop.call_soon_threadsafe(self._start_probing)
+
+    def _start_probing(self) -> None:
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._until_back())
+
+    async def _until_back(self) -> None:
+        assert self.probe is not None
+        while self.down_since is not None:
+            await asyncio.sleep(PROBE_EVERY)
+            try:
+                if await self.probe():
+                    self.answered()
+            except Exception:  # noqa: BLE001 - still down: ask again
+                pass
+
+    def stop(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
 
     def answered(self) -> None:
         if self.down_since is not None:
-            log.info("the Kubernetes API is reachable again (after %.1f s)",
-                     self._clock() - self.down_since)
+            if self._said:
+                log.info("the Kubernetes API is reachable again (after %.1f s)",
+                         self._clock() - self.down_since)
+                self._back_at = self._clock()
             self.down_since = None
 
     def quiet_kopf_retries(self) -> logging.Filter:

@@ -115,7 +115,7 @@ def _ring_file(path_text: str) -> ringfile.RingFile:
     path = path / "ring.json" if path.is_dir() else path
     try:
         return ringfile.parse(path.read_text())
-    except OSError as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read {path}: {error}") from None
 
 
@@ -125,6 +125,7 @@ def ring_diff(args: argparse.Namespace) -> int:
     if args.json:
         document = {"before": found.before, "after": found.after, "joined": list(found.joined),
                     "left": list(found.left), "draining": list(found.draining),
+                    "drained": list(found.drained),
                     "moved": found.moved, "resized": found.resized,
                     "moves": [{"from": m.source or None, "to": m.target or None,
                                "shards": list(m.shards)} for m in found.moves]}

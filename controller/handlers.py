@@ -76,22 +76,31 @@ class Operator:
         if self.planning is not None:
             self.planning.shutdown(wait=False, cancel_futures=True)
 
-    def worker(self, namespace: str, name: str) -> RingWorker:
+    def worker(self, namespace: str, name: str, uid: str) -> RingWorker:
+        """The worker of the ShardRing ``uid``. A ring deleted and created again under the same
+        name is another ring: kopf may hand us the new one before the old one's deletion, so the
+        old worker retires here, and that late deletion (another uid) is ignored."""
         key = (namespace, name)
-        if key not in self.workers:
+        existing = self.workers.get(key)
+        if existing is not None and existing.uid != uid:
+            existing.retire()
+            existing = None
+        if existing is None:
             assert self.kube is not None and self.sources is not None
-            self.workers[key] = RingWorker(
+            existing = self.workers[key] = RingWorker(
                 namespace, name, kube=self.kube, sources=self.sources,
                 connections=self.config.access(), limits=self.config.limits, passes=self.passes,
                 background=self.background, planning=self.planning,
-                acks=self.acks.setdefault(key, {}))
-        return self.workers[key]
+                acks=self.acks.setdefault(key, {}), uid=uid)
+        return existing
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, uid: str) -> None:
+        worker = self.workers.get((namespace, name))
+        if worker is None or worker.uid != uid:
+            return  # another ring of that name has taken its place (or it is gone already)
         metrics.forget_ring(namespace, name)
-        worker = self.workers.pop((namespace, name), None)
-        if worker:
-            worker.retire()
+        del self.workers[(namespace, name)]
+        worker.retire()
         if not self.acks.get((namespace, name)):
             self.acks.pop((namespace, name), None)
 
@@ -129,12 +138,14 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     memo.quiet_retries = memo.api_health.quiet_kopf_retries()
     for handler in logging.getLogger().handlers:
         handler.addFilter(memo.quiet_retries)
-    if settings.peering.name and not settings.peering.standalone:
-        created = await asyncio.to_thread(ensure_cluster_peering, settings.peering.name)
-        if created:
-            logging.getLogger("shardring").info("created ClusterKopfPeering %s",
-                                                settings.peering.name)
+    if settings.peering.mandatory and not settings.peering.standalone:
+        # Only a peering asked for by name (--peering): kopf's auto-detection must stay free to
+        # find none and run standalone.
+        await asyncio.to_thread(ensure_cluster_peering, settings.peering.name)
     memo.start()
+    if isinstance(memo.kube, Kube):
+        memo.api_health.probe = memo.kube.api_answers
+        memo.api_health.loop = asyncio.get_running_loop()
     if memo.config.metrics_port:
         metrics.serve(memo.config.metrics_port, memo.conditions,
                       lambda: memo.sources.active() if memo.sources else 0,
@@ -153,6 +164,7 @@ def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def _cleanup(memo: Operator, **_: Any) -> None:
+    memo.api_health.stop()
     await memo.close()
     if memo.quiet_retries is not None:
         for handler in logging.getLogger().handlers:
@@ -164,24 +176,25 @@ async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | No
                       memo: Operator, **_: Any) -> None:
     assert namespace is not None  # ShardRings are namespaced
     memo.api_health.answered()  # an event came through: the API answers
+    uid = body.get("metadata", {}).get("uid", "")
     if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
-        worker = memo.workers.get((namespace, name))
-        if worker is not None:
-            worker.observe(body)  # its deletionTimestamp stops the worker's writes
-        memo.forget(namespace, name)
+        memo.forget(namespace, name, uid)  # a pass in flight ends on the ring's 404, quietly
         return
-    memo.worker(namespace, name).observe(body)
+    memo.worker(namespace, name, uid).observe(body)
 
 
 @kopf.daemon("shardring.io", "v1alpha1", "shardrings", cancellation_timeout=10.0)
 async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str | None,
                        name: str, memo: Operator, **_: Any) -> None:
     assert namespace is not None
-    worker = memo.worker(namespace, name)
+    uid = body.get("metadata", {}).get("uid", "")
+    worker = memo.worker(namespace, name, uid)
     if worker.body is None:
         worker.observe(body)
     await worker.serve(stopped)
-    if memo.workers.get((namespace, name)) is not worker:
+    if worker.retired and memo.workers.get((namespace, name)) is worker:
+        memo.forget(namespace, name, uid)  # it found the ring gone (a deletion we never saw)
+    if (namespace, name) not in memo.workers:
         # Deleted: a pass that was still in flight may have recreated the ring's series.
         metrics.forget_ring(namespace, name)
 
@@ -205,6 +218,7 @@ _without_finalizers(kopf.get_default_registry())
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)
 async def _configmap_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None,
                            name: str, memo: Operator, **_: Any) -> None:
+    memo.api_health.answered()
     ring = (body.get("metadata", {}).get("labels") or {}).get(RING_LABEL)
     worker = memo.workers.get((namespace, ring)) if ring and namespace else None
     if worker is not None:
@@ -217,6 +231,7 @@ async def _token_secret_event(body: kopf.Body, namespace: str | None, name: str,
                               **_: Any) -> None:
     """A marked Secret appeared, changed (a rotated token) or went: the rings naming it look
     again at once. The Secret's content is not kept here; a pass reads it."""
+    memo.api_health.answered()
     for (ring_namespace, _ring), worker in list(memo.workers.items()):
         if ring_namespace == namespace and worker.token_secret == name:
             worker.token_changed()
@@ -226,6 +241,7 @@ async def _token_secret_event(body: kopf.Body, namespace: str | None, name: str,
 async def _ack_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str,
                      memo: Operator, **_: Any) -> None:
     """A ring agent acknowledged a version (or its Lease went): the ring's convergence."""
+    memo.api_health.answered()
     ack = None if event.get("type") == "DELETED" else ack_from_lease(dict(body))
     ring = (body.get("metadata", {}).get("labels") or {}).get(RING_LABEL)
     if not ring or namespace is None:

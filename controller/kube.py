@@ -28,6 +28,7 @@ from .views import (
     ConfigMapView,
     Conflict,
     NamespaceTerminating,
+    RingGone,
     SecretMissing,
     view_from_dict,
 )
@@ -62,16 +63,26 @@ def ensure_cluster_peering(name: str) -> bool:
     custom = k8s.CustomObjectsApi(new_api_client())
     body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
     try:
-        custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+        custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body,
+                                            _request_timeout=(5, 10))
+        log.info("created ClusterKopfPeering %s", name)
+        return True
     except k8s.ApiException as error:
         if error.status == 409:
             return False
-        if error.status != 403:
-            raise
-        # RBAC of an older install (no create): fine as long as the object is there.
-        custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
+        if error.status == 403:
+            # RBAC of an older install (no create): fine as long as the object is there; if it
+            # is not, kopf says so (and the replica waits) when its peering starts.
+            log.warning("may not create ClusterKopfPeering %s (HTTP 403); it must exist", name)
+            return False
+        if error.status == 404:
+            log.warning("the ClusterKopfPeering CRD is not installed (kubectl apply -k crds/)")
+            return False
+        raise
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        log.warning("could not make sure ClusterKopfPeering %s exists (%s)", name,
+                    type(error).__name__)
         return False
-    return True
 
 
 class Kube:
@@ -93,7 +104,7 @@ class Kube:
             self.health.failed(type(error).__name__)
             raise ApiUnreachable(type(error).__name__) from None
         except k8s.ApiException as error:
-            if error.status in (0, 502, 503, 504):
+            if error.status in (502, 503, 504):  # a gateway or a server still starting
                 self.health.failed(f"HTTP {error.status}")
                 raise ApiUnreachable(f"HTTP {error.status}") from None
             self.health.answered()
@@ -112,6 +123,12 @@ class Kube:
             reply = fn(*args, _preload_content=False)
             return json.loads(reply.data) if reply.data else None
         return await self._in(executor, call)
+
+    async def api_answers(self) -> bool:
+        """GET /version, for ApiHealth's probe while the API is down."""
+        version = k8s.VersionApi(self.api)
+        await self._call(version.get_code, _request_timeout=(2, 3))
+        return True
 
     async def read_configmap(self, namespace: str, name: str) -> ConfigMapView | None:
         try:
@@ -143,8 +160,13 @@ class Kube:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        return await self._call(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
-                                namespace, PLURAL, name, body)
+        try:
+            return await self._call(self.custom.patch_namespaced_custom_object_status, GROUP,
+                                    VERSION, namespace, PLURAL, name, body)
+        except k8s.ApiException as error:
+            if error.status == 404:
+                raise RingGone(name) from None
+            raise
 
     async def read_ring(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

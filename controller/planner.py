@@ -398,6 +398,7 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
     status["observedGeneration"] = ring.generation
     if config is not None:
         status["configMapName"] = config.configmap
+        status["source"] = config.query.describe()
     published = decision.ring if decision else None
     if published is not None:
         loads = published.assignment.loads.values()
@@ -423,7 +424,7 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
             source is not None and not source.error:
         status["observedMembers"] = decision.observed
     wanted = conditions_for(problem, source, decision, suspended,
-                            config.query.kind if config is not None else "consul")
+                            config.query.kind if config is not None else "")
     wanted.append(_converged(status, published, acks, decision, now_text, current))
     _handover_status(status, published, ending, decision, now_text, current)
     status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
@@ -480,11 +481,12 @@ def _converged(status: dict[str, Any], published: ringfile.RingFile | None,
 def conditions_for(problem: Problem | None, source: SourceState | None,
                    decision: Decision | None, suspended: bool,
                    kind: str = "consul") -> list[Condition]:
-    """A Consul ring reports its source as ``ConsulReachable`` (as it always has); a ring of
-    another source kind as ``SourceReachable``, with the same reasons."""
+    """Every ring reports its source as ``SourceReachable``; a Consul ring also as
+    ``ConsulReachable``, the same condition under the name it had first (deprecated: kept for
+    existing readers)."""
     consul = kind == "consul"
-    name = "Consul" if consul else kind
-    reachable_type = "ConsulReachable" if consul else "SourceReachable"
+    name = {"consul": "Consul", "": "membership"}.get(kind, kind)
+    reachable_type = "SourceReachable"
     if source is None:
         reachable = Condition(reachable_type, None, "NotQueried",
                               f"no {name} query is running for this ring")
@@ -518,4 +520,5 @@ def conditions_for(problem: Problem | None, source: SourceState | None,
         ready = Condition("Ready", False, "Pending", f"waiting for the first {name} reply")
     else:
         ready = Condition("Ready", True, "Published", "the ConfigMap holds the current ring")
-    return [ready, reachable, stable, degraded]
+    also = [replace(reachable, type="ConsulReachable")] if consul else []
+    return [ready, reachable, *also, stable, degraded]

@@ -50,6 +50,19 @@ def safe_text(error: BaseException) -> str:
     return type(error).__name__
 
 
+def merge_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """``wanted`` as a JSON merge patch over ``current``: a merge patch keeps what it does not
+    name, at every depth, so a field the plan dropped (status.draining once nobody drains,
+    lastChange.joined after a change that only removed) is named with an explicit null."""
+    patch: dict[str, Any] = dict(wanted)
+    for key, value in current.items():
+        if key not in wanted:
+            patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(wanted[key], Mapping):
+            patch[key] = merge_patch(value, wanted[key])
+    return patch
+
+
 def _degraded(status: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Degraded" and c.get("status") == "True"
                for c in status.get("conditions") or [])
@@ -91,12 +104,9 @@ class Publisher:
         if status == body.get("status") or status == self._written_status:
             return None
         metadata = body.get("metadata") or {}
-        # A merge patch keeps what it does not name: a field the plan dropped (status.draining
-        # once nobody drains) is removed with an explicit null.
-        dropped = {key: None for key in body.get("status") or {} if key not in status}
+        patch = merge_patch(body.get("status") or {}, status)
         try:
-            patched = await self.kube.patch_status(self.namespace, self.name,
-                                                   {**status, **dropped},
+            patched = await self.kube.patch_status(self.namespace, self.name, patch,
                                                    metadata.get("resourceVersion"))
         except Conflict:
             # Someone else wrote the ring (kopf's own annotations, usually). A status computed
@@ -106,9 +116,9 @@ class Publisher:
             fresh_metadata = (fresh or {}).get("metadata") or {}
             if fresh is None or fresh_metadata.get("generation") != metadata.get("generation"):
                 raise
-            patched = await self.kube.patch_status(self.namespace, self.name,
-                                                   {**status, **dropped},
-                                                   fresh_metadata.get("resourceVersion"))
+            patched = await self.kube.patch_status(
+                self.namespace, self.name, merge_patch(fresh.get("status") or {}, status),
+                fresh_metadata.get("resourceVersion"))
         self._written_status = status
         return patched
 

@@ -21,8 +21,9 @@ class RingDiff:
     before: int  # ring versions
     after: int
     joined: tuple[str, ...]
-    left: tuple[str, ...]
+    left: tuple[str, ...]  # owned shards before: what the Resharded event calls removed
     draining: tuple[str, ...]  # started draining in ``after``
+    drained: tuple[str, ...]  # were draining (owning nothing) and are gone
     moves: tuple[Move, ...]  # by (source, target)
     moved: int  # shard replicas that changed owner
     resized: bool  # the shard count differs: shard numbers do not compare
@@ -30,7 +31,7 @@ class RingDiff:
     def lines(self) -> list[str]:
         text = [f"ring version {self.before} -> {self.after}"]
         for what, names in (("joined", self.joined), ("left", self.left),
-                            ("draining", self.draining)):
+                            ("draining", self.draining), ("gone after draining", self.drained)):
             if names:
                 text.append(f"{what}: {', '.join(names)}")
         if self.resized:
@@ -46,12 +47,13 @@ class RingDiff:
 def diff(before: RingFile, after: RingFile) -> RingDiff:
     old, new = before.assignment, after.assignment
     old_ids, new_ids = set(old.ids), set(new.ids)
-    present_before = old_ids | set(before.draining)
-    joined = tuple(sorted(new_ids - present_before))
-    left = tuple(sorted(present_before - new_ids - set(after.draining)))
+    joined = tuple(sorted(new_ids - old_ids - set(before.draining)))
+    left = tuple(sorted(old_ids - new_ids - set(after.draining)))
     draining = tuple(sorted(set(after.draining) - set(before.draining)))
+    drained = tuple(sorted(set(before.draining) - new_ids - set(after.draining)))
     if old.shards != new.shards:
-        return RingDiff(before.version, after.version, joined, left, draining, (), 0, True)
+        return RingDiff(before.version, after.version, joined, left, draining, drained, (), 0,
+                        True)
     moves: dict[tuple[str, str], list[int]] = defaultdict(list)
     for shard, (was, now) in enumerate(zip(old.owners, new.owners, strict=True)):
         lost = sorted(set(was) - set(now))
@@ -63,5 +65,7 @@ def diff(before: RingFile, after: RingFile) -> RingDiff:
             target = gained[i] if i < len(gained) else ""
             moves[(source, target)].append(shard)
     found = tuple(Move(s, t, tuple(shards)) for (s, t), shards in sorted(moves.items()))
-    moved = sum(len(m.shards) for m in found if m.source and m.target)
-    return RingDiff(before.version, after.version, joined, left, draining, found, moved, False)
+    # Counted as the operator counts it (status.lastChange.movedShards, the Resharded event).
+    moved = new.moved_from(old)
+    return RingDiff(before.version, after.version, joined, left, draining, drained, found, moved,
+                    False)

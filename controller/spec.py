@@ -55,6 +55,10 @@ class ServiceQuery:
     def members_found(self, count: int) -> str:
         return f"Consul reports {count} healthy instance(s) of {self.service!r}"
 
+    def describe(self) -> str:
+        """Which members, in a word (status.source, the SOURCE column)."""
+        return f"consul:{self.service}"
+
 
 @dataclass(frozen=True)
 class EtcdQuery:
@@ -67,6 +71,9 @@ class EtcdQuery:
 
     def members_found(self, count: int) -> str:
         return f"etcd holds {count} member key(s) under {self.prefix!r}"
+
+    def describe(self) -> str:
+        return f"etcd:{self.prefix}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,9 @@ class ZooKeeperQuery:
 
     def members_found(self, count: int) -> str:
         return f"ZooKeeper holds {count} member node(s) under {self.path!r}"
+
+    def describe(self) -> str:
+        return f"zookeeper:{self.path}"
 
 
 SourceQuery = ServiceQuery | EtcdQuery | ZooKeeperQuery

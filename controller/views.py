@@ -14,6 +14,11 @@ class Conflict(Exception):
     """Someone else wrote first (HTTP 409): re-read, then run the pass again."""
 
 
+class RingGone(Exception):
+    """The ShardRing no longer exists (HTTP 404 on its status): its deletion event may have been
+    missed (a watch re-listed after an outage does not replay deletions), so its worker stops."""
+
+
 class NamespaceTerminating(Exception):
     """The namespace is being deleted: nothing new may be created in it (HTTP 403). Its rings go
     with it, so this is the end of the ring's work, not an error to retry."""

@@ -27,7 +27,7 @@ from .ring import Algorithm
 from .settings import Access, Limits
 from .sources import SourceRegistry, SourceState, Subscription
 from .spec import RingConfig
-from .views import ConfigMapView, Conflict, NamespaceTerminating, SecretMissing
+from .views import ConfigMapView, Conflict, NamespaceTerminating, RingGone, SecretMissing
 
 log = logging.getLogger("shardring")
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
@@ -104,8 +104,10 @@ class RingWorker:
                  connections: Mapping[tuple[str, str], Access], limits: Limits = Limits(),
                  clock: Clock | None = None, passes: asyncio.Semaphore | None = None,
                  background: set[asyncio.Task[None]] | None = None,
-                 planning: Executor | None = None, acks: Mapping[str, Ack] | None = None):
+                 planning: Executor | None = None, acks: Mapping[str, Ack] | None = None,
+                 uid: str = ""):
         self.namespace, self.name = namespace, name
+        self.uid = uid  # which ShardRing of this name it serves (a re-created one is another)
         self.kube, self.sources, self.connections = kube, sources, connections
         self.limits = limits
         self.clock: Clock = clock or SystemClock()
@@ -214,6 +216,9 @@ class RingWorker:
             return None
         try:
             timeout = await self._pass_if_needed()
+        except RingGone:
+            self._gone()
+            return None
         except NamespaceTerminating:
             # The ring goes with its namespace: say so once, and stop writing.
             self.namespace_terminating = True
@@ -223,12 +228,19 @@ class RingWorker:
         except Conflict:
             try:
                 return await self._after_conflict()
+            except RingGone:
+                self._gone()
+                return None
             except Exception as error:  # noqa: BLE001 - the re-read failed: back off as below
                 return self._failed(error)
         except Exception as error:  # noqa: BLE001 - one ring's failure never stops the others
             return self._failed(error)
         self.failures = self.conflicts = 0
         return timeout
+
+    def _gone(self) -> None:
+        self.log.info("the ShardRing is gone; its worker stops")
+        self.retire()
 
     def _failed(self, error: Exception) -> float:
         self.failures += 1
@@ -253,8 +265,8 @@ class RingWorker:
         self.conflicts += 1
         self.seen, self.fingerprint = None, None
         fresh = await self.kube.read_ring(self.namespace, self.name)
-        if fresh is None:
-            return None  # deleted meanwhile: its events stop the worker
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != self.uid != "":
+            raise RingGone(self.name)  # deleted meanwhile (perhaps re-created: another ring)
         self.body = plain_body(fresh)
         return 0.0 if self.conflicts == 1 else min(RETRY_MAX, 2.0 ** (self.conflicts - 2))
 

@@ -242,8 +242,11 @@ class Watcher(SourceWatcher):
 
     def _fail(self, error: BaseException) -> None:
         denied = isinstance(error, exc.NoAuth | exc.AuthFailed)
+        unreachable = isinstance(error, exc.ConnectionLoss | exc.SessionLost | exc.ConnectError |
+                                 exc.TimeoutError | TimeoutError | OSError)
         message = "ZooKeeper refused the ring's credentials for the path (permission denied)" \
-            if denied else "ZooKeeper cannot be reached"
+            if denied else "ZooKeeper cannot be reached" if unreachable else \
+            f"the ZooKeeper query failed: {type(error).__name__}"
         if self.state.error != message:  # one line when it starts, whatever fails meanwhile
             log.warning("%s (path %s): %s", message, self.key.query.path, type(error).__name__)
             self.state = SourceState(snapshot=self.state.snapshot, error=message,

@@ -104,6 +104,17 @@ def test_each_install_mode_applies_on_a_fresh_cluster_and_uninstalls(plane):
         ok(plane, "delete", "-k", str(REPO / mode), "--timeout=90s", timeout=120)
         assert gone(plane, "crd", "shardrings.shardring.io")
         assert gone(plane, "namespace", SYSTEM)
+    # Uninstalling beside other kopf operators keeps their peering CRD (docs/install.md).
+    ok(plane, "apply", "-k", str(REPO / "manifests"))
+    rendered = ok(plane, "kustomize", str(REPO / "manifests"))
+    result = subprocess.run([str(plane.assets / "kubectl"), "--kubeconfig", str(plane.kubeconfig),
+                             "delete", "-f", "-", "--ignore-not-found", "--timeout=90s",
+                             "--selector", "app.kubernetes.io/name!=kopf-peering"],
+                            input=rendered, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert gone(plane, "crd", "shardrings.shardring.io")
+    assert not gone(plane, "crd", "clusterkopfpeerings.kopf.dev")
+    ok(plane, "delete", "-k", str(REPO / "crds"), "--ignore-not-found")
 
 
 def test_cluster_wide_to_namespaced_then_uninstall_with_the_operator_stopped(plane, tmp_path):

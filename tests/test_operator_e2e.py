@@ -56,9 +56,11 @@ def test_ring_is_published_then_follows_a_failing_instance(
     assert status["ringHash"] == ring.hash and status["configMapName"] == "scrapers-ring"
     table = kubectl(control_plane, "get", "shardrings", "-n", namespace, "-o", "wide")
     header, row = table.splitlines()[:2]
-    assert header.split()[:7] == ["NAME", "SERVICE", "MEMBERS", "OBSERVED", "SHARDS", "VERSION",
+    assert header.split()[:7] == ["NAME", "SOURCE", "MEMBERS", "OBSERVED", "SHARDS", "VERSION",
                                   "READY"]
-    assert row.split()[:7] == ["scrapers", service, "5", "5", "64", "1", "True"]
+    assert row.split()[:7] == ["scrapers", f"consul:{service}", "5", "5", "64", "1", "True"]
+    assert header.split()[-3:] == ["MOVED", "REACHABLE", "REASON"]
+    assert row.split()[-2:] == ["True", "Published"]
     configmap = rings.configmap("scrapers-ring")
     assert configmap.metadata.labels["app.kubernetes.io/managed-by"] == "shardring-operator"
     owner = configmap.metadata.owner_references[0]
@@ -250,6 +252,7 @@ def test_metrics_move_with_the_ring(crd, operator_env, rings, consul_helper, nam
                  'shardring_rings{condition="Converged",status="Unknown"}': 1,
                  'shardring_rings{condition="Degraded",status="False"}': 1,
                  'shardring_rings{condition="Ready",status="True"}': 1,
+                 'shardring_rings{condition="SourceReachable",status="True"}': 1,
                  'shardring_rings{condition="Stable",status="True"}': 1}
         wait_for(lambda: operator_wide(scrape()) == ready, "one ready ring in the gauges")
         before = scrape()

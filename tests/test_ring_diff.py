@@ -52,8 +52,18 @@ def test_draining_is_not_leaving_and_a_new_shard_count_is_said_plainly():
     after = ring(["a"], 2, before, draining=("b",))
     found = diff(before, after)
     assert (found.left, found.draining) == ((), ("b",))
+    gone = diff(after, ring(["a"], 3, after))  # the drained member finally goes
+    assert (gone.left, gone.drained, gone.moved) == ((), ("b",), 0)  # as the event counts it
     resized = diff(before, ring(["a", "b"], 3, shards=64))
     assert resized.resized and "shard count changed" in "\n".join(resized.lines())
+
+
+def test_a_new_replication_factor_counts_as_the_operator_counts_it():
+    before = ring(["a", "b", "c", "d"], 1, replication=2)
+    after = ring(["a", "b", "c", "d"], 2, before, replication=3)
+    found = diff(before, after)
+    assert found.moved == after.assignment.moved_from(before.assignment) > 0
+    assert all(move.source == "" for move in found.moves)  # replicas added, none taken away
 
 
 def test_the_command_reads_files_or_mounted_directories(tmp_path):
@@ -73,3 +83,7 @@ def test_the_command_reads_files_or_mounted_directories(tmp_path):
     missing = subprocess.run(run[:-2] + [str(tmp_path / "nope.json"), str(tmp_path / "v3.json")],
                              cwd=REPO, capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("error: cannot read")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    binary = subprocess.run(run[:-2] + [str(tmp_path / "binary.json"), str(tmp_path / "v3.json")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert binary.returncode == 2 and "Traceback" not in binary.stderr

@@ -98,3 +98,28 @@ def test_no_agents_means_nobody_is_listed_as_lagging():
     assert (nobody.condition.status, nobody.condition.reason) == (None, "NoAgents")
     assert "lagging" not in nobody.status and "laggingCount" not in nobody.status
     assert nobody.status["applied"] == 0 and nobody.status["members"] == 2
+
+
+def test_a_status_patch_removes_what_the_plan_dropped_at_every_depth():
+    from controller.publish import merge_patch
+    from tests.test_worker import merged
+    before = {"members": 3, "draining": ["x"],
+              "lastChange": {"added": 1, "removed": 0, "joined": ["c"]},
+              "convergence": {"applied": 1, "lagging": ["a", "b"], "laggingCount": 2}}
+    wanted = {"members": 2, "lastChange": {"added": 0, "removed": 1, "left": ["b"]},
+              "convergence": {"applied": 0}}
+    assert merged(before, merge_patch(before, wanted)) == wanted
+
+
+def test_every_ring_names_its_source_and_reports_it_as_source_reachable():
+    consul = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a")), 0.0, "t")
+    assert consul.status["source"] == "consul:svc"
+    kinds = [c["type"] for c in consul.status["conditions"]]
+    assert "SourceReachable" in kinds and "ConsulReachable" in kinds  # the old name, deprecated
+    assert condition(consul.status, "SourceReachable")["status"] == \
+        condition(consul.status, "ConsulReachable")["status"] == "True"
+    etcd_spec = {"etcd": {"prefix": "/services/web"}, "shards": 8}
+    etcd = plan_pass(RingObject("team", "e", "uid-2", 1, etcd_spec, {}),
+                     parse_spec("e", etcd_spec), Gathered(None, source_with("a")), 0.0, "t")
+    assert etcd.status["source"] == "etcd:/services/web/"
+    assert "ConsulReachable" not in [c["type"] for c in etcd.status["conditions"]]

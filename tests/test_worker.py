@@ -27,6 +27,19 @@ def entry(i: int) -> dict[str, Any]:
             "Status": "passing"}
 
 
+def merged(current: Any, patch: Any) -> Any:
+    """RFC 7386: what a JSON merge patch makes of ``current``."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(current) if isinstance(current, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -129,7 +142,7 @@ class FakeKube:
                 self.ring["metadata"]["resourceVersion"] = str(next(self.rv))  # someone wrote
             raise Conflict("status")
         self.status_writes += 1
-        self.ring["status"] = status
+        self.ring["status"] = merged(self.ring["status"], status)  # as the API server does
         self.ring["metadata"]["resourceVersion"] = str(next(self.rv))
         return self.ring
 
@@ -446,3 +459,36 @@ def test_a_problem_is_warned_once_even_when_an_older_body_arrives_after_the_stat
         await s.step()
         assert s.kube.events.count(("Warning", "NotEnoughMembers")) == 2
     asyncio.run(scenario())
+
+
+def test_a_ring_found_gone_retires_its_worker_quietly(caplog):
+    """A deletion the watch never delivered (a re-list after an outage replays none): the
+    status patch's 404 ends the worker, with one info line and no error."""
+    from controller.views import RingGone
+
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+
+        async def gone(*_args):
+            raise RingGone(NAME)
+        s.kube.patch_status = gone
+        s.sources.members(4)
+        assert await s.step() is None
+        assert s.worker.retired
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    asyncio.run(scenario())
+
+
+def test_a_ring_created_again_under_its_name_gets_a_worker_of_its_own():
+    from controller.handlers import Operator
+    from controller.settings import OperatorConfig
+
+    operator = Operator(OperatorConfig(), kube=FakeKube(spec()), sources=FakeSources(FakeClock()))
+    old = operator.worker(NAMESPACE, NAME, "uid-old")
+    new = operator.worker(NAMESPACE, NAME, "uid-new")  # its ADDED before the old one's DELETED
+    assert new is not old and old.retired and not new.retired
+    operator.forget(NAMESPACE, NAME, "uid-old")  # the late deletion of the old ring
+    assert operator.workers[(NAMESPACE, NAME)] is new and not new.retired
+    operator.forget(NAMESPACE, NAME, "uid-new")
+    assert (NAMESPACE, NAME) not in operator.workers and new.retired

@@ -137,7 +137,12 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args)  # an AgentUsageError is printed by the command line
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    api = new_api_client()
+    from kubernetes.config import ConfigException
+    try:
+        api = new_api_client()
+    except ConfigException as error:
+        raise AgentUsageError(f"no Kubernetes API to follow the ring through ({error}); set "
+                              f"KUBECONFIG, or run it in a pod") from None
     leases = LeaseWriter(k8s.CoordinationV1Api(api), config.namespace) if config.lease else None
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)

@@ -1,0 +1,93 @@
+"""An API server outage said once each way (controller/apihealth.py), without a control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from controller import apihealth
+from controller.apihealth import ApiHealth
+
+
+def kopf_line(message: str, name: str = "kopf._cogs.clients.watching") -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, message, None, None)
+
+
+def said(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "shardring"]
+
+
+def test_kopfs_retry_lines_become_one_line_and_real_errors_stay(caplog):
+    caplog.set_level(logging.INFO, logger="shardring")
+    health = ApiHealth()
+    quiet = health.quiet_kopf_retries()
+    for attempt in range(1, 6):
+        assert not quiet.filter(kopf_line(
+            f"Request attempt #{attempt}/9 failed; will retry: GET https://127.0.0.1:1/apis -> "
+            f"ClientConnectorError(ConnectionKey(host='127.0.0.1'))"))
+    assert not quiet.filter(kopf_line(
+        "Request attempt #6/9 failed; will retry: GET https://x/apis -> "
+        "APITooManyRequestsError('storage is (re)initializing', {})"))
+    # Not an outage: a server error (a failing webhook), a refusal, an escalation, ours.
+    for kept in ("Request attempt #1/9 failed; will retry: PATCH https://x -> "
+                 "APIServerError('Internal error occurred: failed calling webhook', {})",
+                 "Request attempt #1/9 failed; will retry: GET https://x -> "
+                 "APITooManyRequestsError('too many requests', {})",
+                 "Request attempt #9/9 failed; escalating: GET https://x -> "
+                 "ClientConnectorError()"):
+        assert quiet.filter(kopf_line(kept)), kept
+    assert quiet.filter(kopf_line("Request attempt #1/9 failed; will retry: x -> "
+                                  "ClientConnectorError()", name="shardring"))
+    lines = said(caplog)
+    assert len(lines) == 1 and "cannot be reached (ClientConnectorError)" in lines[0]
+    health.answered()
+    health.answered()
+    assert len(said(caplog)) == 2 and "reachable again" in said(caplog)[1]
+
+
+def test_while_down_it_asks_until_the_api_answers_so_the_next_outage_is_said_too(
+        caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="shardring")
+    monkeypatch.setattr(apihealth, "PROBE_EVERY", 0.01)
+    answers = iter([False, False, True, True])
+
+    async def probe() -> bool:
+        answer = next(answers)
+        if not answer:
+            raise OSError("connection refused")
+        return answer
+
+    now = [0.0]
+
+    async def scenario() -> None:
+        health = ApiHealth(clock=lambda: now[0])
+        health.probe, health.loop = probe, asyncio.get_running_loop()
+        health.failed("ClientConnectorError")  # nothing else will ever say it is back
+        for _ in range(200):
+            if health.down_since is None:
+                break
+            await asyncio.sleep(0.01)
+        assert health.down_since is None
+        now[0] += apihealth.SETTLE + 1  # a new outage, long after
+        health.failed("ClientConnectorError")
+        health.stop()
+    asyncio.run(scenario())
+    lines = said(caplog)
+    assert [("cannot be reached" in line, "reachable again" in line) for line in lines] == \
+        [(True, False), (False, True), (True, False)]
+
+
+def test_a_failure_just_after_the_return_continues_the_outage_already_said(caplog):
+    """A restarted API server answers GET /version before its storage is ready."""
+    caplog.set_level(logging.INFO, logger="shardring")
+    now = [100.0]
+    health = ApiHealth(clock=lambda: now[0])
+    health.failed("ClientConnectorError")
+    now[0] += 10
+    health.answered()
+    now[0] += 1
+    health.failed("APITooManyRequestsError")  # storage is (re)initializing
+    now[0] += 2
+    health.answered()
+    assert [("cannot be reached" in line, "reachable again" in line) for line in said(caplog)] \
+        == [(True, False), (False, True)]
