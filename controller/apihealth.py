@@ -21,8 +21,10 @@ log = logging.getLogger("shardring")
 _KOPF_RETRY = re.compile(r"^Request attempt #?\d+(/\d+)? failed; will retry: .* -> "
                          r"(?P<error>Client\w*Error|ServerDisconnectedError|TimeoutError|"
                          r"Connection\w*Error|"
-                         # what a restarted API server answers until its storage is ready
-                         r"APITooManyRequestsError(?=\('storage is \(re\)initializing))")
+                         # what a restarted API server answers until it is ready (a 500, a
+                         # failing webhook say, is not an outage)
+                         r"APITooManyRequestsError(?=\('storage is \(re\)initializing)|"
+                         r"APIServerError(?=.*'code': 50[234]\b))")
 
 
 class ApiUnreachable(Exception):

@@ -28,9 +28,14 @@ def test_kopfs_retry_lines_become_one_line_and_real_errors_stay(caplog):
     assert not quiet.filter(kopf_line(
         "Request attempt #6/9 failed; will retry: GET https://x/apis -> "
         "APITooManyRequestsError('storage is (re)initializing', {})"))
+    assert not quiet.filter(kopf_line(  # a restarting server's 503
+        "Request attempt #6/9 failed; will retry: GET https://x/apis -> APIServerError("
+        "'the server is currently unable to handle the request', {'reason': "
+        "'ServiceUnavailable', 'code': 503}, status=503)"))
     # Not an outage: a server error (a failing webhook), a refusal, an escalation, ours.
     for kept in ("Request attempt #1/9 failed; will retry: PATCH https://x -> "
-                 "APIServerError('Internal error occurred: failed calling webhook', {})",
+                 "APIServerError('Internal error occurred: failed calling webhook', "
+                 "{'code': 500}, status=500)",
                  "Request attempt #1/9 failed; will retry: GET https://x -> "
                  "APITooManyRequestsError('too many requests', {})",
                  "Request attempt #9/9 failed; escalating: GET https://x -> "
