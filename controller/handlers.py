@@ -202,8 +202,9 @@ async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: 
 def _without_finalizers(registry: kopf.OperatorRegistry) -> None:
     """kopf guards the object of every daemon with a finalizer, so that it can stop the daemon
     before the object goes (kopf#896: by design, not a setting). Ours needs no such guard: the
-    ring's deletion event retires its worker (``Operator.forget``), and a daemon that outlives
-    its ring by a moment writes nothing (the worker stops serving). kopf removes the finalizer
+    ring's deletion event retires its worker (``Operator.forget``); a pass already in flight, or
+    a deletion the watch never delivered, ends at the ring's 404 (``RingGone``), and whatever
+    it wrote last goes with the ring's garbage collection. kopf removes the finalizer
     that older versions added from every ring it sees. test_install pins this down on a real
     API server, so a kopf upgrade that changes the registry fails there, not in production."""
     spawning = registry._spawning  # private: no public switch exists (see above)

@@ -364,7 +364,8 @@ def test_two_replicas_one_active_and_the_standby_takes_over(
         assert after.version == during.version + 1
         assert after.assignment.moved_from(during.assignment) == during.assignment.loads[ids[1]]
         assert "Resuming operations after the pause" in standby.output()
-        assert "ConfigMap ha-ring updated" in standby.output()
+        # (Its log line follows the write the test already saw: wait for it, as for the active.)
+        wait_for(lambda: "ConfigMap ha-ring updated" in standby.output(), "the standby's log")
         assert scrape(ports["standby"])[writes] == 1
     finally:
         active.stop(signal.SIGKILL)
