@@ -52,17 +52,24 @@ class ApiHealth:
         self._probing: asyncio.Future[None] | None = None
 
     def failed(self, why: str) -> None:
-        if self.down_since is None:
-            now = self._clock()
-            relapse = self._back_at is not None and now - self._back_at < SETTLE
-            self.down_since = now
-            self._said = not relapse
-            if not relapse:
-                log.warning("the Kubernetes API cannot be reached (%s); every ring keeps what it "
-                            "published, and the operator retries quietly", why)
-            if self.probe is not None and self.loop is not None and not self.loop.is_closed():
-                # (kopf's log lines may come from another thread than the loop's)
-                self.loop.call_soon_threadsafe(self._start_probing)
+        now = self._clock()
+        if self.down_since is not None:
+            if not self._said and now - self.down_since >= SETTLE:
+                self._say_down(why)  # not a brief relapse after all
+            return
+        relapse = self._back_at is not None and now - self._back_at < SETTLE
+        self.down_since = now
+        self._said = False
+        if not relapse:
+            self._say_down(why)
+        if self.probe is not None and self.loop is not None and not self.loop.is_closed():
+            # (kopf's log lines may come from another thread than the loop's)
+            self.loop.call_soon_threadsafe(self._start_probing)
+
+    def _say_down(self, why: str) -> None:
+        self._said = True
+        log.warning("the Kubernetes API cannot be reached (%s); every ring keeps what it "
+                    "published, and the operator retries quietly", why)
 
     def _start_probing(self) -> None:
         if self._probing is None or self._probing.done():

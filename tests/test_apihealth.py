@@ -96,3 +96,19 @@ def test_a_failure_just_after_the_return_continues_the_outage_already_said(caplo
     health.answered()
     assert [("cannot be reached" in line, "reachable again" in line) for line in said(caplog)] \
         == [(True, False), (False, True)]
+
+
+def test_a_relapse_that_lasts_is_said_after_all(caplog):
+    caplog.set_level(logging.INFO, logger="shardring")
+    now = [100.0]
+    health = ApiHealth(clock=lambda: now[0])
+    health.failed("ClientConnectorError")
+    health.answered()
+    now[0] += 1
+    health.failed("ClientConnectorError")  # a relapse: quiet for now
+    assert len(said(caplog)) == 2
+    now[0] += apihealth.SETTLE  # still failing well after: a new outage, said
+    health.failed("ClientConnectorError")
+    health.answered()
+    assert [("cannot be reached" in line, "reachable again" in line) for line in said(caplog)] \
+        == [(True, False), (False, True), (True, False), (False, True)]
