@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -142,3 +144,29 @@ def kubectl(control_plane, *args: str) -> str:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class OperatorProcess:
+    """``python -m controller run`` as a process of its own, as a Deployment runs it."""
+
+    def __init__(self, control_plane, kubeconfig: Path, log: Path, *args: str):
+        env = subprocess_env(control_plane, kubeconfig)
+        self.log = log
+        self.process = subprocess.Popen([sys.executable, "-m", "controller", "run", *args],
+                                        cwd=REPO, env=env, stdout=open(log, "wb"),
+                                        stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

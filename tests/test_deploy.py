@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,10 +16,10 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.operator_helpers import (
+    OperatorProcess,
     Rings,
     kubectl,
     service_account_kubeconfig,
-    subprocess_env,
     wait_for,
 )
 
@@ -74,27 +73,6 @@ def test_base_and_overlay_apply_with_server_side_validation(control_plane, insta
     served = next(e["value"] for e in container["env"] if e["name"] == "SHARDRING_NAMESPACES")
     assert sorted(served.split(",")) == bound  # listed twice, alike, and nothing more
     kubectl(control_plane, "apply", "-k", str(tenants), "--dry-run=server")
-
-
-class OperatorProcess:
-    def __init__(self, control_plane, kubeconfig: Path, log: Path, *args: str):
-        env = subprocess_env(control_plane, kubeconfig)
-        self.log = log
-        self.process = subprocess.Popen([sys.executable, "-m", "controller", "run", *args],
-                                        cwd=REPO, env=env, stdout=open(log, "wb"),
-                                        stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @dataclass

@@ -6,7 +6,6 @@ uninstalling with the operator gone, or deleting the CRDs under a running operat
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from kubernetes import config as k8s_config
 
 from controller.testing import ControlPlane
 from controller.testing.consul_helpers import ConsulHelper
-from tests.operator_helpers import Rings, service_account_kubeconfig, subprocess_env, wait_for
+from tests.operator_helpers import OperatorProcess, Rings, service_account_kubeconfig, wait_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -54,27 +53,18 @@ def can_i(plane: ControlPlane, *args: str) -> bool:
     return answer == "yes"
 
 
-def operator(plane: ControlPlane, tmp_path: Path, *args: str) -> subprocess.Popen:
+def operator(plane: ControlPlane, tmp_path: Path, *args: str) -> OperatorProcess:
     """The operator as the Deployment would run it: as the shipped ServiceAccount."""
     api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
     config = service_account_kubeconfig(plane, k8s.CoreV1Api(api), SYSTEM, "shardring-operator",
                                         tmp_path / f"sa-{uuid.uuid4().hex[:6]}.kubeconfig")
-    log = tmp_path / f"operator-{uuid.uuid4().hex[:6]}.log"
-    process = subprocess.Popen([sys.executable, "-m", "controller", "run", "--peering",
-                                "shardring", *args], cwd=REPO, env=subprocess_env(plane, config),
-                               stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    process.log = log  # type: ignore[attr-defined]
-    return process
+    return OperatorProcess(plane, config, tmp_path / f"operator-{uuid.uuid4().hex[:6]}.log",
+                           "--peering", "shardring", *args)
 
 
-def stop(process: subprocess.Popen) -> str:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    return process.log.read_text(errors="replace")  # type: ignore[attr-defined]
+def stop(running: OperatorProcess) -> str:
+    running.stop()
+    return running.output()
 
 
 def published_ring(plane: ControlPlane, namespace: str, name: str, service: str) -> Rings:
