@@ -10,7 +10,8 @@ from typing import Any
 
 
 def consul(node: str, sid: str, address: str = "", port: int = 9100, status: str = "passing",
-           *, node_address: str = "", tags: tuple[str, ...] = (), meta: dict[str, str] | None = None,
+           *, node_address: str = "", tags: tuple[str, ...] = (),
+           meta: dict[str, str] | None = None,
            node_meta: dict[str, str] | None = None, weights: tuple[int, int] | None = None,
            node_status: str = "passing") -> dict[str, Any]:
     return {
