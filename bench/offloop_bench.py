@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from controller.instance import Instance
 from controller.planner import Gathered, RingObject, plan_pass
 from controller.sources import Snapshot, SourceState
 from controller.spec import parse_spec
@@ -32,10 +33,9 @@ CASES = [  # (members, shards, replication, algorithm)
 ]
 
 
-def entries(count: int) -> list[dict[str, Any]]:
-    return [{"Node": {"Node": f"node-{i // 50}", "Address": "10.0.0.1"},
-             "Service": {"ID": f"web-{i}", "Address": f"10.1.{i // 250}.{i % 250}",
-                         "Port": 9100}, "Status": "passing"} for i in range(count)]
+def entries(count: int) -> tuple[Instance, ...]:
+    return tuple(Instance(f"web-{i}", f"web-{i}", f"node-{i // 50}", f"10.1.{i // 250}.{i % 250}",
+                          9100) for i in range(count))
 
 
 def inputs(members: int, shards: int, replication: int, algorithm: str) -> tuple[Any, ...]:

@@ -3,7 +3,7 @@
 Rules from Consul's blocking-query documentation:
 * ``/v1/health/service/<name>?index=I&wait=W`` returns when the index moves past I or after W
   plus up to W/16 of jitter, so the client timeout is W + W/16 + a margin;
-* a reply is not a change: the sorted entries are compared before anyone is woken;
+* a reply is not a change: the sorted instances are compared before anyone is woken;
 * an index that goes backwards (agent restart, snapshot restore) resets to 0;
 * errors back off with jitter, and a churning index is rate-limited, so nothing loops hot;
 * a query Consul refuses as malformed (a bad filter expression) backs off much longer, since only
@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from consul import base
 from consul.exceptions import BadRequest
 
 from . import metrics
-from .membership import health_status
+from .instance import CRITICAL, PASSING, WARNING, Health, Instance, Weights, frozen
 from .settings import ConsulConnection
 from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool
 from .spec import ServiceQuery
@@ -114,27 +114,45 @@ def token_digest(token: str | None) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16] if token else ""
 
 
-def _canonical(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What matters of each entry, sorted; the raw reply carries indexes that change every time."""
-    slim: list[dict[str, Any]] = []
-    for entry in entries:
-        node = entry.get("Node") or {}
-        service = entry.get("Service") or {}
-        # Empty fields are left out (readers use .get): 10 000 entries are held at scale.
-        slim_node: dict[str, Any] = {"Node": node.get("Node"), "Address": node.get("Address")}
-        slim_service: dict[str, Any] = {"ID": service.get("ID"), "Address": service.get("Address"),
-                        "Port": service.get("Port")}
-        if node.get("Meta"):
-            slim_node["Meta"] = node["Meta"]
-        for key in ("Meta", "Weights"):
-            if service.get(key):
-                slim_service[key] = service[key]
-        if service.get("Tags"):
-            slim_service["Tags"] = sorted(service["Tags"])
-        slim.append({"Node": slim_node, "Service": slim_service,
-                     "Status": health_status(entry.get("Checks") or [])})
-    slim.sort(key=lambda e: (e["Node"]["Node"] or "", e["Service"]["ID"] or ""))
-    return slim
+_SEVERITY: dict[str, int] = {PASSING: 0, WARNING: 1, CRITICAL: 2}
+
+
+def health_status(checks: Iterable[Mapping[str, Any]] | None) -> Health:
+    """An instance's health as Consul aggregates it (its DNS interface, its load balancing): the
+    worst of its node's and its service's checks (an unknown status counts as critical;
+    maintenance mode is a critical check); no checks at all is passing."""
+    worst: Health = PASSING
+    for check in checks or ():
+        status = check.get("Status") or CRITICAL
+        severity = _SEVERITY.get(status, 2)
+        if severity > _SEVERITY[worst]:
+            worst = (PASSING, WARNING, CRITICAL)[severity]
+    return worst
+
+
+def instance_from_health(entry: Mapping[str, Any]) -> Instance:
+    """One entry of /v1/health/service as the rings see it: the raw entry carries indexes that
+    change on every reply, and much more than a ring reads."""
+    node = entry.get("Node") or {}
+    service = entry.get("Service") or {}
+    weights = service.get("Weights")
+    return Instance(
+        origin=f"{service.get('ID')!r} on node {node.get('Node')!r}",
+        name=str(service.get("ID") or ""),
+        node=str(node.get("Node") or ""),
+        address=service.get("Address") or node.get("Address") or "",
+        port=int(service.get("Port") or 0),
+        health=health_status(entry.get("Checks")),
+        weights=Weights(weights.get("Passing", 1), weights.get("Warning", 1)) if weights
+        else None,
+        labels=frozen(service.get("Meta")),
+        host_labels=frozen(node.get("Meta")),
+        tags=tuple(sorted(service.get("Tags") or ())))
+
+
+def instances_from_health(entries: Iterable[Mapping[str, Any]]) -> tuple[Instance, ...]:
+    """Sorted by node and service ID, so that equal replies give equal tuples."""
+    return tuple(sorted(map(instance_from_health, entries), key=lambda i: (i.node, i.name)))
 
 
 def health_params(query: ServiceQuery, index: int) -> list[tuple[str, str]]:
@@ -168,7 +186,7 @@ def _health_reply(response: base.Response) -> tuple[int, bytes]:
     return int(index), body
 
 
-def _canonical_reply(body: bytes) -> list[dict[str, Any]]:
+def instances_from_reply(body: bytes) -> tuple[Instance, ...]:
     """The reply's entries, decoded and slimmed one at a time: the whole reply is never held
     decoded, and a thread doing this lets the event loop run between entries."""
     text = body.decode()
@@ -176,7 +194,7 @@ def _canonical_reply(body: bytes) -> list[dict[str, Any]]:
     start = text.find("[")
     if start < 0:
         if text.strip() in ("", "null"):
-            return []
+            return ()
         raise ValueError("Consul's reply is not a JSON list")
 
     def entries() -> Iterator[dict[str, Any]]:
@@ -185,7 +203,7 @@ def _canonical_reply(body: bytes) -> list[dict[str, Any]]:
             entry, position = decode(text, position)
             yield entry
             position = _skip(text, position)
-    return _canonical(entries())
+    return instances_from_health(entries())
 
 
 def _skip(text: str, position: int) -> int:
@@ -236,8 +254,8 @@ class Watcher(SourceWatcher):
                                           headers={"X-Consul-Token": self._token}
                                           if self._token else None, raw=True),
                     timeout=WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
-                canonical = await asyncio.to_thread(_canonical_reply, body) \
-                    if len(body) > DECODE_OFF_LOOP_BYTES else _canonical_reply(body)
+                instances = await asyncio.to_thread(instances_from_reply, body) \
+                    if len(body) > DECODE_OFF_LOOP_BYTES else instances_from_reply(body)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
@@ -257,10 +275,10 @@ class Watcher(SourceWatcher):
             new_index = int(new_index or 0)
             # An index that goes backwards means Consul's state was reset: start over.
             index = 0 if new_index < index else new_index
-            self._succeed(canonical, new_index)
+            self._succeed(instances, new_index)
             # The raw reply (checks, outputs, raft indexes) would otherwise stay alive in this
             # frame through the next 55-second query: 100 watchers held ~30 MB that way.
-            del body, canonical
+            del body, instances
 
     def _fail(self, error: BaseException) -> None:
         denied = isinstance(error, consul.ACLPermissionDenied)
@@ -292,18 +310,16 @@ class Watcher(SourceWatcher):
             text = text.replace(self._token, "***")
         return text[:REFUSAL_TEXT_MAX] or "HTTP 400"
 
-    def _succeed(self, canonical: list[dict[str, Any]], index: int) -> None:
-        # _canonical sorts every list, and dict equality ignores key order: plain equality is
-        # the comparison, with no re-serialising of the previous snapshot on every reply.
+    def _succeed(self, instances: tuple[Instance, ...], index: int) -> None:
+        # Instances are sorted values: plain equality is the comparison.
         unchanged = self.state.snapshot is not None and self.state.error is None and \
-            canonical == self.state.snapshot.entries
+            instances == self.state.snapshot.instances
         if unchanged:
             return  # a reply is not a change
-        self.state = SourceState(snapshot=Snapshot(index, canonical, time.monotonic()))
+        self.state = SourceState(snapshot=Snapshot(index, instances, time.monotonic()))
         self.changes += 1
         metrics.CONSUL_CHANGES.labels(*self._labels).inc()
         self._notify()
-
 
 
 async def _close(client: consul.aio.Consul) -> None:

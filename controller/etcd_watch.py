@@ -27,7 +27,8 @@ from typing import Any
 
 import aiohttp
 
-from .membership import registration_entry
+from .instance import Instance
+from .registration import from_registration
 from .settings import EtcdConnection
 from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool
 from .spec import EtcdQuery
@@ -203,7 +204,7 @@ class Watcher(SourceWatcher):
         self._gateway = gateway
         self._credentials = credentials
         self._keys: dict[str, bytes] = {}
-        self._entries: dict[str, dict[str, Any]] = {}  # per key: values are parsed once
+        self._instances: dict[str, Instance] = {}  # per key: values are decoded once
         self._revision = 0
 
 
@@ -221,7 +222,7 @@ class Watcher(SourceWatcher):
                              "snapshot?): the listing is the new truth", self._revision,
                              revision, prefix)
                 self._keys, self._revision = keys, revision
-                self._entries = {key: self._entry(key, value) for key, value in keys.items()}
+                self._instances = {key: self._instance(key, value) for key, value in keys.items()}
                 self._publish()
                 backoff = BACKOFF_START
                 started = time.monotonic()
@@ -253,26 +254,27 @@ class Watcher(SourceWatcher):
             key = base64.b64decode(kv.get("key") or "").decode(errors="replace")
             if event.get("type") == "DELETE":
                 self._keys.pop(key, None)
-                self._entries.pop(key, None)
+                self._instances.pop(key, None)
             else:
                 self._keys[key] = base64.b64decode(kv.get("value") or "")
-                self._entries[key] = self._entry(key, self._keys[key])
+                self._instances[key] = self._instance(key, self._keys[key])
         revision = int((result.get("header") or {}).get("revision") or 0)
         self._revision = max(self._revision, revision)
         if result.get("events"):
             self._publish()
 
-    def _entry(self, key: str, value: bytes) -> dict[str, Any]:
-        return registration_entry(f"etcd key {key!r}", key[len(self.key.query.prefix):], value)
+    def _instance(self, key: str, value: bytes) -> Instance:
+        return from_registration(f"etcd key {key!r}", key[len(self.key.query.prefix):], value)
 
     def _publish(self) -> None:
         prefix = self.key.query.prefix
-        entries = [self._entries[key] for key in sorted(self._entries) if key[len(prefix):]]
+        instances = tuple(self._instances[key] for key in sorted(self._instances)
+                          if key[len(prefix):])
         unchanged = self.state.snapshot is not None and self.state.error is None and \
-            entries == self.state.snapshot.entries
+            instances == self.state.snapshot.instances
         if unchanged:
             return
-        self.state = SourceState(snapshot=Snapshot(self._revision, entries, time.monotonic()))
+        self.state = SourceState(snapshot=Snapshot(self._revision, instances, time.monotonic()))
         self._notify()
 
     def _fail(self, error: BaseException) -> None:

@@ -254,13 +254,13 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
             Reason.LIMIT_EXCEEDED, f"{source.error}. {kept(previous)}"))
     if source is None or source.error is not None or source.snapshot is None:
         return Decision(previous)  # the source is unreachable or silent: publish nothing new
-    instances = len(source.snapshot.entries)
+    instances = len(source.snapshot.instances)
     if instances > limits.max_members:
         return _over_limit(previous, f"the query returns {instances} instances, more than this "
                            f"operator's maxMembers limit ({limits.max_members})",
                            "narrow spec.service (tags, nodeMeta, filter)")
     try:
-        membership = members_from(source.snapshot.entries, config.identity, config.weight_from,
+        membership = members_from(source.snapshot.instances, config.identity, config.weight_from,
                                   config.zone_from, config.drain_from)
     except MembershipError as error:
         return Decision(previous, problem=Problem(Reason.INVALID_MEMBERSHIP,

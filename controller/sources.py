@@ -6,15 +6,17 @@ Pure: types only."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from .instance import Instance
 
 
 @dataclass(frozen=True)
 class Snapshot:
     index: int  # the source's own position (Consul's index), recorded in ring.json
-    entries: Sequence[Mapping[str, Any]]  # canonical instances, sorted, with a health "Status"
+    instances: tuple[Instance, ...]  # sorted, as the source's decoding gives them
     received: float  # monotonic time the change was seen
 
 

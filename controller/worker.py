@@ -408,7 +408,7 @@ class RingWorker:
 
 def plan_cost(config: RingConfig, source: SourceState | None) -> int:
     """About the work of planning the ring: members x (shards x replication + virtual nodes)."""
-    members = len(source.snapshot.entries) if source and source.snapshot else 0
+    members = len(source.snapshot.instances) if source and source.snapshot else 0
     spec = config.ring_spec
     vnodes = spec.virtual_nodes if spec.algorithm is Algorithm.CONSISTENT else 0
     return members * (spec.shards * spec.replication + vnodes)

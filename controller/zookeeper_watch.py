@@ -28,7 +28,8 @@ import aiozk.session
 from aiozk import WatchEvent, exc, protocol
 from aiozk.states import States
 
-from .membership import registration_entry
+from .instance import Instance
+from .registration import from_registration
 from .settings import ZooKeeperConnection
 from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool
 from .spec import ZooKeeperQuery
@@ -148,9 +149,9 @@ class Watcher(SourceWatcher):
                 self._changed.clear()
                 # aiozk waits for a connection as long as it takes: bound it, so an outage
                 # is reported and retried rather than silent.
-                entries = await asyncio.wait_for(self._read(client), CONNECT_TIMEOUT)
+                instances = await asyncio.wait_for(self._read(client), CONNECT_TIMEOUT)
                 self.reads += 1
-                self._publish(entries)
+                self._publish(instances)
                 backoff = BACKOFF_START
                 await self._until_changed(client)
             except asyncio.CancelledError:
@@ -184,7 +185,7 @@ class Watcher(SourceWatcher):
         if (ended or (lost.done() and not lost.cancelled())) and not self._changed.is_set():
             raise exc.ConnectionLoss()
 
-    async def _read(self, client: aiozk.ZKClient) -> list[dict[str, Any]]:
+    async def _read(self, client: aiozk.ZKClient) -> tuple[Instance, ...]:
         query = self.key.query
         if self._credentials:
             user, password = self._credentials
@@ -204,9 +205,9 @@ class Watcher(SourceWatcher):
         self._watch(client, wanted)
         self._unwatch(wanted)
         values = await asyncio.gather(*(self._data(client, p) for p in paths.values()))
-        return [registration_entry(f"ZooKeeper node {paths[child]!r}", child, value,
-                                   query.address_field)
-                for child, value in zip(children, values, strict=True) if value is not None]
+        return tuple(from_registration(f"ZooKeeper node {paths[child]!r}", child, value,
+                                       query.address_field)
+                     for child, value in zip(children, values, strict=True) if value is not None)
 
     @staticmethod
     async def _data(client: aiozk.ZKClient, path: str) -> bytes | None:
@@ -230,14 +231,14 @@ class Watcher(SourceWatcher):
                 pass
         self._watched &= keep
 
-    def _publish(self, entries: list[dict[str, Any]]) -> None:
+    def _publish(self, instances: tuple[Instance, ...]) -> None:
         unchanged = self.state.snapshot is not None and self.state.error is None and \
-            entries == self.state.snapshot.entries
+            instances == self.state.snapshot.instances
         if unchanged:
             return
         if self.state.error is not None:
             log.info("ZooKeeper reachable again (path %s)", self.key.query.path)
-        self.state = SourceState(snapshot=Snapshot(self.reads, entries, time.monotonic()))
+        self.state = SourceState(snapshot=Snapshot(self.reads, instances, time.monotonic()))
         self._notify()
 
     def _fail(self, error: BaseException) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from controller.consul_watch import _canonical, _canonical_reply, health_params
+from controller.consul_watch import health_params, instances_from_health, instances_from_reply
 from controller.spec import ServiceQuery
 
 
@@ -23,15 +23,15 @@ def reply_entries(count: int) -> list[dict]:
 def test_a_reply_decoded_entry_by_entry_equals_the_whole_decode(indent):
     entries = reply_entries(7)
     body = json.dumps(entries, indent=indent).encode()
-    assert _canonical_reply(body) == _canonical(entries)
-    assert _canonical_reply(b"[]") == _canonical_reply(b" null ") == []
+    assert instances_from_reply(body) == instances_from_health(entries)
+    assert instances_from_reply(b"[]") == instances_from_reply(b" null ") == ()
 
 
 def test_a_broken_reply_is_an_error_not_an_empty_service():
     with pytest.raises(ValueError):
-        _canonical_reply(b'[{"Node": {"Node": "n1"}, ')
+        instances_from_reply(b'[{"Node": {"Node": "n1"}, ')
     with pytest.raises(ValueError):
-        _canonical_reply(b'{"error": "x"}')
+        instances_from_reply(b'{"error": "x"}')
 
 
 def test_the_query_parameters_follow_the_spec():

@@ -8,15 +8,16 @@ import json
 import pytest
 
 from controller import ringfile
+from controller.consul_watch import instance_from_health
 from controller.decision import decide
-from controller.membership import members_from, registration_entry
+from controller.membership import members_from
+from controller.registration import from_registration
 from controller.spec import SpecError, parse_spec
+from controller.testing.builders import consul_entry as raw_entry
 
 
-def consul_entry(service_id: str, tags=(), meta=None, port=9000) -> dict:
-    return {"Node": {"Node": "n1", "Address": "10.0.0.1"},
-            "Service": {"ID": service_id, "Address": "10.0.0.1", "Port": port,
-                        "Tags": list(tags), "Meta": meta or {}}, "Status": "passing"}
+def consul_entry(service_id: str, tags=(), meta=None, port=9000):
+    return instance_from_health(raw_entry(service_id, "10.0.0.1", port, tags=tags, meta=meta))
 
 
 def config(**members):
@@ -60,10 +61,10 @@ def test_a_draining_member_gives_up_exactly_its_shards_and_its_departure_moves_n
 def test_drain_rules_for_every_source():
     meta = consul_entry("m", meta={"state": "draining"})
     assert members_from([meta], "id", drain_from="meta:state").draining == ("m",)
-    etcd = registration_entry("etcd key '/s/x'", "x",
+    etcd = from_registration("etcd key '/s/x'", "x",
                               json.dumps({"address": "h:1", "draining": True}).encode())
     assert members_from([etcd], "id", drain_from="field:draining").draining == ("x",)
-    zk = registration_entry("ZooKeeper node '/s/z'", "z", json.dumps(
+    zk = from_registration("ZooKeeper node '/s/z'", "z", json.dumps(
         {"frontend": "h:2", "metadata": {"drain": "yes"}}).encode(), "frontend")
     assert members_from([zk], "id", drain_from="meta:drain").draining == ("z",)
     assert members_from([zk], "id", drain_from="field:drain").draining == ()

@@ -177,12 +177,12 @@ def test_a_watch_from_a_compacted_revision_lists_again(etcd_server, registrar, c
         gateway.list_prefix = stale_once
         for _ in range(100):
             if watcher.lists >= 2 and watcher.state.snapshot and \
-                    len(watcher.state.snapshot.entries) == 2:
+                    len(watcher.state.snapshot.instances) == 2:
                 break
             await asyncio.sleep(0.05)
         try:
             assert watcher.lists >= 2, "the refused watch made the watcher list again"
-            assert {e["Service"]["ID"] for e in watcher.state.snapshot.entries} == {"x", "y"}
+            assert {i.name for i in watcher.state.snapshot.instances} == {"x", "y"}
             said = [r for r in caplog.records if "compacted" in r.getMessage()]
             assert len(said) == 1 and said[0].levelname == "INFO"  # said once, not silently
             assert registrar.prefix in said[0].getMessage()
@@ -301,7 +301,7 @@ def test_a_server_restored_to_an_earlier_revision_is_the_new_truth_without_a_res
         # (A listing that finds the same members keeps the snapshot: nothing to publish.)
         wait_for(lambda: watcher.lists > lists and watcher.state.error is None and
                  watcher._revision < revision_before and
-                 len(watcher.state.snapshot.entries) == 3, "re-listed at the lower revision")
+                 len(watcher.state.snapshot.instances) == 3, "re-listed at the lower revision")
         time.sleep(4)  # past the window
         assert rings.ring("restored-ring").version == published.version  # no spurious reshard
         again.register("m3", "10.0.8.3:9100")  # and it follows from the new history

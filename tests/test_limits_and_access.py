@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from controller.instance import Instance
 from controller.planner import Gathered, RingObject, plan_pass, prepare
 from controller.ring import Algorithm, RingSpec, work
 from controller.settings import Access, Limits, OperatorConfig, SettingsError
 from controller.sources import Snapshot, SourceState
+from controller.testing.builders import instance
 from controller.views import ConfigMapView
 
 NOW = "2026-01-01T00:00:00Z"
@@ -25,10 +27,8 @@ def degraded(plan) -> tuple[str, str]:
     return found["reason"], found["message"]
 
 
-def entries(count: int) -> list[dict]:
-    return [{"Node": {"Node": "n1", "Address": "10.0.0.1"},
-             "Service": {"ID": f"web-{i}", "Address": "10.0.0.1", "Port": 9000 + i},
-             "Status": "passing"} for i in range(count)]
+def entries(count: int) -> tuple[Instance, ...]:
+    return tuple(instance(f"web-{i}", "10.0.0.1", 9000 + i, node="n1") for i in range(count))
 
 
 def test_a_connection_serves_only_its_namespaces_and_says_nothing_of_the_others():

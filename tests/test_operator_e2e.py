@@ -185,7 +185,7 @@ def evaluated(state, namespace: str, name: str, instances: set[str] | None = Non
         return None
     snapshot = current.subscription.watch.state.snapshot
     if snapshot is None or instances is not None and \
-            {entry["Service"]["ID"] for entry in snapshot.entries} != instances:
+            {i.name for i in snapshot.instances} != instances:
         return None
     return current if current.settled else None
 
@@ -208,7 +208,7 @@ def test_restarting_the_operator_moves_nothing_and_writes_nothing(
         # ring, and found the ConfigMap at this very resourceVersion to hold it already.
         resumed = wait_for(lambda: evaluated(second, rings.namespace, "steady"),
                            "the restarted operator to evaluate the ring on a Consul snapshot")
-        assert len(resumed.subscription.watch.state.snapshot.entries) == 4
+        assert len(resumed.subscription.watch.state.snapshot.instances) == 4
         assert resumed.verified is not None
         assert (resumed.verified.name, resumed.verified.resource_version) == \
             ("steady-ring", configmap_version)

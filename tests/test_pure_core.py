@@ -12,22 +12,22 @@ import yaml
 
 from controller import ringfile
 from controller.conditions import Condition, merge
+from controller.consul_watch import health_status, instance_from_health
 from controller.decision import decide
-from controller.membership import MembershipError, health_status, members_from
+from controller.membership import MembershipError, members_from
 from controller.render import RingTooLarge, configmap_data, relabel_rules
 from controller.ring import Member, RingSpec, plan, shard_of
 from controller.settings import ConsulConnection, OperatorConfig, SettingsError
 from controller.spec import SpecError, parse_duration, parse_spec
+from controller.testing.builders import consul_entry
 
 
 def entry(service_id, address="10.0.0.1", port=9100, meta=None, node="n1", node_meta=None,
-          weight=1, status=None, warning_weight=1):
-    found = {"Node": {"Node": node, "Address": "192.168.0.1", "Meta": node_meta or {}},
-             "Service": {"ID": service_id, "Address": address, "Port": port, "Meta": meta or {},
-                         "Weights": {"Passing": weight, "Warning": warning_weight}}}
-    if status is not None:
-        found["Status"] = status
-    return found
+          weight=1, status="passing", warning_weight=1):
+    """An instance as Consul reports it."""
+    return instance_from_health(consul_entry(service_id, address, port, node=node, meta=meta,
+                                             node_meta=node_meta, status=status,
+                                             weights=(weight, warning_weight)))
 
 
 # ---- spec ----------------------------------------------------------------------------------------

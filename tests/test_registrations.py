@@ -7,12 +7,13 @@ import json
 
 import pytest
 
-from controller.membership import MembershipError, members_from, registration_entry
+from controller.membership import MembershipError, members_from
+from controller.registration import from_registration
 
 
 def entry(name: str, value: str | bytes):
     raw = value.encode() if isinstance(value, str) else value
-    return registration_entry(f"etcd key '/s/{name}'", name, raw)
+    return from_registration(f"etcd key '/s/{name}'", name, raw)
 
 
 def test_plain_and_json_values_become_members_with_endpoints_weights_and_zones():
@@ -72,6 +73,6 @@ def test_zookeeper_specs_and_connections(tmp_path):
 
 def test_the_address_field_is_the_rings_choice():
     value = json.dumps({"frontend": "10.0.0.9:8080"}).encode()
-    member = registration_entry("ZooKeeper node '/s/x'", "x", value, "frontend")
-    assert member["Service"]["Address"] == "10.0.0.9" and member["Service"]["Port"] == 8080
-    assert 'no "address"' in registration_entry("n", "x", value)["Invalid"]
+    member = from_registration("ZooKeeper node '/s/x'", "x", value, "frontend")
+    assert (member.address, member.port) == ("10.0.0.9", 8080)
+    assert 'no "address"' in from_registration("n", "x", value).invalid

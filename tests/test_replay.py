@@ -17,8 +17,8 @@ import pytest
 
 from controller import consul_watch, ringfile
 from controller.acks import Ack
-from controller.membership import registration_entry
 from controller.planner import Gathered, RingObject, plan_pass, prepare
+from controller.registration import from_registration
 from controller.settings import Access
 from controller.sources import Snapshot, SourceState
 from controller.views import view_from_dict
@@ -35,17 +35,17 @@ PASS_TIMES = (0.0, 700.0, 730.0, 1400.0)
 def source_entries(kind: str, spec: dict[str, Any], raw: Any) -> Any:
     """A registry's raw data as that source's watcher hands it to the rings."""
     if kind == "consul":
-        return consul_watch._canonical_reply(json.dumps(raw).encode())
+        return consul_watch.instances_from_reply(json.dumps(raw).encode())
     if kind == "etcd":
         prefix = spec["etcd"]["prefix"].rstrip("/") + "/"
-        return [registration_entry(f"etcd key {key!r}", key[len(prefix):],
-                                   raw[key].encode("utf-8", "surrogateescape"))
-                for key in sorted(raw) if key[len(prefix):]]
+        return tuple(from_registration(f"etcd key {key!r}", key[len(prefix):],
+                                       raw[key].encode("utf-8", "surrogateescape"))
+                     for key in sorted(raw) if key[len(prefix):])
     path = spec["zookeeper"]["path"].rstrip("/")
-    return [registration_entry(f"ZooKeeper node {path + '/' + child!r}", child,
-                               raw[child].encode("utf-8", "surrogateescape"),
-                               spec["zookeeper"].get("addressField", "address"))
-            for child in sorted(raw)]
+    return tuple(from_registration(f"ZooKeeper node {path + '/' + child!r}", child,
+                                   raw[child].encode("utf-8", "surrogateescape"),
+                                   spec["zookeeper"].get("addressField", "address"))
+                 for child in sorted(raw))
 
 
 def acknowledgements(name: str, published: str | None, lagging: int) -> tuple[Ack, ...]:

@@ -7,17 +7,17 @@ from __future__ import annotations
 from controller import ringfile
 from controller.acks import convergence
 from controller.decision import SHOWN_MEMBERS, decide
+from controller.instance import Instance
 from controller.membership import members_from
 from controller.planner import Gathered, RingObject, plan_pass
 from controller.ring import Member, RingSpec, plan
 from controller.sources import Snapshot, SourceState
 from controller.spec import parse_spec
+from controller.testing.builders import instance
 
 
-def entry(service_id: str, port: int = 9100) -> dict:
-    return {"Node": {"Node": "n1", "Address": "10.0.0.1"},
-            "Service": {"ID": service_id, "Address": "10.0.0.2", "Port": port},
-            "Status": "passing"}
+def entry(service_id: str, port: int = 9100) -> Instance:
+    return instance(service_id, "10.0.0.2", port, node="n1")
 
 
 def members(*ids: str):
@@ -34,7 +34,7 @@ def ring_object(status: dict | None = None) -> RingObject:
 
 
 def source_with(*ids: str) -> SourceState:
-    return SourceState(Snapshot(7, [entry(i, 9000 + n) for n, i in enumerate(ids)], 0.0))
+    return SourceState(Snapshot(7, tuple(entry(i, 9000 + n) for n, i in enumerate(ids)), 0.0))
 
 
 def condition(status: dict, kind: str) -> dict:

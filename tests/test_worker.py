@@ -15,16 +15,13 @@ import pytest
 from controller import ringfile
 from controller.settings import Access, Limits
 from controller.sources import Snapshot, SourceState, Subscription
+from controller.testing.builders import instances
 from controller.views import Conflict, SecretMissing, view_from_dict
 from controller.worker import RingWorker
 
 NAMESPACE, NAME, UID = "team", "scrapers", "uid-1"
 
 
-def entry(i: int) -> dict[str, Any]:
-    return {"Node": {"Node": "n1", "Address": "10.0.0.1"},
-            "Service": {"ID": f"web-{i}", "Address": f"10.0.1.{i}", "Port": 9100},
-            "Status": "passing"}
 
 
 def merged(current: Any, patch: Any) -> Any:
@@ -94,7 +91,7 @@ class FakeSources:
                 wake()
 
     def members(self, count: int) -> None:
-        self.publish(SourceState(Snapshot(next(self.index), [entry(i) for i in range(count)],
+        self.publish(SourceState(Snapshot(next(self.index), instances(count),
                                           self.clock.monotonic())))
 
 
