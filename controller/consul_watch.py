@@ -31,7 +31,7 @@ from consul.exceptions import BadRequest
 from . import metrics
 from .instance import CRITICAL, PASSING, WARNING, Health, Instance, Weights, frozen
 from .settings import ConsulConnection
-from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool
+from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool, error_reason
 from .spec import ServiceQuery
 
 log = logging.getLogger("shardring.consul")
@@ -233,8 +233,6 @@ class Watcher(SourceWatcher):
         self._token = token
         self.changes = 0  # membership changes seen
         self.requests = 0  # queries sent (a refused query must not make this climb fast)
-        self._labels = (key.query.connection, key.query.service)
-
 
     async def _run(self) -> None:
         query = self.key.query
@@ -254,12 +252,12 @@ class Watcher(SourceWatcher):
                                           headers={"X-Consul-Token": self._token}
                                           if self._token else None, raw=True),
                     timeout=WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
+                metrics.source_reply(query, len(body))
                 instances = await asyncio.to_thread(instances_from_reply, body) \
                     if len(body) > DECODE_OFF_LOOP_BYTES else instances_from_reply(body)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
-                metrics.CONSUL_ERRORS.labels(*self._labels).inc()
                 self._fail(error)
                 index = 0  # the next reply comes at once, so recovery is seen at once
                 # A broken connection is dropped from the pool by aiohttp; the retry opens
@@ -293,6 +291,9 @@ class Watcher(SourceWatcher):
             message = f"Consul refused the query: {self._refusal(error)}"
         elif not denied and isinstance(error, consul.ConsulException):
             message = "Consul query failed: Consul returned an error"
+        metrics.source_error(self.key.query, error_reason(
+            denied=denied, refused=refused, over_limit=over_limit,
+            unreachable=isinstance(error, aiohttp.ClientConnectionError | TimeoutError)))
         if self.state.error != message:
             log.warning("%s for service %s", message, self.key.query.service)
             self.state = SourceState(snapshot=self.state.snapshot, error=message,
@@ -318,7 +319,7 @@ class Watcher(SourceWatcher):
             return  # a reply is not a change
         self.state = SourceState(snapshot=Snapshot(index, instances, time.monotonic()))
         self.changes += 1
-        metrics.CONSUL_CHANGES.labels(*self._labels).inc()
+        metrics.source_changed(self.key.query)
         self._notify()
 
 
@@ -361,10 +362,7 @@ class WatcherRegistry:
     async def unsubscribe(self, subscription: Subscription) -> None:
         stopped = await self.pool.leave(subscription)
         if isinstance(stopped, Watcher):
-            query = stopped.key.query
-            if not any((k.query.connection, k.query.service) == (query.connection, query.service)
-                       for k in self.watchers):
-                metrics.forget_query(query.connection, query.service)
+            metrics.forget_unwatched(stopped.key.query, (k.query for k in self.watchers))
 
     async def close(self) -> None:
         await self.pool.stop_all()

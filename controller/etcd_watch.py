@@ -27,10 +27,11 @@ from typing import Any
 
 import aiohttp
 
+from . import metrics
 from .instance import Instance
 from .registration import from_registration
 from .settings import EtcdConnection
-from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool
+from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool, error_reason
 from .spec import EtcdQuery
 
 log = logging.getLogger("shardring.etcd")
@@ -216,6 +217,7 @@ class Watcher(SourceWatcher):
                 token = await self._gateway.authenticate(self._credentials) \
                     if self._credentials else None
                 revision, keys = await self._gateway.list_prefix(prefix, token)
+                metrics.source_reply(self.key.query, sum(map(len, keys.values())))
                 self.lists += 1
                 if revision < self._revision:
                     log.info("etcd revision went back from %d to %d under %s (restored from a "
@@ -275,12 +277,16 @@ class Watcher(SourceWatcher):
         if unchanged:
             return
         self.state = SourceState(snapshot=Snapshot(self._revision, instances, time.monotonic()))
+        metrics.source_changed(self.key.query)
         self._notify()
 
     def _fail(self, error: BaseException) -> None:
         denied = isinstance(error, PermissionDenied)
         message = str(error) if isinstance(error, EtcdError) else \
             f"etcd cannot be reached: {type(error).__name__}"
+        metrics.source_error(self.key.query, error_reason(
+            denied=denied, over_limit="maxReplyBytes" in message,
+            unreachable=not isinstance(error, EtcdError)))
         if self.state.error != message:
             log.warning("%s (prefix %s)", message, self.key.query.prefix)
             self.state = SourceState(snapshot=self.state.snapshot, error=message,
@@ -319,7 +325,9 @@ class EtcdRegistry:
         return self.gateways[connection]
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        await self.pool.leave(subscription)
+        stopped = await self.pool.leave(subscription)
+        if isinstance(stopped, Watcher):
+            metrics.forget_unwatched(stopped.key.query, (k.query for k in self.watchers))
 
     async def close(self) -> None:
         await self.pool.stop_all()

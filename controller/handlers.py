@@ -148,7 +148,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
         memo.api_health.loop = asyncio.get_running_loop()
     if memo.config.metrics_port:
         metrics.serve(memo.config.metrics_port, memo.conditions,
-                      lambda: memo.sources.active() if memo.sources else 0,
+                      lambda: memo.sources.active_by_kind()
+                      if isinstance(memo.sources, SourceRouter) else {},
                       memo.config.metrics_address)
 
 

@@ -209,8 +209,8 @@ class Kube:
         Whatever is wrong (no such Secret, not marked, no such key, not readable), the message is
         the same, so a ring's author learns nothing about Secrets they may not read."""
         refused = SecretMissing(
-            f"Secret {name!r} cannot serve as this ring's Consul token: it must exist in namespace "
-            f"{namespace!r}, carry the label {TOKEN_LABEL}=true and hold the key {key!r}")
+            f"Secret {name!r} cannot serve as this ring's source credentials: it must exist in "
+            f"namespace {namespace!r}, carry the label {TOKEN_LABEL}=true and hold the key {key!r}")
         try:
             secret = await self._call(self.core.read_namespaced_secret, name, namespace)
         except k8s.ApiException as error:

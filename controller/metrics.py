@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import ClassVar, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -11,6 +12,7 @@ from prometheus_client.registry import Collector
 REGISTRY = CollectorRegistry(auto_describe=True)
 RING = ["namespace", "ring"]
 QUERY = ["connection", "service"]
+SOURCE_QUERY = ["source", "connection", "query"]  # source kind; query: service, prefix or path
 
 RING_MEMBERS = Gauge("shardring_ring_members", "Members in the published ring.", RING,
                      registry=REGISTRY)
@@ -22,14 +24,59 @@ CONFIGMAP_WRITES = Counter("shardring_configmap_writes_total", "ConfigMap create
                            RING, registry=REGISTRY)
 PUBLISH_LATENCY = Histogram(
     "shardring_publish_latency_seconds",
-    "From the Consul change being observed to the ConfigMap being written (includes any "
+    "From the membership change being observed to the ConfigMap being written (includes any "
     "stabilization window).", registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
-CONSUL_ERRORS = Counter("shardring_consul_watch_errors_total", "Failed Consul blocking queries.",
+SOURCE_ERRORS = Counter("shardring_source_errors_total",
+                        "Failed reads of a membership source, by reason (unreachable, "
+                        "permission_denied, refused, over_limit, failed).",
+                        SOURCE_QUERY + ["reason"], registry=REGISTRY)
+SOURCE_CHANGES = Counter("shardring_source_membership_changes_total",
+                         "Source replies that changed the instance list.", SOURCE_QUERY,
+                         registry=REGISTRY)
+SOURCE_REPLY_BYTES = Histogram(
+    "shardring_source_reply_bytes", "Size of the membership replies read, by source kind.",
+    ["source"], registry=REGISTRY,
+    buckets=(256, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20,
+             64 << 20))
+# Deprecated (Consul only; the source_ metrics above count every source): kept while dashboards
+# and alerts move.
+CONSUL_ERRORS = Counter("shardring_consul_watch_errors_total",
+                        "Deprecated: shardring_source_errors_total{source=\"consul\"}.",
                         QUERY, registry=REGISTRY)
 CONSUL_CHANGES = Counter("shardring_consul_membership_changes_total",
-                         "Consul replies that changed the instance list.", QUERY,
-                         registry=REGISTRY)
+                         "Deprecated: shardring_source_membership_changes_total"
+                         "{source=\"consul\"}.", QUERY, registry=REGISTRY)
+
+
+class Query(Protocol):
+    kind: ClassVar[str]
+
+    @property
+    def connection(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
+
+
+def _source_labels(query: Query) -> tuple[str, str, str]:
+    return query.kind, query.connection, query.target
+
+
+def source_error(query: Query, reason: str) -> None:
+    SOURCE_ERRORS.labels(*_source_labels(query), reason).inc()
+    if query.kind == "consul":
+        CONSUL_ERRORS.labels(query.connection, query.target).inc()
+
+
+def source_changed(query: Query) -> None:
+    SOURCE_CHANGES.labels(*_source_labels(query)).inc()
+    if query.kind == "consul":
+        CONSUL_CHANGES.labels(query.connection, query.target).inc()
+
+
+def source_reply(query: Query, size: int) -> None:
+    SOURCE_REPLY_BYTES.labels(query.kind).observe(size)
 
 
 class OperatorGauges(Collector):
@@ -39,7 +86,7 @@ class OperatorGauges(Collector):
 
     def __init__(self) -> None:
         self.conditions: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
-        self.active_queries: Callable[[], int] = lambda: 0
+        self.active_queries: Callable[[], Mapping[str, int]] = dict
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("shardring_rings", "Rings by condition and status.",
@@ -50,9 +97,16 @@ class OperatorGauges(Collector):
         for (condition, status), count in sorted(counts.items()):
             family.add_metric([condition, status], count)
         yield family
+        active = self.active_queries()
+        watchers = GaugeMetricFamily("shardring_source_watchers_active",
+                                     "Membership watchers running (one per distinct query), by "
+                                     "source kind.", labels=["source"])
+        for kind, count in sorted(active.items()):
+            watchers.add_metric([kind], count)
+        yield watchers
         yield GaugeMetricFamily("shardring_consul_queries_active",
-                                "Consul blocking-query watchers running (one per distinct query).",
-                                value=self.active_queries())
+                                "Deprecated: shardring_source_watchers_active{source=\"consul\"}.",
+                                value=active.get("consul", 0))
 
 
 _GAUGES = OperatorGauges()
@@ -61,7 +115,7 @@ _served: tuple[str, int] | None = None
 
 
 def serve(port: int, conditions: Callable[[], Iterable[tuple[str, str]]],
-          active_queries: Callable[[], int], address: str = "0.0.0.0") -> None:
+          active_queries: Callable[[], Mapping[str, int]], address: str = "0.0.0.0") -> None:
     """Serve the metrics endpoint (once per process; its thread never blocks kopf's loop)."""
     global _served
     _GAUGES.conditions, _GAUGES.active_queries = conditions, active_queries
@@ -79,10 +133,21 @@ def forget_ring(namespace: str, ring: str) -> None:
             pass
 
 
-def forget_query(connection: str, service: str) -> None:
-    """A stopped watcher's series go with it (when no other query of that service runs)."""
-    for metric in (CONSUL_ERRORS, CONSUL_CHANGES):
+def forget_unwatched(query: Query, watched: Iterable[Query]) -> None:
+    """A stopped watcher's series go, unless another watcher (other credentials) has its labels."""
+    if all(_source_labels(other) != _source_labels(query) for other in watched):
+        forget_query(query)
+
+
+def forget_query(query: Query) -> None:
+    """A stopped watcher's series go with it (when no other query of that target runs)."""
+    labels = _source_labels(query)
+    for series in list(SOURCE_ERRORS._metrics):  # noqa: SLF001 - one series per reason
+        if series[:3] == labels:
+            SOURCE_ERRORS.remove(*series)
+    for metric, values in ((SOURCE_CHANGES, labels), (CONSUL_ERRORS, labels[1:]),
+                           (CONSUL_CHANGES, labels[1:])):
         try:
-            metric.remove(connection, service)
+            metric.remove(*values)
         except KeyError:
             pass

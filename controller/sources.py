@@ -36,6 +36,13 @@ class SourceState:
         return self.snapshot is None and self.error is None
 
 
+def error_reason(*, denied: bool = False, refused: bool = False, over_limit: bool = False,
+                 unreachable: bool = False) -> str:
+    """The ``reason`` of shardring_source_errors_total, the same words for every source."""
+    return "permission_denied" if denied else "refused" if refused else \
+        "over_limit" if over_limit else "unreachable" if unreachable else "failed"
+
+
 class Watch(Protocol):
     """One shared watcher, as its subscribers see it."""
 
@@ -173,3 +180,6 @@ class SourceRouter:
 
     def active(self) -> int:
         return sum(registry.active() for registry in self.registries.values())
+
+    def active_by_kind(self) -> dict[str, int]:
+        return {kind: registry.active() for kind, registry in self.registries.items()}

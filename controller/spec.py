@@ -52,6 +52,11 @@ class ServiceQuery:
     only_passing: bool = True
     filter: str | None = None  # Consul's filter expression, passed through as written
 
+    @property
+    def target(self) -> str:
+        """What this source kind watches (metrics' ``query`` label)."""
+        return self.service
+
     def members_found(self, count: int) -> str:
         return f"Consul reports {count} healthy instance(s) of {self.service!r}"
 
@@ -69,6 +74,10 @@ class EtcdQuery:
     prefix: str
     filter: ClassVar[None] = None
 
+    @property
+    def target(self) -> str:
+        return self.prefix
+
     def members_found(self, count: int) -> str:
         return f"etcd holds {count} member key(s) under {self.prefix!r}"
 
@@ -85,6 +94,10 @@ class ZooKeeperQuery:
     path: str
     address_field: str = "address"  # the JSON field holding host[:port] (the notes: frontend)
     filter: ClassVar[None] = None
+
+    @property
+    def target(self) -> str:
+        return self.path
 
     def members_found(self, count: int) -> str:
         return f"ZooKeeper holds {count} member node(s) under {self.path!r}"

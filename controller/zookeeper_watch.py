@@ -28,10 +28,11 @@ import aiozk.session
 from aiozk import WatchEvent, exc, protocol
 from aiozk.states import States
 
+from . import metrics
 from .instance import Instance
 from .registration import from_registration
 from .settings import ZooKeeperConnection
-from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool
+from .sources import Snapshot, SourceState, SourceWatcher, Subscription, WatcherPool, error_reason
 from .spec import ZooKeeperQuery
 
 log = logging.getLogger("shardring.zookeeper")
@@ -205,6 +206,7 @@ class Watcher(SourceWatcher):
         self._watch(client, wanted)
         self._unwatch(wanted)
         values = await asyncio.gather(*(self._data(client, p) for p in paths.values()))
+        metrics.source_reply(query, sum(len(v) for v in values if v is not None))
         return tuple(from_registration(f"ZooKeeper node {paths[child]!r}", child, value,
                                        query.address_field)
                      for child, value in zip(children, values, strict=True) if value is not None)
@@ -239,6 +241,7 @@ class Watcher(SourceWatcher):
         if self.state.error is not None:
             log.info("ZooKeeper reachable again (path %s)", self.key.query.path)
         self.state = SourceState(snapshot=Snapshot(self.reads, instances, time.monotonic()))
+        metrics.source_changed(self.key.query)
         self._notify()
 
     def _fail(self, error: BaseException) -> None:
@@ -248,6 +251,7 @@ class Watcher(SourceWatcher):
         message = "ZooKeeper refused the ring's credentials for the path (permission denied)" \
             if denied else "ZooKeeper cannot be reached" if unreachable else \
             f"the ZooKeeper query failed: {type(error).__name__}"
+        metrics.source_error(self.key.query, error_reason(denied=denied, unreachable=unreachable))
         if self.state.error != message:  # one line when it starts, whatever fails meanwhile
             log.warning("%s (path %s): %s", message, self.key.query.path, type(error).__name__)
             self.state = SourceState(snapshot=self.state.snapshot, error=message,
@@ -286,7 +290,9 @@ class ZooKeeperRegistry:
         return self.ensembles[name]
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        await self.pool.leave(subscription)
+        stopped = await self.pool.leave(subscription)
+        if isinstance(stopped, Watcher):
+            metrics.forget_unwatched(stopped.key.query, (k.query for k in self.watchers))
 
     async def close(self) -> None:
         await self.pool.stop_all()

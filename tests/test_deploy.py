@@ -185,7 +185,8 @@ def without_secret_access(outcome: Outcome) -> None:
     assert (ready["status"], ready["reason"]) == ("False", "SecretMissing")
     assert (degraded["status"], degraded["reason"]) == ("True", "SecretMissing")
     # The ring's author learns only that the Secret is not usable; the admin's log says why.
-    assert "Secret 'consul-acl' cannot serve as this ring's Consul token" in ready["message"]
+    assert "Secret 'consul-acl' cannot serve as this ring's source credentials" in \
+        ready["message"]
     assert "Secret" in outcome.log and "is forbidden to the operator (RBAC)" in outcome.log
 
 

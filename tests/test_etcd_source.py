@@ -50,6 +50,12 @@ def etcd_ring(prefix: str, **extra) -> dict:
             "stabilization": {"window": "0s", "maxDelay": "0s"}, **extra}
 
 
+def source_sample(name: str, prefix: str) -> float:
+    from controller import metrics
+    return metrics.REGISTRY.get_sample_value(
+        name, {"source": "etcd", "connection": "default", "query": prefix}) or 0.0
+
+
 def owners(ring) -> dict[int, tuple[str, ...]]:
     return dict(enumerate(ring.assignment.owners))
 
@@ -72,10 +78,16 @@ def test_lease_registered_members_form_the_ring_and_a_lost_lease_moves_only_its_
     wait_for(lambda: (rings.condition("fleet", "SourceReachable") or {}).get("status") == "True",
              "SourceReachable=True (the status may follow the ConfigMap)")
 
+    changes = source_sample("shardring_source_membership_changes_total", registrar.prefix)
     registrar.revoke("web-2")  # its lease ends: etcd deletes the key
     after = wait_for(lambda: (r := rings.ring("fleet-ring")) and
                      len(r.assignment.members) == 3 and r, "web-2 gone")
     assert after.version == before.version + 1
+    # The same source metrics as every other source, labelled with its kind.
+    assert source_sample("shardring_source_membership_changes_total", registrar.prefix) > changes
+    from controller import metrics
+    assert metrics.REGISTRY.get_sample_value("shardring_source_reply_bytes_count",
+                                             {"source": "etcd"}) > 0
     moved = [s for s, held in owners(before).items() if owners(after)[s] != held]
     assert moved and all("web-2" in owners(before)[s] for s in moved)
 

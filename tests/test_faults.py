@@ -217,8 +217,9 @@ def test_sigkill_mid_publish_leaves_a_valid_ring_and_no_extra_moves(
 def changes_seen(service: str) -> float:
     """Consul replies that changed the service's instance list, as the operator counted them."""
     from controller import metrics
-    return metrics.REGISTRY.get_sample_value("shardring_consul_membership_changes_total",
-                                             {"connection": "default", "service": service}) or 0.0
+    return metrics.REGISTRY.get_sample_value(
+        "shardring_source_membership_changes_total",
+        {"source": "consul", "connection": "default", "query": service}) or 0.0
 
 
 @pytest.mark.slow

@@ -230,7 +230,16 @@ def scrape() -> dict[str, float]:
 def operator_wide(metrics: dict[str, float]) -> dict[str, float]:
     """The series that count over every ring the operator serves (no ring label)."""
     return {k: v for k, v in metrics.items()
-            if k.startswith(("shardring_rings{", "shardring_consul_queries_active"))}
+            if k.startswith(("shardring_rings{", "shardring_consul_queries_active",
+                             "shardring_source_watchers_active"))}
+
+
+def watchers(consul: int) -> dict[str, float]:
+    """The watcher gauges with ``consul`` Consul watchers and none of the other sources."""
+    return {"shardring_consul_queries_active": consul,  # deprecated, still served
+            'shardring_source_watchers_active{source="consul"}': consul,
+            'shardring_source_watchers_active{source="etcd"}': 0,
+            'shardring_source_watchers_active{source="zookeeper"}': 0}
 
 
 def test_metrics_move_with_the_ring(crd, operator_env, rings, consul_helper, namespace):
@@ -238,7 +247,7 @@ def test_metrics_move_with_the_ring(crd, operator_env, rings, consul_helper, nam
     # ring, so they can be compared exactly before, during and after it.
     with InProcessOperator(namespaces=[namespace]):
         idle = operator_wide(scrape())
-        assert idle == {"shardring_consul_queries_active": 0}
+        assert idle == watchers(0)
         service = service_name()
         ids = register(consul_helper, service, 4)
         rings.create("measured", ring_spec(service))
@@ -246,7 +255,7 @@ def test_metrics_move_with_the_ring(crd, operator_env, rings, consul_helper, nam
                                 "ring")
         label = f'{{namespace="{namespace}",ring="measured"}}'
         wait_for(lambda: scrape().get(f"shardring_ring_members{label}") == 4, "members gauge")
-        ready = {"shardring_consul_queries_active": 1,
+        ready = {**watchers(1),
                  'shardring_rings{condition="ConsulReachable",status="True"}': 1,
                  # No ring agent runs here: whether members applied it is not known.
                  'shardring_rings{condition="Converged",status="Unknown"}': 1,
@@ -271,9 +280,14 @@ def test_metrics_move_with_the_ring(crd, operator_env, rings, consul_helper, nam
         assert after[f"shardring_configmap_writes_total{label}"] == \
             before[f"shardring_configmap_writes_total{label}"] + 1
         assert after[f"shardring_ring_version{label}"] == ring.version
-        changes = f'shardring_consul_membership_changes_total{{connection="default",' \
-            f'service="{service}"}}'
+        changes = f'shardring_source_membership_changes_total{{connection="default",' \
+            f'query="{service}",source="consul"}}'
         assert after[changes] > before[changes]
+        deprecated = f'shardring_consul_membership_changes_total{{connection="default",' \
+            f'service="{service}"}}'
+        assert after[deprecated] - before[deprecated] == after[changes] - before[changes]
+        assert after['shardring_source_reply_bytes_count{source="consul"}'] > \
+            before['shardring_source_reply_bytes_count{source="consul"}']
         wait_for(lambda: operator_wide(scrape()) == ready, "still one ready ring")
         # The ring goes: so do its query, its conditions and its per-ring gauges.
         rings.delete("measured")

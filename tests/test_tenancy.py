@@ -79,14 +79,15 @@ def test_a_deleted_rings_series_go_with_it(operator, rings, consul_helper, names
     wait_for(lambda: len(rings.ring("counted-ring").assignment.members) == 2, "resharded")
     url = f"http://127.0.0.1:{os.environ['SHARDRING_METRICS_PORT']}/metrics"
     ring_label = f'namespace="{namespace}",ring="counted"'
-    query_label = f'service="{service}"'
+    query_labels = (f'service="{service}"', f'query="{service}"')
 
     def series() -> list[str]:
-        return [k for k in scrape(url) if ring_label in k or query_label in k]
+        return [k for k in scrape(url) if ring_label in k or any(q in k for q in query_labels)]
     present = wait_for(lambda: (found := series()) and
                        any(k.startswith("shardring_reshards_total") for k in found) and found,
                        "the ring's series")
     assert any(k.startswith("shardring_consul_membership_changes_total") for k in present)
+    assert any(k.startswith("shardring_source_membership_changes_total") for k in present)
     rings.delete("counted")
     wait_for(lambda: not series(), "every series of the ring and of its query gone")
 

@@ -145,6 +145,11 @@ def test_an_outage_is_said_once_within_seconds_and_its_end_followed_at_once(
            f"the server returned")
     ours = [r.getMessage() for r in caplog.records if registrar.path in r.getMessage()]
     assert sum("cannot be reached" in m for m in ours) == 1, ours
+    from controller import metrics
+    assert (metrics.REGISTRY.get_sample_value(
+        "shardring_source_errors_total",
+        {"source": "zookeeper", "connection": "default", "query": registrar.path,
+         "reason": "unreachable"}) or 0) >= 1
     assert sum("reachable again" in m for m in ours) == 1, ours
     client = [r for r in caplog.records if r.name.startswith("aiozk")]
     assert not [r for r in client if r.exc_info or r.exc_text], "a traceback from aiozk"
