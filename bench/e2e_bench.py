@@ -34,7 +34,7 @@ from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes import watch as k8s_watch  # noqa: E402
 
-from controller import ringfile  # noqa: E402
+from controller.core import ringfile  # noqa: E402
 from controller.testing import ControlPlane  # noqa: E402
 from controller.testing.consul_helpers import CatalogFleet, ConsulHelper  # noqa: E402
 from controller.testing.controlplane import free_port  # noqa: E402

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import scipy.sparse.csgraph  # noqa: E402,F401 - imported before timing
 
-from controller.ring import Member, RingSpec, balanced, plan  # noqa: E402
+from controller.core.ring import Member, RingSpec, balanced, plan  # noqa: E402
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 While a pass plans one large ring, a ticker on the same loop sleeps 5 ms at a time and records how
 late it wakes: that lateness is what every other ring's watches and passes wait. Writes
-bench/results/offloop.{json,md}; `HEAVY_PLAN` in controller/worker.py is chosen from the cost
+bench/results/offloop.{json,md}; `HEAVY_PLAN` in controller/operator/worker.py is chosen from the cost
 column (members x (shards x replication + virtual nodes)).
 
     .venv/bin/python bench/offloop_bench.py
@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from controller.instance import Instance
-from controller.planner import Gathered, RingObject, plan_pass
-from controller.sources import Snapshot, SourceState
-from controller.spec import parse_spec
-from controller.worker import HEAVY_PLAN, plan_cost
+from controller.core.instance import Instance
+from controller.core.planner import Gathered, RingObject, plan_pass
+from controller.core.source_state import Snapshot, SourceState
+from controller.core.spec import parse_spec
+from controller.operator.worker import HEAVY_PLAN, plan_cost
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = [  # (members, shards, replication, algorithm)

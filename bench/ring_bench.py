@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.ring import Member, RingSpec, plan  # noqa: E402
+from controller.core.ring import Member, RingSpec, plan  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MEMBER_COUNTS = [10, 100, 1000]

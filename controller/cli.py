@@ -8,10 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, ringfile
-from .agent.command import AgentUsageError
-from .agent.command import add_parser as add_agent_parser
-from .ring import Algorithm, Member, RingError, RingSpec, plan
+from controller import __version__
+from controller.agent.command import AgentUsageError
+from controller.agent.command import add_parser as add_agent_parser
+from controller.core import ringfile
+from controller.core.ring import Algorithm, Member, RingError, RingSpec, plan
 
 
 class UsageError(Exception):
@@ -62,12 +63,12 @@ def ring_plan(args: argparse.Namespace) -> int:
 
 
 def _read_ring(args: argparse.Namespace):
-    from .client import RingVersion
+    from controller.client import RingVersion
     if args.configmap:
         namespace, _, name = args.configmap.rpartition("/")
         import asyncio
 
-        from .kube import Kube
+        from controller.kube.api import Kube
         found = asyncio.run(Kube().read_configmap(namespace or "default", name))
         if found is None or found.ring_json is None:
             raise UsageError(f"ConfigMap {args.configmap} with a ring.json not found")
@@ -83,7 +84,7 @@ def _read_ring(args: argparse.Namespace):
 
 
 def ring_show(args: argparse.Namespace) -> int:
-    from .client import ownership_table
+    from controller.client import ownership_table
     print(ownership_table(_read_ring(args)))
     return 0
 
@@ -120,7 +121,7 @@ def _ring_file(path_text: str) -> ringfile.RingFile:
 
 
 def ring_diff(args: argparse.Namespace) -> int:
-    from .ringdiff import diff
+    from controller.core.ringdiff import diff
     found = diff(_ring_file(args.before), _ring_file(args.after))
     if args.json:
         document = {"before": found.before, "after": found.after, "joined": list(found.joined),
@@ -201,8 +202,9 @@ def run_operator(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from .handlers import Operator
-    from .settings import OperatorConfig, SettingsError
+    from controller.core.limits import SettingsError
+    from controller.operator.handlers import Operator
+    from controller.operator.settings import OperatorConfig
     try:
         config = OperatorConfig.from_env()
     except SettingsError as error:

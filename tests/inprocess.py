@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import kopf
 
-import controller.handlers  # noqa: F401 - registers the handlers with kopf
-from controller.handlers import Operator
-from controller.settings import OperatorConfig
+import controller.operator.handlers  # noqa: F401 - registers the handlers with kopf
+from controller.operator.handlers import Operator
+from controller.operator.settings import OperatorConfig
 
 
 class InProcessOperator:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client as k8s
 
-from controller import ringfile
+from controller.core import ringfile
 
 CRD = Path(__file__).resolve().parents[1] / "crds" / "shardrings.shardring.io.yaml"
 T = TypeVar("T")

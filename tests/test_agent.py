@@ -97,7 +97,7 @@ def published_since(rings, configmap: str, resource_version: str) -> list:
     """Every ring version the ConfigMap held after ``resource_version``, oldest first."""
     from kubernetes import watch as k8s_watch
 
-    from controller import ringfile
+    from controller.core import ringfile
     found = []
     for event in k8s_watch.Watch().stream(
             rings.core.list_namespaced_config_map, rings.namespace,

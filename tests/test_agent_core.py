@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller import ringfile
-from controller.acks import Ack, ack_from_lease, build_lease, convergence, lease_name
 from controller.agent import promconfig
 from controller.agent.feed import Seen, Unreachable
 from controller.agent.files import AtomicDir
 from controller.agent.reload import Command, ReloadFailed
 from controller.agent.run import Agent, AgentConfig, PrometheusOutput
 from controller.client import MountedRing
-from controller.render import configmap_data
-from controller.ring import Member, RingSpec, plan
+from controller.core import ringfile
+from controller.core.acks import Ack, ack_from_lease, build_lease, convergence, lease_name
+from controller.core.render import configmap_data
+from controller.core.ring import Member, RingSpec, plan
 
 BASE = """\
 global: {scrape_interval: 15s}
@@ -337,7 +337,7 @@ def targets_reply(active, dropped, job="nodes"):
 
 
 def split_addresses(shards, modulus=16, count=40):
-    from controller.ring import shard_of
+    from controller.core.ring import shard_of
     addresses = [f"10.0.0.{i}:9100" for i in range(count)]
     mine = [a for a in addresses if shard_of(a, modulus) in shards]
     return mine, [a for a in addresses if a not in mine]
@@ -549,7 +549,7 @@ def test_with_the_api_down_the_client_never_warns_of_its_own_retries(by_hand, ca
     from kubernetes import client as k8s
 
     from controller.agent.feed import ConfigMapFeed
-    from controller.kube import new_api_client as api_client
+    from controller.kube.api import new_api_client as api_client
     seen: list = []
     caplog.set_level("DEBUG", logger="urllib3")
     ConfigMapFeed(k8s.CoreV1Api(api_client()), "ns", "r", seen.append).run(Stop(waits=1))

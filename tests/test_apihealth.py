@@ -1,12 +1,12 @@
-"""An API server outage said once each way (controller/apihealth.py), without a control plane."""
+"""An API server outage said once each way (controller/kube/apihealth.py), without a control plane."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from controller import apihealth
-from controller.apihealth import ApiHealth
+from controller.kube import apihealth
+from controller.kube.apihealth import ApiHealth
 
 
 def kopf_line(message: str, name: str = "kopf._cogs.clients.watching") -> logging.LogRecord:

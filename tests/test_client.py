@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller import ringfile
 from controller.client import MountedRing
-from controller.render import configmap_data
-from controller.ring import Member, RingSpec, plan
+from controller.core import ringfile
+from controller.core.render import configmap_data
+from controller.core.ring import Member, RingSpec, plan
 
 
 def kubelet_volume(root: Path, data: dict[str, str], version: str) -> None:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from controller.consul_watch import health_params, instances_from_health, instances_from_reply
-from controller.spec import ServiceQuery
+from controller.core.spec import ServiceQuery
+from controller.sources.consul import health_params, instances_from_health, instances_from_reply
 
 
 def reply_entries(count: int) -> list[dict]:

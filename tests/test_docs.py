@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from controller import ringfile
 from controller.cli import build_parser
-from controller.decision import Reason
-from controller.ring import Member, RingSpec, plan
+from controller.core import ringfile
+from controller.core.decision import Reason
+from controller.core.ring import Member, RingSpec, plan
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -102,7 +102,7 @@ READY_REASONS = ("Published", "Pending", "Suspended", "ConsulUnreachable", "Sour
 
 
 def test_every_condition_and_reason_is_documented():
-    from controller import acks, planner
+    from controller.core import acks, planner
     sources = (Path(planner.__file__).read_text(), Path(acks.__file__).read_text())
     for name in (*CONDITION_TYPES, *READY_REASONS):
         assert any(f'"{name}"' in source for source in sources), f"{name} is not the code's"
@@ -188,7 +188,7 @@ def test_every_measured_figure_comes_from_bench_results():
 def test_the_member_key_rule_the_readme_gives_for_shells_is_the_operators():
     import subprocess
 
-    from controller.ringfile import member_keys
+    from controller.core.ringfile import member_keys
     rule = next(line for line in README.splitlines() if "md5sum" in line and "key=" in line)
     for member in ("scraper-1", "shardring-dev/scraper-1", "10.0.0.7:9100", "a b/c", "x" * 205):
         shell = subprocess.run(["bash", "-c", f'{rule}\nprintf %s "$key"'],

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from controller import ringfile
-from controller.consul_watch import instance_from_health
-from controller.decision import decide
-from controller.membership import members_from
-from controller.registration import from_registration
-from controller.spec import SpecError, parse_spec
+from controller.core import ringfile
+from controller.core.decision import decide
+from controller.core.membership import members_from
+from controller.core.spec import SpecError, parse_spec
+from controller.sources.consul import instance_from_health
+from controller.sources.registration import from_registration
 from controller.testing.builders import consul_entry as raw_entry
 
 

@@ -35,7 +35,8 @@ def registrar(etcd_server):
 
 @pytest.fixture
 def etcd_operator(crd, operator_env, control_plane, etcd_server):
-    from controller.settings import ConsulConnection, EtcdConnection, OperatorConfig
+    from controller.operator.settings import OperatorConfig
+    from controller.sources.connections import ConsulConnection, EtcdConnection
     from tests.inprocess import InProcessOperator
     config = OperatorConfig(
         connections={"default": ConsulConnection.from_address("default",
@@ -159,9 +160,9 @@ def test_a_restarted_server_resumes_the_watch_without_a_write(
 
 
 def test_a_watch_from_a_compacted_revision_lists_again(etcd_server, registrar, caplog):
-    from controller.etcd_watch import EtcdRegistry
-    from controller.settings import EtcdConnection
-    from controller.spec import EtcdQuery
+    from controller.core.spec import EtcdQuery
+    from controller.sources.connections import EtcdConnection
+    from controller.sources.etcd import EtcdRegistry
 
     caplog.set_level(logging.INFO)
 
@@ -222,7 +223,8 @@ def test_tls_client_certificates_and_credentials_from_a_marked_secret(
         crd, operator_env, control_plane, secure_etcd, rings, core_v1, namespace, caplog):
     from kubernetes import client as k8s
 
-    from controller.settings import ConsulConnection, EtcdConnection, OperatorConfig
+    from controller.operator.settings import OperatorConfig
+    from controller.sources.connections import ConsulConnection, EtcdConnection
     from tests.inprocess import InProcessOperator
     registrar = Registrar(secure_etcd, f"/secure/web-{uuid.uuid4().hex[:6]}/")
     registrar.register("a", "10.0.3.1:9100")

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-from controller import ringfile
-from controller.acks import Ack
 from controller.client import RingVersion
-from controller.handover import planned_moves, progress, receivers, released
-from controller.render import configmap_data
-from controller.ring import Member, RingSpec, plan
+from controller.core import ringfile
+from controller.core.acks import Ack
+from controller.core.handover import planned_moves, progress, receivers, released
+from controller.core.render import configmap_data
+from controller.core.ring import Member, RingSpec, plan
 from tests.test_worker import setup, spec
 
 

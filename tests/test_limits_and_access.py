@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from controller.instance import Instance
-from controller.planner import Gathered, RingObject, plan_pass, prepare
-from controller.ring import Algorithm, RingSpec, work
-from controller.settings import Access, Limits, OperatorConfig, SettingsError
-from controller.sources import Snapshot, SourceState
+from controller.core.instance import Instance
+from controller.core.limits import Access, Limits, SettingsError
+from controller.core.planner import Gathered, RingObject, plan_pass, prepare
+from controller.core.ring import Algorithm, RingSpec, work
+from controller.core.source_state import Snapshot, SourceState
+from controller.core.views import ConfigMapView
+from controller.operator.settings import OperatorConfig
 from controller.testing.builders import instance
-from controller.views import ConfigMapView
 
 NOW = "2026-01-01T00:00:00Z"
 

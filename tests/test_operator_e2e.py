@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from controller import ringfile
+from controller.core import ringfile
 from tests.inprocess import InProcessOperator
 from tests.operator_helpers import kubectl, wait_for
 

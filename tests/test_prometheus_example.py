@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller import ringfile
 from controller.agent.promconfig import render
-from controller.ring import Member, RingSpec, plan
+from controller.core import ringfile
+from controller.core.ring import Member, RingSpec, plan
 from tests.operator_helpers import kubectl
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "prometheus"

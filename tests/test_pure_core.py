@@ -10,15 +10,17 @@ import sys
 import pytest
 import yaml
 
-from controller import ringfile
-from controller.conditions import Condition, merge
-from controller.consul_watch import health_status, instance_from_health
-from controller.decision import decide
-from controller.membership import MembershipError, members_from
-from controller.render import RingTooLarge, configmap_data, relabel_rules
-from controller.ring import Member, RingSpec, plan, shard_of
-from controller.settings import ConsulConnection, OperatorConfig, SettingsError
-from controller.spec import SpecError, parse_duration, parse_spec
+from controller.core import ringfile
+from controller.core.conditions import Condition, merge
+from controller.core.decision import decide
+from controller.core.limits import SettingsError
+from controller.core.membership import MembershipError, members_from
+from controller.core.render import RingTooLarge, configmap_data, relabel_rules
+from controller.core.ring import Member, RingSpec, plan, shard_of
+from controller.core.spec import SpecError, parse_duration, parse_spec
+from controller.operator.settings import OperatorConfig
+from controller.sources.connections import ConsulConnection
+from controller.sources.consul import health_status, instance_from_health
 from controller.testing.builders import consul_entry
 
 
@@ -57,7 +59,7 @@ def test_filter_is_part_of_the_query_and_of_the_ring_record():
     a, b = parse_spec("a", spec), parse_spec("b", spec)
     assert a.query == b.query and a.query.filter == 'Service.Meta.shard == "yes"'
     assert a.query != parse_spec("c", {"service": {"name": "s"}}).query
-    from controller.decision import membership_source
+    from controller.core.decision import membership_source
     assert membership_source(a)["filter"] == 'Service.Meta.shard == "yes"'
     assert "filter" not in membership_source(parse_spec("c", {"service": {"name": "s"}}))
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from controller.membership import MembershipError, members_from
-from controller.registration import from_registration
+from controller.core.membership import MembershipError, members_from
+from controller.sources.registration import from_registration
 
 
 def entry(name: str, value: str | bytes):
@@ -55,8 +55,9 @@ def test_a_zero_weight_is_refused_like_a_consul_weight():
 
 
 def test_zookeeper_specs_and_connections(tmp_path):
-    from controller.settings import OperatorConfig, SettingsError
-    from controller.spec import SpecError, ZooKeeperQuery, parse_spec
+    from controller.core.limits import SettingsError
+    from controller.core.spec import SpecError, ZooKeeperQuery, parse_spec
+    from controller.operator.settings import OperatorConfig
     config = parse_spec("r", {"zookeeper": {"path": "/services/web/", "addressField": "frontend"}})
     assert config.query == ZooKeeperQuery("default", "/services/web", "frontend")
     with pytest.raises(SpecError, match="spec.zookeeper.path"):

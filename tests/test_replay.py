@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 
-from controller import consul_watch, ringfile
-from controller.acks import Ack
-from controller.planner import Gathered, RingObject, plan_pass, prepare
-from controller.registration import from_registration
-from controller.settings import Access
-from controller.sources import Snapshot, SourceState
-from controller.views import view_from_dict
+from controller.core import ringfile
+from controller.core.acks import Ack
+from controller.core.limits import Access
+from controller.core.planner import Gathered, RingObject, plan_pass, prepare
+from controller.core.source_state import Snapshot, SourceState
+from controller.core.views import view_from_dict
+from controller.sources import consul as consul_watch
+from controller.sources.registration import from_registration
 
 HERE = Path(__file__).parent / "testdata" / "replay"
 SCENARIOS = json.loads((HERE / "scenarios.json").read_text())

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller import ringfile
-from controller.ring import Member, RingSpec, plan
-from controller.ringdiff import diff
+from controller.core import ringfile
+from controller.core.ring import Member, RingSpec, plan
+from controller.core.ringdiff import diff
 
 REPO = Path(__file__).resolve().parents[1]
 

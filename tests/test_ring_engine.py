@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from controller.ring import Algorithm, Member, RingError, RingSpec, plan, shard_of
+from controller.core.ring import Algorithm, Member, RingError, RingSpec, plan, shard_of
 
 ALGORITHMS = [a.value for a in Algorithm]
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -441,8 +441,8 @@ def test_flow_fills_exactly_when_a_filling_exists(problem):
     import numpy as np
     from hypothesis import event
 
-    from controller.ring.flow import fill_by_flow
-    from controller.ring.quotas import Quotas
+    from controller.core.ring.flow import fill_by_flow
+    from controller.core.ring.quotas import Quotas
     owners, low, high, zones, cap, witness = problem
     n = len(low)
     exists = cheapest(vacancy_options(owners, zones, cap), held_loads(owners, n), low, high) \

@@ -4,15 +4,15 @@ beside the published one, and convergence does not list laggards when nobody run
 
 from __future__ import annotations
 
-from controller import ringfile
-from controller.acks import convergence
-from controller.decision import SHOWN_MEMBERS, decide
-from controller.instance import Instance
-from controller.membership import members_from
-from controller.planner import Gathered, RingObject, plan_pass
-from controller.ring import Member, RingSpec, plan
-from controller.sources import Snapshot, SourceState
-from controller.spec import parse_spec
+from controller.core import ringfile
+from controller.core.acks import convergence
+from controller.core.decision import SHOWN_MEMBERS, decide
+from controller.core.instance import Instance
+from controller.core.membership import members_from
+from controller.core.planner import Gathered, RingObject, plan_pass
+from controller.core.ring import Member, RingSpec, plan
+from controller.core.source_state import Snapshot, SourceState
+from controller.core.spec import parse_spec
 from controller.testing.builders import instance
 
 
@@ -101,7 +101,7 @@ def test_no_agents_means_nobody_is_listed_as_lagging():
 
 
 def test_a_status_patch_removes_what_the_plan_dropped_at_every_depth():
-    from controller.publish import merge_patch
+    from controller.operator.publish import merge_patch
     from tests.test_worker import merged
     before = {"members": 3, "draining": ["x"],
               "lastChange": {"added": 1, "removed": 0, "joined": ["c"]},

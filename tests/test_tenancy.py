@@ -48,7 +48,7 @@ def test_only_a_secret_marked_for_it_serves_as_a_token_and_nothing_leaks(
              "the marked Secret accepted at once (its watch event wakes the ring)", timeout=5)
 
     # A rotated token is used within seconds: the ring's query moves to the new token.
-    from controller.consul_watch import token_digest
+    from controller.sources.consul import token_digest
     worker = operator.workers[(namespace, "borrower")]
     assert worker.subscription.watch.key.token_digest == token_digest("hunter2")
     core_v1.patch_namespaced_secret("db-password", namespace, {"stringData": {"token": "rotated"}})
@@ -98,7 +98,9 @@ def test_a_deleted_rings_series_go_with_it(operator, rings, consul_helper, names
 @pytest.fixture
 def configured_operator(crd, operator_env, control_plane):
     """Run an operator with connections and limits of the test's choosing."""
-    from controller.settings import Access, ConsulConnection, Limits, OperatorConfig
+    from controller.core.limits import Access, Limits
+    from controller.operator.settings import OperatorConfig
+    from controller.sources.connections import ConsulConnection
     from tests.inprocess import InProcessOperator
     started = []
 
@@ -116,7 +118,7 @@ def configured_operator(crd, operator_env, control_plane):
 
 def test_a_connection_is_used_only_by_its_namespaces_datacenters_and_with_a_token(
         configured_operator, rings, consul_helper, namespace, core_v1):
-    from controller.settings import Access
+    from controller.core.limits import Access
     configured_operator(
         elsewhere=Access(namespaces=("payments", "pay-*")),
         ours=Access(namespaces=(namespace[:4] + "*",), datacenters=("dc1",), require_token=True))
@@ -144,7 +146,7 @@ def test_a_connection_is_used_only_by_its_namespaces_datacenters_and_with_a_toke
 
 def test_a_ring_over_a_limit_keeps_its_last_version_and_costs_nothing_more(
         configured_operator, rings, consul_helper, core_v1, namespace):
-    from controller.settings import Limits
+    from controller.core.limits import Limits
     memo = configured_operator(Limits(max_members=3, max_reply_bytes=64 << 10))
     small, big = service_name(), service_name()
     for n in range(3):

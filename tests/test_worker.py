@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from controller import ringfile
-from controller.settings import Access, Limits
-from controller.sources import Snapshot, SourceState, Subscription
+from controller.core import ringfile
+from controller.core.limits import Access, Limits
+from controller.core.source_state import Snapshot, SourceState
+from controller.core.views import Conflict, SecretMissing, view_from_dict
+from controller.operator.worker import RingWorker
+from controller.sources.base import Subscription
 from controller.testing.builders import instances
-from controller.views import Conflict, SecretMissing, view_from_dict
-from controller.worker import RingWorker
 
 NAMESPACE, NAME, UID = "team", "scrapers", "uid-1"
 
@@ -412,7 +413,7 @@ def test_a_missing_token_secret_is_reported_and_rechecked():
 def test_a_heavy_plan_runs_in_the_planning_thread_and_a_light_one_inline():
     from concurrent.futures import ThreadPoolExecutor
 
-    from controller.worker import HEAVY_PLAN
+    from controller.operator.worker import HEAVY_PLAN
 
     class Counting(ThreadPoolExecutor):
         submitted = 0
@@ -461,7 +462,7 @@ def test_a_problem_is_warned_once_even_when_an_older_body_arrives_after_the_stat
 def test_a_ring_found_gone_retires_its_worker_quietly(caplog):
     """A deletion the watch never delivered (a re-list after an outage replays none): the
     status patch's 404 ends the worker, with one info line and no error."""
-    from controller.views import RingGone
+    from controller.core.views import RingGone
 
     async def scenario():
         s = setup(spec())
@@ -478,8 +479,8 @@ def test_a_ring_found_gone_retires_its_worker_quietly(caplog):
 
 
 def test_a_ring_created_again_under_its_name_gets_a_worker_of_its_own():
-    from controller.handlers import Operator
-    from controller.settings import OperatorConfig
+    from controller.operator.handlers import Operator
+    from controller.operator.settings import OperatorConfig
 
     operator = Operator(OperatorConfig(), kube=FakeKube(spec()), sources=FakeSources(FakeClock()))
     old = operator.worker(NAMESPACE, NAME, "uid-old")

@@ -32,7 +32,8 @@ def registrar(zookeeper):
 
 @pytest.fixture
 def zk_operator(crd, operator_env, control_plane, zookeeper):
-    from controller.settings import ConsulConnection, OperatorConfig, ZooKeeperConnection
+    from controller.operator.settings import OperatorConfig
+    from controller.sources.connections import ConsulConnection, ZooKeeperConnection
     from tests.inprocess import InProcessOperator
     config = OperatorConfig(
         connections={"default": ConsulConnection.from_address("default",

@@ -70,9 +70,9 @@ def add_parser(commands: Any) -> None:
 
 
 def config_from(args: argparse.Namespace) -> Any:
-    from ..acks import lease_name
-    from .reload import Command, HttpPost, Reload, Signal, parse_signal
-    from .run import AgentConfig, PrometheusOutput
+    from controller.agent.reload import Command, HttpPost, Reload, Signal, parse_signal
+    from controller.agent.run import AgentConfig, PrometheusOutput
+    from controller.core.acks import lease_name
     namespace, _, name = args.configmap.rpartition("/")
     namespace = namespace or default_namespace()
     prometheus = None
@@ -130,10 +130,10 @@ def default_namespace() -> str:
 def run(args: argparse.Namespace) -> int:
     from kubernetes import client as k8s
 
-    from ..kube import new_api_client
-    from . import metrics
-    from .lease import LeaseWriter
-    from .run import Agent
+    from controller.agent import metrics
+    from controller.agent.lease import LeaseWriter
+    from controller.agent.run import Agent
+    from controller.kube.api import new_api_client
     config = config_from(args)  # an AgentUsageError is printed by the command line
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,4 +1,4 @@
-"""Writes this agent's acknowledgement Lease (``controller.acks`` says what is in it)."""
+"""Writes this agent's acknowledgement Lease (``controller.core.acks`` says what is in it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from ..acks import Ack, build_lease
+from controller.core.acks import Ack, build_lease
 
 
 class LeaseWriter:

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from ..render import relabel_rules
-from ..ring import shard_of
+from controller.core.render import relabel_rules
+from controller.core.ring import shard_of
 
 
 class PrometheusConfigError(ValueError):

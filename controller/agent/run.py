@@ -22,15 +22,15 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from .. import ringfile
-from ..acks import Ack
-from ..client import RingVersion
-from ..views import RING_LABEL
-from . import metrics, promconfig
-from .feed import ConfigMapFeed, Seen, Unreachable, Update
-from .files import AtomicDir
-from .lease import LeaseWriter
-from .reload import Reload, ReloadFailed, prometheus_targets
+from controller.agent import metrics, promconfig
+from controller.agent.feed import ConfigMapFeed, Seen, Unreachable, Update
+from controller.agent.files import AtomicDir
+from controller.agent.lease import LeaseWriter
+from controller.agent.reload import Reload, ReloadFailed, prometheus_targets
+from controller.client import RingVersion
+from controller.core import ringfile
+from controller.core.acks import Ack
+from controller.core.views import RING_LABEL
 
 log = logging.getLogger("shardring.agent")
 RETRY_MIN, RETRY_MAX = 1.0, 30.0

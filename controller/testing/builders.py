@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..instance import PASSING, Health, Instance, Weights, frozen
+from controller.core.instance import PASSING, Health, Instance, Weights, frozen
 
 
 def instance(name: str, address: str = "10.0.0.1", port: int = 9100, *, node: str = "",

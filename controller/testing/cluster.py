@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .controlplane import ControlPlane
+from controller.testing.controlplane import ControlPlane
 
 ENV_FILE = Path(__file__).resolve().parents[2] / ".local" / "cluster.env"
 

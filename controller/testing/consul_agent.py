@@ -7,8 +7,8 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import ControlPlaneError, Process, free_port, http_get
-from .tls import issue, make_ca
+from controller.testing.processes import ControlPlaneError, Process, free_port, http_get
+from controller.testing.tls import issue, make_ca
 
 
 @dataclass

@@ -22,8 +22,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .consul_agent import ConsulAgent
-from .processes import ControlPlaneError, Process, find_assets, free_port, http_ok, run_checked
+from controller.testing.consul_agent import ConsulAgent
+from controller.testing.processes import (
+    ControlPlaneError,
+    Process,
+    find_assets,
+    free_port,
+    http_ok,
+    run_checked,
+)
 
 __all__ = ["ConsulAgent", "ControlPlane", "ControlPlaneError", "find_assets", "free_port"]
 

@@ -14,10 +14,10 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from .. import ringfile
-from ..client import RingVersion
-from .consul_helpers import ConsulHelper
-from .controlplane import ControlPlane
+from controller.client import RingVersion
+from controller.core import ringfile
+from controller.testing.consul_helpers import ConsulHelper
+from controller.testing.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "shardring.yaml"

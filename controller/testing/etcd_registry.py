@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .processes import Process, free_port
-from .tls import issue, make_ca
+from controller.testing.processes import Process, free_port
+from controller.testing.tls import issue, make_ca
 
 ROOT_PASSWORD = "root-password"
 

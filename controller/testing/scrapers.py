@@ -16,7 +16,7 @@ from pathlib import Path
 
 import consul
 
-from .processes import REPO, Process, free_port, http_ok
+from controller.testing.processes import REPO, Process, free_port, http_ok
 
 
 class _Metrics(BaseHTTPRequestHandler):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .processes import run_checked
+from controller.testing.processes import run_checked
 
 
 def make_ca(directory: Path) -> Path:

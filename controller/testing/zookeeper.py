@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .processes import ControlPlaneError, Process, free_port
+from controller.testing.processes import ControlPlaneError, Process, free_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "zookeeper.sh"
 T = TypeVar("T")

@@ -1,0 +1,175 @@
+"""The publishing decision, as a pure function: which ring should be published, given what was
+published, the membership the source reports now, and the ring's guards (stabilization window,
+minMembers, maxMemberLossPercent). The pass planner calls it; problems carry a ``Reason``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from controller.core import ringfile
+from controller.core.membership import Membership
+from controller.core.ring import RingError, plan
+from controller.core.spec import EtcdQuery, RingConfig, ZooKeeperQuery
+
+
+def membership_source(config: RingConfig) -> dict[str, Any]:
+    """Where the members come from, as recorded in ring.json's "service" (a Consul ring's record
+    is unchanged since the first release: a new key would republish every ring)."""
+    query = config.query
+    if isinstance(query, EtcdQuery):
+        source: dict[str, Any] = {"source": "etcd", "connection": query.connection,
+                                  "prefix": query.prefix, "identity": config.identity}
+        return _with_rules(source, config)
+    if isinstance(query, ZooKeeperQuery):
+        source = {"source": "zookeeper", "connection": query.connection, "path": query.path,
+                  "addressField": query.address_field, "identity": config.identity}
+        return _with_rules(source, config)
+    source = {"name": query.service, "connection": query.connection,
+              "onlyPassing": query.only_passing, "identity": config.identity}
+    if query.datacenter:
+        source["datacenter"] = query.datacenter
+    if query.tags:
+        source["tags"] = list(query.tags)
+    if query.node_meta:
+        source["nodeMeta"] = dict(query.node_meta)
+    if query.filter:
+        source["filter"] = query.filter
+    return _with_rules(source, config)
+
+
+def _with_rules(source: dict[str, Any], config: RingConfig) -> dict[str, Any]:
+    if config.weight_from:
+        source["weightFrom"] = config.weight_from
+    if config.zone_from:
+        source["zoneFrom"] = config.zone_from
+    if config.drain_from:
+        source["drainFrom"] = config.drain_from
+    return source
+
+
+class Reason(str, Enum):
+    """Why a ring is Degraded: the reason of its Degraded and Ready conditions and its events."""
+
+    INVALID_SPEC = "InvalidSpec"
+    UNKNOWN_CONNECTION = "UnknownConnection"
+    SECRET_MISSING = "SecretMissing"
+    CONFIGMAP_CONFLICT = "ConfigMapConflict"
+    RING_TOO_LARGE = "RingTooLarge"
+    INVALID_MEMBERSHIP = "InvalidMembership"
+    INVALID_FILTER = "InvalidFilter"
+    INVALID_QUERY = "InvalidQuery"
+    NOT_ENOUGH_MEMBERS = "NotEnoughMembers"
+    MEMBER_LOSS = "MemberLoss"
+    DATACENTER_NOT_ALLOWED = "DatacenterNotAllowed"
+    TOKEN_REQUIRED = "TokenRequired"
+    LIMIT_EXCEEDED = "LimitExceeded"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Members named in a Resharded event and in status.lastChange; the counts say the rest.
+SHOWN_MEMBERS = 10
+
+
+def kept(previous: ringfile.RingFile | None) -> str:
+    """What a problem leaves published: said only when there is something to keep."""
+    return "The last published ring is kept." if previous is not None else \
+        "No ring is published until then."
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    ring: ringfile.RingFile | None  # the ring that should be in the ConfigMap (None: nothing yet)
+    changed: bool = False  # ``ring`` is a new version
+    moved: int = 0
+    added: int = 0
+    removed: int = 0
+    problem: Problem | None = None  # Degraded: the last good ring stays
+    wait_until: float | None = None  # stabilizing: decide again at this (monotonic) time
+    joined: tuple[str, ...] = ()  # who joined and left with this version, sorted
+    left: tuple[str, ...] = ()
+    observed: int | None = None  # members the source reports now (None: not known)
+
+
+def decide(config: RingConfig, membership: Membership, consul_index: int,
+           previous: ringfile.RingFile | None, *, shard_ring: dict[str, str],
+           now: float, seen_at: float, pending_since: float | None,
+           last_version: int = 0, not_before: float | None = None) -> Decision:
+    """``seen_at``: when Consul first reported this membership; ``pending_since``: when the
+    membership first differed from the published one; ``last_version``: the highest version ever
+    published (from status), so numbering continues even if the ConfigMap was lost;
+    ``not_before``: no membership change is published before this time (the operator's minimum
+    interval between versions, whatever the window)."""
+    members = membership.members
+    guard = config.stabilization
+    needed = max(guard.min_members, config.ring_spec.replication, 1)
+    service = membership_source(config)
+    if len(members) < needed:
+        what = "minMembers" if guard.min_members >= config.ring_spec.replication else \
+            "replicationFactor"
+        hint = " (with Consul ACLs, instances the ring's token may not read are hidden: check " \
+            "spec.consul.tokenSecretRef)" if not members and config.query.kind == "consul" else ""
+        return Decision(previous, problem=Problem(
+            Reason.NOT_ENOUGH_MEMBERS,
+            f"{config.query.members_found(len(members))}{hint}; "
+            f"{what} needs at least {needed}. {kept(previous)}"), observed=len(members))
+    if previous is not None:
+        before = {m.id for m in previous.assignment.members}
+        after = {m.id for m in members}
+        # A member that starts draining leaves the assignment on purpose: not a loss.
+        removed, added = before - after - set(membership.draining), after - before
+        # A new identity rule renames every member: that is a spec change, not members leaving.
+        renamed = previous.service.get("identity") != config.identity
+        if before and not renamed and \
+                len(removed) * 100 > guard.max_member_loss_percent * len(before):
+            return Decision(previous, problem=Problem(
+                Reason.MEMBER_LOSS,
+                f"{len(removed)} of {len(before)} members left at once, more than "
+                f"maxMemberLossPercent={guard.max_member_loss_percent}. The last ring is kept; "
+                f"if this is intended, raise spec.stabilization.maxMemberLossPercent."),
+                observed=len(members))
+        # A new query or membership rule is a spec change: it applies at once, like shards.
+        spec_changed = previous.assignment.spec != config.ring_spec or \
+            dict(previous.service) != service
+        members_changed = tuple(previous.assignment.members) != members or \
+            previous.draining != membership.draining or \
+            dict(previous.endpoints) != dict(membership.endpoints)
+        if members_changed and not spec_changed and guard.window > 0:
+            ready_at = seen_at + guard.window
+            if pending_since is not None:
+                ready_at = min(ready_at, pending_since + guard.max_delay)
+            if now < ready_at:
+                return Decision(previous, wait_until=ready_at, observed=len(members))
+        if members_changed and not spec_changed and not_before is not None and now < not_before:
+            return Decision(previous, wait_until=not_before, observed=len(members))
+    else:
+        removed, added = set(), {m.id for m in members}
+    try:
+        assignment = plan(members, config.ring_spec, previous.assignment if previous else None)
+    except RingError as error:
+        return Decision(previous, problem=Problem(Reason.INVALID_SPEC, str(error)),
+                        observed=len(members))
+    candidate = ringfile.RingFile(
+        assignment=assignment, version=previous.version if previous else last_version,
+        consul_index=previous.consul_index if previous else consul_index, shard_ring=shard_ring,
+        service=service, endpoints=membership.endpoints, draining=membership.draining)
+    # Equal RingFiles render to the same ring.json (the parser round-trips): nothing to publish.
+    if candidate == previous:
+        return Decision(previous, observed=len(members))
+    published = ringfile.RingFile(
+        assignment=assignment, version=max(last_version, candidate.version) + 1,
+        consul_index=consul_index, shard_ring=shard_ring, service=service,
+        endpoints=membership.endpoints, draining=membership.draining)
+    moved = assignment.moved_from(previous.assignment) if previous else 0
+    return Decision(published, changed=True, moved=moved, added=len(added), removed=len(removed),
+                    joined=tuple(sorted(added)), left=tuple(sorted(removed)),
+                    observed=len(members))

@@ -1,0 +1,530 @@
+"""The pass planner: everything one reconcile pass of a ring must do, from what the pass knows.
+
+Pure: no I/O and no clock (times are inputs). A pass runs in two steps because what the shell
+must gather depends on the spec: ``prepare`` reads the spec (and may end the pass there: a bad
+spec, an unknown connection, a suspended ring); the shell then reads the token, subscribes to the
+membership source and looks at the owned ConfigMap; ``plan_pass`` decides the rest. The shell
+carries the plan out: write the ConfigMap if given, patch the status if it differs, post the
+events, run again after ``requeue_after``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from controller.core import handover, ringfile
+from controller.core.acks import SHOWN_LAGGING, Ack, convergence
+from controller.core.conditions import Condition, merge
+from controller.core.decision import SHOWN_MEMBERS, Decision, Problem, Reason, decide, kept
+from controller.core.limits import Access, Limits
+from controller.core.membership import MembershipError, members_from
+from controller.core.render import RingTooLarge, configmap_data
+from controller.core.ring import work
+from controller.core.source_state import SourceState
+from controller.core.spec import RingConfig, ServiceQuery, SpecError, parse_spec
+from controller.core.views import (
+    MANAGED_BY,
+    RING_LABEL,
+    ConfigMapView,
+    data_digest,
+    owner_reference,
+)
+
+# For what no event announces: a token Secret appearing, a conflicting ConfigMap going away.
+RECHECK = 30.0
+# A ring bigger than this waits proportionally more than limits.min_publish_interval between
+# versions: with the default 0.1 s, no ring writes more than about 1 MiB a second.
+BYTES_PER_PUBLISH_INTERVAL = 100 << 10
+
+
+@dataclass(frozen=True)
+class RingObject:
+    """The ShardRing as the pass sees it."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RingObject:
+        metadata = body.get("metadata") or {}
+        return cls(namespace=metadata.get("namespace", ""), name=metadata.get("name", ""),
+                   uid=metadata.get("uid", ""), generation=int(metadata.get("generation") or 0),
+                   spec=body.get("spec") or {}, status=body.get("status") or {})
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A ConfigMap version already found to hold exactly what its ring renders to."""
+
+    name: str
+    resource_version: str
+    prometheus_relabel: bool
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """What the shell found out for the pass, after ``prepare``."""
+
+    configmap: ConfigMapView | None  # the owned ConfigMap as last seen (None: it does not exist)
+    source: SourceState | None = None  # None: not subscribed (the token is missing)
+    token_problem: str | None = None  # why the token Secret cannot be used
+    last_published: str | None = None  # ring.json as this operator last published it
+    verified: Verified | None = None
+    pending_since: float | None = None  # when the membership first differed from the published
+    last_publish: float | None = None  # when this operator last published a new version
+    last_publish_bytes: int = 0  # and how big its ConfigMap data was
+    acks: tuple[Ack, ...] = ()  # the ring agents' acknowledgements (Leases) for this ring
+    handover_since: float | None = None  # when the published ring's handover started
+
+
+@dataclass(frozen=True)
+class DesiredConfigMap:
+    name: str
+    data: Mapping[str, str]
+    labels: Mapping[str, str]
+    owner: Mapping[str, Any]
+    prometheus_relabel: bool  # part of what the data renders: a Verified version records it
+    # Hashed with the plan (in the planning thread for a big ring), not on the event loop.
+    digest: str
+
+    def matches(self, current: ConfigMapView) -> bool:
+        return current.data_digest == self.digest and \
+            all(current.labels.get(k) == v for k, v in self.labels.items())
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    status: dict[str, Any]  # the whole status; written only if it differs from the current one
+    subscribe: bool = False  # keep a membership subscription (False: drop it)
+    configmap: DesiredConfigMap | None = None  # to write (unless it already matches)
+    published: ringfile.RingFile | None = None  # the ring the ConfigMap holds after the write
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None  # None: run again when something changes
+    pending_since: float | None = None
+    handover_since: float | None = None
+    change: Decision | None = None  # a new ring version, for metrics
+    configmap_unowned: bool = False  # the ConfigMap is not ours: do not trust the cached view
+
+
+@dataclass(frozen=True)
+class Intent:
+    """``prepare``'s answer: a config to gather inputs for, or the whole plan already."""
+
+    config: RingConfig | None = None
+    plan: PassPlan | None = None
+
+
+def prepare(ring: RingObject, connections: Mapping[tuple[str, str], Access],
+            now_text: str) -> Intent:
+    """``connections``: who may use each connection, by (source kind, name)."""
+    try:
+        config = parse_spec(ring.name, ring.spec)
+    except SpecError as error:
+        return Intent(plan=_ended(ring, None, Problem(Reason.INVALID_SPEC, str(error)), now_text))
+    problem = _access_problem(ring.namespace, config, connections)
+    if problem is not None:
+        return Intent(plan=_ended(ring, config, problem, now_text))
+    if config.suspend:
+        return Intent(plan=_ended(ring, config, None, now_text, suspended=True))
+    return Intent(config=config)
+
+
+def _access_problem(namespace: str, config: RingConfig,
+                    connections: Mapping[tuple[str, str], Access]) -> Problem | None:
+    query = config.query
+    name = query.connection
+    field = "spec.consul" if query.kind == "consul" else f"spec.{query.kind}"
+    access = connections.get((query.kind, name))
+    if access is None or not access.serves(namespace):
+        # One answer for "no such connection" and "not yours": the other connections' names,
+        # and who may use them, are not this ring's author's business.
+        what = {"consul": "a Consul connection", "etcd": "an etcd connection"}.get(
+            query.kind, f"a {query.kind} connection")
+        return Problem(Reason.UNKNOWN_CONNECTION,
+                       f"{field}.connection {name!r} is not {what} this operator offers to "
+                       f"namespace {namespace!r}; ask its administrators which to use")
+    if isinstance(query, ServiceQuery) and not access.allows_datacenter(query.datacenter):
+        allowed = ", ".join(access.datacenters or ())
+        return Problem(Reason.DATACENTER_NOT_ALLOWED,
+                       f"spec.service.datacenter {query.datacenter!r} is not allowed on "
+                       f"connection {name!r} (allowed: {allowed}); leave it out to use the "
+                       f"agent's own datacenter")
+    if access.require_token and config.token is None and config.credentials is None:
+        secret = "tokenSecretRef" if query.kind == "consul" else "credentialsSecretRef"
+        return Problem(Reason.TOKEN_REQUIRED,
+                       f"connection {name!r} refuses anonymous queries: set {field}.{secret} to "
+                       f"a Secret marked shardring.io/consul-token=true")
+    return None
+
+
+def _ended(ring: RingObject, config: RingConfig | None, problem: Problem | None, now_text: str,
+           suspended: bool = False, requeue_after: float | None = None) -> PassPlan:
+    """A pass that publishes nothing and queries nothing."""
+    status = build_status(ring, config, problem, None, None, now_text, suspended=suspended)
+    return PassPlan(status=status, events=_warnings(ring, problem), requeue_after=requeue_after)
+
+
+def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: float,
+              now_text: str, limits: Limits = Limits()) -> PassPlan:
+    """``now`` is monotonic (stabilization deadlines); ``now_text`` the wall clock for status."""
+    if gathered.token_problem is not None:
+        return _ended(ring, config, Problem(Reason.SECRET_MISSING, gathered.token_problem),
+                      now_text, requeue_after=RECHECK)
+    source = gathered.source
+    configmap = gathered.configmap
+    if configmap is not None and configmap.controller_uid != ring.uid:
+        problem = Problem(Reason.CONFIGMAP_CONFLICT,
+                          f"ConfigMap {config.configmap!r} already exists and is not owned by this "
+                          f"ShardRing; it is left untouched. Delete or rename it, or set "
+                          f"spec.configMap.name")
+        status = build_status(ring, config, problem, source, None, now_text)
+        return PassPlan(status=status, subscribe=True, events=_warnings(ring, problem),
+                        requeue_after=RECHECK, pending_since=gathered.pending_since,
+                        configmap_unowned=True)
+    previous, from_configmap = _previous(configmap, gathered.last_published)
+    decision = _decide(ring, config, source, previous, gathered, now, limits)
+    decision, ending = _handover(decision, previous, config, gathered, now,
+                                 int(ring.status.get("ringVersion") or 0))
+    desired, published = None, previous
+    keeps_verified = not decision.changed and from_configmap and configmap is not None and \
+        gathered.verified == Verified(configmap.name, configmap.resource_version,
+                                      config.prometheus_relabel)
+    if decision.ring is not None and not keeps_verified:
+        try:
+            data = configmap_data(decision.ring, config.prometheus_relabel)
+        except RingTooLarge as error:
+            decision = Decision(previous, problem=Problem(Reason.RING_TOO_LARGE, str(error)))
+        else:
+            desired = DesiredConfigMap(config.configmap, data,
+                                       {**MANAGED_BY, RING_LABEL: ring.name},
+                                       owner_reference(ring.name, ring.uid),
+                                       config.prometheus_relabel, data_digest(data))
+            published = decision.ring
+    status = build_status(ring, config, decision.problem, source, decision, now_text,
+                          acks=gathered.acks, ending=ending)
+    events = _warnings(ring, decision.problem)
+    if decision.changed and desired is not None:
+        events = (_handover_ended(ending, decision) if ending and ending.done else
+                  _resharded(decision),) + events
+    requeue_after = _requeue(decision, now)
+    handover_since = _handover_since(decision, gathered, now)
+    if handover_since is not None and decision.problem is None:
+        # (With a problem the handover waits for the problem to go: no timer, no busy loop.)
+        due = max(0.0, handover_since + config.handover_timeout - now)
+        requeue_after = due if requeue_after is None else min(requeue_after, due)
+    if source is not None and source.permission_denied and \
+            (config.token is not None or config.credentials is not None):
+        # The token may have been rotated in its Secret: no event says so, so look again.
+        requeue_after = RECHECK if requeue_after is None else min(requeue_after, RECHECK)
+    return PassPlan(status=status, subscribe=True, configmap=desired, published=published,
+                    events=events, requeue_after=requeue_after,
+                    pending_since=_pending_since(decision, gathered.pending_since, now),
+                    handover_since=handover_since,
+                    change=decision if decision.changed and desired is not None else None)
+
+
+def _previous(configmap: ConfigMapView | None, last_published: str | None
+              ) -> tuple[ringfile.RingFile | None, bool]:
+    """The published ring: the ConfigMap's (True), else the one this operator last wrote, which
+    restores a deleted or mangled ConfigMap."""
+    if configmap is not None and configmap.ring_json is not None:
+        try:
+            return ringfile.parse(configmap.ring_json), True
+        except ringfile.RingFileError:
+            pass
+    return (ringfile.parse(last_published) if last_published else None), False
+
+
+def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
+            previous: ringfile.RingFile | None, gathered: Gathered, now: float,
+            limits: Limits) -> Decision:
+    if source is not None and source.refused:
+        reason = Reason.INVALID_FILTER if config.query.filter else Reason.INVALID_QUERY
+        return Decision(previous, problem=Problem(
+            reason, f"{source.error}. Fix spec.service. {kept(previous)}"))
+    if source is not None and source.over_limit:
+        return Decision(previous, problem=Problem(
+            Reason.LIMIT_EXCEEDED, f"{source.error}. {kept(previous)}"))
+    if source is None or source.error is not None or source.snapshot is None:
+        return Decision(previous)  # the source is unreachable or silent: publish nothing new
+    instances = len(source.snapshot.instances)
+    if instances > limits.max_members:
+        return _over_limit(previous, f"the query returns {instances} instances, more than this "
+                           f"operator's maxMembers limit ({limits.max_members})",
+                           "narrow spec.service (tags, nodeMeta, filter)")
+    try:
+        membership = members_from(source.snapshot.instances, config.identity, config.weight_from,
+                                  config.zone_from, config.drain_from)
+    except MembershipError as error:
+        return Decision(previous, problem=Problem(Reason.INVALID_MEMBERSHIP,
+                                                  f"{error}. {kept(previous)}"))
+    cost = work(config.ring_spec, len(membership.members))
+    if cost > limits.max_ring_work:
+        return _over_limit(previous, f"computing this ring ({config.ring_spec.algorithm.value}, "
+                           f"{len(membership.members)} members) would cost {cost} units, more "
+                           f"than this operator's maxRingWork limit ({limits.max_ring_work})",
+                           "lower spec.virtualNodes or spec.shards, or use algorithm: balanced",
+                           observed=len(membership.members))
+    # decide() weighs memberships against the assignment; a handover is this module's business.
+    return decide(config, membership, source.snapshot.index, _without_handover(previous),
+                  shard_ring={"namespace": ring.namespace, "name": ring.name}, now=now,
+                  seen_at=source.snapshot.received, pending_since=gathered.pending_since,
+                  last_version=int(ring.status.get("ringVersion") or 0),
+                  not_before=_not_before(gathered, limits))
+
+
+def _without_handover(ring: ringfile.RingFile | None) -> ringfile.RingFile | None:
+    return handover.released(ring, ring.version) if ring is not None and ring.handover else ring
+
+
+def _handover(decision: Decision, previous: ringfile.RingFile | None, config: RingConfig,
+              gathered: Gathered, now: float, last_version: int
+              ) -> tuple[Decision, handover.Progress | None]:
+    """Make-before-break: a new version keeps the previous owners of planned moves serving
+    beside the new ones; an unchanged one ends its handover once acknowledged or timed out."""
+    ring = decision.ring
+    if decision.changed and ring is not None:
+        if config.handover_timeout <= 0 or not gathered.acks:
+            # Off, or no member runs the ring agent: nobody could acknowledge, so a handover
+            # would only delay every planned move by the timeout.
+            return decision, None
+        present = [*ring.assignment.ids, *ring.draining]
+        moves = handover.planned_moves(previous, ring.assignment, present)
+        return (replace(decision, ring=replace(ring, handover=moves)) if moves else decision), \
+            None
+    if previous is None or not previous.handover:
+        return decision, None
+    held = replace(decision, ring=previous)  # decide() saw it without its handover
+    if decision.problem is not None:
+        return held, None
+    since = gathered.handover_since if gathered.handover_since is not None else now
+    state = handover.progress(previous, gathered.acks, since, now, config.handover_timeout)
+    if state.done is None:
+        return held, state
+    ended = handover.released(previous, max(previous.version, last_version) + 1)
+    # A membership change still stabilizing keeps its deadline (and its pending_since).
+    return Decision(ended, changed=True, wait_until=decision.wait_until,
+                    observed=decision.observed), state
+
+
+def _handover_since(decision: Decision, gathered: Gathered, now: float) -> float | None:
+    ring = decision.ring
+    if ring is None or not ring.handover:
+        return None
+    if decision.changed or gathered.handover_since is None:
+        return now
+    return gathered.handover_since
+
+
+def _handover_ended(state: handover.Progress, decision: Decision) -> Event:
+    assert decision.ring is not None
+    if state.done == "Acknowledged":
+        return Event("Normal", "HandoverComplete",
+                     f"ring version {decision.ring.version}: every new owner acknowledged its "
+                     f"shards; their previous owners let go")
+    return Event("Warning", "HandoverTimedOut",
+                 f"ring version {decision.ring.version}: spec.handover.timeout passed before "
+                 f"{', '.join(state.waiting_for[:SHOWN_LAGGING])} acknowledged; their previous "
+                 f"owners let go anyway")
+
+
+def _not_before(gathered: Gathered, limits: Limits) -> float | None:
+    if gathered.last_publish is None:
+        return None
+    intervals = max(1, -(-gathered.last_publish_bytes // BYTES_PER_PUBLISH_INTERVAL))
+    return gathered.last_publish + limits.min_publish_interval * intervals
+
+
+def _over_limit(previous: ringfile.RingFile | None, what: str, fix: str,
+                observed: int | None = None) -> Decision:
+    return Decision(previous, problem=Problem(
+        Reason.LIMIT_EXCEEDED, f"{what}; {fix}, or ask the operator's administrators to raise "
+                               f"it. {kept(previous)}"), observed=observed)
+
+
+def _requeue(decision: Decision, now: float) -> float | None:
+    return None if decision.wait_until is None else max(0.0, decision.wait_until - now)
+
+
+def _pending_since(decision: Decision, pending_since: float | None, now: float) -> float | None:
+    if decision.wait_until is not None:  # (a handover's release can publish while stabilizing)
+        return now if pending_since is None else pending_since
+    if decision.changed:
+        return None
+    return None if decision.problem is None else pending_since
+
+
+def _resharded(decision: Decision) -> Event:
+    ring = decision.ring
+    assert ring is not None
+    who = "; ".join(f"{what}: {_named(names, count)}" for what, names, count in (
+        ("joined", decision.joined, decision.added), ("left", decision.left, decision.removed))
+        if count)
+    return Event("Normal", "Resharded",
+                 f"ring version {ring.version}: {len(ring.assignment.members)} members "
+                 f"(+{decision.added} -{decision.removed}{': ' + who if who else ''}), "
+                 f"{decision.moved} shard replicas moved")
+
+
+def _named(names: tuple[str, ...], count: int) -> str:
+    shown = ", ".join(names[:SHOWN_MEMBERS])
+    return shown if count <= SHOWN_MEMBERS else f"{shown} and {count - SHOWN_MEMBERS} more"
+
+
+def _warnings(ring: RingObject, problem: Problem | None) -> tuple[Event, ...]:
+    """A Warning event when a problem begins or changes reason, not on every pass."""
+    if problem is None:
+        return ()
+    degraded: Mapping[str, Any] = next((c for c in ring.status.get("conditions") or []
+                     if c.get("type") == "Degraded"), {})
+    if degraded.get("status") == "True" and degraded.get("reason") == problem.reason:
+        return ()
+    return (Event("Warning", str(problem.reason), problem.message),)
+
+
+def build_status(ring: RingObject, config: RingConfig | None, problem: Problem | None,
+                 source: SourceState | None, decision: Decision | None, now_text: str,
+                 suspended: bool = False, acks: tuple[Ack, ...] = (),
+                 ending: handover.Progress | None = None) -> dict[str, Any]:
+    current = dict(ring.status)
+    status: dict[str, Any] = {k: v for k, v in current.items() if k != "conditions"}
+    status["observedGeneration"] = ring.generation
+    if config is not None:
+        status["configMapName"] = config.configmap
+        status["source"] = config.query.describe()
+    published = decision.ring if decision else None
+    if published is not None:
+        loads = published.assignment.loads.values()
+        status.update(members=len(published.assignment.members),
+                      shards=published.assignment.shards, ringVersion=published.version,
+                      ringHash=published.hash, consulIndex=published.consul_index,
+                      load={"min": min(loads, default=0), "max": max(loads, default=0)})
+        status.pop("draining", None)
+        if published.draining:
+            status["draining"] = list(published.draining)
+    released = ending is not None and ending.done is not None
+    if decision is not None and decision.changed and not released:
+        status["lastChange"] = {"time": now_text, "added": decision.added,
+                                "removed": decision.removed, "movedShards": decision.moved}
+        if decision.joined:
+            status["lastChange"]["joined"] = list(decision.joined[:SHOWN_MEMBERS])
+        if decision.left:
+            status["lastChange"]["left"] = list(decision.left[:SHOWN_MEMBERS])
+    # What the source reports now, beside what is published (status.members): they differ
+    # while a change stabilizes or a guard holds the last ring.
+    status.pop("observedMembers", None)
+    if decision is not None and decision.observed is not None and \
+            source is not None and not source.error:
+        status["observedMembers"] = decision.observed
+    wanted = conditions_for(problem, source, decision, suspended,
+                            config.query.kind if config is not None else "")
+    wanted.append(_converged(status, published, acks, decision, now_text, current))
+    _handover_status(status, published, ending, decision, now_text, current)
+    status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
+    return status
+
+
+def _handover_status(status: dict[str, Any], published: ringfile.RingFile | None,
+                     state: handover.Progress | None, decision: Decision | None, now_text: str,
+                     current: Mapping[str, Any]) -> None:
+    if published is None:
+        return
+    status.pop("handover", None)
+    if published.handover:
+        before = current.get("handover") or {}
+        waiting = state.waiting_for if state is not None else handover.receivers(published)
+        status["handover"] = {
+            "ringVersion": published.version,
+            "shards": handover.shards_in(published.handover),
+            "from": sorted(published.handover), "waitingFor": list(waiting[:SHOWN_LAGGING]),
+            "since": before.get("since", now_text)
+            if before.get("ringVersion") == published.version else now_text}
+    elif state is not None and state.done and decision is not None and decision.changed:
+        status["lastHandover"] = {"ringVersion": published.version, "completedBy": state.done,
+                                  "time": now_text}
+        if state.waiting_for:
+            status["lastHandover"]["waitedFor"] = list(state.waiting_for[:SHOWN_LAGGING])
+
+
+def _converged(status: dict[str, Any], published: ringfile.RingFile | None,
+               acks: tuple[Ack, ...], decision: Decision | None, now_text: str,
+               current: Mapping[str, Any]) -> Condition:
+    """status.convergence and .drained for the published ring, and the Converged condition; a
+    pass that does not know the published ring keeps what the last one found."""
+    if published is None:
+        before = next((c for c in current.get("conditions") or []
+                       if c.get("type") == "Converged"), None)
+        if before is None:
+            return Condition("Converged", None, "NotPublished", "no ring is published yet")
+        status_value = {"True": True, "False": False}.get(before.get("status", ""))
+        return Condition("Converged", status_value, before.get("reason", ""),
+                         before.get("message", ""))
+    previous = current.get("convergence") or {}
+    fresh = decision is not None and decision.changed
+    since = str(previous["since"]) if not fresh and previous.get("ringVersion") == \
+        published.version and previous.get("since") else now_text
+    found = convergence(published, acks, since)
+    status["convergence"] = found.status
+    status.pop("drained", None)
+    if found.drained:
+        status["drained"] = list(found.drained)
+    return found.condition
+
+
+def conditions_for(problem: Problem | None, source: SourceState | None,
+                   decision: Decision | None, suspended: bool,
+                   kind: str = "consul") -> list[Condition]:
+    """Every ring reports its source as ``SourceReachable``; a Consul ring also as
+    ``ConsulReachable``, the same condition under the name it had first (deprecated: kept for
+    existing readers)."""
+    consul = kind == "consul"
+    name = {"consul": "Consul", "": "membership"}.get(kind, kind)
+    reachable_type = "SourceReachable"
+    if source is None:
+        reachable = Condition(reachable_type, None, "NotQueried",
+                              f"no {name} query is running for this ring")
+    elif source.refused:
+        reachable = Condition(reachable_type, True, "QueryRefused", source.error or "")
+    elif source.over_limit:
+        reachable = Condition(reachable_type, True, "LimitExceeded", source.error or "")
+    elif source.error:
+        reachable = Condition(reachable_type, False,
+                              "PermissionDenied" if source.permission_denied else "QueryFailed",
+                              f"{source.error}. {kept(decision.ring if decision else None)}")
+    else:
+        reachable = Condition(reachable_type, True, "QuerySucceeded", "")
+    waiting = decision is not None and decision.wait_until is not None
+    stable = Condition("Stable", not waiting, "Stabilizing" if waiting else "Settled",
+                       "a membership change is waiting out spec.stabilization.window (or the "
+                       "operator's minimum interval between ring versions)"
+                       if waiting else "")
+    degraded = Condition("Degraded", problem is not None,
+                         str(problem.reason) if problem else "AsExpected",
+                         problem.message if problem else "")
+    if suspended:
+        ready = Condition("Ready", False, "Suspended",
+                          "spec.suspend is true; the last ConfigMap is kept as it is")
+    elif problem is not None:
+        ready = Condition("Ready", False, str(problem.reason), problem.message)
+    elif source is not None and source.error:
+        ready = Condition("Ready", False, "ConsulUnreachable" if consul else "SourceUnreachable",
+                          reachable.message)
+    elif decision is None or decision.ring is None:
+        ready = Condition("Ready", False, "Pending", f"waiting for the first {name} reply")
+    else:
+        ready = Condition("Ready", True, "Published", "the ConfigMap holds the current ring")
+    also = [replace(reachable, type="ConsulReachable")] if consul else []
+    return [ready, reachable, *also, stable, degraded]

@@ -1,0 +1,69 @@
+"""The ConfigMap a ring is published as. Pure: no I/O.
+
+Keys: ``ring.json`` (canonical ring), ``member.<key>`` (that member's shards, one per line) and,
+when asked, ``relabel.<key>.yaml`` (Prometheus relabel rules that keep exactly that member's
+targets).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from controller.core import ringfile
+
+CONFIGMAP_LIMIT = 1024 * 1024  # the API server refuses larger objects
+_OVERHEAD = 16 * 1024  # metadata, labels, owner reference and JSON framing
+
+
+class RingTooLarge(ValueError):
+    """The rendered ConfigMap would exceed the API server's 1 MiB limit."""
+
+
+def member_shards(ring: ringfile.RingFile) -> dict[str, list[int]]:
+    """Each member's shards, draining members included: those it owns and those it still serves
+    while they are handed over to their new owners."""
+    table = ring.assignment.table
+    shards: dict[str, list[int]] = {}
+    for index, member in enumerate(ring.assignment.members):
+        shards[member.id] = np.nonzero((table == index).any(axis=1))[0].tolist()
+    for draining in ring.draining:
+        shards[draining] = []
+    for previous_owner, handed in ring.handover.items():
+        shards[previous_owner] = sorted({*shards.get(previous_owner, []), *handed})
+    return shards
+
+
+def relabel_rules(shards: list[int], modulus: int, source_labels: tuple[str, ...] = ("__address__",)
+                  ) -> str:
+    """relabel_configs keeping targets whose hashmod(source labels, K) is one of ``shards``."""
+    # Prometheus anchors relabel regexes; an empty regex matches only the empty string, so a
+    # member without shards keeps nothing.
+    regex = "|".join(str(s) for s in shards)
+    labels = ", ".join(source_labels)
+    return (
+        "# Keep only this member's targets: shard = hashmod(address, shards); see ring.json.\n"
+        f"- source_labels: [{labels}]\n"
+        "  action: hashmod\n"
+        f"  modulus: {modulus}\n"
+        "  target_label: __tmp_shardring_shard\n"
+        "- source_labels: [__tmp_shardring_shard]\n"
+        "  action: keep\n"
+        f"  regex: '{regex}'\n"
+    )
+
+
+def configmap_data(ring: ringfile.RingFile, prometheus_relabel: bool) -> dict[str, str]:
+    data = {"ring.json": ringfile.render(ring)}
+    keys = ring.keys()
+    modulus = ring.assignment.spec.shards
+    for member_id, shards in member_shards(ring).items():
+        data[f"member.{keys[member_id]}"] = "".join(f"{s}\n" for s in shards)
+        if prometheus_relabel:
+            data[f"relabel.{keys[member_id]}.yaml"] = relabel_rules(shards, modulus)
+    size = sum(len(k) + len(v.encode()) for k, v in data.items()) + _OVERHEAD
+    if size > CONFIGMAP_LIMIT:
+        hint = "turn off spec.outputs.prometheusRelabel or lower spec.shards" if \
+            prometheus_relabel else "lower spec.shards or spec.replicationFactor"
+        raise RingTooLarge(f"the ring would need {size} bytes, over the 1 MiB ConfigMap limit; "
+                           f"{hint}")
+    return data

@@ -1,0 +1,199 @@
+"""ring.json: the published, canonical form of a ring, and its parser.
+
+Canonical means byte-stable: keys sorted, no spaces, ASCII only, members sorted by id, the
+assignment as member indices. The same ring always serialises to the same bytes, so the operator
+can tell "nothing changed" by comparing text, and ``ringHash`` identifies an assignment across
+versions.
+
+Reading a key's owners in any language: ``shard = uint64_be(md5(key)[8:16]) mod shards``, then
+``owners = [members[i] for i in assignment[shard]]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from controller.core.ring import Algorithm, Assignment, Member, RingError, RingSpec, hash64
+
+FORMAT = "shardring.io/ring/v1"
+KEY_HASH = "md5-hashmod"  # shard = uint64_be(md5(key)[8:16]) mod shards == Prometheus hashmod
+_UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
+_MAX_KEY = 200  # ConfigMap keys are <= 253 characters, with room for "relabel." and ".yaml"
+
+
+class RingFileError(ValueError):
+    """ring.json cannot be read; the message says where it is wrong."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str = ""
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class RingFile:
+    assignment: Assignment
+    version: int = 0
+    consul_index: int = 0
+    shard_ring: Mapping[str, str] = field(default_factory=dict)  # namespace, name
+    service: Mapping[str, Any] = field(default_factory=dict)
+    endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+    # Members on their way out: listed (with their endpoints) but owning no shard.
+    draining: tuple[str, ...] = ()
+    # Make-before-break: previous owners that keep serving these shards beside their new owners
+    # until the new owners acknowledge this version (member id -> shards, both sorted).
+    handover: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def hash(self) -> str:  # computed once: rendering and status both need it
+        return ring_hash(self.assignment)
+
+    def keys(self) -> dict[str, str]:
+        return member_keys([*(m.id for m in self.assignment.members), *self.draining])
+
+    def handed_over(self, shard: int) -> list[str]:
+        """The previous owners still serving ``shard`` while it is handed over."""
+        return [member for member, shards in self.handover.items() if shard in shards]
+
+
+def member_keys(ids: list[str]) -> dict[str, str]:
+    """A ConfigMap-safe, unique key per member id (``[-._a-zA-Z0-9]``, at most 200 characters).
+
+    A safe id is its own key; any other id keeps its safe characters and gains a hash suffix, so two
+    ids that differ only in unsafe characters still get different keys.
+    """
+    keys: dict[str, str] = {}
+    taken: set[str] = set()
+    for member_id in sorted(ids, key=lambda i: (_UNSAFE.search(i) is not None, i)):
+        key = member_id if member_id and not _UNSAFE.search(member_id) and \
+            len(member_id) <= _MAX_KEY else ""
+        salt = 0
+        while not key or key in taken:
+            digest = f"{hash64(f'{member_id}#{salt}' if salt else member_id):016x}"
+            stem = _UNSAFE.sub("_", member_id)[: _MAX_KEY - 17]
+            key = f"{stem}-{digest}" if stem else digest
+            salt += 1
+        keys[member_id] = key
+        taken.add(key)
+    return keys
+
+
+def _assignment_core(assignment: Assignment) -> dict[str, Any]:
+    spec = assignment.spec
+    core: dict[str, Any] = {
+        "algorithm": spec.algorithm.value,
+        "keyHash": KEY_HASH,
+        "shards": spec.shards,
+        "replicationFactor": spec.replication,
+        "assignment": assignment.table.tolist(),
+        "members": [_member_core(m) for m in assignment.members],
+    }
+    if spec.algorithm is Algorithm.CONSISTENT:
+        core["virtualNodes"] = spec.virtual_nodes
+    return core
+
+
+def _member_core(member: Member) -> dict[str, Any]:
+    core: dict[str, Any] = {"id": member.id, "weight": _number(member.weight)}
+    if member.zone is not None:
+        core["zone"] = member.zone
+    return core
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def canonical_json(document: Any) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def ring_hash(assignment: Assignment) -> str:
+    """sha256 of the canonical assignment (members, shards, owners), independent of the version."""
+    core = canonical_json(_assignment_core(assignment))
+    return "sha256:" + hashlib.sha256(core.encode()).hexdigest()
+
+
+def render(ring: RingFile) -> str:
+    """The canonical ring.json text."""
+    document = _assignment_core(ring.assignment)
+    keys = ring.keys()
+    for entry in document["members"]:
+        entry["key"] = keys[entry["id"]]
+        endpoint = ring.endpoints.get(entry["id"])
+        if endpoint is not None:
+            entry["address"], entry["port"] = endpoint.address, endpoint.port
+    document.update(format=FORMAT, ringVersion=ring.version, ringHash=ring.hash,
+                    consulIndex=ring.consul_index)
+    if ring.draining:
+        document["draining"] = [_draining_entry(member_id, ring.endpoints.get(member_id))
+                                for member_id in ring.draining]
+    if ring.handover:
+        document["handover"] = [{"member": member, "shards": list(ring.handover[member])}
+                                for member in sorted(ring.handover)]
+    if ring.shard_ring:
+        document["ring"] = dict(ring.shard_ring)
+    if ring.service:
+        document["service"] = dict(ring.service)
+    return canonical_json(document) + "\n"
+
+
+def _draining_entry(member_id: str, endpoint: Endpoint | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": member_id}
+    if endpoint is not None:
+        entry["address"], entry["port"] = endpoint.address, endpoint.port
+    return entry
+
+
+def parse(text: str) -> RingFile:
+    """Read ring.json back; raise RingFileError naming the first problem."""
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise RingFileError(f"ring.json is not JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise RingFileError(f"ring.json format is not {FORMAT!r}")
+    try:
+        spec = RingSpec(shards=int(document["shards"]),
+                        replication=int(document["replicationFactor"]),
+                        algorithm=Algorithm(document["algorithm"]),
+                        virtual_nodes=int(document.get("virtualNodes", 160)))
+        entries = document["members"]
+        members = tuple(Member(id=str(e["id"]), weight=float(e.get("weight", 1)),
+                               zone=e.get("zone")) for e in entries)
+        table = np.array(document["assignment"], dtype=np.int64)
+        draining_entries = list(document.get("draining") or [])
+        draining = tuple(str(e["id"]) for e in draining_entries)
+        handover = {str(e["member"]): tuple(sorted(int(s) for s in e["shards"]))
+                    for e in document.get("handover") or []}
+        endpoints = {str(e["id"]): Endpoint(str(e.get("address", "")), int(e.get("port", 0)))
+                     for e in [*entries, *draining_entries] if "address" in e}
+        version = int(document.get("ringVersion", 0))
+        consul_index = int(document.get("consulIndex", 0))
+        shard_ring, service = dict(document.get("ring") or {}), dict(document.get("service") or {})
+    except (KeyError, TypeError, ValueError, AttributeError, RingError) as error:
+        raise RingFileError(f"ring.json is malformed: {error!r}") from None
+    if table.shape != (spec.shards, spec.replication) or table.size and (
+            table.min() < 0 or table.max() >= len(members)):
+        raise RingFileError("ring.json assignment does not match its shards, replicationFactor "
+                            "and members")
+    if any(not 0 <= shard < spec.shards for shards in handover.values() for shard in shards):
+        raise RingFileError("ring.json handover names a shard the ring does not have")
+    listed = {*(m.id for m in members), *draining}
+    if any(member not in listed for member in handover):
+        raise RingFileError("ring.json handover names a member that is neither a member nor "
+                            "draining")
+    if [m.id for m in members] != sorted(m.id for m in members):
+        raise RingFileError("ring.json members are not sorted by id")
+    return RingFile(assignment=Assignment(members, table, spec), version=version,
+                    consul_index=consul_index, shard_ring=shard_ring, service=service,
+                    endpoints=endpoints, draining=draining, handover=handover)

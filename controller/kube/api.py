@@ -1,0 +1,231 @@
+"""Thin Kubernetes adapter: the official (synchronous) client, run in worker threads so kopf's event
+loop never blocks. Every write is conditional on resourceVersion."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import functools
+import json
+import logging
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client import rest
+
+from controller.core.views import (
+    GROUP,
+    PLURAL,
+    TOKEN_LABEL,
+    VERSION,
+    ConfigMapView,
+    Conflict,
+    NamespaceTerminating,
+    RingGone,
+    SecretMissing,
+    view_from_dict,
+)
+from controller.kube.apihealth import ApiHealth, ApiUnreachable
+
+_HOSTNAME = os.environ.get("HOSTNAME", "")
+log = logging.getLogger("shardring.kube")
+
+
+def new_api_client() -> k8s.ApiClient:
+    """The official client, without urllib3's own retries: they retried each failed request at
+    once, three times, with a warning each (three lines a second while the API server was down),
+    and stretched every timeout up to fourfold. The operator's passes and the agent back off by
+    themselves and say once that the API is unreachable."""
+    try:
+        k8s_config.load_incluster_config()
+        api = k8s.ApiClient()
+    except k8s_config.ConfigException:
+        # Read KUBECONFIG now: the client library reads it once, at import time.
+        api = k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+    api.configuration.retries = False  # the request's own error, not urllib3's MaxRetryError
+    api.rest_client = rest.RESTClientObject(api.configuration)
+    return api
+
+
+def ensure_cluster_peering(name: str) -> bool:
+    """Create the ClusterKopfPeering ``name`` unless it exists; True if this call created it.
+
+    Shipping the object in the manifests would make a first ``kubectl apply -k`` fail (kubectl
+    cannot map its kind while the CRD applied beside it is not served yet); without it, kopf
+    would find no peers and every replica would be active. Called before kopf's peering starts.
+    """
+    custom = k8s.CustomObjectsApi(new_api_client())
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    try:
+        custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body,
+                                            _request_timeout=(5, 10))
+        log.info("created ClusterKopfPeering %s", name)
+        return True
+    except k8s.ApiException as error:
+        if error.status == 409:
+            return False
+        if error.status == 403:
+            # RBAC of an older install (no create): fine as long as the object is there; if it
+            # is not, kopf says so (and the replica waits) when its peering starts.
+            log.warning("may not create ClusterKopfPeering %s (HTTP 403); it must exist", name)
+            return False
+        if error.status == 404:
+            log.warning("the ClusterKopfPeering CRD is not installed (kubectl apply -k crds/)")
+            return False
+        raise
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        log.warning("could not make sure ClusterKopfPeering %s exists (%s)", name,
+                    type(error).__name__)
+        return False
+
+
+class Kube:
+    def __init__(self, api: k8s.ApiClient | None = None, health: ApiHealth | None = None):
+        self.api = api or new_api_client()
+        self.health = health or ApiHealth()
+        self.core = k8s.CoreV1Api(self.api)
+        self.custom = k8s.CustomObjectsApi(self.api)
+        self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
+
+    async def _call(self, fn, *args, **kwargs) -> Any:
+        return await self._in(None, fn, *args, **kwargs)
+
+    async def _in(self, executor: ThreadPoolExecutor | None, fn, *args, **kwargs) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            self.health.failed(type(error).__name__)
+            raise ApiUnreachable(type(error).__name__) from None
+        except k8s.ApiException as error:
+            if error.status in (502, 503, 504):  # a gateway or a server still starting
+                self.health.failed(f"HTTP {error.status}")
+                raise ApiUnreachable(f"HTTP {error.status}") from None
+            self.health.answered()
+            if error.status == 409:
+                raise Conflict(str(error.reason)) from None
+            if error.status == 403 and "NamespaceTerminating" in str(error.body or ""):
+                raise NamespaceTerminating(str(error.reason)) from None
+            raise
+        self.health.answered()
+        return answer
+
+    async def _json(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None) -> Any:
+        """The reply as plain JSON: the client's models would be built only to be turned back
+        into dicts (for a ConfigMap of a big ring, most of a write's CPU time)."""
+        def call() -> Any:
+            reply = fn(*args, _preload_content=False)
+            return json.loads(reply.data) if reply.data else None
+        return await self._in(executor, call)
+
+    async def api_answers(self) -> bool:
+        """GET /version, for ApiHealth's probe while the API is down."""
+        version = k8s.VersionApi(self.api)
+        await self._call(version.get_code, _request_timeout=(2, 3))
+        return True
+
+    async def read_configmap(self, namespace: str, name: str) -> ConfigMapView | None:
+        try:
+            found = await self._json(self.core.read_namespaced_config_map, name, namespace)
+        except k8s.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return view_from_dict(found)
+
+    async def write_configmap(self, namespace: str, name: str, data: Mapping[str, str],
+                              labels: Mapping[str, str], owner: Mapping[str, Any],
+                              resource_version: str | None) -> ConfigMapView:
+        """Create (no resourceVersion) or replace (only if still at ``resource_version``)."""
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels),
+                                    "ownerReferences": [dict(owner)]}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(data)}
+        if resource_version is None:
+            written = await self._json(self.core.create_namespaced_config_map, namespace, body)
+        else:
+            written = await self._json(self.core.replace_namespaced_config_map, name, namespace,
+                                       body)
+        return view_from_dict(written)
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                           resource_version: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            return await self._call(self.custom.patch_namespaced_custom_object_status, GROUP,
+                                    VERSION, namespace, PLURAL, name, body)
+        except k8s.ApiException as error:
+            if error.status == 404:
+                raise RingGone(name) from None
+            raise
+
+    async def read_ring(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION,
+                                    namespace, PLURAL, name)
+        except k8s.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def post_event(self, ring: Mapping[str, Any], kind: str, reason: str,
+                         message: str) -> None:
+        """One Event about the ring, tried once: an Event is information, and its namespace may
+        be going away (then nothing is posted, quietly)."""
+        metadata = ring.get("metadata") or {}
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{metadata.get('name')}.",
+                         "namespace": metadata.get("namespace")},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ShardRing",
+                               "name": metadata.get("name"),
+                               "namespace": metadata.get("namespace"),
+                               "uid": metadata.get("uid")},
+            "type": kind, "reason": reason, "message": message[:1024], "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": "shardring-operator"},
+            "reportingComponent": "shardring-operator", "reportingInstance": _HOSTNAME,
+        }
+        try:
+            # One thread of their own: Events never queue ahead of the rings' writes.
+            await self._json(self.core.create_namespaced_event, metadata.get("namespace"), event,
+                             executor=self._events)
+        except NamespaceTerminating:
+            pass
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value (never logged) of a Secret marked for this use (``TOKEN_LABEL``).
+
+        Whatever is wrong (no such Secret, not marked, no such key, not readable), the message is
+        the same, so a ring's author learns nothing about Secrets they may not read."""
+        refused = SecretMissing(
+            f"Secret {name!r} cannot serve as this ring's source credentials: it must exist in "
+            f"namespace {namespace!r}, carry the label {TOKEN_LABEL}=true and hold the key {key!r}")
+        try:
+            secret = await self._call(self.core.read_namespaced_secret, name, namespace)
+        except k8s.ApiException as error:
+            if error.status == 403:
+                # The ring's author sees only ``refused``; the operator's admin, the real cause.
+                log.warning("reading Secret %s/%s is forbidden to the operator (RBAC): its "
+                            "ServiceAccount needs get on secrets there", namespace, name)
+            if error.status in (403, 404):
+                raise refused from None
+            raise
+        labels = (secret.metadata.labels if secret.metadata else None) or {}
+        raw = (secret.data or {}).get(key)
+        if labels.get(TOKEN_LABEL) != "true" or raw is None:
+            raise refused
+        try:
+            return base64.b64decode(raw).decode().strip()
+        except ValueError:  # not UTF-8 text: the message must not quote any of it
+            raise refused from None

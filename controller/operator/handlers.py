@@ -1,0 +1,259 @@
+"""kopf wiring: which Kubernetes events wake which ring's worker. Nothing is decided here.
+
+Operator-wide state is the ``Operator`` object kopf carries as its memo (``kopf.run(memo=...)``):
+it copies to itself, so every handler sees the same one. Every ShardRing gets a RingWorker served
+by a kopf daemon, so kopf stops it when the operator exits and when a peer with a higher priority
+becomes active (standby replicas write nothing); the ring's own deletion event retires it.
+
+Rings carry no finalizer: nothing has to happen before a ring may go (its ConfigMap and agents'
+Leases are garbage-collected through their ownerReferences), and a finalizer would make every ring
+- and so `kubectl delete` of the CRDs or a namespace - hang whenever the operator is not running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from controller import metrics
+from controller.core.acks import ACK_LABEL, Ack, ack_from_lease
+from controller.core.views import MANAGED_BY, RING_LABEL, TOKEN_LABEL, view_from_dict
+from controller.kube.api import Kube, ensure_cluster_peering
+from controller.kube.apihealth import ApiHealth
+from controller.operator.publish import KubeAdapter
+from controller.operator.settings import OperatorConfig
+from controller.operator.worker import RingWorker
+from controller.sources.base import SourceRegistry, SourceRouter
+from controller.sources.consul import WatcherRegistry
+from controller.sources.etcd import EtcdRegistry
+from controller.sources.zookeeper import ZooKeeperRegistry
+
+# Passes in flight at once. More than the client's worker threads (6 on 2 cores) only queue up
+# holding rendered rings, and starve the event loop of turns for the watches.
+PARALLEL_PASSES = 8
+
+
+@dataclass
+class Operator:
+    """The operator's state: its configuration, adapters and one worker per ring."""
+
+    config: OperatorConfig
+    kube: KubeAdapter | None = None  # set at startup (a test may set its own beforehand)
+    sources: SourceRegistry | None = None
+    workers: dict[tuple[str, str], RingWorker] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    passes: asyncio.Semaphore | None = None
+    planning: ThreadPoolExecutor | None = None
+    # Ring agents' acknowledgements by (namespace, ring), then by Lease name.
+    acks: dict[tuple[str, str], dict[str, Ack]] = field(default_factory=dict)
+    api_health: ApiHealth = field(default_factory=ApiHealth)
+    quiet_retries: logging.Filter | None = None  # on the log handlers while it runs
+
+    def __copy__(self) -> Operator:
+        return self  # kopf copies the memo per object; all of them must share this one
+
+    def start(self) -> None:
+        self.kube = self.kube or Kube(health=self.api_health)
+        limit = self.config.limits.max_reply_bytes
+        self.sources = self.sources or SourceRouter({
+            "consul": WatcherRegistry(dict(self.config.connections), limit),
+            "etcd": EtcdRegistry(dict(self.config.etcd), limit),
+            "zookeeper": ZooKeeperRegistry(dict(self.config.zookeeper))})
+        self.passes = asyncio.Semaphore(PARALLEL_PASSES)
+        self.planning = ThreadPoolExecutor(max_workers=2, thread_name_prefix="planner")
+
+    async def close(self) -> None:
+        self.workers.clear()
+        if self.sources is not None:
+            await self.sources.close()
+        if self.planning is not None:
+            self.planning.shutdown(wait=False, cancel_futures=True)
+
+    def worker(self, namespace: str, name: str, uid: str) -> RingWorker:
+        """The worker of the ShardRing ``uid``. A ring deleted and created again under the same
+        name is another ring: kopf may hand us the new one before the old one's deletion, so the
+        old worker retires here, and that late deletion (another uid) is ignored."""
+        key = (namespace, name)
+        existing = self.workers.get(key)
+        if existing is not None and existing.uid != uid:
+            existing.retire()
+            existing = None
+        if existing is None:
+            assert self.kube is not None and self.sources is not None
+            existing = self.workers[key] = RingWorker(
+                namespace, name, kube=self.kube, sources=self.sources,
+                connections=self.config.access(), limits=self.config.limits, passes=self.passes,
+                background=self.background, planning=self.planning,
+                acks=self.acks.setdefault(key, {}), uid=uid)
+        return existing
+
+    def forget(self, namespace: str, name: str, uid: str) -> None:
+        worker = self.workers.get((namespace, name))
+        if worker is None or worker.uid != uid:
+            return  # another ring of that name has taken its place (or it is gone already)
+        metrics.forget_ring(namespace, name)
+        del self.workers[(namespace, name)]
+        worker.retire()
+        if not self.acks.get((namespace, name)):
+            self.acks.pop((namespace, name), None)
+
+    def conditions(self) -> Iterator[tuple[str, str]]:
+        for worker in list(self.workers.values()):
+            for condition in (worker.body or {}).get("status", {}).get("conditions") or []:
+                yield condition.get("type", ""), condition.get("status", "")
+
+
+@kopf.on.startup()
+async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) -> None:
+    # Kopf's bookkeeping lives in annotations, so the structural schema never prunes it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="shardring.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="shardring.io")
+    # Only kopf's own warnings become Events: an Event per handler run is noise (and in a
+    # terminating namespace each would be refused and retried). Ours are posted explicitly.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    # A standby takes over this long after the active replica stopped renewing its record.
+    settings.peering.lifetime = 15
+    # Replicas meet in the ClusterKopfPeering even when they serve a list of namespaces: kopf
+    # would otherwise want a KopfPeering object (and the rights to it) in each served namespace.
+    settings.peering.clusterwide = True
+    # Only our ConfigMaps and the Secrets marked as tokens reach the operator: the API server
+    # filters them (a handler's labels= alone would stream every ConfigMap in the cluster here).
+    settings.watching.label_selectors["", "v1", "configmaps"] = _selector(MANAGED_BY)
+    settings.watching.label_selectors["", "v1", "secrets"] = _selector({TOKEN_LABEL: "true"})
+    settings.watching.label_selectors["coordination.k8s.io", "v1", "leases"] = \
+        _selector({ACK_LABEL: "true"})
+    # A worker's exit (finish the pass in flight, unsubscribe from its watcher) takes more than
+    # kopf's few zero-time cycles; without this kopf cancels it and warns on every deletion.
+    settings.background.instant_exit_timeout = 5.0
+    # An API server outage is one line when it starts and one when it ends (apihealth), not
+    # kopf's ERROR line per attempt of every watch.
+    memo.quiet_retries = memo.api_health.quiet_kopf_retries()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(memo.quiet_retries)
+    if settings.peering.mandatory and not settings.peering.standalone:
+        # Only a peering asked for by name (--peering): kopf's auto-detection must stay free to
+        # find none and run standalone.
+        await asyncio.to_thread(ensure_cluster_peering, settings.peering.name)
+    memo.start()
+    if isinstance(memo.kube, Kube):
+        memo.api_health.probe = memo.kube.api_answers
+        memo.api_health.loop = asyncio.get_running_loop()
+    if memo.config.metrics_port:
+        metrics.serve(memo.config.metrics_port, memo.conditions,
+                      lambda: memo.sources.active_by_kind()
+                      if isinstance(memo.sources, SourceRouter) else {},
+                      memo.config.metrics_address)
+
+
+def _selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+@kopf.on.login()
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's client-library login reads KUBECONFIG at import time; these read it at login time.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.cleanup()
+async def _cleanup(memo: Operator, **_: Any) -> None:
+    memo.api_health.stop()
+    await memo.close()
+    if memo.quiet_retries is not None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(memo.quiet_retries)
+
+
+@kopf.on.event("shardring.io", "v1alpha1", "shardrings")
+async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str,
+                      memo: Operator, **_: Any) -> None:
+    assert namespace is not None  # ShardRings are namespaced
+    memo.api_health.answered()  # an event came through: the API answers
+    uid = body.get("metadata", {}).get("uid", "")
+    if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        memo.forget(namespace, name, uid)  # a pass in flight ends on the ring's 404, quietly
+        return
+    memo.worker(namespace, name, uid).observe(body)
+
+
+@kopf.daemon("shardring.io", "v1alpha1", "shardrings", cancellation_timeout=10.0)
+async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str | None,
+                       name: str, memo: Operator, **_: Any) -> None:
+    assert namespace is not None
+    uid = body.get("metadata", {}).get("uid", "")
+    worker = memo.worker(namespace, name, uid)
+    if worker.body is None:
+        worker.observe(body)
+    await worker.serve(stopped)
+    if worker.retired and memo.workers.get((namespace, name)) is worker:
+        memo.forget(namespace, name, uid)  # it found the ring gone (a deletion we never saw)
+    if (namespace, name) not in memo.workers:
+        # Deleted: a pass that was still in flight may have recreated the ring's series.
+        metrics.forget_ring(namespace, name)
+
+
+def _without_finalizers(registry: kopf.OperatorRegistry) -> None:
+    """kopf guards the object of every daemon with a finalizer, so that it can stop the daemon
+    before the object goes (kopf#896: by design, not a setting). Ours needs no such guard: the
+    ring's deletion event retires its worker (``Operator.forget``); a pass already in flight, or
+    a deletion the watch never delivered, ends at the ring's 404 (``RingGone``), and whatever
+    it wrote last goes with the ring's garbage collection. kopf removes the finalizer
+    that older versions added from every ring it sees. test_install pins this down on a real
+    API server, so a kopf upgrade that changes the registry fails there, not in production."""
+    spawning = registry._spawning  # private: no public switch exists (see above)
+    spawning._handlers[:] = [
+        dataclasses.replace(handler, requires_finalizer=False)
+        for handler in spawning._handlers]
+
+
+_without_finalizers(kopf.get_default_registry())
+
+
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)
+async def _configmap_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None,
+                           name: str, memo: Operator, **_: Any) -> None:
+    memo.api_health.answered()
+    ring = (body.get("metadata", {}).get("labels") or {}).get(RING_LABEL)
+    worker = memo.workers.get((namespace, ring)) if ring and namespace else None
+    if worker is not None:
+        deleted = event.get("type") == "DELETED"
+        worker.configmap_seen(name, None if deleted else view_from_dict(dict(body)))
+
+
+@kopf.on.event("", "v1", "secrets", labels={TOKEN_LABEL: "true"})
+async def _token_secret_event(body: kopf.Body, namespace: str | None, name: str, memo: Operator,
+                              **_: Any) -> None:
+    """A marked Secret appeared, changed (a rotated token) or went: the rings naming it look
+    again at once. The Secret's content is not kept here; a pass reads it."""
+    memo.api_health.answered()
+    for (ring_namespace, _ring), worker in list(memo.workers.items()):
+        if ring_namespace == namespace and worker.token_secret == name:
+            worker.token_changed()
+
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases", labels={ACK_LABEL: "true"})
+async def _ack_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str,
+                     memo: Operator, **_: Any) -> None:
+    """A ring agent acknowledged a version (or its Lease went): the ring's convergence."""
+    memo.api_health.answered()
+    ack = None if event.get("type") == "DELETED" else ack_from_lease(dict(body))
+    ring = (body.get("metadata", {}).get("labels") or {}).get(RING_LABEL)
+    if not ring or namespace is None:
+        return
+    key = (namespace, ring)
+    if ack is None:
+        if memo.acks.get(key, {}).pop(name, None) is None:
+            return
+    else:
+        memo.acks.setdefault(key, {})[name] = ack
+    worker = memo.workers.get(key)
+    if worker is not None:
+        worker.acks_changed()

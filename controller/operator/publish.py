@@ -1,0 +1,166 @@
+"""Carrying a pass plan's writes out for one ring: the ConfigMap, the status, events and metrics.
+
+Every write is conditional on the resourceVersion the pass saw. The conflict policy: a 409 re-reads
+what conflicted; a status computed for the ring's current generation is applied again at the fresh
+version, anything else raises ``Conflict`` and the worker runs the pass again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from controller import metrics
+from controller.core.planner import DesiredConfigMap, Event, PassPlan
+from controller.core.source_state import SourceState
+from controller.core.views import ConfigMapView, Conflict
+from controller.kube.apihealth import ApiUnreachable
+
+
+class KubeAdapter(Protocol):
+    """What the worker needs of Kubernetes (kube.Kube in production, fakes in fast tests)."""
+
+    async def read_configmap(self, namespace: str, name: str) -> ConfigMapView | None: ...
+
+    async def write_configmap(self, namespace: str, name: str, data: Mapping[str, str],
+                              labels: Mapping[str, str], owner: Mapping[str, Any],
+                              resource_version: str | None) -> ConfigMapView: ...
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                           resource_version: str | None) -> dict[str, Any]: ...
+
+    async def read_ring(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str: ...
+
+    async def post_event(self, ring: Mapping[str, Any], kind: str, reason: str,
+                         message: str) -> None: ...
+
+
+def _reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What an Event needs of the ring: which object it is about (not a copy of all of it)."""
+    metadata = body.get("metadata") or {}
+    return {"metadata": {k: metadata.get(k) for k in ("namespace", "name", "uid")}}
+
+
+def safe_text(error: BaseException) -> str:
+    """An exception's text is only its type: client errors can echo request headers."""
+    return type(error).__name__
+
+
+def merge_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """``wanted`` as a JSON merge patch over ``current``: a merge patch keeps what it does not
+    name, at every depth, so a field the plan dropped (status.draining once nobody drains,
+    lastChange.joined after a change that only removed) is named with an explicit null."""
+    patch: dict[str, Any] = dict(wanted)
+    for key, value in current.items():
+        if key not in wanted:
+            patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(wanted[key], Mapping):
+            patch[key] = merge_patch(value, wanted[key])
+    return patch
+
+
+def _degraded(status: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Degraded" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
+class Publisher:
+    def __init__(self, kube: KubeAdapter, namespace: str, name: str,
+                 log: logging.LoggerAdapter[Any], background: set[asyncio.Task[None]]):
+        self.kube = kube
+        self.namespace, self.name = namespace, name
+        self.log = log
+        self._background = background  # Events in flight, kept referenced until posted
+        self._written_status: dict[str, Any] | None = None
+        # The problem last warned about. The planner warns when a problem begins, judged by the
+        # status in the ring's body; a body that arrives while a pass is writing (another
+        # writer's event) can predate our status and would make it warn twice.
+        self._warned: tuple[str, str] | None = None
+        self.writes = 0  # ConfigMap writes (tests and metrics)
+
+    async def configmap(self, desired: DesiredConfigMap,
+                        current: ConfigMapView | None) -> ConfigMapView:
+        """The ConfigMap as it now is: written only if it differs from ``desired``."""
+        if current is not None and desired.matches(current):
+            return current
+        labels = {**current.labels, **desired.labels} if current is not None else desired.labels
+        written = await self.kube.write_configmap(
+            self.namespace, desired.name, desired.data, labels, desired.owner,
+            current.resource_version if current is not None else None)
+        self.writes += 1
+        metrics.CONFIGMAP_WRITES.labels(self.namespace, self.name).inc()
+        self.log.info("ConfigMap %s %s", desired.name, "updated" if current else "created")
+        return written
+
+    async def status(self, status: dict[str, Any], body: Mapping[str, Any]
+                     ) -> dict[str, Any] | None:
+        """Patch the status at the body's resourceVersion if it differs from the body's (and from
+        what this worker last wrote: an older event can still be on its way). Returns the
+        patched object, or None when nothing was written."""
+        if status == body.get("status") or status == self._written_status:
+            return None
+        metadata = body.get("metadata") or {}
+        patch = merge_patch(body.get("status") or {}, status)
+        try:
+            patched = await self.kube.patch_status(self.namespace, self.name, patch,
+                                                   metadata.get("resourceVersion"))
+        except Conflict:
+            # Someone else wrote the ring (kopf's own annotations, usually). A status computed
+            # for the same generation still holds, so it goes in at the fresh version (its
+            # lastChange would otherwise be lost); after a spec edit the pass is planned again.
+            fresh = await self.kube.read_ring(self.namespace, self.name)
+            fresh_metadata = (fresh or {}).get("metadata") or {}
+            if fresh is None or fresh_metadata.get("generation") != metadata.get("generation"):
+                raise
+            patched = await self.kube.patch_status(
+                self.namespace, self.name, merge_patch(fresh.get("status") or {}, status),
+                fresh_metadata.get("resourceVersion"))
+        self._written_status = status
+        return patched
+
+    def events(self, plan: PassPlan, body: Mapping[str, Any], warnings: bool) -> None:
+        """Posted beside the pass, never holding it up; the problem goes to the log too.
+        ``warnings``: the Warning events (posted once the status recording the problem is
+        written, so a failing status patch does not repeat them), else the others."""
+        if warnings and not _degraded(plan.status):
+            self._warned = None
+        for event in plan.events:
+            if (event.type == "Warning") != warnings:
+                continue
+            if event.type == "Warning":
+                if (event.reason, event.message) == self._warned:
+                    continue
+                self._warned = (event.reason, event.message)
+                self.log.warning("%s: %s", event.reason, event.message)
+            elif event.reason == "Resharded":
+                self.log.info("resharded: %s", event.message)
+            self.keep(asyncio.create_task(self._post(_reference(body), event)))
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task (an Event, an old subscription's end) until it is done."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _post(self, body: dict[str, Any], event: Event) -> None:
+        try:
+            await self.kube.post_event(body, event.type, event.reason, event.message)
+        except ApiUnreachable:
+            pass  # the outage is said once for the operator (apihealth)
+        except Exception as error:  # noqa: BLE001 - an Event is information, never a failure
+            self.log.warning("could not post the %s event: %s", event.reason, safe_text(error))
+
+    def measure(self, plan: PassPlan, source: SourceState | None, now: float) -> None:
+        change = plan.change
+        if change is None or change.ring is None:
+            return
+        labels = (self.namespace, self.name)
+        metrics.RESHARDS.labels(*labels).inc()
+        metrics.SHARDS_MOVED.labels(*labels).inc(change.moved)
+        metrics.RING_MEMBERS.labels(*labels).set(len(change.ring.assignment.members))
+        metrics.RING_VERSION.labels(*labels).set(change.ring.version)
+        if source is not None and source.snapshot is not None:
+            metrics.PUBLISH_LATENCY.observe(now - source.snapshot.received)

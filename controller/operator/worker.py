@@ -1,0 +1,421 @@
+"""One worker per ShardRing: wakes on whatever may change the ring, gathers a pass's inputs, asks
+the planner what to do, and has the publisher do it.
+
+Wake-ups come from the ring's own events, its ConfigMap's events and its membership watch. A pass
+whose inputs did not change since the last one is skipped (our own status patches echo back as
+events). Everything the worker talks to is a parameter (Kubernetes adapter, source registry,
+clock), so fast tests run it against fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Hashable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from controller.core.acks import Ack
+from controller.core.limits import Access, Limits
+from controller.core.planner import Gathered, PassPlan, RingObject, Verified, plan_pass, prepare
+from controller.core.ring import Algorithm
+from controller.core.source_state import SourceState
+from controller.core.spec import RingConfig
+from controller.core.views import (
+    ConfigMapView,
+    Conflict,
+    NamespaceTerminating,
+    RingGone,
+    SecretMissing,
+)
+from controller.kube.apihealth import ApiUnreachable
+from controller.operator.publish import KubeAdapter, Publisher, safe_text
+from controller.sources.base import SourceRegistry, Subscription
+
+log = logging.getLogger("shardring")
+RETRY_MIN, RETRY_MAX = 1.0, 60.0
+# Planning a ring costs about members x (shards x replication + virtual nodes); above this it runs
+# in a planning thread, so one huge ring cannot stall every other ring's watches (measured:
+# bench/results/offloop.md).
+HEAVY_PLAN = 500_000
+ACK_COALESCE = 0.25
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> str:
+        """The time for status fields, RFC 3339 in UTC."""
+        ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> str:
+        return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Stopped(Protocol):
+    """What kopf's DaemonStopped offers: true once the worker must stop."""
+
+    def __bool__(self) -> bool: ...
+
+    def wait(self) -> Awaitable[Any]: ...
+
+
+class Inputs(NamedTuple):
+    """What a pass starts from; a wake with the same inputs as the last completed pass is
+    skipped."""
+
+    uid: str | None
+    generation: int | None
+    spec: str
+    watch: Hashable | None
+    watch_version: int | None
+    token_events: int
+    ack_events: int
+    configmap: str
+
+
+@dataclass(frozen=True)
+class SeenConfigMap:
+    """The owned ConfigMap as last seen (watch events and our own writes keep it fresh, so a pass
+    costs no GET); ``view`` is None when it does not exist."""
+
+    name: str
+    view: ConfigMapView | None
+
+
+class RingLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['ring'] if self.extra else ''}] {msg}", kwargs
+
+
+def plain_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the ring's body nobody else mutates, without managedFields (never read, and most
+    of a small object's size)."""
+    plain = copy.deepcopy(dict(body))
+    plain["metadata"] = {k: v for k, v in plain.get("metadata", {}).items()
+                         if k != "managedFields"}
+    return plain
+
+
+class RingWorker:
+    def __init__(self, namespace: str, name: str, *, kube: KubeAdapter, sources: SourceRegistry,
+                 connections: Mapping[tuple[str, str], Access], limits: Limits = Limits(),
+                 clock: Clock | None = None, passes: asyncio.Semaphore | None = None,
+                 background: set[asyncio.Task[None]] | None = None,
+                 planning: Executor | None = None, acks: Mapping[str, Ack] | None = None,
+                 uid: str = ""):
+        self.namespace, self.name = namespace, name
+        self.uid = uid  # which ShardRing of this name it serves (a re-created one is another)
+        self.kube, self.sources, self.connections = kube, sources, connections
+        self.limits = limits
+        self.clock: Clock = clock or SystemClock()
+        self.log = RingLog(log, {"ring": f"{namespace}/{name}"})
+        self.publisher = Publisher(kube, namespace, name, self.log,
+                                   background if background is not None else set())
+        self._passes = passes or asyncio.Semaphore(1)
+        self._planning = planning
+        self.body: dict[str, Any] | None = None
+        self.subscription: Subscription | None = None
+        self.seen: SeenConfigMap | None = None  # None: not read yet
+        # ring.json as last published, kept as text and parsed when needed: a parsed ring per
+        # worker cost ~35 MB over 1000 rings.
+        self.last_published: str | None = None
+        self.verified: Verified | None = None
+        self.pending_since: float | None = None
+        self.handover_since: float | None = None  # when the published handover started
+        self.last_publish: float | None = None  # monotonic time of the last new version
+        self.last_publish_bytes = 0
+        self.fingerprint: Inputs | None = None  # what the last completed pass started from
+        self.deadline: float | None = None
+        self.namespace_terminating = False
+        self.token_events = 0  # changes seen to the token Secret
+        # The ring agents' acknowledgements, by Lease name: kept up to date by the Lease events
+        # (the operator's store, so the ones listed before this worker existed are here too).
+        self.acks: Mapping[str, Ack] = acks if acks is not None else {}
+        self.ack_events = 0
+        self._ack_wake: asyncio.TimerHandle | None = None
+        self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
+        self.failures = self.conflicts = 0
+        self._wake = asyncio.Event()
+        self.retired = False  # the ring is gone: serve() returns
+
+    @property
+    def writes(self) -> int:
+        return self.publisher.writes
+
+    # ---- what wakes it --------------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        self.body = plain_body(body)
+        self.wake()
+
+    def configmap_seen(self, name: str, view: ConfigMapView | None) -> None:
+        self.seen = SeenConfigMap(name, view)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def retire(self) -> None:
+        """The ring was deleted: finish the pass in flight, unsubscribe and return from serve()."""
+        self.retired = True
+        self.wake()
+
+    @property
+    def token_secret(self) -> str | None:
+        """The Secret the ring names for its Consul token, if any."""
+        spec = (self.body or {}).get("spec") or {}
+        reference = (spec.get("consul") or {}).get("tokenSecretRef") or \
+            (spec.get("etcd") or {}).get("credentialsSecretRef") or \
+            (spec.get("zookeeper") or {}).get("credentialsSecretRef") or {}
+        return reference.get("name")
+
+    def token_changed(self) -> None:
+        """The token Secret changed (a rotated token): an input of the next pass."""
+        self.token_events += 1
+        self.wake()
+
+    def acks_changed(self) -> None:
+        """An agent acknowledged a ring version (or its Lease went): convergence may differ.
+        Every member acknowledges each version within moments of the others, so their Leases
+        are taken together, one pass (one status write) per ACK_COALESCE seconds."""
+        if self._ack_wake is None:
+            self._ack_wake = asyncio.get_running_loop().call_later(ACK_COALESCE, self._acks_due)
+
+    def _acks_due(self) -> None:
+        self._ack_wake = None
+        self.ack_events += 1
+        self.wake()
+
+    async def serve(self, stopped: Stopped) -> None:
+        """Run passes whenever woken, until told to stop (deletion, exit, or pausing)."""
+        async def wake_on_stop() -> None:
+            await stopped.wait()
+            self.wake()
+        stopper = asyncio.create_task(wake_on_stop())
+        try:
+            while not stopped and not self.retired:
+                self._wake.clear()
+                timeout = await self.step()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+        finally:
+            stopper.cancel()
+            await self.unsubscribe()
+
+    # ---- one wake-up ----------------------------------------------------------------------------
+
+    async def step(self) -> float | None:
+        """Handle one wake-up; returns seconds until the next one is due (None: when woken)."""
+        self.passes += 1
+        if not self._serving():
+            return None
+        try:
+            timeout = await self._pass_if_needed()
+        except RingGone:
+            self._gone()
+            return None
+        except NamespaceTerminating:
+            # The ring goes with its namespace: say so once, and stop writing.
+            self.namespace_terminating = True
+            self.log.info("namespace %s is being deleted; the ring is no longer published",
+                          self.namespace)
+            return None
+        except Conflict:
+            try:
+                return await self._after_conflict()
+            except RingGone:
+                self._gone()
+                return None
+            except Exception as error:  # noqa: BLE001 - the re-read failed: back off as below
+                return self._failed(error)
+        except Exception as error:  # noqa: BLE001 - one ring's failure never stops the others
+            return self._failed(error)
+        self.failures = self.conflicts = 0
+        return timeout
+
+    def _gone(self) -> None:
+        self.log.info("the ShardRing is gone; its worker stops")
+        self.retire()
+
+    def _failed(self, error: Exception) -> float:
+        self.failures += 1
+        timeout = min(RETRY_MAX, RETRY_MIN * 2.0 ** (self.failures - 1))
+        if isinstance(error, ApiUnreachable):
+            # An outage: said once for the whole operator (apihealth), not once per ring.
+            self.log.debug("reconcile waits for the API (retry in %.0f s)", timeout)
+            return timeout
+        self.log.error("reconcile failed (retry in %.0f s): %s", timeout, safe_text(error),
+                       exc_info=self.failures == 1)
+        return timeout
+
+    def _serving(self) -> bool:
+        """A ring being deleted (alone or with its namespace) is not reconciled any more: its
+        ConfigMap is garbage-collected with it, and recreating it would only fail or leak."""
+        return self.body is not None and not self.namespace_terminating and \
+            not self.body.get("metadata", {}).get("deletionTimestamp")
+
+    async def _after_conflict(self) -> float | None:
+        """The one conflict policy: someone wrote first, so forget what we saw of the ring and its
+        ConfigMap, read the ring again and run the pass again (at once the first time)."""
+        self.conflicts += 1
+        self.seen, self.fingerprint = None, None
+        fresh = await self.kube.read_ring(self.namespace, self.name)
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != self.uid != "":
+            raise RingGone(self.name)  # deleted meanwhile (perhaps re-created: another ring)
+        self.body = plain_body(fresh)
+        return 0.0 if self.conflicts == 1 else min(RETRY_MAX, 2.0 ** (self.conflicts - 2))
+
+    def _inputs(self) -> Inputs:
+        metadata = (self.body or {}).get("metadata", {})
+        watch = self.subscription.watch if self.subscription else None
+        seen = self.seen and (self.seen.name, self.seen.view and self.seen.view.resource_version)
+        return Inputs(metadata.get("uid"), metadata.get("generation"),
+                      repr((self.body or {}).get("spec")), watch.key if watch else None,
+                      watch.version if watch else None, self.token_events, self.ack_events,
+                      repr(seen))
+
+    @property
+    def settled(self) -> bool:
+        """A completed pass started from the ring and the membership as they are now: it has
+        decided what the ring should be. (Not the ConfigMap: the pass itself may have read or
+        written it since, which runs one more, confirming pass on the next wake.)"""
+        return self.fingerprint is not None and \
+            self.fingerprint._replace(configmap="") == self._inputs()._replace(configmap="")
+
+    async def _pass_if_needed(self) -> float | None:
+        now = self.clock.monotonic()
+        due = self.deadline is not None and now >= self.deadline
+        if not due and self.fingerprint is not None and self.fingerprint == self._inputs():
+            return None if self.deadline is None else self.deadline - now
+        async with self._passes:
+            # The inputs as they were when this pass started: anything that changes while it
+            # runs (a source reply, our own ConfigMap write) makes the next wake run a pass.
+            inputs = self._inputs()
+            self.fingerprint = None
+            timeout = await self.run_pass()
+        self.deadline = None if timeout is None else self.clock.monotonic() + timeout
+        self.fingerprint = inputs
+        return timeout
+
+    # ---- one pass -------------------------------------------------------------------------------
+
+    async def run_pass(self) -> float | None:
+        """Gather, plan, carry out. Returns seconds until it must run again (None: when woken)."""
+        body = self.body or {}
+        ring = RingObject.from_body(body)
+        intent = prepare(ring, self.connections, self.clock.wall())
+        if intent.plan is not None:
+            await self.unsubscribe()
+            await self._carry_out(intent.plan, None, None, body)
+            return intent.plan.requeue_after
+        config = intent.config
+        assert config is not None
+        gathered = await self._gather(config)
+        if gathered is None:
+            return None  # the source's first reply wakes us
+        plan = await self._plan(ring, config, gathered)
+        await self._carry_out(plan, gathered.configmap, gathered.source, body)
+        return plan.requeue_after
+
+    async def _gather(self, config: RingConfig) -> Gathered | None:
+        try:
+            token = await self._secret(config)
+        except SecretMissing as error:
+            await self.unsubscribe()
+            return Gathered(None, token_problem=str(error))
+        self._subscribe(config, token)
+        assert self.subscription is not None
+        source = self.subscription.watch.state
+        if source.silent:
+            return None
+        return Gathered(await self._configmap(config.configmap), source,
+                        last_published=self.last_published, verified=self.verified,
+                        pending_since=self.pending_since, handover_since=self.handover_since,
+                        last_publish=self.last_publish,
+                        last_publish_bytes=self.last_publish_bytes,
+                        acks=tuple(self.acks[name] for name in sorted(self.acks)))
+
+    async def _secret(self, config: RingConfig) -> str | tuple[str, str] | None:
+        """The Consul token, or etcd's username and password, from the ring's marked Secret."""
+        read = self.kube.read_secret_key
+        if config.token:
+            return await read(self.namespace, config.token.secret, config.token.key)
+        if config.credentials:
+            ref = config.credentials
+            return (await read(self.namespace, ref.secret, ref.username_key),
+                    await read(self.namespace, ref.secret, ref.password_key))
+        return None
+
+    async def _configmap(self, name: str) -> ConfigMapView | None:
+        if self.seen is None or self.seen.name != name:
+            self.seen = SeenConfigMap(name, await self.kube.read_configmap(self.namespace, name))
+        return self.seen.view
+
+    async def _plan(self, ring: RingObject, config: RingConfig, gathered: Gathered) -> PassPlan:
+        now, now_text = self.clock.monotonic(), self.clock.wall()
+        if self._planning is not None and plan_cost(config, gathered.source) >= HEAVY_PLAN:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._planning, plan_pass, ring, config, gathered,
+                                              now, now_text, self.limits)
+        return plan_pass(ring, config, gathered, now, now_text, self.limits)
+
+    async def _carry_out(self, plan: PassPlan, configmap: ConfigMapView | None,
+                         source: SourceState | None, body: dict[str, Any]) -> None:
+        if plan.configmap_unowned:
+            self.seen = None  # not ours, so not watched: read it again next time
+        if plan.configmap is not None:
+            written = await self.publisher.configmap(plan.configmap, configmap)
+            self.seen = SeenConfigMap(written.name, written)
+            self.last_published = written.ring_json
+            self.verified = Verified(written.name, written.resource_version,
+                                     plan.configmap.prometheus_relabel)
+            if plan.change is not None:
+                self.last_publish = self.clock.monotonic()
+                self.last_publish_bytes = sum(map(len, plan.configmap.data.values()))
+        if plan.subscribe:
+            self.pending_since = plan.pending_since
+            self.handover_since = plan.handover_since
+        self.publisher.events(plan, body, warnings=False)
+        self.publisher.measure(plan, source, self.clock.monotonic())
+        patched = await self.publisher.status(plan.status, body)
+        if patched is not None and self.body is body:  # a newer body that came meanwhile wins
+            self.body = plain_body({**body, "status": patched.get("status", plan.status),
+                                    "metadata": patched.get("metadata", body.get("metadata"))})
+        self.publisher.events(plan, body, warnings=True)
+
+    # ---- the membership subscription ----------------------------------------------------------
+
+    def _subscribe(self, config: RingConfig, token: str | tuple[str, str] | None) -> None:
+        key = self.sources.key_for(config.query, token)
+        if self.subscription and self.subscription.watch.key == key:
+            return
+        old = self.subscription
+        self.subscription = self.sources.subscribe(config.query, token, self.wake)
+        if old:
+            task = asyncio.create_task(self.sources.unsubscribe(old))
+            self.publisher.keep(task)
+
+    async def unsubscribe(self) -> None:
+        if self.subscription:
+            subscription, self.subscription = self.subscription, None
+            await self.sources.unsubscribe(subscription)
+
+
+def plan_cost(config: RingConfig, source: SourceState | None) -> int:
+    """About the work of planning the ring: members x (shards x replication + virtual nodes)."""
+    members = len(source.snapshot.instances) if source and source.snapshot else 0
+    spec = config.ring_spec
+    vnodes = spec.virtual_nodes if spec.algorithm is Algorithm.CONSISTENT else 0
+    return members * (spec.shards * spec.replication + vnodes)

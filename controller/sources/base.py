@@ -1,0 +1,162 @@
+"""What every membership source shares: a watcher per distinct query, shared by every ring with
+that query, each holding the latest ``SourceState`` (core.source_state), a version and its
+subscribers; the pool that deduplicates them; the router that sends a query to its kind's
+registry. Nothing above this interface knows which source a ring follows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from controller.core.source_state import SourceState
+
+
+def error_reason(*, denied: bool = False, refused: bool = False, over_limit: bool = False,
+                 unreachable: bool = False) -> str:
+    """The ``reason`` of shardring_source_errors_total, the same words for every source."""
+    return "permission_denied" if denied else "refused" if refused else \
+        "over_limit" if over_limit else "unreachable" if unreachable else "failed"
+
+
+class Watch(Protocol):
+    """One shared watcher, as its subscribers see it."""
+
+    @property
+    def key(self) -> Hashable: ...
+
+    @property
+    def state(self) -> SourceState: ...
+
+    @property
+    def version(self) -> int:
+        """+1 on every state change (object ids can be reused; this cannot)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Subscription:
+    watch: Watch
+    wake: Callable[[], None]
+
+
+class SourceRegistry(Protocol):
+    def subscribe(self, query: Any, token: Any, wake: Callable[[], None]) -> Subscription:
+        """Share the watcher of an equal (query, credentials), starting one if needed; ``wake``
+        is called on every change of its state."""
+        ...
+
+    def key_for(self, query: Any, token: Any) -> Hashable: ...
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        """The watcher stops when its last subscriber leaves."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def active(self) -> int:
+        """Watchers running (one per distinct query)."""
+        ...
+
+
+class SourceWatcher:
+    """What every source's watcher shares: its state, version and subscribers, and the one task
+    that runs ``_run`` (each source's own loop) until stopped."""
+
+    def __init__(self, key: Hashable, name: str):
+        self.key = key
+        self.state = SourceState()
+        self.version = 0  # +1 on every state change (object ids can be reused; this cannot)
+        self.subscribers: set[Callable[[], None]] = set()
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self._name)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - it is going anyway
+                pass
+
+    def _notify(self) -> None:
+        self.version += 1
+        for wake in list(self.subscribers):
+            wake()
+
+
+class WatcherPool:
+    """One watcher per key, shared by every subscriber with that key. The source registries
+    (Consul, etcd, ZooKeeper) differ only in how they make a watcher and its key."""
+
+    def __init__(self) -> None:
+        self.watchers: dict[Hashable, Any] = {}
+
+    def active(self) -> int:
+        return len(self.watchers)
+
+    def join(self, key: Hashable, make: Callable[[], Any],
+             wake: Callable[[], None]) -> Subscription:
+        """``make`` builds a watcher (a Watch with ``subscribers``, ``start()`` and
+        ``stop()``) when none has this key yet."""
+        watcher = self.watchers.get(key)
+        if watcher is None:
+            watcher = self.watchers[key] = make()
+            watcher.start()
+        watcher.subscribers.add(wake)
+        return Subscription(watcher, wake)
+
+    async def leave(self, subscription: Subscription) -> Any:
+        """Drop a subscription; returns the watcher if that stopped it (else None)."""
+        watcher: Any = self.watchers.get(getattr(subscription.watch, "key", None))
+        ours = watcher is not None and watcher is subscription.watch
+        if not ours:
+            return None  # another pool's, or already gone
+        watcher.subscribers.discard(subscription.wake)
+        if watcher.subscribers:
+            return None
+        del self.watchers[watcher.key]
+        await watcher.stop()
+        return watcher
+
+    async def stop_all(self) -> None:
+        for watcher in list(self.watchers.values()):
+            await watcher.stop()
+        self.watchers.clear()
+
+
+@dataclass
+class SourceRouter:
+    """Every source kind's registry behind one: a query goes to the registry of its ``kind``."""
+
+    registries: Mapping[str, SourceRegistry]
+
+    def _of(self, query: Any) -> SourceRegistry:
+        return self.registries[query.kind]
+
+    def subscribe(self, query: Any, token: Any, wake: Callable[[], None]) -> Subscription:
+        return self._of(query).subscribe(query, token, wake)
+
+    def key_for(self, query: Any, token: Any) -> Hashable:
+        return self._of(query).key_for(query, token)  # each kind's keys are its own class
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        for registry in self.registries.values():
+            await registry.unsubscribe(subscription)
+
+    async def close(self) -> None:
+        for registry in self.registries.values():
+            await registry.close()
+
+    def active(self) -> int:
+        return sum(registry.active() for registry in self.registries.values())
+
+    def active_by_kind(self) -> dict[str, int]:
+        return {kind: registry.active() for kind, registry in self.registries.items()}

@@ -1,0 +1,95 @@
+"""Instances registered as values — an etcd key's, a ZooKeeper node's — as the design notes
+register them: ``host:port``, or a JSON document with the address (``host`` or ``host:port``, in
+an address field), ``port``, ``weight``, ``zone`` and string ``metadata``. Pure.
+
+A bad value becomes an instance marked invalid (the ring names the key and says why), never an
+exception: whatever a registrant wrote is that key's problem, not its source's."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from controller.core.instance import Instance, Weights, frozen
+
+
+def from_registration(origin: str, name: str, value: bytes,
+                      address_field: str = "address") -> Instance:
+    try:
+        return _decoded(origin, name, value, address_field)
+    except Exception as error:  # noqa: BLE001 - JSON nested a few thousand deep raises
+        # RecursionError, not ValueError; see the module's docstring
+        return Instance(origin, name, invalid=f"the value cannot be read ({type(error).__name__})")
+
+
+def _decoded(origin: str, name: str, value: bytes, address_field: str) -> Instance:
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return Instance(origin, name, invalid="the value is not UTF-8 text")
+    document = _json_document(text.strip())
+    if document is _NOT_JSON:
+        return Instance(origin, name, invalid="the value starts like JSON but is not valid JSON")
+    if document is None:
+        host, port = _host_port(text.strip())
+        if not host or port is None:
+            return Instance(origin, name, invalid="the value is neither JSON nor host:port")
+        return Instance(origin, name, address=host, port=port)
+    problem = _registration_problem(document, address_field)
+    if problem:
+        return Instance(origin, name, invalid=problem)
+    host, port = _host_port(str(document[address_field]))
+    weight = document.get("weight")
+    metadata = document.get("metadata")
+    zone = document.get("zone")
+    return Instance(
+        origin, name, address=host, port=int(document.get("port") or port or 0),
+        weights=Weights(weight, weight) if weight is not None else None,
+        labels=frozen({str(k): str(v) for k, v in metadata.items()} if metadata else None),
+        host_labels=frozen({"zone": str(zone)} if zone else None),
+        # for spec.members.drainFrom: field:<name>
+        fields=frozen({str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                       for k, v in document.items() if isinstance(v, str | int | float | bool)}))
+
+
+_NOT_JSON = object()
+
+
+def _json_document(text: str) -> Any:
+    """The JSON in a value, None for a plain one, _NOT_JSON for broken JSON. ``[fd00::1]:80``
+    starts like a JSON list but is an IPv6 host:port."""
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return _NOT_JSON
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+    return None
+
+
+def _registration_problem(document: Any, address_field: str) -> str | None:
+    if not isinstance(document, dict):
+        return "the JSON value is not an object"
+    if not isinstance(document.get(address_field), str) or not document[address_field]:
+        return f"the JSON value has no \"{address_field}\""
+    port = document.get("port")
+    if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+        return f"port {port!r} is not a port number"
+    weight = document.get("weight")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)):
+        return f"weight {weight!r} is not a number"
+    if document.get("metadata") is not None and not isinstance(document["metadata"], dict):
+        return "metadata is not an object"
+    return None
+
+
+def _host_port(text: str) -> tuple[str, int | None]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); a bare host has no port (None)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or (":" in host and not host.startswith("[")):
+        return text, None
+    return host.strip("[]"), int(port)
