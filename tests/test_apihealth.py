@@ -1,4 +1,5 @@
-"""An API server outage said once each way (controller/kube/apihealth.py), without a control plane."""
+"""An API server outage said once each way (controller/kube/apihealth.py), without a control
+plane."""
 
 from __future__ import annotations
 

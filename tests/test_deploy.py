@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +80,17 @@ class Outcome:
     """What a limited operator got done in ``scenario``, read back from the API server."""
     missing: list[str]  # of "ConfigMap", "status", "events": what did not happen
     status: dict[str, Any]  # the ring's status as last read ({} if never written)
-    event_reasons: set[str]  # reasons of the Events in the namespace
+    event_reasons: set[str]  # reasons of the Consul ring's Events
     log: str = ""  # the operator's output
+    endpoints_status: dict[str, Any] = field(default_factory=dict)  # the Kubernetes ring's
 
     def condition(self, kind: str) -> dict[str, Any]:
         return next((c for c in self.status.get("conditions") or [] if c["type"] == kind), {})
 
 
 def scenario(api_client, core_v1, consul_helper, namespace: str, timeout: float) -> Outcome:
-    """A ring with a token Secret is published, follows a failure, reports status and events."""
+    """A ring with a token Secret is published, follows a failure, reports status and events;
+    a second ring follows a Service's endpoints (EndpointSlices)."""
     rings = Rings(api_client, namespace)
     service = f"svc-{uuid.uuid4().hex[:8]}"
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(3)]
@@ -96,9 +98,15 @@ def scenario(api_client, core_v1, consul_helper, namespace: str, timeout: float)
         metadata=k8s.V1ObjectMeta(name="consul-acl",
                                   labels={"shardring.io/consul-token": "true"}),
         string_data={"token": "unused"}))
+    k8s.DiscoveryV1Api(api_client).create_namespaced_endpoint_slice(namespace, {
+        "metadata": {"name": "pods-a", "labels": {"kubernetes.io/service-name": "pods"}},
+        "addressType": "IPv4", "ports": [{"port": 9100}],
+        "endpoints": [{"addresses": [f"10.4.0.{i}"], "conditions": {"ready": True}}
+                      for i in range(2)]})
     rings.create("rbac", {"service": {"name": service}, "shards": 16,
                           "consul": {"tokenSecretRef": {"name": "consul-acl"}},
                           "stabilization": {"window": "0s", "maxDelay": "0s"}})
+    rings.create("pods", {"kubernetes": {"service": "pods"}, "shards": 16})
     missing = []
     try:
         wait_for(lambda: len(rings.ring("rbac-ring").assignment.members) == 3, "ring", timeout)
@@ -112,11 +120,18 @@ def scenario(api_client, core_v1, consul_helper, namespace: str, timeout: float)
     except AssertionError:
         missing.append("status")
     try:
-        wait_for(lambda: rings.events("Resharded"), "events", 3)
+        wait_for(lambda: [e for e in rings.events("Resharded")
+                          if e.involved_object.name == "rbac"], "events", 3)
     except AssertionError:
         missing.append("events")
-    reasons = {e.reason for e in core_v1.list_namespaced_event(namespace).items}
-    return Outcome(missing, rings.get("rbac").get("status") or {}, reasons)
+    try:
+        wait_for(lambda: len(rings.ring("pods-ring").assignment.members) == 2, "endpoints", 3)
+    except AssertionError:
+        missing.append("endpoints")
+    reasons = {e.reason for e in core_v1.list_namespaced_event(namespace).items
+               if e.involved_object.name == "rbac"}
+    return Outcome(missing, rings.get("rbac").get("status") or {}, reasons,
+                   endpoints_status=rings.get("pods").get("status") or {})
 
 
 def scenario_as(control_plane, kubeconfig, tmp_path, api_client, core_v1, consul_helper,
@@ -149,7 +164,7 @@ def test_operator_works_under_its_service_account(control_plane, installed, api_
 
 RULES = yaml.safe_load_all((REPO / "manifests" / "base" / "rbac.yaml").read_text())
 CLUSTER_ROLE = next(d for d in RULES if d and d["kind"] == "ClusterRole")
-EVERYTHING = ["ConfigMap", "status", "events"]
+EVERYTHING = ["ConfigMap", "status", "events", "endpoints"]
 
 
 def refused(outcome: Outcome, text: str) -> bool:
@@ -166,7 +181,7 @@ def without_rings_access(outcome: Outcome) -> None:
 
 
 def without_status_access(outcome: Outcome) -> None:
-    # The ring is published and follows Consul, but its status is never written.
+    # The rings are published and follow their sources, but no status is ever written.
     assert outcome.missing == ["status"] and outcome.status == {}
     assert "Resharded" in outcome.event_reasons
     assert refused(outcome, 'cannot patch resource "shardrings/status"')
@@ -179,8 +194,9 @@ def without_configmap_access(outcome: Outcome) -> None:
 
 
 def without_secret_access(outcome: Outcome) -> None:
-    # The ring's token cannot be read: the status says so, and nothing is published.
-    assert outcome.missing == EVERYTHING
+    # The ring's token cannot be read: the status says so, and nothing is published (the ring
+    # without a Secret is).
+    assert outcome.missing == ["ConfigMap", "status", "events"]
     ready, degraded = outcome.condition("Ready"), outcome.condition("Degraded")
     assert (ready["status"], ready["reason"]) == ("False", "SecretMissing")
     assert (degraded["status"], degraded["reason"]) == ("True", "SecretMissing")
@@ -188,6 +204,16 @@ def without_secret_access(outcome: Outcome) -> None:
     assert "Secret 'consul-acl' cannot serve as this ring's source credentials" in \
         ready["message"]
     assert "Secret" in outcome.log and "is forbidden to the operator (RBAC)" in outcome.log
+
+
+def without_endpointslice_watch(outcome: Outcome) -> None:
+    # The Consul ring is served as ever; the ring that follows a Service's endpoints says why it
+    # cannot.
+    assert outcome.missing == ["endpoints"]
+    reachable = next(c for c in outcome.endpoints_status["conditions"]
+                     if c["type"] == "SourceReachable")
+    assert reachable["status"] == "False"
+    assert "may not list EndpointSlices here (RBAC" in reachable["message"]
 
 
 def without_events(outcome: Outcome) -> None:
@@ -229,7 +255,8 @@ CONSEQUENCES = {"shardrings": without_rings_access, "shardrings/status": without
                 "shardrings/finalizers": without_finalizers_access,
                 "configmaps": without_configmap_access, "secrets": without_secret_access,
                 "events": without_events, "customresourcedefinitions": without_crd_watch,
-                "clusterkopfpeerings": without_peering, "leases": without_lease_watch}
+                "clusterkopfpeerings": without_peering, "leases": without_lease_watch,
+                "endpointslices": without_endpointslice_watch}
 
 
 def test_every_rule_has_a_known_consequence():

@@ -118,6 +118,8 @@ def test_cluster_wide_to_namespaced_then_uninstall_with_the_operator_stopped(pla
     assert not can_i(plane, "create", "configmaps", "-n", "default")
     assert can_i(plane, "get", "secrets", "-n", SYSTEM)  # the namespace it serves as shipped
     assert can_i(plane, "create", "configmaps", "-n", SYSTEM)
+    assert can_i(plane, "watch", "endpointslices.discovery.k8s.io", "-n", SYSTEM)
+    assert not can_i(plane, "watch", "endpointslices.discovery.k8s.io", "-n", "default")
 
     # Serving its namespace under the namespaced grant, as the Deployment runs it.
     service = f"svc-{uuid.uuid4().hex[:6]}"
@@ -126,6 +128,13 @@ def test_cluster_wide_to_namespaced_then_uninstall_with_the_operator_stopped(pla
     try:
         rings = published_ring(plane, SYSTEM, "served", service)
         assert KOPF_FINALIZER not in (rings.get("served")["metadata"].get("finalizers") or [])
+        # A Service's endpoints, under the namespaced grant too.
+        k8s.DiscoveryV1Api(rings.custom.api_client).create_namespaced_endpoint_slice(SYSTEM, {
+            "metadata": {"name": "pods-a", "labels": {"kubernetes.io/service-name": "pods"}},
+            "addressType": "IPv4", "ports": [{"port": 9100}],
+            "endpoints": [{"addresses": ["10.5.0.1"], "conditions": {"ready": True}}]})
+        rings.create("pods", {"kubernetes": {"service": "pods"}, "shards": 8})
+        wait_for(lambda: len(rings.ring("pods-ring").assignment.members) == 1, "endpoints", 30)
     finally:
         log = stop(running)
         helper.cleanup()

@@ -11,7 +11,7 @@ from typing import Any
 from controller.core import ringfile
 from controller.core.membership import Membership
 from controller.core.ring import RingError, plan
-from controller.core.spec import EtcdQuery, RingConfig, ZooKeeperQuery
+from controller.core.spec import EtcdQuery, KubernetesQuery, RingConfig, ZooKeeperQuery
 
 
 def membership_source(config: RingConfig) -> dict[str, Any]:
@@ -21,6 +21,12 @@ def membership_source(config: RingConfig) -> dict[str, Any]:
     if isinstance(query, EtcdQuery):
         source: dict[str, Any] = {"source": "etcd", "connection": query.connection,
                                   "prefix": query.prefix, "identity": config.identity}
+        return _with_rules(source, config)
+    if isinstance(query, KubernetesQuery):
+        source = {"source": "kubernetes", "namespace": query.namespace,
+                  "service": query.service, "identity": config.identity}
+        if query.port is not None:
+            source["port"] = query.port
         return _with_rules(source, config)
     if isinstance(query, ZooKeeperQuery):
         source = {"source": "zookeeper", "connection": query.connection, "path": query.path,

@@ -131,7 +131,7 @@ def prepare(ring: RingObject, connections: Mapping[tuple[str, str], Access],
             now_text: str) -> Intent:
     """``connections``: who may use each connection, by (source kind, name)."""
     try:
-        config = parse_spec(ring.name, ring.spec)
+        config = parse_spec(ring.name, ring.spec, ring.namespace)
     except SpecError as error:
         return Intent(plan=_ended(ring, None, Problem(Reason.INVALID_SPEC, str(error)), now_text))
     problem = _access_problem(ring.namespace, config, connections)

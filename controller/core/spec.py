@@ -39,6 +39,9 @@ def parse_duration(text: str, field_name: str) -> float:
     return total
 
 
+IN_CLUSTER = "in-cluster"  # the Kubernetes source's one connection: the operator's own API server
+
+
 @dataclass(frozen=True)
 class ServiceQuery:
     """What to ask Consul: one watcher serves every ring with an equal query."""
@@ -106,7 +109,29 @@ class ZooKeeperQuery:
         return f"zookeeper:{self.path}"
 
 
-SourceQuery = ServiceQuery | EtcdQuery | ZooKeeperQuery
+@dataclass(frozen=True)
+class KubernetesQuery:
+    """The endpoints of a Service in the ring's own namespace, from its EndpointSlices."""
+
+    kind: ClassVar[str] = "kubernetes"
+    connection: ClassVar[str] = IN_CLUSTER
+    filter: ClassVar[None] = None
+    namespace: str
+    service: str
+    port: str | int | None = None  # a port's name or number; None: the Service's only port
+
+    @property
+    def target(self) -> str:
+        return self.service
+
+    def members_found(self, count: int) -> str:
+        return f"Kubernetes lists {count} serving endpoint(s) of Service {self.service!r}"
+
+    def describe(self) -> str:
+        return f"kubernetes:{self.service}"
+
+
+SourceQuery = ServiceQuery | EtcdQuery | ZooKeeperQuery | KubernetesQuery
 
 
 @dataclass(frozen=True)
@@ -156,14 +181,15 @@ def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> An
     return default if value is None else value
 
 
-SOURCES = ("service", "etcd", "zookeeper")  # spec fields naming a membership source
+SOURCES = ("service", "etcd", "zookeeper", "kubernetes")  # spec fields naming a source
 
 
-def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
+def parse_spec(name: str, spec: Mapping[str, Any], namespace: str = "") -> RingConfig:
+    """``namespace``: the ring's (a Kubernetes source's Service is in it)."""
     named = [field_name for field_name in SOURCES if spec.get(field_name) is not None]
     if len(named) != 1:
         raise SpecError("set exactly one membership source: spec.service (a Consul service), "
-                        "spec.etcd or spec.zookeeper" +
+                        "spec.etcd, spec.zookeeper or spec.kubernetes" +
                         (f" (found {' and '.join(named)})" if named else ""))
     members = _get(spec, "members", {})
     stabilization = _get(spec, "stabilization", {})
@@ -180,7 +206,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> RingConfig:
                                "spec.stabilization.maxDelay")
     if max_delay < window:
         raise SpecError("spec.stabilization.maxDelay must be at least spec.stabilization.window")
-    query, token, credentials = _source(spec, named[0])
+    query, token, credentials = _source(spec, named[0], namespace)
     return RingConfig(
         query=query,
         ring_spec=ring,
@@ -212,8 +238,18 @@ def _drain_rule(rule: str | None) -> str | None:
     return str(rule)
 
 
-def _source(spec: Mapping[str, Any], which: str
+def _source(spec: Mapping[str, Any], which: str, namespace: str
             ) -> tuple[SourceQuery, TokenRef | None, CredentialsRef | None]:
+    if which == "kubernetes":
+        kubernetes = spec["kubernetes"]
+        service = _get(kubernetes, "service")
+        if not service or not isinstance(service, str):
+            raise SpecError("spec.kubernetes.service is required: the name of a Service in the "
+                            "ring's namespace")
+        port = _get(kubernetes, "port")
+        if port is not None and not isinstance(port, str | int) or port == "":
+            raise SpecError("spec.kubernetes.port is a port's name or number")
+        return KubernetesQuery(namespace=namespace, service=service, port=port), None, None
     if which == "zookeeper":
         zookeeper = spec["zookeeper"]
         path = str(_get(zookeeper, "path", ""))

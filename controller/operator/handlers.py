@@ -33,6 +33,7 @@ from controller.operator.worker import RingWorker
 from controller.sources.base import SourceRegistry, SourceRouter
 from controller.sources.consul import WatcherRegistry
 from controller.sources.etcd import EtcdRegistry
+from controller.sources.kubernetes import KubernetesRegistry, connection_from_client
 from controller.sources.zookeeper import ZooKeeperRegistry
 
 # Passes in flight at once. More than the client's worker threads (6 on 2 cores) only queue up
@@ -65,7 +66,11 @@ class Operator:
         self.sources = self.sources or SourceRouter({
             "consul": WatcherRegistry(dict(self.config.connections), limit),
             "etcd": EtcdRegistry(dict(self.config.etcd), limit),
-            "zookeeper": ZooKeeperRegistry(dict(self.config.zookeeper))})
+            "zookeeper": ZooKeeperRegistry(dict(self.config.zookeeper)),
+            # The same API server and credentials as the operator's own client.
+            "kubernetes": KubernetesRegistry(
+                connection_from_client(self.kube.api.configuration)
+                if isinstance(self.kube, Kube) else None, limit)})
         self.passes = asyncio.Semaphore(PARALLEL_PASSES)
         self.planning = ThreadPoolExecutor(max_workers=2, thread_name_prefix="planner")
 

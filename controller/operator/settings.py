@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.core.limits import Access, Limits
+from controller.core.spec import IN_CLUSTER
 from controller.sources.connections import (
     ConsulConnection,
     EtcdConnection,
@@ -33,7 +34,9 @@ class OperatorConfig:
         """Who may use each connection, by (source kind, connection name)."""
         return {**{("consul", name): c.access for name, c in self.connections.items()},
                 **{("etcd", name): c.access for name, c in self.etcd.items()},
-                **{("zookeeper", name): c.access for name, c in self.zookeeper.items()}}
+                **{("zookeeper", name): c.access for name, c in self.zookeeper.items()},
+                # The operator's own API server: a ring reads its own namespace's Services.
+                ("kubernetes", IN_CLUSTER): Access()}
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:

@@ -217,7 +217,7 @@ class ControlPlane:
     def _start_controller_manager(self) -> None:
         args = [
             self._binary("kube-controller-manager"), "--kubeconfig", str(self.kubeconfig),
-            "--controllers", "garbagecollector,namespace", "--leader-elect=false",
+            "--controllers", "garbagecollector,namespace,endpointslice", "--leader-elect=false",
             "--secure-port", "0", "--v", "1",
         ]
         self._spawn("kube-controller-manager", args, lambda: True)

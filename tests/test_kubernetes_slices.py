@@ -1,0 +1,78 @@
+"""EndpointSlices -> instances, pure: Kubernetes' endpoint conditions, identities, ports, and an
+endpoint listed in two slices while they are updated one at a time."""
+
+from __future__ import annotations
+
+from controller.core.instance import CRITICAL, PASSING
+from controller.core.membership import members_from
+from controller.core.spec import KubernetesQuery
+from controller.sources.kubernetes import instances_from_slices
+
+QUERY = KubernetesQuery(namespace="team", service="web")
+
+
+def slice_(name: str, *endpoints: dict, ports=({"name": "metrics", "port": 9100},),
+           address_type: str = "IPv4") -> dict:
+    return {"metadata": {"name": name}, "addressType": address_type,
+            "endpoints": list(endpoints), "ports": list(ports)}
+
+
+def ep(address: str, pod: str | None = None, hostname: str | None = None, **conditions) -> dict:
+    found: dict = {"addresses": [address], "conditions": conditions}
+    if pod:
+        found["targetRef"] = {"kind": "Pod", "name": pod}
+    if hostname:
+        found["hostname"] = hostname
+    return found
+
+
+def test_conditions_as_kubernetes_defines_them():
+    got = {i.name: (i.health, i.draining) for i in instances_from_slices([slice_(
+        "a", ep("10.0.0.1", "ready"), ep("10.0.0.2", "nil"),  # nil: ready
+        ep("10.0.0.3", "starting", ready=False),
+        ep("10.0.0.4", "leaving", ready=False, serving=True, terminating=True),
+        ep("10.0.0.5", "gone", ready=False, serving=False, terminating=True))], QUERY)}
+    assert got == {"ready": (PASSING, False), "nil": (PASSING, False),
+                   "starting": (CRITICAL, False), "leaving": (PASSING, True),
+                   "gone": (CRITICAL, False)}
+    membership = members_from(instances_from_slices([slice_(
+        "a", ep("10.0.0.1", "ready", ready=True),
+        ep("10.0.0.4", "leaving", ready=False, serving=True, terminating=True))], QUERY))
+    assert membership.ids == ("ready",) and membership.draining == ("leaving",)
+
+
+def test_identity_is_the_pod_else_the_hostname_else_the_address():
+    names = [i.name for i in instances_from_slices([slice_(
+        "a", ep("10.0.0.1", "pod-1"), ep("10.0.0.2", hostname="host-2"), ep("10.0.0.3"))], QUERY)]
+    assert names == ["10.0.0.3", "host-2", "pod-1"]
+
+
+def test_an_endpoint_in_two_slices_counts_once_the_more_available_kept():
+    first = slice_("a", ep("10.0.0.1", "p", ready=False, serving=True, terminating=True))
+    second = slice_("b", ep("10.0.0.1", "p", ready=True))
+    for order in ([first, second], [second, first]):
+        (only,) = instances_from_slices(order, QUERY)
+        assert (only.health, only.draining) == (PASSING, False)
+
+
+def test_ports_fqdn_slices_and_zones():
+    two_ports = slice_("a", ep("10.0.0.1", "p"), ports=({"name": "http", "port": 80},
+                                                        {"name": "metrics", "port": 9100}))
+    (unnamed,) = instances_from_slices([two_ports], QUERY)
+    assert "several ports" in (unnamed.invalid or "")
+    (named,) = instances_from_slices([two_ports], KubernetesQuery("team", "web", "metrics"))
+    assert (named.address, named.port, named.invalid) == ("10.0.0.1", 9100, None)
+    (numbered,) = instances_from_slices([two_ports], KubernetesQuery("team", "web", 80))
+    assert numbered.port == 80
+    (missing,) = instances_from_slices([two_ports], KubernetesQuery("team", "web", "grpc"))
+    assert missing.invalid == "the Service has no port 'grpc'"
+    assert instances_from_slices([slice_("f", ep("web.example"), address_type="FQDN")],
+                                 QUERY) == ()
+    zoned = {**ep("10.0.0.1", "p"), "zone": "eu-1a"}
+    (instance,) = instances_from_slices([slice_("z", zoned)], QUERY)
+    assert members_from([instance], zone_from="node-meta:zone").members[0].zone == "eu-1a"
+
+
+def test_the_same_slices_give_the_same_instances_in_any_order():
+    slices = [slice_(n, ep(f"10.0.{i}.1", f"p{i}")) for i, n in enumerate("cab")]
+    assert instances_from_slices(slices, QUERY) == instances_from_slices(slices[::-1], QUERY)
