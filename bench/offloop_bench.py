@@ -2,8 +2,8 @@
 
 While a pass plans one large ring, a ticker on the same loop sleeps 5 ms at a time and records how
 late it wakes: that lateness is what every other ring's watches and passes wait. Writes
-bench/results/offloop.{json,md}; `HEAVY_PLAN` in controller/operator/worker.py is chosen from the cost
-column (members x (shards x replication + virtual nodes)).
+bench/results/offloop.{json,md}; `HEAVY_PLAN` in controller/operator/worker.py is chosen from the
+cost column (members x (shards x replication + virtual nodes)).
 
     .venv/bin/python bench/offloop_bench.py
 """

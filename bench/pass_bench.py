@@ -36,8 +36,7 @@ def measure(members: int, shards: int) -> dict[str, float]:
         from controller.sources.consul import instances_from_health as decode
     except ImportError:  # the flat layout before it
         from controller.consul_watch import _canonical as decode  # type: ignore[no-redef]
-        from controller.planner import (  # type: ignore[no-redef]
-            Gathered, RingObject, Verified, plan_pass, prepare)
+        from controller.planner import Gathered, RingObject, Verified, plan_pass, prepare  # type: ignore[no-redef]
         from controller.sources import Snapshot, SourceState  # type: ignore[no-redef]
         from controller.views import view_from_dict  # type: ignore[no-redef]
     raw = [{"Node": {"Node": f"node-{i // 50}", "Address": "10.0.0.1"},
