@@ -239,6 +239,7 @@ def watchers(consul: int) -> dict[str, float]:
     return {"shardring_consul_queries_active": consul,  # deprecated, still served
             'shardring_source_watchers_active{source="consul"}': consul,
             'shardring_source_watchers_active{source="etcd"}': 0,
+            'shardring_source_watchers_active{source="kubernetes"}': 0,
             'shardring_source_watchers_active{source="zookeeper"}': 0}
 
 

@@ -67,7 +67,8 @@ def replay(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     connections = {(k, "default"): Access() for k in ("consul", "etcd", "zookeeper")}
     status: dict[str, Any] = {}
     configmap: dict[str, Any] | None = None
-    memory: dict[str, Any] = {"last_published": None, "pending_since": None,
+    memory: dict[str, Any] = {"last_published": None, "last_published_ring": None,
+                              "pending_since": None,
                               "handover_since": None, "last_publish": None,
                               "last_publish_bytes": 0}
     outputs, now, version = [], 10_000.0, 0
@@ -92,6 +93,7 @@ def replay(scenario: dict[str, Any]) -> list[dict[str, Any]]:
                                           "ownerReferences": [dict(plan.configmap.owner)]},
                              "data": dict(plan.configmap.data)}
                 memory["last_published"] = plan.configmap.data["ring.json"]
+                memory["last_published_ring"] = plan.published  # as the worker carries it
                 if plan.change is not None:
                     memory["last_publish"] = at
                     memory["last_publish_bytes"] = sum(map(len, plan.configmap.data.values()))

@@ -149,6 +149,10 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
         members_changed = tuple(previous.assignment.members) != members or \
             previous.draining != membership.draining or \
             dict(previous.endpoints) != dict(membership.endpoints)
+        if not members_changed and not spec_changed and previous.shard_ring == shard_ring:
+            # Nothing the ring is made of changed (a wake by an acknowledgement, a recheck): the
+            # published ring is the answer, and the engine is not run again to confirm it.
+            return Decision(previous, observed=len(members))
         if members_changed and not spec_changed and guard.window > 0:
             ready_at = seen_at + guard.window
             if pending_since is not None:

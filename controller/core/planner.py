@@ -75,6 +75,7 @@ class Gathered:
     source: SourceState | None = None  # None: not subscribed (the token is missing)
     token_problem: str | None = None  # why the token Secret cannot be used
     last_published: str | None = None  # ring.json as this operator last published it
+    last_published_ring: ringfile.RingFile | None = None  # the same, parsed (None: not known)
     verified: Verified | None = None
     pending_since: float | None = None  # when the membership first differed from the published
     last_publish: float | None = None  # when this operator last published a new version
@@ -194,7 +195,7 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
         return PassPlan(status=status, subscribe=True, events=_warnings(ring, problem),
                         requeue_after=RECHECK, pending_since=gathered.pending_since,
                         configmap_unowned=True)
-    previous, from_configmap = _previous(configmap, gathered.last_published)
+    previous, from_configmap = _previous(configmap, gathered)
     decision = _decide(ring, config, source, previous, gathered, now, limits)
     decision, ending = _handover(decision, previous, config, gathered, now,
                                  int(ring.status.get("ringVersion") or 0))
@@ -236,16 +237,22 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                     change=decision if decision.changed and desired is not None else None)
 
 
-def _previous(configmap: ConfigMapView | None, last_published: str | None
+def _previous(configmap: ConfigMapView | None, gathered: Gathered
               ) -> tuple[ringfile.RingFile | None, bool]:
     """The published ring: the ConfigMap's (True), else the one this operator last wrote, which
-    restores a deleted or mangled ConfigMap."""
+    restores a deleted or mangled ConfigMap. What this operator wrote itself is not parsed again:
+    the worker carries it, parsed, beside its text."""
+    last, parsed = gathered.last_published, gathered.last_published_ring
     if configmap is not None and configmap.ring_json is not None:
+        if parsed is not None and configmap.ring_json == last:
+            return parsed, True
         try:
             return ringfile.parse(configmap.ring_json), True
         except ringfile.RingFileError:
             pass
-    return (ringfile.parse(last_published) if last_published else None), False
+    if parsed is not None:
+        return parsed, False
+    return (ringfile.parse(last) if last else None), False
 
 
 def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,

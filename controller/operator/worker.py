@@ -19,6 +19,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from controller.core import ringfile
 from controller.core.acks import Ack
 from controller.core.limits import Access, Limits
 from controller.core.planner import Gathered, PassPlan, RingObject, Verified, plan_pass, prepare
@@ -129,6 +130,7 @@ class RingWorker:
         # ring.json as last published, kept as text and parsed when needed: a parsed ring per
         # worker cost ~35 MB over 1000 rings.
         self.last_published: str | None = None
+        self.last_published_ring: ringfile.RingFile | None = None  # parsed: never parsed again
         self.verified: Verified | None = None
         self.pending_since: float | None = None
         self.handover_since: float | None = None  # when the published handover started
@@ -341,7 +343,8 @@ class RingWorker:
         if source.silent:
             return None
         return Gathered(await self._configmap(config.configmap), source,
-                        last_published=self.last_published, verified=self.verified,
+                        last_published=self.last_published,
+                        last_published_ring=self.last_published_ring, verified=self.verified,
                         pending_since=self.pending_since, handover_since=self.handover_since,
                         last_publish=self.last_publish,
                         last_publish_bytes=self.last_publish_bytes,
@@ -379,6 +382,8 @@ class RingWorker:
             written = await self.publisher.configmap(plan.configmap, configmap)
             self.seen = SeenConfigMap(written.name, written)
             self.last_published = written.ring_json
+            self.last_published_ring = plan.published \
+                if written.ring_json == plan.configmap.data.get("ring.json") else None
             self.verified = Verified(written.name, written.resource_version,
                                      plan.configmap.prometheus_relabel)
             if plan.change is not None:
