@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools lint test test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent lock image clean
+.PHONY: all venv tools lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent lock image clean
 
 all: test
 
@@ -31,6 +31,9 @@ lint: venv  ## ruff, mypy (strict on the core and the worker), import-linter's l
 
 test: venv tools lint  ## lint, then the whole suite on the real control plane
 	$(PY) -m pytest
+
+test-unit: venv  ## the pure core and the shell against fakes, in seconds, with no tool build
+	$(PY) -m pytest tests/unit tests/shell
 
 test-fast: venv tools  ## everything but the slow fault tests
 	$(PY) -m pytest -m "not slow"

@@ -1,6 +1,8 @@
 """Change -> ConfigMap latency for each membership source, in one run on the real control plane:
 a Consul instance's health flips, an etcd key's lease is revoked and the key put again, a
-ZooKeeper instance's session ends and a new one registers. Each ring has 10 members and
+ZooKeeper instance's session ends and a new one registers, a Kubernetes endpoint turns not ready
+and ready again (its EndpointSlice replaced, as the endpointslice controller writes it). Each
+ring has 10 members and
 window 0; the time is from the change made in the source to the operator's ConfigMap showing it.
 Writes bench/results/sources.json (and .md).
 
@@ -24,7 +26,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import yaml  # noqa: E402
-from e2e_bench import Bench, percentiles, save  # noqa: E402
+from e2e_bench import NS, Bench, percentiles, save  # noqa: E402
+from kubernetes import client as k8s  # noqa: E402
 
 from controller.testing import ControlPlane  # noqa: E402
 from controller.testing.etcd_registry import EtcdRegistryServer  # noqa: E402
@@ -87,13 +90,25 @@ def main() -> int:
         bench.create_ring("consul", {"service": {"name": "bench-consul"}, **WINDOW_0})
         bench.create_ring("etcd", {"etcd": {"prefix": "/bench/etcd/"}, **WINDOW_0})
         bench.create_ring("zookeeper", {"zookeeper": {"path": "/bench/zookeeper"}, **WINDOW_0})
+        discovery = k8s.DiscoveryV1Api(bench.api)
+
+        def endpoint_slice(first_ready: bool) -> dict:
+            return {"metadata": {"name": "bench-k8s-a",
+                                 "labels": {"kubernetes.io/service-name": "bench-k8s"}},
+                    "addressType": "IPv4", "ports": [{"port": 9100}],
+                    "endpoints": [{"addresses": [f"10.9.2.{i}"],
+                                   "targetRef": {"kind": "Pod", "name": f"k-{i}"},
+                                   "conditions": {"ready": first_ready or i > 0}}
+                                  for i in range(MEMBERS)]}
+        discovery.create_namespaced_endpoint_slice(NS, endpoint_slice(True))
+        bench.create_ring("kubernetes", {"kubernetes": {"service": "bench-k8s"}, **WINDOW_0})
         events: list = []
         stop = threading.Event()
         threading.Thread(target=bench._watch_rings, args=(events, stop), daemon=True).start()
         bench.start_with(connections)
         try:
             deadline = time.monotonic() + 120
-            while bench.ready_rings() < 3 and time.monotonic() < deadline:
+            while bench.ready_rings() < 4 and time.monotonic() < deadline:
                 time.sleep(0.2)
 
             def consul_flip(n: int) -> int:
@@ -113,8 +128,12 @@ def main() -> int:
                     return MEMBERS
                 zk_members.end_session("z-0")
                 return MEMBERS - 1
+            def kubernetes_flip(n: int) -> int:
+                discovery.replace_namespaced_endpoint_slice("bench-k8s-a", NS,
+                                                            endpoint_slice(n % 2 == 1))
+                return MEMBERS if n % 2 else MEMBERS - 1
             for name, flip in (("consul", consul_flip), ("etcd", etcd_flip),
-                               ("zookeeper", zookeeper_flip)):
+                               ("zookeeper", zookeeper_flip), ("kubernetes", kubernetes_flip)):
                 results[name] = bench.timed(f"{name}-ring", events, flip)
                 print(name, json.dumps(results[name]), flush=True)
         finally:

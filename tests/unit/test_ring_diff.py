@@ -11,7 +11,7 @@ from controller.core import ringfile
 from controller.core.ring import Member, RingSpec, plan
 from controller.core.ringdiff import diff
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def ring(ids: list[str], version: int, previous: ringfile.RingFile | None = None,

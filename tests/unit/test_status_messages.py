@@ -102,7 +102,7 @@ def test_no_agents_means_nobody_is_listed_as_lagging():
 
 def test_a_status_patch_removes_what_the_plan_dropped_at_every_depth():
     from controller.operator.publish import merge_patch
-    from tests.test_worker import merged
+    from tests.shell.fakes import merged
     before = {"members": 3, "draining": ["x"],
               "lastChange": {"added": 1, "removed": 0, "joined": ["c"]},
               "convergence": {"applied": 1, "lagging": ["a", "b"], "laggingCount": 2}}

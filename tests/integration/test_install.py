@@ -21,7 +21,7 @@ from controller.testing.consul_helpers import ConsulHelper
 from tests.operator_helpers import OperatorProcess, Rings, service_account_kubeconfig, wait_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYSTEM = "shardring-system"
 ACCOUNT = f"system:serviceaccount:{SYSTEM}:shardring-operator"
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"  # what earlier versions left on rings

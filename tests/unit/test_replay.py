@@ -4,7 +4,7 @@ them; every ConfigMap, status and event must be byte-identical to what the code 
 were recorded (expected.json). A redesign that changes one byte of a published ring fails here.
 
 To record again, on purpose (a deliberate change of output, said in CHANGELOG.md):
-``SHARDRING_RECORD_REPLAY=1 pytest tests/test_replay.py``."""
+``SHARDRING_RECORD_REPLAY=1 pytest tests/unit/test_replay.py``."""
 
 from __future__ import annotations
 

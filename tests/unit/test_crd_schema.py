@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "shardrings.shardring.io.yaml"
 README = REPO / "README.md"
 README_TABLE_HEADER = "| field | default | meaning |"

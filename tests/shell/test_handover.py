@@ -12,7 +12,7 @@ from controller.core.acks import Ack
 from controller.core.handover import planned_moves, progress, receivers, released
 from controller.core.render import configmap_data
 from controller.core.ring import Member, RingSpec, plan
-from tests.test_worker import setup, spec
+from tests.shell.fakes import setup, spec
 
 
 def ring_of(ids, previous=None, version=1, shards=32):

@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from tests.operator_helpers import Rings, subprocess_env
 
 pytestmark = pytest.mark.controlplane
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def example_rings() -> list[tuple[Path, dict]]:
@@ -51,13 +51,13 @@ def test_examples_apply_cleanly(api_client, crd, namespace):
         # A misspelt field would be pruned silently by the structural schema.
         assert kept(body["spec"], created["spec"]), (path, created["spec"])
         # ... and the operator itself must accept what the API server accepted.
-        query = parse_spec(body["metadata"]["name"], created["spec"]).query
-        kind = next(k for k in ("service", "etcd", "zookeeper") if k in body["spec"])
+        query = parse_spec(body["metadata"]["name"], created["spec"], namespace).query
+        kind = next(k for k in ("service", "etcd", "zookeeper", "kubernetes")
+                    if k in body["spec"])
         assert query.kind == {"service": "consul"}.get(kind, kind), path
         source = body["spec"][kind]
-        assert getattr(query, "service", None) == source.get("name") or \
-            getattr(query, "prefix", None) == source.get("prefix") or \
-            getattr(query, "path", None) == source.get("path"), path
+        assert query.target in (source.get("name"), source.get("prefix"), source.get("path"),
+                                source.get("service")), path
 
 
 def test_operator_process_publishes_and_exits_quickly_on_sigterm(

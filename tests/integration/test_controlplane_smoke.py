@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client as k8s
 
 pytestmark = pytest.mark.controlplane
-CRD = Path(__file__).resolve().parents[1] / "crds" / "shardrings.shardring.io.yaml"
+CRD = Path(__file__).resolve().parents[2] / "crds" / "shardrings.shardring.io.yaml"
 
 
 def test_crd_from_crds_dir_becomes_established(api_client):

@@ -25,7 +25,7 @@ from tests.operator_helpers import (
 )
 
 pytestmark = pytest.mark.controlplane
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 EXAMPLE_RBAC = REPO / "examples" / "prometheus" / "rbac.yaml"

@@ -17,7 +17,7 @@ from controller.core import ringfile
 from controller.core.ring import Member, RingSpec, plan
 from tests.operator_helpers import kubectl
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "prometheus"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "prometheus"
 
 
 def agent_args() -> list[str]:

@@ -24,7 +24,7 @@ from tests.operator_helpers import (
 )
 
 pytestmark = pytest.mark.controlplane
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYSTEM = "shardring-system"
 NAMESPACED = REPO / "manifests" / "namespaced"
 
@@ -58,7 +58,7 @@ def test_base_and_overlay_apply_with_server_side_validation(control_plane, insta
     kubectl(control_plane, "apply", "-f", str(REPO / "examples" / "networkpolicy.yaml"),
             "--dry-run=server")
     # The namespaced variant and the example that serves two teams pass server-side validation
-    # (tests/test_install.py applies the shipped modes for real on a fresh cluster).
+    # (tests/integration/test_install.py applies the shipped modes for real on a fresh cluster).
     assert "SHARDRING_NAMESPACES" in kubectl(control_plane, "kustomize", str(NAMESPACED))
     kubectl(control_plane, "apply", "-k", str(NAMESPACED), "--dry-run=server")
     for team in ("team-a", "team-b"):

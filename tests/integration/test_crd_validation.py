@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.test_crd_schema import normalized, spec_schema, stated_facts
+from tests.unit.test_crd_schema import normalized, spec_schema, stated_facts
 
 pytestmark = pytest.mark.controlplane
 # what the API server adds when a validation rule fails to evaluate (rather than to hold)

@@ -21,7 +21,7 @@ from controller.testing.consul_helpers import ConsulHelper
 from tests.operator_helpers import Rings, quick, service_name, subprocess_env, wait_for
 
 pytestmark = pytest.mark.controlplane
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MANAGEMENT = "management-" + uuid.uuid4().hex
 TOKEN_MARK = {"shardring.io/consul-token": "true"}  # a Secret the ring may use as its token
 # Members named by their Consul service ID, so tests can name them as registered.

@@ -1,5 +1,6 @@
 """Writes scenarios.json: recorded inputs of every source kind, as each registry holds them (Consul
-health replies; etcd keys and ZooKeeper children with their raw values), for tests/test_replay.py.
+health replies; etcd keys and ZooKeeper children with their raw values), for
+tests/unit/test_replay.py.
 Run once; kept in the repository so that the inputs never change under the recorded outputs."""
 
 from __future__ import annotations

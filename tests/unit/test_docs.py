@@ -17,7 +17,7 @@ from controller.core import ringfile
 from controller.core.decision import Reason
 from controller.core.ring import Member, RingSpec, plan
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 DOCS = {path.name: path.read_text() for path in sorted((REPO / "docs").glob("*.md"))}
 EVERYTHING = "\n".join([README, *DOCS.values()])
