@@ -30,9 +30,9 @@ PASSES = 30
 def measure(members: int, shards: int) -> dict[str, float]:
     """In this process's checkout: seconds per pass (median, p90) over PASSES passes."""
     try:  # the layout since #22
-        from controller.core.planner import Gathered, RingObject, Verified, plan_pass, prepare
+        from controller.core.planner import Gathered, Verified, plan_pass, prepare
         from controller.core.source_state import Snapshot, SourceState
-        from controller.core.views import view_from_dict
+        from controller.core.views import RingObject, view_from_dict
         from controller.sources.consul import instances_from_health as decode
     except ImportError:  # the flat layout before it
         from controller.consul_watch import _canonical as decode  # type: ignore[no-redef]

@@ -15,19 +15,22 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.core import handover, ringfile
-from controller.core.acks import SHOWN_LAGGING, Ack, convergence
-from controller.core.conditions import Condition, merge
-from controller.core.decision import SHOWN_MEMBERS, Decision, Problem, Reason, decide, kept
+from controller.core.access import access_problem
+from controller.core.acks import Ack
+from controller.core.decision import Decision, Problem, Reason, decide, kept
+from controller.core.events import Event, handover_ended, resharded, warnings
 from controller.core.limits import Access, Limits
 from controller.core.membership import MembershipError, members_from
 from controller.core.render import RingTooLarge, configmap_data
 from controller.core.ring import work
 from controller.core.source_state import SourceState
-from controller.core.spec import RingConfig, ServiceQuery, SpecError, parse_spec
+from controller.core.spec import RingConfig, SpecError, parse_spec
+from controller.core.status import build_status
 from controller.core.views import (
     MANAGED_BY,
     RING_LABEL,
     ConfigMapView,
+    RingObject,
     data_digest,
     owner_reference,
 )
@@ -37,25 +40,6 @@ RECHECK = 30.0
 # A ring bigger than this waits proportionally more than limits.min_publish_interval between
 # versions: with the default 0.1 s, no ring writes more than about 1 MiB a second.
 BYTES_PER_PUBLISH_INTERVAL = 100 << 10
-
-
-@dataclass(frozen=True)
-class RingObject:
-    """The ShardRing as the pass sees it."""
-
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any]
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> RingObject:
-        metadata = body.get("metadata") or {}
-        return cls(namespace=metadata.get("namespace", ""), name=metadata.get("name", ""),
-                   uid=metadata.get("uid", ""), generation=int(metadata.get("generation") or 0),
-                   spec=body.get("spec") or {}, status=body.get("status") or {})
 
 
 @dataclass(frozen=True)
@@ -100,13 +84,6 @@ class DesiredConfigMap:
 
 
 @dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class PassPlan:
     status: dict[str, Any]  # the whole status; written only if it differs from the current one
     subscribe: bool = False  # keep a membership subscription (False: drop it)
@@ -135,7 +112,7 @@ def prepare(ring: RingObject, connections: Mapping[tuple[str, str], Access],
         config = parse_spec(ring.name, ring.spec, ring.namespace)
     except SpecError as error:
         return Intent(plan=_ended(ring, None, Problem(Reason.INVALID_SPEC, str(error)), now_text))
-    problem = _access_problem(ring.namespace, config, connections)
+    problem = access_problem(ring.namespace, config, connections)
     if problem is not None:
         return Intent(plan=_ended(ring, config, problem, now_text))
     if config.suspend:
@@ -143,39 +120,11 @@ def prepare(ring: RingObject, connections: Mapping[tuple[str, str], Access],
     return Intent(config=config)
 
 
-def _access_problem(namespace: str, config: RingConfig,
-                    connections: Mapping[tuple[str, str], Access]) -> Problem | None:
-    query = config.query
-    name = query.connection
-    field = "spec.consul" if query.kind == "consul" else f"spec.{query.kind}"
-    access = connections.get((query.kind, name))
-    if access is None or not access.serves(namespace):
-        # One answer for "no such connection" and "not yours": the other connections' names,
-        # and who may use them, are not this ring's author's business.
-        what = {"consul": "a Consul connection", "etcd": "an etcd connection"}.get(
-            query.kind, f"a {query.kind} connection")
-        return Problem(Reason.UNKNOWN_CONNECTION,
-                       f"{field}.connection {name!r} is not {what} this operator offers to "
-                       f"namespace {namespace!r}; ask its administrators which to use")
-    if isinstance(query, ServiceQuery) and not access.allows_datacenter(query.datacenter):
-        allowed = ", ".join(access.datacenters or ())
-        return Problem(Reason.DATACENTER_NOT_ALLOWED,
-                       f"spec.service.datacenter {query.datacenter!r} is not allowed on "
-                       f"connection {name!r} (allowed: {allowed}); leave it out to use the "
-                       f"agent's own datacenter")
-    if access.require_token and config.token is None and config.credentials is None:
-        secret = "tokenSecretRef" if query.kind == "consul" else "credentialsSecretRef"
-        return Problem(Reason.TOKEN_REQUIRED,
-                       f"connection {name!r} refuses anonymous queries: set {field}.{secret} to "
-                       f"a Secret marked shardring.io/consul-token=true")
-    return None
-
-
 def _ended(ring: RingObject, config: RingConfig | None, problem: Problem | None, now_text: str,
            suspended: bool = False, requeue_after: float | None = None) -> PassPlan:
     """A pass that publishes nothing and queries nothing."""
     status = build_status(ring, config, problem, None, None, now_text, suspended=suspended)
-    return PassPlan(status=status, events=_warnings(ring, problem), requeue_after=requeue_after)
+    return PassPlan(status=status, events=warnings(ring, problem), requeue_after=requeue_after)
 
 
 def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: float,
@@ -192,7 +141,7 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                           f"ShardRing; it is left untouched. Delete or rename it, or set "
                           f"spec.configMap.name")
         status = build_status(ring, config, problem, source, None, now_text)
-        return PassPlan(status=status, subscribe=True, events=_warnings(ring, problem),
+        return PassPlan(status=status, subscribe=True, events=warnings(ring, problem),
                         requeue_after=RECHECK, pending_since=gathered.pending_since,
                         configmap_unowned=True)
     previous, from_configmap = _previous(configmap, gathered)
@@ -216,10 +165,10 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
             published = decision.ring
     status = build_status(ring, config, decision.problem, source, decision, now_text,
                           acks=gathered.acks, ending=ending)
-    events = _warnings(ring, decision.problem)
+    events = warnings(ring, decision.problem)
     if decision.changed and desired is not None:
-        events = (_handover_ended(ending, decision) if ending and ending.done else
-                  _resharded(decision),) + events
+        events = (handover_ended(ending, decision) if ending and ending.done else
+                  resharded(decision),) + events
     requeue_after = _requeue(decision, now)
     handover_since = _handover_since(decision, gathered, now)
     if handover_since is not None and decision.problem is None:
@@ -336,18 +285,6 @@ def _handover_since(decision: Decision, gathered: Gathered, now: float) -> float
     return gathered.handover_since
 
 
-def _handover_ended(state: handover.Progress, decision: Decision) -> Event:
-    assert decision.ring is not None
-    if state.done == "Acknowledged":
-        return Event("Normal", "HandoverComplete",
-                     f"ring version {decision.ring.version}: every new owner acknowledged its "
-                     f"shards; their previous owners let go")
-    return Event("Warning", "HandoverTimedOut",
-                 f"ring version {decision.ring.version}: spec.handover.timeout passed before "
-                 f"{', '.join(state.waiting_for[:SHOWN_LAGGING])} acknowledged; their previous "
-                 f"owners let go anyway")
-
-
 def _not_before(gathered: Gathered, limits: Limits) -> float | None:
     if gathered.last_publish is None:
         return None
@@ -372,166 +309,3 @@ def _pending_since(decision: Decision, pending_since: float | None, now: float) 
     if decision.changed:
         return None
     return None if decision.problem is None else pending_since
-
-
-def _resharded(decision: Decision) -> Event:
-    ring = decision.ring
-    assert ring is not None
-    who = "; ".join(f"{what}: {_named(names, count)}" for what, names, count in (
-        ("joined", decision.joined, decision.added), ("left", decision.left, decision.removed))
-        if count)
-    return Event("Normal", "Resharded",
-                 f"ring version {ring.version}: {len(ring.assignment.members)} members "
-                 f"(+{decision.added} -{decision.removed}{': ' + who if who else ''}), "
-                 f"{decision.moved} shard replicas moved")
-
-
-def _named(names: tuple[str, ...], count: int) -> str:
-    shown = ", ".join(names[:SHOWN_MEMBERS])
-    return shown if count <= SHOWN_MEMBERS else f"{shown} and {count - SHOWN_MEMBERS} more"
-
-
-def _warnings(ring: RingObject, problem: Problem | None) -> tuple[Event, ...]:
-    """A Warning event when a problem begins or changes reason, not on every pass."""
-    if problem is None:
-        return ()
-    degraded: Mapping[str, Any] = next((c for c in ring.status.get("conditions") or []
-                     if c.get("type") == "Degraded"), {})
-    if degraded.get("status") == "True" and degraded.get("reason") == problem.reason:
-        return ()
-    return (Event("Warning", str(problem.reason), problem.message),)
-
-
-def build_status(ring: RingObject, config: RingConfig | None, problem: Problem | None,
-                 source: SourceState | None, decision: Decision | None, now_text: str,
-                 suspended: bool = False, acks: tuple[Ack, ...] = (),
-                 ending: handover.Progress | None = None) -> dict[str, Any]:
-    current = dict(ring.status)
-    status: dict[str, Any] = {k: v for k, v in current.items() if k != "conditions"}
-    status["observedGeneration"] = ring.generation
-    if config is not None:
-        status["configMapName"] = config.configmap
-        status["source"] = config.query.describe()
-    published = decision.ring if decision else None
-    if published is not None:
-        loads = published.assignment.loads.values()
-        status.update(members=len(published.assignment.members),
-                      shards=published.assignment.shards, ringVersion=published.version,
-                      ringHash=published.hash, consulIndex=published.consul_index,
-                      load={"min": min(loads, default=0), "max": max(loads, default=0)})
-        status.pop("draining", None)
-        if published.draining:
-            status["draining"] = list(published.draining)
-    released = ending is not None and ending.done is not None
-    if decision is not None and decision.changed and not released:
-        status["lastChange"] = {"time": now_text, "added": decision.added,
-                                "removed": decision.removed, "movedShards": decision.moved}
-        if decision.joined:
-            status["lastChange"]["joined"] = list(decision.joined[:SHOWN_MEMBERS])
-        if decision.left:
-            status["lastChange"]["left"] = list(decision.left[:SHOWN_MEMBERS])
-    # What the source reports now, beside what is published (status.members): they differ
-    # while a change stabilizes or a guard holds the last ring.
-    status.pop("observedMembers", None)
-    if decision is not None and decision.observed is not None and \
-            source is not None and not source.error:
-        status["observedMembers"] = decision.observed
-    wanted = conditions_for(problem, source, decision, suspended,
-                            config.query.kind if config is not None else "")
-    wanted.append(_converged(status, published, acks, decision, now_text, current))
-    _handover_status(status, published, ending, decision, now_text, current)
-    status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
-    return status
-
-
-def _handover_status(status: dict[str, Any], published: ringfile.RingFile | None,
-                     state: handover.Progress | None, decision: Decision | None, now_text: str,
-                     current: Mapping[str, Any]) -> None:
-    if published is None:
-        return
-    status.pop("handover", None)
-    if published.handover:
-        before = current.get("handover") or {}
-        waiting = state.waiting_for if state is not None else handover.receivers(published)
-        status["handover"] = {
-            "ringVersion": published.version,
-            "shards": handover.shards_in(published.handover),
-            "from": sorted(published.handover), "waitingFor": list(waiting[:SHOWN_LAGGING]),
-            "since": before.get("since", now_text)
-            if before.get("ringVersion") == published.version else now_text}
-    elif state is not None and state.done and decision is not None and decision.changed:
-        status["lastHandover"] = {"ringVersion": published.version, "completedBy": state.done,
-                                  "time": now_text}
-        if state.waiting_for:
-            status["lastHandover"]["waitedFor"] = list(state.waiting_for[:SHOWN_LAGGING])
-
-
-def _converged(status: dict[str, Any], published: ringfile.RingFile | None,
-               acks: tuple[Ack, ...], decision: Decision | None, now_text: str,
-               current: Mapping[str, Any]) -> Condition:
-    """status.convergence and .drained for the published ring, and the Converged condition; a
-    pass that does not know the published ring keeps what the last one found."""
-    if published is None:
-        before = next((c for c in current.get("conditions") or []
-                       if c.get("type") == "Converged"), None)
-        if before is None:
-            return Condition("Converged", None, "NotPublished", "no ring is published yet")
-        status_value = {"True": True, "False": False}.get(before.get("status", ""))
-        return Condition("Converged", status_value, before.get("reason", ""),
-                         before.get("message", ""))
-    previous = current.get("convergence") or {}
-    fresh = decision is not None and decision.changed
-    since = str(previous["since"]) if not fresh and previous.get("ringVersion") == \
-        published.version and previous.get("since") else now_text
-    found = convergence(published, acks, since)
-    status["convergence"] = found.status
-    status.pop("drained", None)
-    if found.drained:
-        status["drained"] = list(found.drained)
-    return found.condition
-
-
-def conditions_for(problem: Problem | None, source: SourceState | None,
-                   decision: Decision | None, suspended: bool,
-                   kind: str = "consul") -> list[Condition]:
-    """Every ring reports its source as ``SourceReachable``; a Consul ring also as
-    ``ConsulReachable``, the same condition under the name it had first (deprecated: kept for
-    existing readers)."""
-    consul = kind == "consul"
-    name = {"consul": "Consul", "": "membership"}.get(kind, kind)
-    reachable_type = "SourceReachable"
-    if source is None:
-        reachable = Condition(reachable_type, None, "NotQueried",
-                              f"no {name} query is running for this ring")
-    elif source.refused:
-        reachable = Condition(reachable_type, True, "QueryRefused", source.error or "")
-    elif source.over_limit:
-        reachable = Condition(reachable_type, True, "LimitExceeded", source.error or "")
-    elif source.error:
-        reachable = Condition(reachable_type, False,
-                              "PermissionDenied" if source.permission_denied else "QueryFailed",
-                              f"{source.error}. {kept(decision.ring if decision else None)}")
-    else:
-        reachable = Condition(reachable_type, True, "QuerySucceeded", "")
-    waiting = decision is not None and decision.wait_until is not None
-    stable = Condition("Stable", not waiting, "Stabilizing" if waiting else "Settled",
-                       "a membership change is waiting out spec.stabilization.window (or the "
-                       "operator's minimum interval between ring versions)"
-                       if waiting else "")
-    degraded = Condition("Degraded", problem is not None,
-                         str(problem.reason) if problem else "AsExpected",
-                         problem.message if problem else "")
-    if suspended:
-        ready = Condition("Ready", False, "Suspended",
-                          "spec.suspend is true; the last ConfigMap is kept as it is")
-    elif problem is not None:
-        ready = Condition("Ready", False, str(problem.reason), problem.message)
-    elif source is not None and source.error:
-        ready = Condition("Ready", False, "ConsulUnreachable" if consul else "SourceUnreachable",
-                          reachable.message)
-    elif decision is None or decision.ring is None:
-        ready = Condition("Ready", False, "Pending", f"waiting for the first {name} reply")
-    else:
-        ready = Condition("Ready", True, "Published", "the ConfigMap holds the current ring")
-    also = [replace(reachable, type="ConsulReachable")] if consul else []
-    return [ready, reachable, *also, stable, degraded]

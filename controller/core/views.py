@@ -68,3 +68,22 @@ def view_from_dict(body: Mapping[str, Any]) -> ConfigMapView:
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ShardRing", "name": name, "uid": uid,
             "controller": True, "blockOwnerDeletion": True}
+
+
+@dataclass(frozen=True)
+class RingObject:
+    """The ShardRing as the pass sees it."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RingObject:
+        metadata = body.get("metadata") or {}
+        return cls(namespace=metadata.get("namespace", ""), name=metadata.get("name", ""),
+                   uid=metadata.get("uid", ""), generation=int(metadata.get("generation") or 0),
+                   spec=body.get("spec") or {}, status=body.get("status") or {})

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from controller import metrics
-from controller.core.planner import DesiredConfigMap, Event, PassPlan
+from controller.core.events import Event
+from controller.core.planner import DesiredConfigMap, PassPlan
 from controller.core.source_state import SourceState
 from controller.core.views import ConfigMapView, Conflict
 from controller.kube.apihealth import ApiUnreachable

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 from controller.core import ringfile
 from controller.core.acks import Ack
 from controller.core.limits import Access, Limits
-from controller.core.planner import Gathered, PassPlan, RingObject, Verified, plan_pass, prepare
+from controller.core.planner import Gathered, PassPlan, Verified, plan_pass, prepare
 from controller.core.ring import Algorithm
 from controller.core.source_state import SourceState
 from controller.core.spec import RingConfig
@@ -31,6 +31,7 @@ from controller.core.views import (
     Conflict,
     NamespaceTerminating,
     RingGone,
+    RingObject,
     SecretMissing,
 )
 from controller.kube.apihealth import ApiUnreachable

@@ -102,8 +102,8 @@ READY_REASONS = ("Published", "Pending", "Suspended", "ConsulUnreachable", "Sour
 
 
 def test_every_condition_and_reason_is_documented():
-    from controller.core import acks, planner
-    sources = (Path(planner.__file__).read_text(), Path(acks.__file__).read_text())
+    from controller.core import acks, status
+    sources = (Path(status.__file__).read_text(), Path(acks.__file__).read_text())
     for name in (*CONDITION_TYPES, *READY_REASONS):
         assert any(f'"{name}"' in source for source in sources), f"{name} is not the code's"
     converged = set(re.findall(r'Condition\("Converged", [^,]+, "([A-Za-z]+)"', sources[1]))

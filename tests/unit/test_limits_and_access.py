@@ -7,10 +7,10 @@ import pytest
 
 from controller.core.instance import Instance
 from controller.core.limits import Access, Limits, SettingsError
-from controller.core.planner import Gathered, RingObject, plan_pass, prepare
+from controller.core.planner import Gathered, plan_pass, prepare
 from controller.core.ring import Algorithm, RingSpec, work
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.views import ConfigMapView
+from controller.core.views import ConfigMapView, RingObject
 from controller.operator.settings import OperatorConfig
 from controller.testing.builders import instance
 

@@ -18,9 +18,9 @@ import pytest
 from controller.core import ringfile
 from controller.core.acks import Ack
 from controller.core.limits import Access
-from controller.core.planner import Gathered, RingObject, plan_pass, prepare
+from controller.core.planner import Gathered, plan_pass, prepare
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.views import view_from_dict
+from controller.core.views import RingObject, view_from_dict
 from controller.sources import consul as consul_watch
 from controller.sources.registration import from_registration
 

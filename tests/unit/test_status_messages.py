@@ -9,10 +9,11 @@ from controller.core.acks import convergence
 from controller.core.decision import SHOWN_MEMBERS, decide
 from controller.core.instance import Instance
 from controller.core.membership import members_from
-from controller.core.planner import Gathered, RingObject, plan_pass
+from controller.core.planner import Gathered, plan_pass
 from controller.core.ring import Member, RingSpec, plan
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import parse_spec
+from controller.core.views import RingObject
 from controller.testing.builders import instance
 
 
