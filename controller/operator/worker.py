@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 from controller.core import ringfile
 from controller.core.acks import Ack
+from controller.core.credentials import Credentials, Token, UserPassword
 from controller.core.limits import Access, Limits
 from controller.core.planner import Gathered, PassPlan, Verified, plan_pass, prepare
 from controller.core.ring import Algorithm
@@ -334,11 +335,11 @@ class RingWorker:
 
     async def _gather(self, config: RingConfig) -> Gathered | None:
         try:
-            token = await self._secret(config)
+            credentials = await self._secret(config)
         except SecretMissing as error:
             await self.unsubscribe()
             return Gathered(None, token_problem=str(error))
-        self._subscribe(config, token)
+        self._subscribe(config, credentials)
         assert self.subscription is not None
         source = self.subscription.watch.state
         if source.silent:
@@ -351,15 +352,16 @@ class RingWorker:
                         last_publish_bytes=self.last_publish_bytes,
                         acks=tuple(self.acks[name] for name in sorted(self.acks)))
 
-    async def _secret(self, config: RingConfig) -> str | tuple[str, str] | None:
-        """The Consul token, or etcd's username and password, from the ring's marked Secret."""
+    async def _secret(self, config: RingConfig) -> Credentials | None:
+        """A token (Consul's), or a username and password (etcd's, ZooKeeper's), from the
+        ring's marked Secret."""
         read = self.kube.read_secret_key
         if config.token:
-            return await read(self.namespace, config.token.secret, config.token.key)
+            return Token(await read(self.namespace, config.token.secret, config.token.key))
         if config.credentials:
             ref = config.credentials
-            return (await read(self.namespace, ref.secret, ref.username_key),
-                    await read(self.namespace, ref.secret, ref.password_key))
+            return UserPassword(await read(self.namespace, ref.secret, ref.username_key),
+                                await read(self.namespace, ref.secret, ref.password_key))
         return None
 
     async def _configmap(self, name: str) -> ConfigMapView | None:
@@ -403,12 +405,12 @@ class RingWorker:
 
     # ---- the membership subscription ----------------------------------------------------------
 
-    def _subscribe(self, config: RingConfig, token: str | tuple[str, str] | None) -> None:
-        key = self.sources.key_for(config.query, token)
+    def _subscribe(self, config: RingConfig, credentials: Credentials | None) -> None:
+        key = self.sources.key_for(config.query, credentials)
         if self.subscription and self.subscription.watch.key == key:
             return
         old = self.subscription
-        self.subscription = self.sources.subscribe(config.query, token, self.wake)
+        self.subscription = self.sources.subscribe(config.query, credentials, self.wake)
         if old:
             task = asyncio.create_task(self.sources.unsubscribe(old))
             self.publisher.keep(task)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from controller.core.credentials import Credentials
 from controller.core.source_state import SourceState
+from controller.core.spec import SourceQuery
 
 
 def error_reason(*, denied: bool = False, refused: bool = False, over_limit: bool = False,
@@ -42,12 +44,13 @@ class Subscription:
 
 
 class SourceRegistry(Protocol):
-    def subscribe(self, query: Any, token: Any, wake: Callable[[], None]) -> Subscription:
+    def subscribe(self, query: SourceQuery, credentials: Credentials | None,
+                  wake: Callable[[], None]) -> Subscription:
         """Share the watcher of an equal (query, credentials), starting one if needed; ``wake``
         is called on every change of its state."""
         ...
 
-    def key_for(self, query: Any, token: Any) -> Hashable: ...
+    def key_for(self, query: SourceQuery, credentials: Credentials | None) -> Hashable: ...
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         """The watcher stops when its last subscriber leaves."""
@@ -94,18 +97,17 @@ class SourceWatcher:
 
 class WatcherPool:
     """One watcher per key, shared by every subscriber with that key. The source registries
-    (Consul, etcd, ZooKeeper) differ only in how they make a watcher and its key."""
+    differ only in how they make a watcher and its key."""
 
     def __init__(self) -> None:
-        self.watchers: dict[Hashable, Any] = {}
+        self.watchers: dict[Hashable, SourceWatcher] = {}
 
     def active(self) -> int:
         return len(self.watchers)
 
-    def join(self, key: Hashable, make: Callable[[], Any],
+    def join(self, key: Hashable, make: Callable[[], SourceWatcher],
              wake: Callable[[], None]) -> Subscription:
-        """``make`` builds a watcher (a Watch with ``subscribers``, ``start()`` and
-        ``stop()``) when none has this key yet."""
+        """``make`` builds the watcher when none has this key yet."""
         watcher = self.watchers.get(key)
         if watcher is None:
             watcher = self.watchers[key] = make()
@@ -113,11 +115,10 @@ class WatcherPool:
         watcher.subscribers.add(wake)
         return Subscription(watcher, wake)
 
-    async def leave(self, subscription: Subscription) -> Any:
+    async def leave(self, subscription: Subscription) -> SourceWatcher | None:
         """Drop a subscription; returns the watcher if that stopped it (else None)."""
-        watcher: Any = self.watchers.get(getattr(subscription.watch, "key", None))
-        ours = watcher is not None and watcher is subscription.watch
-        if not ours:
+        watcher = self.watchers.get(subscription.watch.key)
+        if watcher is None or watcher is not subscription.watch:
             return None  # another pool's, or already gone
         watcher.subscribers.discard(subscription.wake)
         if watcher.subscribers:
@@ -138,14 +139,15 @@ class SourceRouter:
 
     registries: Mapping[str, SourceRegistry]
 
-    def _of(self, query: Any) -> SourceRegistry:
+    def _of(self, query: SourceQuery) -> SourceRegistry:
         return self.registries[query.kind]
 
-    def subscribe(self, query: Any, token: Any, wake: Callable[[], None]) -> Subscription:
-        return self._of(query).subscribe(query, token, wake)
+    def subscribe(self, query: SourceQuery, credentials: Credentials | None,
+                  wake: Callable[[], None]) -> Subscription:
+        return self._of(query).subscribe(query, credentials, wake)
 
-    def key_for(self, query: Any, token: Any) -> Hashable:
-        return self._of(query).key_for(query, token)  # each kind's keys are its own class
+    def key_for(self, query: SourceQuery, credentials: Credentials | None) -> Hashable:
+        return self._of(query).key_for(query, credentials)  # each kind's keys are its own
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         for registry in self.registries.values():

@@ -29,9 +29,10 @@ from consul import base
 from consul.exceptions import BadRequest
 
 from controller import metrics
+from controller.core.credentials import Credentials, Token, digest
 from controller.core.instance import CRITICAL, PASSING, WARNING, Health, Instance, Weights, frozen
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.spec import ServiceQuery
+from controller.core.spec import ServiceQuery, SourceQuery
 from controller.sources.base import SourceWatcher, Subscription, WatcherPool, error_reason
 from controller.sources.connections import ConsulConnection
 
@@ -342,15 +343,19 @@ class WatcherRegistry:
     def watchers(self) -> dict[WatchKey, Watcher]:
         return self.pool.watchers  # type: ignore[return-value]
 
-    def key_for(self, query: ServiceQuery, token: str | None) -> WatchKey:
-        return WatchKey(query, token_digest(token))
+    def key_for(self, query: SourceQuery, credentials: Credentials | None
+                ) -> WatchKey:
+        query = consul_query(query)
+        return WatchKey(query, digest(credentials))
 
     def active(self) -> int:
         return self.pool.active()
 
-    def subscribe(self, query: ServiceQuery, token: str | None,
+    def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
-        key = self.key_for(query, token)
+        query = consul_query(query)
+        key = self.key_for(query, credentials)
+        token = credentials.value if isinstance(credentials, Token) else None
         return self.pool.join(key, lambda: Watcher(key, self._client(query.connection), token),
                               wake)
 
@@ -370,3 +375,10 @@ class WatcherRegistry:
         for client in self.clients.values():
             await _close(client)
         self.clients.clear()
+
+
+def consul_query(query: SourceQuery) -> ServiceQuery:
+    """The router sends this registry only its own kind's queries."""
+    if not isinstance(query, ServiceQuery):
+        raise TypeError(f"not a consul query: {query!r}")
+    return query

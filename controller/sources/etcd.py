@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import random
@@ -28,9 +27,10 @@ from typing import Any
 import aiohttp
 
 from controller import metrics
+from controller.core.credentials import Credentials, UserPassword, digest
 from controller.core.instance import Instance
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.spec import EtcdQuery
+from controller.core.spec import EtcdQuery, SourceQuery
 from controller.sources.base import SourceWatcher, Subscription, WatcherPool, error_reason
 from controller.sources.connections import EtcdConnection
 from controller.sources.registration import from_registration
@@ -42,7 +42,6 @@ REQUEST_TIMEOUT = 10.0
 QUIET = 60.0  # seconds a watch stream may stay silent before the watcher lists again
 MIN_WATCH = 1.0  # a watch that ended sooner than this is followed by a pause, not a hot loop
 DECODE_OFF_LOOP_BYTES = 1 << 20
-Credentials = tuple[str, str]  # username, password: never logged, never in keys or reprs
 
 
 class EtcdError(Exception):
@@ -131,9 +130,10 @@ class Gateway:
             return await asyncio.to_thread(_document, status, text)
         return _document(status, text)
 
-    async def authenticate(self, credentials: Credentials) -> str:
+    async def authenticate(self, credentials: UserPassword) -> str:
         reply = await self.call("/v3/auth/authenticate",
-                                {"name": credentials[0], "password": credentials[1]}, None)
+                                {"name": credentials.username,
+                                 "password": credentials.password}, None)
         return str(reply.get("token") or "")
 
     async def list_prefix(self, prefix: str, token: str | None
@@ -193,16 +193,10 @@ class WatchKey:
     credentials_digest: str
 
 
-def credentials_digest(credentials: Credentials | None) -> str:
-    if not credentials:
-        return ""
-    return hashlib.sha256("\0".join(credentials).encode()).hexdigest()[:16]
-
-
 class Watcher(SourceWatcher):
     key: WatchKey
 
-    def __init__(self, key: WatchKey, gateway: Gateway, credentials: Credentials | None):
+    def __init__(self, key: WatchKey, gateway: Gateway, credentials: UserPassword | None):
         super().__init__(key, f"etcd-watch:{key.query.prefix}")
         self.lists = 0  # full listings of the prefix (one at start, then one per lost watch)
         self._gateway = gateway
@@ -309,17 +303,21 @@ class EtcdRegistry:
     def watchers(self) -> dict[WatchKey, Watcher]:
         return self.pool.watchers  # type: ignore[return-value]
 
-    def key_for(self, query: EtcdQuery, credentials: Credentials | None) -> WatchKey:
-        return WatchKey(query, credentials_digest(credentials))
+    def key_for(self, query: SourceQuery, credentials: Credentials | None
+                ) -> WatchKey:
+        query = etcd_query(query)
+        return WatchKey(query, digest(credentials))
 
     def active(self) -> int:
         return self.pool.active()
 
-    def subscribe(self, query: EtcdQuery, credentials: Credentials | None,
+    def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
+        query = etcd_query(query)
         key = self.key_for(query, credentials)
-        return self.pool.join(key, lambda: Watcher(key, self._gateway(query.connection),
-                                                   credentials), wake)
+        user = credentials if isinstance(credentials, UserPassword) else None
+        return self.pool.join(key, lambda: Watcher(key, self._gateway(query.connection), user),
+                              wake)
 
     def _gateway(self, connection: str) -> Gateway:
         if connection not in self.gateways:
@@ -337,3 +335,10 @@ class EtcdRegistry:
         for gateway in self.gateways.values():
             await gateway.close()
         self.gateways.clear()
+
+
+def etcd_query(query: SourceQuery) -> EtcdQuery:
+    """The router sends this registry only its own kind's queries."""
+    if not isinstance(query, EtcdQuery):
+        raise TypeError(f"not a etcd query: {query!r}")
+    return query

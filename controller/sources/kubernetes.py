@@ -31,9 +31,10 @@ from urllib.parse import quote
 import aiohttp
 
 from controller import metrics
+from controller.core.credentials import Credentials
 from controller.core.instance import CRITICAL, PASSING, Instance, frozen
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.spec import KubernetesQuery
+from controller.core.spec import KubernetesQuery, SourceQuery
 from controller.sources.base import SourceWatcher, Subscription, WatcherPool, error_reason
 
 log = logging.getLogger("shardring.kubernetes")
@@ -337,14 +338,17 @@ class KubernetesRegistry:
     def watchers(self) -> dict[WatchKey, Watcher]:
         return self.pool.watchers  # type: ignore[return-value]
 
-    def key_for(self, query: KubernetesQuery, credentials: object = None) -> WatchKey:
+    def key_for(self, query: SourceQuery, credentials: Credentials | None = None
+                ) -> WatchKey:
+        query = kubernetes_query(query)
         return WatchKey(query)  # the operator's own credentials, whatever the ring
 
     def active(self) -> int:
         return self.pool.active()
 
-    def subscribe(self, query: KubernetesQuery, credentials: object,
+    def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
+        query = kubernetes_query(query)
         key = self.key_for(query)
         return self.pool.join(key, lambda: Watcher(key, self.api), wake)
 
@@ -366,3 +370,10 @@ class KubernetesRegistry:
         if self._api is not None:
             await self._api.close()
             self._api = None
+
+
+def kubernetes_query(query: SourceQuery) -> KubernetesQuery:
+    """The router sends this registry only its own kind's queries."""
+    if not isinstance(query, KubernetesQuery):
+        raise TypeError(f"not a kubernetes query: {query!r}")
+    return query

@@ -15,7 +15,6 @@ different credentials never share a session, so one cannot read what only anothe
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
@@ -29,9 +28,10 @@ from aiozk import WatchEvent, exc, protocol
 from aiozk.states import States
 
 from controller import metrics
+from controller.core.credentials import Credentials, UserPassword, digest
 from controller.core.instance import Instance
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.spec import ZooKeeperQuery
+from controller.core.spec import SourceQuery, ZooKeeperQuery
 from controller.sources.base import SourceWatcher, Subscription, WatcherPool, error_reason
 from controller.sources.connections import ZooKeeperConnection
 from controller.sources.registration import from_registration
@@ -110,13 +110,6 @@ async def _quietly(closing: Any) -> None:
         pass
 
 
-Credentials = tuple[str, str]  # user, password: never logged, never in keys or reprs
-
-
-def credentials_digest(credentials: Credentials | None) -> str:
-    if not credentials:
-        return ""
-    return hashlib.sha256("\0".join(credentials).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -128,7 +121,7 @@ class WatchKey:
 class Watcher(SourceWatcher):
     key: WatchKey
 
-    def __init__(self, key: WatchKey, ensemble: Ensemble, credentials: Credentials | None = None):
+    def __init__(self, key: WatchKey, ensemble: Ensemble, credentials: UserPassword | None = None):
         super().__init__(key, f"zk-watch:{key.query.path}")
         self._credentials = credentials
         self.reads = 0  # full readings of the children (watch events, reconnections)
@@ -190,7 +183,7 @@ class Watcher(SourceWatcher):
     async def _read(self, client: aiozk.ZKClient) -> tuple[Instance, ...]:
         query = self.key.query
         if self._credentials:
-            user, password = self._credentials
+            user, password = self._credentials.username, self._credentials.password
             await client.send(protocol.AuthRequest(type=0, scheme="digest",
                                                    auth=f"{user}:{password}".encode()))
         wanted = {(event, client.normalize_path(query.path)) for event in _PARENT_EVENTS}
@@ -271,17 +264,21 @@ class ZooKeeperRegistry:
     def watchers(self) -> dict[WatchKey, Watcher]:
         return self.pool.watchers  # type: ignore[return-value]
 
-    def key_for(self, query: ZooKeeperQuery, credentials: Credentials | None) -> WatchKey:
-        return WatchKey(query, credentials_digest(credentials))
+    def key_for(self, query: SourceQuery, credentials: Credentials | None
+                ) -> WatchKey:
+        query = zookeeper_query(query)
+        return WatchKey(query, digest(credentials))
 
     def active(self) -> int:
         return self.pool.active()
 
-    def subscribe(self, query: ZooKeeperQuery, credentials: Credentials | None,
+    def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
+        query = zookeeper_query(query)
         key = self.key_for(query, credentials)
+        user = credentials if isinstance(credentials, UserPassword) else None
         return self.pool.join(key, lambda: Watcher(
-            key, self._ensemble(query.connection, key.credentials_digest), credentials), wake)
+            key, self._ensemble(query.connection, key.credentials_digest), user), wake)
 
     def _ensemble(self, connection: str, credentials_digest: str) -> Ensemble:
         """A session per connection and credentials: digest auth is granted to a session."""
@@ -300,3 +297,10 @@ class ZooKeeperRegistry:
         for ensemble in self.ensembles.values():
             await ensemble.close()
         self.ensembles.clear()
+
+
+def zookeeper_query(query: SourceQuery) -> ZooKeeperQuery:
+    """The router sends this registry only its own kind's queries."""
+    if not isinstance(query, ZooKeeperQuery):
+        raise TypeError(f"not a zookeeper query: {query!r}")
+    return query
