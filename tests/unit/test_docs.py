@@ -108,8 +108,9 @@ def test_every_condition_and_reason_is_documented():
         assert any(f'"{name}"' in source for source in sources), f"{name} is not the code's"
     converged = set(re.findall(r'Condition\("Converged", [^,]+, "([A-Za-z]+)"', sources[1]))
     assert converged >= {"Applied", "NoAgents", "Lagging"}
+    reference = DOCS["reference.md"]
     for name in (*CONDITION_TYPES, *READY_REASONS, *(str(r) for r in Reason), *converged):
-        assert f"`{name}`" in README, f"the README does not list `{name}`"
+        assert f"`{name}`" in reference, f"docs/reference.md does not list `{name}`"
 
 
 def test_every_ring_json_field_is_documented():
@@ -167,11 +168,11 @@ def explained(figure: str, unit: str, values: list[float]) -> bool:
 
 
 def documented_figures() -> Iterator[tuple[str, str, str]]:
-    """(figure, unit, sentence) for every measured figure: in the README's Benchmarks section
-    and in every README paragraph that cites a benchmark (`make bench…`)."""
-    paragraphs = README.split("\n\n")
+    """(figure, unit, sentence) for every measured figure: in docs/benchmarks.md, and in every
+    paragraph of the README and docs/ that cites a benchmark (`make bench…`)."""
+    paragraphs = EVERYTHING.split("\n\n")
     cited = [p for p in paragraphs if "make bench" in p]
-    for text in [section(README, "Benchmarks"), *cited]:
+    for text in [DOCS["benchmarks.md"], *cited]:
         for match in FIGURE.finditer(text):
             yield match.group(1), match.group(2), text[max(0, match.start() - 60):match.end()]
 
