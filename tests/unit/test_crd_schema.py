@@ -13,7 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "shardrings.shardring.io.yaml"
-README = REPO / "README.md"
+README = REPO / "docs" / "reference.md"  # where the spec table lives
 README_TABLE_HEADER = "| field | default | meaning |"
 # CEL functions that turn a string into a typed value and fail to evaluate on a malformed one
 CONVERSIONS = ("duration", "timestamp", "quantity", "url", "ip", "cidr", "int", "uint", "double")
@@ -173,7 +173,7 @@ def readme_rows() -> list[tuple[list[str], list[str], str]]:
     written `.x` is a sibling of the row's first field, one default may stand for every field."""
     lines = README.read_text().splitlines()
     start = [i for i, line in enumerate(lines) if line.strip() == README_TABLE_HEADER]
-    assert len(start) == 1, f"README.md has {len(start)} tables headed {README_TABLE_HEADER!r}"
+    assert len(start) == 1, f"docs/reference.md has {len(start)} tables headed {README_TABLE_HEADER!r}"
     rows = []
     for line in lines[start[0] + 2:]:
         if not line.startswith("|"):
