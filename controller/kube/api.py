@@ -92,6 +92,9 @@ class Kube:
         self.core = k8s.CoreV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
         self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
+        # The marked Secrets' data (base64, as the API gives it), from their watch events.
+        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self.secret_reads = 0  # GETs of a Secret: only before its first event
 
     async def _call(self, fn, *args, **kwargs) -> Any:
         return await self._in(None, fn, *args, **kwargs)
@@ -203,14 +206,37 @@ class Kube:
         except NamespaceTerminating:
             pass
 
+    def secret_seen(self, namespace: str, name: str, data: Mapping[str, str] | None) -> None:
+        """A marked Secret as its watch event showed it (None: deleted, or no longer marked).
+        Rings read their credentials from here: no GET per pass."""
+        if data is None:
+            self.secrets.pop((namespace, name), None)
+        else:
+            self.secrets[(namespace, name)] = dict(data)
+
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        """The decoded value (never logged) of a Secret marked for this use (``TOKEN_LABEL``).
+        """The decoded value (never logged) of a Secret marked for this use (``TOKEN_LABEL``):
+        from its last watch event, or, before any event showed it, read from the API.
 
         Whatever is wrong (no such Secret, not marked, no such key, not readable), the message is
         the same, so a ring's author learns nothing about Secrets they may not read."""
         refused = SecretMissing(
             f"Secret {name!r} cannot serve as this ring's source credentials: it must exist in "
             f"namespace {namespace!r}, carry the label {TOKEN_LABEL}=true and hold the key {key!r}")
+        seen = self.secrets.get((namespace, name))
+        if seen is not None:
+            raw = seen.get(key)
+        else:
+            raw = await self._read_marked_secret(namespace, name, key, refused)
+        if raw is None:
+            raise refused
+        try:
+            return base64.b64decode(raw).decode().strip()
+        except ValueError:  # not UTF-8 text: the message must not quote any of it
+            raise refused from None
+
+    async def _read_marked_secret(self, namespace: str, name: str, key: str,
+                                  refused: SecretMissing) -> str | None:
         try:
             secret = await self._call(self.core.read_namespaced_secret, name, namespace)
         except k8s.ApiException as error:
@@ -221,11 +247,9 @@ class Kube:
             if error.status in (403, 404):
                 raise refused from None
             raise
+        self.secret_reads += 1
         labels = (secret.metadata.labels if secret.metadata else None) or {}
-        raw = (secret.data or {}).get(key)
-        if labels.get(TOKEN_LABEL) != "true" or raw is None:
+        if labels.get(TOKEN_LABEL) != "true":
             raise refused
-        try:
-            return base64.b64decode(raw).decode().strip()
-        except ValueError:  # not UTF-8 text: the message must not quote any of it
-            raise refused from None
+        raw = (secret.data or {}).get(key)
+        return str(raw) if raw is not None else None

@@ -234,11 +234,15 @@ async def _configmap_event(event: kopf.RawEvent, body: kopf.Body, namespace: str
 
 
 @kopf.on.event("", "v1", "secrets", labels={TOKEN_LABEL: "true"})
-async def _token_secret_event(body: kopf.Body, namespace: str | None, name: str, memo: Operator,
-                              **_: Any) -> None:
-    """A marked Secret appeared, changed (a rotated token) or went: the rings naming it look
-    again at once. The Secret's content is not kept here; a pass reads it."""
+async def _token_secret_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None,
+                              name: str, memo: Operator, **_: Any) -> None:
+    """A marked Secret appeared, changed (a rotated token) or went (or lost its mark: the
+    selector then sends DELETED): its data is kept for the rings' passes, which look again at
+    once."""
     memo.api_health.answered()
+    if isinstance(memo.kube, Kube) and namespace is not None:
+        gone = event.get("type") == "DELETED"
+        memo.kube.secret_seen(namespace, name, None if gone else dict(body.get("data") or {}))
     for (ring_namespace, _ring), worker in list(memo.workers.items()):
         if ring_namespace == namespace and worker.token_secret == name:
             worker.token_changed()

@@ -51,10 +51,15 @@ def test_only_a_secret_marked_for_it_serves_as_a_token_and_nothing_leaks(
     from controller.sources.consul import token_digest
     worker = operator.workers[(namespace, "borrower")]
     assert worker.subscription.watch.key.token_digest == token_digest("hunter2")
+    reads = operator.kube.secret_reads
     core_v1.patch_namespaced_secret("db-password", namespace, {"stringData": {"token": "rotated"}})
     wait_for(lambda: worker.subscription and
              worker.subscription.watch.key.token_digest == token_digest("rotated"),
              "the rotated token in use", timeout=5)
+    # Passes take the token from the Secret's watch events: no GET of it per pass.
+    consul_helper.register(service, f"{service}-2", port=9502)
+    wait_for(lambda: len(rings.ring("borrower-ring").assignment.members) == 3, "a pass or two")
+    assert operator.kube.secret_reads == reads
 
 
 def test_an_unknown_connection_does_not_list_the_others(operator, rings):

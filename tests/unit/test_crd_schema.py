@@ -173,7 +173,8 @@ def readme_rows() -> list[tuple[list[str], list[str], str]]:
     written `.x` is a sibling of the row's first field, one default may stand for every field."""
     lines = README.read_text().splitlines()
     start = [i for i, line in enumerate(lines) if line.strip() == README_TABLE_HEADER]
-    assert len(start) == 1, f"docs/reference.md has {len(start)} tables headed {README_TABLE_HEADER!r}"
+    assert len(start) == 1, \
+        f"docs/reference.md has {len(start)} tables headed {README_TABLE_HEADER!r}"
     rows = []
     for line in lines[start[0] + 2:]:
         if not line.startswith("|"):
