@@ -6,13 +6,35 @@ registry. Nothing above this interface knows which source a ring follows."""
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from controller import metrics
 from controller.core.credentials import Credentials
 from controller.core.source_state import SourceState
 from controller.core.spec import SourceQuery
+
+
+class Backoff:
+    """How long a watcher waits after a failure: from ``start``, doubling up to ``cap``, each wait
+    jittered by ±25 % so that watchers that failed together do not retry together. A success
+    starts it again."""
+
+    def __init__(self, start: float = 0.25, cap: float = 2.0):
+        self.start, self.cap = start, cap
+        self._next = start
+
+    def reset(self) -> None:
+        self._next = self.start
+
+    def wait(self, cap: float | None = None) -> float:
+        """The next wait; ``cap`` overrides the usual one (a failure only a spec change fixes)."""
+        delay = self._next * random.uniform(0.75, 1.25)
+        self._next = min(self.cap if cap is None else cap, self._next * 2)
+        return delay
 
 
 def error_reason(*, denied: bool = False, refused: bool = False, over_limit: bool = False,
@@ -67,8 +89,10 @@ class SourceWatcher:
     """What every source's watcher shares: its state, version and subscribers, and the one task
     that runs ``_run`` (each source's own loop) until stopped."""
 
-    def __init__(self, key: Hashable, name: str):
+    def __init__(self, key: Hashable, query: SourceQuery, name: str):
         self.key = key
+        self.query = query
+        self.clock: Callable[[], float] = time.monotonic  # stamps snapshots (Snapshot.received)
         self.state = SourceState()
         self.version = 0  # +1 on every state change (object ids can be reused; this cannot)
         self.subscribers: set[Callable[[], None]] = set()
@@ -162,3 +186,38 @@ class SourceRouter:
 
     def active_by_kind(self) -> dict[str, int]:
         return {kind: registry.active() for kind, registry in self.registries.items()}
+
+
+@dataclass(kw_only=True)
+class PooledRegistry:
+    """What every source's registry shares: a pool of watchers, counted, stopped with their last
+    subscriber (their metric series go with them), closed with the operator. Each source's
+    registry adds how it keys and makes a watcher, and closes its own clients. ``clock`` stamps
+    the snapshots: the operator's own, so the planner compares times from one clock."""
+
+    pool: WatcherPool = field(default_factory=lambda: WatcherPool())
+    clock: Callable[[], float] = time.monotonic
+
+    def join(self, key: Hashable, make: Callable[[], SourceWatcher],
+             wake: Callable[[], None]) -> Subscription:
+        def made() -> SourceWatcher:
+            watcher = make()
+            watcher.clock = self.clock
+            return watcher
+        return self.pool.join(key, made, wake)
+
+    def active(self) -> int:
+        return self.pool.active()
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        stopped = await self.pool.leave(subscription)
+        if stopped is not None:
+            metrics.forget_unwatched(stopped.query,
+                                     (w.query for w in self.pool.watchers.values()))
+
+    async def close(self) -> None:
+        await self.pool.stop_all()
+        await self.close_clients()
+
+    async def close_clients(self) -> None:
+        """The source's own clients and sessions, once its watchers have stopped."""

@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,13 @@ from controller.core.credentials import Credentials, Token, digest
 from controller.core.instance import CRITICAL, PASSING, WARNING, Health, Instance, Weights, frozen
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import ServiceQuery, SourceQuery
-from controller.sources.base import SourceWatcher, Subscription, WatcherPool, error_reason
+from controller.sources.base import (
+    Backoff,
+    PooledRegistry,
+    SourceWatcher,
+    Subscription,
+    error_reason,
+)
 from controller.sources.connections import ConsulConnection
 
 log = logging.getLogger("shardring.consul")
@@ -42,7 +47,7 @@ WAIT_SECONDS = 55.0
 MIN_INTERVAL = 0.05  # at most 20 queries a second per watcher, even if the index churns
 # Capped low so that Consul coming back is noticed within seconds; with one query per distinct
 # service, a few requests a second across all watchers is not a hot loop.
-BACKOFF_START, BACKOFF_MAX = 0.25, 1.0
+BACKOFF_MAX = 1.0
 REFUSED_BACKOFF_MAX = 60.0
 # Consul answers a filter it cannot parse or evaluate with HTTP 500 and this text (400 for other
 # malformed queries): a spec problem, not an outage.
@@ -230,7 +235,7 @@ class Watcher(SourceWatcher):
     key: WatchKey
 
     def __init__(self, key: WatchKey, client: consul.aio.Consul, token: str | None):
-        super().__init__(key, f"consul-watch:{key.query.service}")
+        super().__init__(key, key.query, f"consul-watch:{key.query.service}")
         self._client = client
         self._token = token
         self.changes = 0  # membership changes seen
@@ -239,7 +244,7 @@ class Watcher(SourceWatcher):
     async def _run(self) -> None:
         query = self.key.query
         index = 0
-        backoff = BACKOFF_START
+        backoff = Backoff(cap=BACKOFF_MAX)
         last_query = 0.0
         while True:
             pause = MIN_INTERVAL - (time.monotonic() - last_query)
@@ -264,14 +269,12 @@ class Watcher(SourceWatcher):
                 index = 0  # the next reply comes at once, so recovery is seen at once
                 # A broken connection is dropped from the pool by aiohttp; the retry opens
                 # a new one.
-                await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
                 # Only a spec change fixes a refused or oversized query (and it starts a new
                 # watcher): asking again soon would only cost Consul and us the same reply.
                 slow = self.state.refused or self.state.over_limit
-                cap = REFUSED_BACKOFF_MAX if slow else BACKOFF_MAX
-                backoff = min(cap, backoff * 2)
+                await asyncio.sleep(backoff.wait(REFUSED_BACKOFF_MAX if slow else None))
                 continue
-            backoff = BACKOFF_START
+            backoff.reset()
             new_index = int(new_index or 0)
             # An index that goes backwards means Consul's state was reset: start over.
             index = 0 if new_index < index else new_index
@@ -319,7 +322,7 @@ class Watcher(SourceWatcher):
             instances == self.state.snapshot.instances
         if unchanged:
             return  # a reply is not a change
-        self.state = SourceState(snapshot=Snapshot(index, instances, time.monotonic()))
+        self.state = SourceState(snapshot=Snapshot(index, instances, self.clock()))
         self.changes += 1
         metrics.source_changed(self.key.query)
         self._notify()
@@ -333,10 +336,9 @@ async def _close(client: consul.aio.Consul) -> None:
 
 
 @dataclass
-class WatcherRegistry:
+class WatcherRegistry(PooledRegistry):
     connections: dict[str, ConsulConnection]
     max_reply_bytes: int = 64 << 20
-    pool: WatcherPool = field(default_factory=WatcherPool)
     clients: dict[str, consul.aio.Consul] = field(default_factory=dict)
 
     @property
@@ -348,15 +350,12 @@ class WatcherRegistry:
         query = consul_query(query)
         return WatchKey(query, digest(credentials))
 
-    def active(self) -> int:
-        return self.pool.active()
-
     def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
         query = consul_query(query)
         key = self.key_for(query, credentials)
         token = credentials.value if isinstance(credentials, Token) else None
-        return self.pool.join(key, lambda: Watcher(key, self._client(query.connection), token),
+        return self.join(key, lambda: Watcher(key, self._client(query.connection), token),
                               wake)
 
     def _client(self, connection: str) -> consul.aio.Consul:
@@ -365,13 +364,7 @@ class WatcherRegistry:
                                                   self.max_reply_bytes)
         return self.clients[connection]
 
-    async def unsubscribe(self, subscription: Subscription) -> None:
-        stopped = await self.pool.leave(subscription)
-        if isinstance(stopped, Watcher):
-            metrics.forget_unwatched(stopped.key.query, (k.query for k in self.watchers))
-
-    async def close(self) -> None:
-        await self.pool.stop_all()
+    async def close_clients(self) -> None:
         for client in self.clients.values():
             await _close(client)
         self.clients.clear()

@@ -17,7 +17,6 @@ import asyncio
 import base64
 import json
 import logging
-import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,13 +30,18 @@ from controller.core.credentials import Credentials, UserPassword, digest
 from controller.core.instance import Instance
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import EtcdQuery, SourceQuery
-from controller.sources.base import SourceWatcher, Subscription, WatcherPool, error_reason
+from controller.sources.base import (
+    Backoff,
+    PooledRegistry,
+    SourceWatcher,
+    Subscription,
+    error_reason,
+)
 from controller.sources.connections import EtcdConnection
 from controller.sources.registration import from_registration
 
 log = logging.getLogger("shardring.etcd")
 
-BACKOFF_START, BACKOFF_MAX = 0.25, 2.0
 REQUEST_TIMEOUT = 10.0
 QUIET = 60.0  # seconds a watch stream may stay silent before the watcher lists again
 MIN_WATCH = 1.0  # a watch that ended sooner than this is followed by a pause, not a hot loop
@@ -197,7 +201,7 @@ class Watcher(SourceWatcher):
     key: WatchKey
 
     def __init__(self, key: WatchKey, gateway: Gateway, credentials: UserPassword | None):
-        super().__init__(key, f"etcd-watch:{key.query.prefix}")
+        super().__init__(key, key.query, f"etcd-watch:{key.query.prefix}")
         self.lists = 0  # full listings of the prefix (one at start, then one per lost watch)
         self._gateway = gateway
         self._credentials = credentials
@@ -208,7 +212,7 @@ class Watcher(SourceWatcher):
 
     async def _run(self) -> None:
         prefix = self.key.query.prefix
-        backoff = BACKOFF_START
+        backoff = Backoff()
         while True:
             try:
                 token = await self._gateway.authenticate(self._credentials) \
@@ -223,7 +227,7 @@ class Watcher(SourceWatcher):
                 self._keys, self._revision = keys, revision
                 self._instances = {key: self._instance(key, value) for key, value in keys.items()}
                 self._publish()
-                backoff = BACKOFF_START
+                backoff.reset()
                 started = time.monotonic()
                 async for result in self._gateway.watch(prefix, revision + 1, token):
                     if result.get("canceled") or result.get("compact_revision"):
@@ -244,8 +248,7 @@ class Watcher(SourceWatcher):
                 if not isinstance(error, PermissionDenied):
                     self._gateway.rotate()
                 self._fail(error)
-                await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
-                backoff = min(BACKOFF_MAX, backoff * 2)
+                await asyncio.sleep(backoff.wait())
 
     def _apply(self, result: dict[str, Any]) -> None:
         for event in result.get("events") or []:
@@ -273,7 +276,7 @@ class Watcher(SourceWatcher):
             instances == self.state.snapshot.instances
         if unchanged:
             return
-        self.state = SourceState(snapshot=Snapshot(self._revision, instances, time.monotonic()))
+        self.state = SourceState(snapshot=Snapshot(self._revision, instances, self.clock()))
         metrics.source_changed(self.key.query)
         self._notify()
 
@@ -293,10 +296,9 @@ class Watcher(SourceWatcher):
 
 
 @dataclass
-class EtcdRegistry:
+class EtcdRegistry(PooledRegistry):
     connections: dict[str, EtcdConnection]
     max_reply_bytes: int = 64 << 20
-    pool: WatcherPool = field(default_factory=WatcherPool)
     gateways: dict[str, Gateway] = field(default_factory=dict)
 
     @property
@@ -308,15 +310,12 @@ class EtcdRegistry:
         query = etcd_query(query)
         return WatchKey(query, digest(credentials))
 
-    def active(self) -> int:
-        return self.pool.active()
-
     def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
         query = etcd_query(query)
         key = self.key_for(query, credentials)
         user = credentials if isinstance(credentials, UserPassword) else None
-        return self.pool.join(key, lambda: Watcher(key, self._gateway(query.connection), user),
+        return self.join(key, lambda: Watcher(key, self._gateway(query.connection), user),
                               wake)
 
     def _gateway(self, connection: str) -> Gateway:
@@ -325,13 +324,7 @@ class EtcdRegistry:
                                                 self.max_reply_bytes)
         return self.gateways[connection]
 
-    async def unsubscribe(self, subscription: Subscription) -> None:
-        stopped = await self.pool.leave(subscription)
-        if isinstance(stopped, Watcher):
-            metrics.forget_unwatched(stopped.key.query, (k.query for k in self.watchers))
-
-    async def close(self) -> None:
-        await self.pool.stop_all()
+    async def close_clients(self) -> None:
         for gateway in self.gateways.values():
             await gateway.close()
         self.gateways.clear()

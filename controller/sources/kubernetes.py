@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,11 +33,16 @@ from controller.core.credentials import Credentials
 from controller.core.instance import CRITICAL, PASSING, Instance, frozen
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import KubernetesQuery, SourceQuery
-from controller.sources.base import SourceWatcher, Subscription, WatcherPool, error_reason
+from controller.sources.base import (
+    Backoff,
+    PooledRegistry,
+    SourceWatcher,
+    Subscription,
+    error_reason,
+)
 
 log = logging.getLogger("shardring.kubernetes")
 
-BACKOFF_START, BACKOFF_MAX = 0.25, 2.0
 REQUEST_TIMEOUT = 10.0
 WATCH_SECONDS = 290  # the API server ends a watch after this; the watcher lists again
 SERVICE_NAME = "kubernetes.io/service-name"
@@ -252,7 +255,8 @@ class Watcher(SourceWatcher):
     key: WatchKey
 
     def __init__(self, key: WatchKey, api: Api):
-        super().__init__(key, f"kubernetes-watch:{key.query.namespace}/{key.query.service}")
+        query = key.query
+        super().__init__(key, query, f"kubernetes-watch:{query.namespace}/{query.service}")
         self.lists = 0
         self._api = api
         self._slices: dict[str, dict[str, Any]] = {}
@@ -260,7 +264,7 @@ class Watcher(SourceWatcher):
 
     async def _run(self) -> None:
         query = self.key.query
-        backoff = BACKOFF_START
+        backoff = Backoff()
         while True:
             try:
                 version, items, size = await self._api.list(query)
@@ -268,7 +272,7 @@ class Watcher(SourceWatcher):
                 self.lists += 1
                 self._slices = {_slice_name(s): s for s in items}
                 self._publish()
-                backoff = BACKOFF_START
+                backoff.reset()
                 async for kind, body, size in self._api.watch(query, version):
                     if kind == "ERROR":
                         if body.get("code") == 410:
@@ -289,8 +293,7 @@ class Watcher(SourceWatcher):
                 continue
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
                 self._fail(error)
-                await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
-                backoff = min(BACKOFF_MAX, backoff * 2)
+                await asyncio.sleep(backoff.wait())
 
     def _publish(self) -> None:
         instances = instances_from_slices(self._slices.values(), self.key.query)
@@ -302,7 +305,7 @@ class Watcher(SourceWatcher):
             log.info("the Kubernetes API answers again (Service %s/%s)", self.key.query.namespace,
                      self.key.query.service)
         self._changes += 1
-        self.state = SourceState(snapshot=Snapshot(self._changes, instances, time.monotonic()))
+        self.state = SourceState(snapshot=Snapshot(self._changes, instances, self.clock()))
         metrics.source_changed(self.key.query)
         self._notify()
 
@@ -328,10 +331,9 @@ def _slice_name(body: Mapping[str, Any]) -> str:
 
 
 @dataclass
-class KubernetesRegistry:
+class KubernetesRegistry(PooledRegistry):
     connection: ApiConnection | None
     max_reply_bytes: int = 64 << 20
-    pool: WatcherPool = field(default_factory=WatcherPool)
     _api: Api | None = None
 
     @property
@@ -343,14 +345,11 @@ class KubernetesRegistry:
         query = kubernetes_query(query)
         return WatchKey(query)  # the operator's own credentials, whatever the ring
 
-    def active(self) -> int:
-        return self.pool.active()
-
     def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
         query = kubernetes_query(query)
         key = self.key_for(query)
-        return self.pool.join(key, lambda: Watcher(key, self.api), wake)
+        return self.join(key, lambda: Watcher(key, self.api), wake)
 
     @property
     def api(self) -> Api:
@@ -360,13 +359,7 @@ class KubernetesRegistry:
             self._api = Api(self.connection, self.max_reply_bytes)
         return self._api
 
-    async def unsubscribe(self, subscription: Subscription) -> None:
-        stopped = await self.pool.leave(subscription)
-        if isinstance(stopped, Watcher):
-            metrics.forget_unwatched(stopped.key.query, (k.query for k in self.watchers))
-
-    async def close(self) -> None:
-        await self.pool.stop_all()
+    async def close_clients(self) -> None:
         if self._api is not None:
             await self._api.close()
             self._api = None

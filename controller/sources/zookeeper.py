@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,13 +30,18 @@ from controller.core.credentials import Credentials, UserPassword, digest
 from controller.core.instance import Instance
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import SourceQuery, ZooKeeperQuery
-from controller.sources.base import SourceWatcher, Subscription, WatcherPool, error_reason
+from controller.sources.base import (
+    Backoff,
+    PooledRegistry,
+    SourceWatcher,
+    Subscription,
+    error_reason,
+)
 from controller.sources.connections import ZooKeeperConnection
 from controller.sources.registration import from_registration
 
 log = logging.getLogger("shardring.zookeeper")
 
-BACKOFF_START, BACKOFF_MAX = 0.25, 2.0
 # A reading waits this long for a connection before the outage is reported (and retried).
 CONNECT_TIMEOUT = 3.0
 # Heartbeats go every third of it and wait the rest: a connection that went silent is found
@@ -122,7 +125,7 @@ class Watcher(SourceWatcher):
     key: WatchKey
 
     def __init__(self, key: WatchKey, ensemble: Ensemble, credentials: UserPassword | None = None):
-        super().__init__(key, f"zk-watch:{key.query.path}")
+        super().__init__(key, key.query, f"zk-watch:{key.query.path}")
         self._credentials = credentials
         self.reads = 0  # full readings of the children (watch events, reconnections)
         self._ensemble = ensemble
@@ -137,7 +140,7 @@ class Watcher(SourceWatcher):
         self._changed.set()
 
     async def _run(self) -> None:
-        backoff = BACKOFF_START
+        backoff = Backoff()
         while True:
             try:
                 client = await self._ensemble.ready()
@@ -147,14 +150,13 @@ class Watcher(SourceWatcher):
                 instances = await asyncio.wait_for(self._read(client), CONNECT_TIMEOUT)
                 self.reads += 1
                 self._publish(instances)
-                backoff = BACKOFF_START
+                backoff.reset()
                 await self._until_changed(client)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
                 self._fail(error)
-                await asyncio.sleep(backoff * random.uniform(0.75, 1.25))
-                backoff = min(BACKOFF_MAX, backoff * 2)
+                await asyncio.sleep(backoff.wait())
 
     async def _until_changed(self, client: aiozk.ZKClient) -> None:
         """Until a watch fires or REREAD passes; raises ConnectionLoss as soon as the session's
@@ -234,7 +236,7 @@ class Watcher(SourceWatcher):
             return
         if self.state.error is not None:
             log.info("ZooKeeper reachable again (path %s)", self.key.query.path)
-        self.state = SourceState(snapshot=Snapshot(self.reads, instances, time.monotonic()))
+        self.state = SourceState(snapshot=Snapshot(self.reads, instances, self.clock()))
         metrics.source_changed(self.key.query)
         self._notify()
 
@@ -255,9 +257,8 @@ class Watcher(SourceWatcher):
 
 
 @dataclass
-class ZooKeeperRegistry:
+class ZooKeeperRegistry(PooledRegistry):
     connections: dict[str, ZooKeeperConnection]
-    pool: WatcherPool = field(default_factory=WatcherPool)
     ensembles: dict[str, Ensemble] = field(default_factory=dict)
 
     @property
@@ -269,15 +270,12 @@ class ZooKeeperRegistry:
         query = zookeeper_query(query)
         return WatchKey(query, digest(credentials))
 
-    def active(self) -> int:
-        return self.pool.active()
-
     def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
         query = zookeeper_query(query)
         key = self.key_for(query, credentials)
         user = credentials if isinstance(credentials, UserPassword) else None
-        return self.pool.join(key, lambda: Watcher(
+        return self.join(key, lambda: Watcher(
             key, self._ensemble(query.connection, key.credentials_digest), user), wake)
 
     def _ensemble(self, connection: str, credentials_digest: str) -> Ensemble:
@@ -287,13 +285,7 @@ class ZooKeeperRegistry:
             self.ensembles[name] = Ensemble(self.connections[connection])
         return self.ensembles[name]
 
-    async def unsubscribe(self, subscription: Subscription) -> None:
-        stopped = await self.pool.leave(subscription)
-        if isinstance(stopped, Watcher):
-            metrics.forget_unwatched(stopped.key.query, (k.query for k in self.watchers))
-
-    async def close(self) -> None:
-        await self.pool.stop_all()
+    async def close_clients(self) -> None:
         for ensemble in self.ensembles.values():
             await ensemble.close()
         self.ensembles.clear()
