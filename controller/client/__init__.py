@@ -39,6 +39,13 @@ class RingVersion:
         return self.file.version
 
     @property
+    def source_index(self) -> int:
+        """The source's position when this version was made: Consul's index, etcd's revision, a
+        change count for ZooKeeper and Kubernetes (ring.json keeps its first name,
+        ``consulIndex``, so that existing readers keep working)."""
+        return self.file.consul_index
+
+    @property
     def shards(self) -> int:
         return self.assignment.shards
 
