@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from controller.core.decision import Problem, Reason
 from controller.core.limits import Access
 from controller.core.spec import RingConfig, ServiceQuery
+from controller.core.views import CREDENTIALS_LABEL
 
 
 def access_problem(namespace: str, config: RingConfig,
@@ -34,5 +35,5 @@ def access_problem(namespace: str, config: RingConfig,
         secret = "tokenSecretRef" if query.kind == "consul" else "credentialsSecretRef"
         return Problem(Reason.TOKEN_REQUIRED,
                        f"connection {name!r} refuses anonymous queries: set {field}.{secret} to "
-                       f"a Secret marked shardring.io/consul-token=true")
+                       f"a Secret marked {CREDENTIALS_LABEL}=true")
     return None

@@ -31,9 +31,12 @@ class SecretMissing(Exception):
 GROUP, VERSION, PLURAL = "shardring.io", "v1alpha1", "shardrings"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "shardring-operator"}
 RING_LABEL = "shardring.io/ring"
-# A Secret serves as a ring's Consul token only if it carries this label set to "true": who may
-# create ShardRings may not read Secrets, so the operator must not read any Secret for them.
-TOKEN_LABEL = "shardring.io/consul-token"
+# A Secret serves as a ring's source credentials (a Consul token, an etcd or ZooKeeper user) only
+# if its owner marked it with this label set to "true": who may create ShardRings may not read
+# Secrets, so the operator must not read any Secret for them.
+CREDENTIALS_LABEL = "shardring.io/source-credentials"
+# The label it had first, when only Consul tokens were read: still accepted (docs/reference.md).
+LEGACY_CREDENTIALS_LABEL = "shardring.io/consul-token"
 
 
 @dataclass(frozen=True)

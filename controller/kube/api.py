@@ -20,9 +20,10 @@ from kubernetes import config as k8s_config
 from kubernetes.client import rest
 
 from controller.core.views import (
+    CREDENTIALS_LABEL,
     GROUP,
+    LEGACY_CREDENTIALS_LABEL,
     PLURAL,
-    TOKEN_LABEL,
     VERSION,
     ConfigMapView,
     Conflict,
@@ -215,14 +216,17 @@ class Kube:
             self.secrets[(namespace, name)] = dict(data)
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        """The decoded value (never logged) of a Secret marked for this use (``TOKEN_LABEL``):
-        from its last watch event, or, before any event showed it, read from the API.
+        """The decoded value (never logged) of a Secret marked for this use
+        (``CREDENTIALS_LABEL``): from its last watch event, or, before any event showed it, read
+        from the API. A Secret marked with the older label is accepted too; only the new one is
+        watched, so such a Secret is read on every pass and a change to it is seen at the next.
 
         Whatever is wrong (no such Secret, not marked, no such key, not readable), the message is
         the same, so a ring's author learns nothing about Secrets they may not read."""
         refused = SecretMissing(
             f"Secret {name!r} cannot serve as this ring's source credentials: it must exist in "
-            f"namespace {namespace!r}, carry the label {TOKEN_LABEL}=true and hold the key {key!r}")
+            f"namespace {namespace!r}, carry the label {CREDENTIALS_LABEL}=true and hold the key "
+            f"{key!r}")
         seen = self.secrets.get((namespace, name))
         if seen is not None:
             raw = seen.get(key)
@@ -249,7 +253,7 @@ class Kube:
             raise
         self.secret_reads += 1
         labels = (secret.metadata.labels if secret.metadata else None) or {}
-        if labels.get(TOKEN_LABEL) != "true":
+        if "true" not in (labels.get(CREDENTIALS_LABEL), labels.get(LEGACY_CREDENTIALS_LABEL)):
             raise refused
         raw = (secret.data or {}).get(key)
         return str(raw) if raw is not None else None

@@ -24,7 +24,7 @@ import kopf
 
 from controller import metrics
 from controller.core.acks import ACK_LABEL, Ack, ack_from_lease
-from controller.core.views import MANAGED_BY, RING_LABEL, TOKEN_LABEL, view_from_dict
+from controller.core.views import CREDENTIALS_LABEL, MANAGED_BY, RING_LABEL, view_from_dict
 from controller.kube.api import Kube, ensure_cluster_peering
 from controller.kube.apihealth import ApiHealth
 from controller.operator.publish import KubeAdapter
@@ -132,7 +132,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     # Only our ConfigMaps and the Secrets marked as tokens reach the operator: the API server
     # filters them (a handler's labels= alone would stream every ConfigMap in the cluster here).
     settings.watching.label_selectors["", "v1", "configmaps"] = _selector(MANAGED_BY)
-    settings.watching.label_selectors["", "v1", "secrets"] = _selector({TOKEN_LABEL: "true"})
+    settings.watching.label_selectors["", "v1", "secrets"] = \
+        _selector({CREDENTIALS_LABEL: "true"})
     settings.watching.label_selectors["coordination.k8s.io", "v1", "leases"] = \
         _selector({ACK_LABEL: "true"})
     # A worker's exit (finish the pass in flight, unsubscribe from its watcher) takes more than
@@ -233,7 +234,7 @@ async def _configmap_event(event: kopf.RawEvent, body: kopf.Body, namespace: str
         worker.configmap_seen(name, None if deleted else view_from_dict(dict(body)))
 
 
-@kopf.on.event("", "v1", "secrets", labels={TOKEN_LABEL: "true"})
+@kopf.on.event("", "v1", "secrets", labels={CREDENTIALS_LABEL: "true"})
 async def _token_secret_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None,
                               name: str, memo: Operator, **_: Any) -> None:
     """A marked Secret appeared, changed (a rotated token) or went (or lost its mark: the

@@ -96,7 +96,7 @@ def scenario(api_client, core_v1, consul_helper, namespace: str, timeout: float)
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(3)]
     core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
         metadata=k8s.V1ObjectMeta(name="consul-acl",
-                                  labels={"shardring.io/consul-token": "true"}),
+                                  labels={"shardring.io/source-credentials": "true"}),
         string_data={"token": "unused"}))
     k8s.DiscoveryV1Api(api_client).create_namespaced_endpoint_slice(namespace, {
         "metadata": {"name": "pods-a", "labels": {"kubernetes.io/service-name": "pods"}},
@@ -389,7 +389,7 @@ def test_namespaced_mode_serves_its_namespaces_and_the_api_server_refuses_it_the
     core_v1.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=other)))
     core_v1.create_namespaced_secret(other, k8s.V1Secret(
         metadata=k8s.V1ObjectMeta(name="elsewhere",
-                                  labels={"shardring.io/consul-token": "true"}),
+                                  labels={"shardring.io/source-credentials": "true"}),
         string_data={"token": "not-yours"}))
     # The shipped namespaced RBAC, for a ServiceAccount of this test, serving `namespace` only
     # (its ClusterRole renamed: the shared control plane's install is cluster-wide).

@@ -238,7 +238,7 @@ def test_tls_client_certificates_and_credentials_from_a_marked_secret(
         etcd={"default": tls, "nocert": no_client_cert})
     core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
         metadata=k8s.V1ObjectMeta(name="etcd-auth",
-                                  labels={"shardring.io/consul-token": "true"}),
+                                  labels={"shardring.io/source-credentials": "true"}),
         string_data={"username": READER, "password": "wrong-password"}))
     secured = {"prefix": registrar.prefix, "credentialsSecretRef": {"name": "etcd-auth"}}
     try:

@@ -23,7 +23,7 @@ from tests.operator_helpers import Rings, quick, service_name, subprocess_env, w
 pytestmark = pytest.mark.controlplane
 REPO = Path(__file__).resolve().parents[2]
 MANAGEMENT = "management-" + uuid.uuid4().hex
-TOKEN_MARK = {"shardring.io/consul-token": "true"}  # a Secret the ring may use as its token
+TOKEN_MARK = {"shardring.io/source-credentials": "true"}  # a Secret the ring may use as its token
 # Members named by their Consul service ID, so tests can name them as registered.
 BY_ID = {"identity": "id"}
 

@@ -33,7 +33,7 @@ def test_only_a_secret_marked_for_it_serves_as_a_token_and_nothing_leaks(
     rings.create("guesser", quick(service, consul={"tokenSecretRef": {"name": "no-such"}}))
     borrowed, guessed = degraded(rings, "borrower", "SecretMissing"), \
         degraded(rings, "guesser", "SecretMissing")
-    assert "shardring.io/consul-token=true" in borrowed["message"]
+    assert "shardring.io/source-credentials=true" in borrowed["message"]
     # An existing unmarked Secret and a missing one read exactly alike: nothing to probe with.
     assert borrowed["message"].replace("db-password", "X") == \
         guessed["message"].replace("no-such", "X")
@@ -43,7 +43,7 @@ def test_only_a_secret_marked_for_it_serves_as_a_token_and_nothing_leaks(
 
     # Marked by whoever owns it, the same Secret serves (the dev agent accepts any token).
     core_v1.patch_namespaced_secret("db-password", namespace, {
-        "metadata": {"labels": {"shardring.io/consul-token": "true"}}})
+        "metadata": {"labels": {"shardring.io/source-credentials": "true"}}})
     wait_for(lambda: (rings.condition("borrower", "Ready") or {}).get("status") == "True",
              "the marked Secret accepted at once (its watch event wakes the ring)", timeout=5)
 
@@ -60,6 +60,27 @@ def test_only_a_secret_marked_for_it_serves_as_a_token_and_nothing_leaks(
     consul_helper.register(service, f"{service}-2", port=9502)
     wait_for(lambda: len(rings.ring("borrower-ring").assignment.members) == 3, "a pass or two")
     assert operator.kube.secret_reads == reads
+
+
+def test_a_secret_marked_with_the_older_label_still_serves(operator, rings, core_v1,
+                                                          consul_helper, namespace):
+    service = service_name()
+    for n in range(2):
+        consul_helper.register(service, f"{service}-{n}", port=9700 + n)
+    core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="legacy", labels={"shardring.io/consul-token": "true"}),
+        string_data={"token": "old-style"}))
+    rings.create("legacy", quick(service, consul={"tokenSecretRef": {"name": "legacy"}}))
+    wait_for(lambda: (rings.condition("legacy", "Ready") or {}).get("status") == "True",
+             "served with the older label")
+    # Not watched under that label: a rotation is used at the ring's next pass.
+    from controller.sources.consul import token_digest
+    worker = operator.workers[(namespace, "legacy")]
+    core_v1.patch_namespaced_secret("legacy", namespace, {"stringData": {"token": "rotated"}})
+    consul_helper.register(service, f"{service}-2", port=9702)
+    wait_for(lambda: worker.subscription and
+             worker.subscription.watch.key.token_digest == token_digest("rotated"),
+             "the rotated token in use after the next pass")
 
 
 def test_an_unknown_connection_does_not_list_the_others(operator, rings):
@@ -140,7 +161,7 @@ def test_a_connection_is_used_only_by_its_namespaces_datacenters_and_with_a_toke
     assert "'dc9'" in degraded(rings, "far", "DatacenterNotAllowed")["message"]
     # Allowed namespace, allowed datacenter (the dev agent's own) and a marked token: it serves.
     core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
-        metadata=k8s.V1ObjectMeta(name="t", labels={"shardring.io/consul-token": "true"}),
+        metadata=k8s.V1ObjectMeta(name="t", labels={"shardring.io/source-credentials": "true"}),
         string_data={"token": "anything"}))
     rings.create("allowed", {**quick(service, consul=token),
                              "service": {"name": service, "datacenter": "dc1"}})

@@ -200,7 +200,7 @@ def test_digest_authentication_from_a_marked_secret(zk_operator, rings, zookeepe
             private.register(f"p{n}", f"10.0.10.{n}:9100", readers=readers)
         core_v1.create_namespaced_secret(namespace, k8s.V1Secret(
             metadata=k8s.V1ObjectMeta(name="zk-auth",
-                                      labels={"shardring.io/consul-token": "true"}),
+                                      labels={"shardring.io/source-credentials": "true"}),
             string_data={"username": readers[0], "password": "wrong"}))
         rings.create("private", zk_ring(path, credentialsSecretRef={"name": "zk-auth"}))
         refused = wait_for(lambda: (c := rings.condition("private", "SourceReachable")) and
