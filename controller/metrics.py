@@ -145,8 +145,9 @@ def forget_query(query: Query) -> None:
     for series in list(SOURCE_ERRORS._metrics):  # noqa: SLF001 - one series per reason
         if series[:3] == labels:
             SOURCE_ERRORS.remove(*series)
-    for metric, values in ((SOURCE_CHANGES, labels), (CONSUL_ERRORS, labels[1:]),
-                           (CONSUL_CHANGES, labels[1:])):
+    consul = ((CONSUL_ERRORS, labels[1:]), (CONSUL_CHANGES, labels[1:])) \
+        if query.kind == "consul" else ()
+    for metric, values in ((SOURCE_CHANGES, labels), *consul):
         try:
             metric.remove(*values)
         except KeyError:

@@ -109,12 +109,14 @@ class Decision:
 def decide(config: RingConfig, membership: Membership, consul_index: int,
            previous: ringfile.RingFile | None, *, shard_ring: dict[str, str],
            now: float, seen_at: float, pending_since: float | None,
-           last_version: int = 0, not_before: float | None = None) -> Decision:
+           last_version: int = 0, not_before: float | None = None,
+           own: bool = False) -> Decision:
     """``seen_at``: when Consul first reported this membership; ``pending_since``: when the
     membership first differed from the published one; ``last_version``: the highest version ever
     published (from status), so numbering continues even if the ConfigMap was lost;
     ``not_before``: no membership change is published before this time (the operator's minimum
-    interval between versions, whatever the window)."""
+    interval between versions, whatever the window); ``own``: ``previous`` is the ring this
+    operator published itself (so, unchanged inputs, it is the answer as it is)."""
     members = membership.members
     guard = config.stabilization
     needed = max(guard.min_members, config.ring_spec.replication, 1)
@@ -149,7 +151,8 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
         members_changed = tuple(previous.assignment.members) != members or \
             previous.draining != membership.draining or \
             dict(previous.endpoints) != dict(membership.endpoints)
-        if not members_changed and not spec_changed and previous.shard_ring == shard_ring:
+        if own and not members_changed and not spec_changed and \
+                previous.shard_ring == shard_ring:
             # Nothing the ring is made of changed (a wake by an acknowledgement, a recheck): the
             # published ring is the answer, and the engine is not run again to confirm it.
             return Decision(previous, observed=len(members))

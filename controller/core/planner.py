@@ -239,7 +239,10 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
                   shard_ring={"namespace": ring.namespace, "name": ring.name}, now=now,
                   seen_at=source.snapshot.received, pending_since=gathered.pending_since,
                   last_version=int(ring.status.get("ringVersion") or 0),
-                  not_before=_not_before(gathered, limits))
+                  not_before=_not_before(gathered, limits),
+                  # Only the ring this operator published itself may be taken as it is; one
+                  # edited by someone else, or written by another version, is planned again.
+                  own=previous is not None and previous is gathered.last_published_ring)
 
 
 def _without_handover(ring: ringfile.RingFile | None) -> ringfile.RingFile | None:

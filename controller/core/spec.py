@@ -122,7 +122,7 @@ class KubernetesQuery:
 
     @property
     def target(self) -> str:
-        return self.service
+        return f"{self.namespace}/{self.service}"  # Services of one name in many namespaces
 
     def members_found(self, count: int) -> str:
         return f"Kubernetes lists {count} serving endpoint(s) of Service {self.service!r}"

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,6 +36,9 @@ from controller.core.views import (
 from controller.kube.apihealth import ApiHealth, ApiUnreachable
 
 _HOSTNAME = os.environ.get("HOSTNAME", "")
+# How long a marked Secret's data, as its watch events showed it, is used without a read: a
+# relisting watch does not report what was deleted meanwhile, so a revoked Secret goes within this.
+SECRET_CONFIRMED_FOR = 300.0
 log = logging.getLogger("shardring.kube")
 
 
@@ -93,8 +97,9 @@ class Kube:
         self.core = k8s.CoreV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
         self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
-        # The marked Secrets' data (base64, as the API gives it), from their watch events.
-        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        # The marked Secrets' data (base64, as the API gives it) and when it was last confirmed,
+        # from their watch events (or a read).
+        self.secrets: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
         self.secret_reads = 0  # GETs of a Secret: only before its first event
 
     async def _call(self, fn, *args, **kwargs) -> Any:
@@ -213,7 +218,7 @@ class Kube:
         if data is None:
             self.secrets.pop((namespace, name), None)
         else:
-            self.secrets[(namespace, name)] = dict(data)
+            self.secrets[(namespace, name)] = (dict(data), time.monotonic())
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """The decoded value (never logged) of a Secret marked for this use
@@ -228,9 +233,12 @@ class Kube:
             f"namespace {namespace!r}, carry the label {CREDENTIALS_LABEL}=true and hold the key "
             f"{key!r}")
         seen = self.secrets.get((namespace, name))
-        if seen is not None:
-            raw = seen.get(key)
+        if seen is not None and time.monotonic() - seen[1] < SECRET_CONFIRMED_FOR:
+            raw = seen[0].get(key)
         else:
+            # Never seen, or not confirmed for a while: a watch that resumed after a gap does
+            # not say what was deleted or unmarked meanwhile, so the cache is no authority.
+            self.secrets.pop((namespace, name), None)
             raw = await self._read_marked_secret(namespace, name, key, refused)
         if raw is None:
             raise refused
@@ -255,5 +263,7 @@ class Kube:
         labels = (secret.metadata.labels if secret.metadata else None) or {}
         if "true" not in (labels.get(CREDENTIALS_LABEL), labels.get(LEGACY_CREDENTIALS_LABEL)):
             raise refused
+        if labels.get(CREDENTIALS_LABEL) == "true":  # watched: its events keep it from here
+            self.secret_seen(namespace, name, secret.data or {})
         raw = (secret.data or {}).get(key)
         return str(raw) if raw is not None else None

@@ -18,10 +18,12 @@ client loaded (in-cluster ServiceAccount, whose token is read again as it rotate
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -45,6 +47,8 @@ log = logging.getLogger("shardring.kubernetes")
 
 REQUEST_TIMEOUT = 10.0
 WATCH_SECONDS = 290  # the API server ends a watch after this; the watcher lists again
+MIN_WATCH = 5.0  # a watch that ended sooner than this is followed by a pause, not a relist
+BACKOFF_MAX = 30.0  # the API server is shared: failures wait up to this long
 SERVICE_NAME = "kubernetes.io/service-name"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
@@ -138,7 +142,7 @@ class Api:
             list(document.get("items") or []), len(body)
 
     async def watch(self, query: KubernetesQuery, resource_version: str
-                    ) -> AsyncIterator[tuple[str, dict[str, Any], int]]:
+                    ) -> AsyncGenerator[tuple[str, dict[str, Any], int], None]:
         """(event type, object, bytes) until the server ends the watch."""
         params = {**self._params(query), "watch": "1", "resourceVersion": resource_version,
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)}
@@ -206,7 +210,10 @@ def instances_from_slices(slices: Iterable[Mapping[str, Any]], query: Kubernetes
     """One instance per endpoint (by pod name, else hostname, else address), sorted. An endpoint
     listed twice (slices are updated one at a time) counts once, the more available first."""
     found: dict[str, Instance] = {}
-    for slice_ in sorted(slices, key=lambda s: str((s.get("metadata") or {}).get("name"))):
+    # IPv4 slices first, then by name: a dual-stack Service lists each Pod in an IPv4 and an IPv6
+    # slice, and its member must keep one address whatever the slices' (random) names.
+    for slice_ in sorted(slices, key=lambda s: (s.get("addressType") != "IPv4",
+                                                str((s.get("metadata") or {}).get("name")))):
         if slice_.get("addressType") == "FQDN":
             continue
         port, problem = _port(slice_, query.port)
@@ -240,6 +247,8 @@ def instances_from_slices(slices: Iterable[Mapping[str, Any]], query: Kubernetes
 
 
 def _rank(instance: Instance) -> int:
+    if instance.invalid:
+        return 3
     return 0 if instance.health == PASSING and not instance.draining else \
         1 if instance.health == PASSING else 2
 
@@ -264,36 +273,51 @@ class Watcher(SourceWatcher):
 
     async def _run(self) -> None:
         query = self.key.query
-        backoff = Backoff()
+        backoff = Backoff(cap=BACKOFF_MAX)
         while True:
+            started = time.monotonic()
             try:
                 version, items, size = await self._api.list(query)
                 metrics.source_reply(query, size)
                 self.lists += 1
                 self._slices = {_slice_name(s): s for s in items}
                 self._publish()
-                backoff.reset()
-                async for kind, body, size in self._api.watch(query, version):
-                    if kind == "ERROR":
-                        if body.get("code") == 410:
-                            break  # expired: list again
-                        raise ApiError(f"the EndpointSlice watch failed: "
-                                       f"{str(body.get('message'))[:200]}")
-                    if kind == "BOOKMARK":
-                        continue
-                    metrics.source_reply(query, size)
-                    if kind == "DELETED":
-                        self._slices.pop(_slice_name(body), None)
-                    else:
-                        self._slices[_slice_name(body)] = body
-                    self._publish()
+                # aclosing: a watch left early (410, an error) releases its response at once.
+                async with contextlib.aclosing(self._api.watch(query, version)) as events:
+                    await self._follow(events)
             except asyncio.CancelledError:
                 raise
             except Expired:
-                continue
+                pass
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
                 self._fail(error)
                 await asyncio.sleep(backoff.wait())
+                continue
+            # The watch ended (its time is up, or its version expired): list again — at once if
+            # it lasted, after a pause if it ended early (a server or proxy that keeps closing
+            # watches must not make this list in a loop).
+            if time.monotonic() - started < MIN_WATCH:
+                await asyncio.sleep(backoff.wait())
+            else:
+                backoff.reset()
+
+    async def _follow(self, events: AsyncIterator[tuple[str, dict[str, Any], int]]) -> None:
+        """Apply watch events until the watch ends (or its version expired: 410)."""
+        query = self.key.query
+        async for kind, body, size in events:
+            if kind == "ERROR":
+                if body.get("code") == 410:
+                    return  # expired: list again
+                raise ApiError(f"the EndpointSlice watch failed: "
+                               f"{str(body.get('message'))[:200]}")
+            if kind == "BOOKMARK":
+                continue
+            metrics.source_reply(query, size)
+            if kind == "DELETED":
+                self._slices.pop(_slice_name(body), None)
+            else:
+                self._slices[_slice_name(body)] = body
+            self._publish()
 
     def _publish(self) -> None:
         instances = instances_from_slices(self._slices.values(), self.key.query)

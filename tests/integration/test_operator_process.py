@@ -57,7 +57,7 @@ def test_examples_apply_cleanly(api_client, crd, namespace):
         assert query.kind == {"service": "consul"}.get(kind, kind), path
         source = body["spec"][kind]
         assert query.target in (source.get("name"), source.get("prefix"), source.get("path"),
-                                source.get("service")), path
+                                f"{namespace}/{source.get('service')}"), path
 
 
 def test_operator_process_publishes_and_exits_quickly_on_sigterm(

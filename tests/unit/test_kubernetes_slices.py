@@ -76,3 +76,19 @@ def test_ports_fqdn_slices_and_zones():
 def test_the_same_slices_give_the_same_instances_in_any_order():
     slices = [slice_(n, ep(f"10.0.{i}.1", f"p{i}")) for i, n in enumerate("cab")]
     assert instances_from_slices(slices, QUERY) == instances_from_slices(slices[::-1], QUERY)
+
+
+def test_a_dual_stack_pod_keeps_its_ipv4_address_whatever_the_slices_names():
+    for v4, v6 in (("web-abc", "web-xyz"), ("web-xyz", "web-abc")):
+        slices = [slice_(v6, ep("fd00::1", "p"), address_type="IPv6"),
+                  slice_(v4, ep("10.0.0.1", "p"))]
+        (only,) = instances_from_slices(slices, QUERY)
+        assert only.address == "10.0.0.1", (v4, v6)
+
+
+def test_an_endpoint_readable_in_one_slice_is_kept_over_an_unreadable_listing():
+    bad_ports = slice_("a", ep("10.0.0.1", "p"), ports=({"name": "x", "port": 1},
+                                                        {"name": "y", "port": 2}))
+    good = slice_("b", ep("10.0.0.1", "p"))
+    (only,) = instances_from_slices([bad_ports, good], QUERY)
+    assert only.invalid is None and only.port == 9100

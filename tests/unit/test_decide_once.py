@@ -1,0 +1,61 @@
+"""Decide once: a pass over an unchanged membership takes the ring this operator published as it
+is, without running the engine again — but only its own ring: one edited by someone else (or
+written by another version) is planned again."""
+
+from __future__ import annotations
+
+import json
+
+from controller.core import decision, ringfile
+from controller.core.limits import Access
+from controller.core.planner import Gathered, Verified, plan_pass, prepare
+from controller.core.source_state import Snapshot, SourceState
+from controller.core.views import RingObject, view_from_dict
+from controller.testing.builders import instances
+
+SPEC = {"service": {"name": "web"}, "shards": 16,
+        "stabilization": {"window": "0s", "maxDelay": "0s"}}
+CONNECTIONS = {("consul", "default"): Access()}
+
+
+def published(monkeypatch, edit=None):
+    """A first pass publishes; then the engine is counted, and the ConfigMap is as published
+    (or as ``edit`` changed its ring.json)."""
+    ring = RingObject("team", "r", "uid", 1, SPEC, {})
+    config = prepare(ring, CONNECTIONS, "t").config
+    source = SourceState(Snapshot(1, instances(4), 0.0))
+    first = plan_pass(ring, config, Gathered(None, source), 1.0, "t")
+    data = dict(first.configmap.data)
+    if edit:
+        data["ring.json"] = edit(data["ring.json"])
+    view = view_from_dict({"metadata": {"name": "r-ring", "resourceVersion": "1",
+                                        "labels": dict(first.configmap.labels),
+                                        "ownerReferences": [dict(first.configmap.owner)]},
+                           "data": data})
+    runs = []
+    engine = decision.plan
+    monkeypatch.setattr(decision, "plan", lambda *a, **k: runs.append(1) or engine(*a, **k))
+    gathered = Gathered(view, source, last_published=first.configmap.data["ring.json"],
+                        last_published_ring=first.published,
+                        verified=Verified("r-ring", "1", False), last_publish=1.0)
+    again = plan_pass(RingObject("team", "r", "uid", 1, SPEC, first.status), config, gathered,
+                      50.0, "t")
+    return first, again, runs
+
+
+def test_an_unchanged_membership_keeps_the_operators_own_ring_without_the_engine(monkeypatch):
+    _first, again, runs = published(monkeypatch)
+    assert runs == [] and again.configmap is None and again.change is None
+
+
+def test_a_ring_edited_by_someone_else_is_planned_again(monkeypatch):
+    def everything_to_one_member(text: str) -> str:
+        document = json.loads(text)
+        document["assignment"] = [[0] for _ in document["assignment"]]
+        return ringfile.canonical_json(document)
+    first, again, runs = published(monkeypatch, everything_to_one_member)
+    assert runs == [1]  # the engine ran
+    assert again.configmap is not None and again.change is not None
+    assert again.published.assignment.owners != ((0,),) * 16
+    loads = again.published.assignment.loads
+    assert max(loads.values()) - min(loads.values()) <= 1  # balanced again
