@@ -171,7 +171,7 @@ class Api:
         body = b"".join(chunks)
         if reply.status == 403:
             raise Forbidden("the operator may not list EndpointSlices here (RBAC: it needs "
-                            "get, list and watch on endpointslices.discovery.k8s.io)")
+                            "list and watch on endpointslices.discovery.k8s.io)")
         if reply.status == 410:
             raise Expired()
         if reply.status >= 400:
