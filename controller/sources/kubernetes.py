@@ -2,8 +2,9 @@
 from its EndpointSlices, as kube-proxy and every service mesh read them.
 
 A watcher lists the Service's EndpointSlices (server-side selector ``kubernetes.io/service-name``)
-and watches from the list's resourceVersion, so nothing falls between the two; it lists again
-when the watch ends (an expired resourceVersion, 410 Gone; a closed stream; a lost connection).
+and watches from the list's resourceVersion, so nothing falls between the two. A watch the server
+ends on time resumes from the last event's (or bookmark's) version; the watcher lists again only
+when that version expired (410 Gone) or the watch failed (a lost connection, an error).
 Endpoints follow Kubernetes' own conditions:
 
 * ``ready`` (nil counts as ready, as the API defines it): a member;
@@ -274,42 +275,49 @@ class Watcher(SourceWatcher):
     async def _run(self) -> None:
         query = self.key.query
         backoff = Backoff(cap=BACKOFF_MAX)
+        version = ""  # where the next watch starts; "" lists first
         while True:
             started = time.monotonic()
             try:
-                version, items, size = await self._api.list(query)
-                metrics.source_reply(query, size)
-                self.lists += 1
-                self._slices = {_slice_name(s): s for s in items}
-                self._publish()
+                if not version:
+                    version, items, size = await self._api.list(query)
+                    metrics.source_reply(query, size)
+                    self.lists += 1
+                    self._slices = {_slice_name(s): s for s in items}
+                    self._publish()
                 # aclosing: a watch left early (410, an error) releases its response at once.
                 async with contextlib.aclosing(self._api.watch(query, version)) as events:
-                    await self._follow(events)
+                    version = await self._follow(events, version)
             except asyncio.CancelledError:
                 raise
             except Expired:
-                pass
+                version = ""
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
                 self._fail(error)
+                version = ""
                 await asyncio.sleep(backoff.wait())
                 continue
-            # The watch ended (its time is up, or its version expired): list again — at once if
-            # it lasted, after a pause if it ended early (a server or proxy that keeps closing
-            # watches must not make this list in a loop).
+            # The watch ended: its time was up (it resumes where it stopped, from the last
+            # event's or bookmark's version, without listing again), or its version expired (a
+            # list first). At once if it lasted; after a pause if it ended early, so that a server
+            # or proxy that keeps closing watches does not make this loop.
             if time.monotonic() - started < MIN_WATCH:
                 await asyncio.sleep(backoff.wait())
             else:
                 backoff.reset()
 
-    async def _follow(self, events: AsyncIterator[tuple[str, dict[str, Any], int]]) -> None:
-        """Apply watch events until the watch ends (or its version expired: 410)."""
+    async def _follow(self, events: AsyncIterator[tuple[str, dict[str, Any], int]],
+                      version: str) -> str:
+        """Apply watch events until the watch ends; returns the version to resume from ("" when
+        it expired: 410, list again)."""
         query = self.key.query
         async for kind, body, size in events:
             if kind == "ERROR":
                 if body.get("code") == 410:
-                    return  # expired: list again
+                    return ""
                 raise ApiError(f"the EndpointSlice watch failed: "
                                f"{str(body.get('message'))[:200]}")
+            version = str((body.get("metadata") or {}).get("resourceVersion") or version)
             if kind == "BOOKMARK":
                 continue
             metrics.source_reply(query, size)
@@ -318,6 +326,7 @@ class Watcher(SourceWatcher):
             else:
                 self._slices[_slice_name(body)] = body
             self._publish()
+        return version
 
     def _publish(self) -> None:
         instances = instances_from_slices(self._slices.values(), self.key.query)

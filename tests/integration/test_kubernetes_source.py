@@ -115,6 +115,25 @@ def test_ready_endpoints_are_members_and_a_terminating_one_drains_before_it_goes
     wait_for(lambda: members(rings, "kube-ring") == ("web-0",), "web-2 gone with its slice")
 
 
+def test_a_watch_that_ends_on_time_resumes_without_listing_again(
+        k8s_operator, rings, discovery, namespace, monkeypatch):
+    from controller.sources import kubernetes as source
+    monkeypatch.setattr(source, "WATCH_SECONDS", 1)  # the server ends each watch after 1 s
+    monkeypatch.setattr(source, "MIN_WATCH", 0.0)
+    service = f"resume-{uuid.uuid4().hex[:6]}"
+    write_slice(discovery, namespace, service, f"{service}-a", [endpoint("r-0", "10.6.0.1")])
+    rings.create("resume", k8s_ring(service))
+    wait_for(lambda: members(rings, "resume-ring") == ("r-0",), "published")
+    (watcher,) = [w for w in k8s_operator.sources.registries["kubernetes"].watchers.values()
+                  if w.query.service == service]
+    import time
+    time.sleep(4)  # several watches end and resume meanwhile
+    write_slice(discovery, namespace, service, f"{service}-a",
+                [endpoint("r-0", "10.6.0.1"), endpoint("r-1", "10.6.0.2")])
+    wait_for(lambda: members(rings, "resume-ring") == ("r-0", "r-1"), "a change followed")
+    assert watcher.lists == 1  # resumed each time from the last version, never listed again
+
+
 def test_a_service_with_several_ports_needs_one_named(k8s_operator, rings, discovery, namespace):
     service = f"multi-{uuid.uuid4().hex[:6]}"
     ports = [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}]
