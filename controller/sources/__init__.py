@@ -1,3 +1,4 @@
 """Membership sources: one shared watcher per distinct query, each turning its registry's data
 into ``core.instance.Instance`` records (``base`` is what every source shares; ``consul``,
-``etcd`` and ``zookeeper`` are the sources; ``connections`` is the operator's allow-list)."""
+``etcd``, ``zookeeper`` and ``kubernetes`` are the sources; ``registration`` reads etcd and
+ZooKeeper values; ``connections`` is the operator's allow-list)."""
