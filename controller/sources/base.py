@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import aiohttp
 
 from controller import metrics
 from controller.core.credentials import Credentials
 from controller.core.source_state import SourceState
 from controller.core.spec import SourceQuery
+
+Q = TypeVar("Q", bound=SourceQuery)
 
 
 class Backoff:
@@ -35,6 +40,29 @@ class Backoff:
         delay = self._next * random.uniform(0.75, 1.25)
         self._next = min(self.cap if cap is None else cap, self._next * 2)
         return delay
+
+
+def narrowed(query: SourceQuery, kind: type[Q]) -> Q:
+    """A query as its own registry's type: the router sends a registry only its kind's."""
+    if not isinstance(query, kind):
+        raise TypeError(f"not a {kind.kind} query: {query!r}")
+    return query
+
+
+def http_session(*, https: bool, ca_file: str | None, cert_file: str | None,
+                 key_file: str | None, verify: bool = True) -> aiohttp.ClientSession:
+    """An HTTP session for a source spoken to with aiohttp (etcd's gateway, the Kubernetes
+    API): TLS with a CA and an optional client certificate; a big read buffer, since one watch
+    event is one line of JSON."""
+    context: ssl.SSLContext | bool = False
+    if https:
+        context = ssl.create_default_context(cafile=ca_file)
+        if not verify:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file)
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=0),
+                                 read_bufsize=8 << 20)
 
 
 def error_reason(*, denied: bool = False, refused: bool = False, over_limit: bool = False,

@@ -38,6 +38,7 @@ from controller.sources.base import (
     SourceWatcher,
     Subscription,
     error_reason,
+    narrowed,
 )
 from controller.sources.connections import ConsulConnection
 
@@ -347,12 +348,12 @@ class WatcherRegistry(PooledRegistry):
 
     def key_for(self, query: SourceQuery, credentials: Credentials | None
                 ) -> WatchKey:
-        query = consul_query(query)
+        query = narrowed(query, ServiceQuery)
         return WatchKey(query, digest(credentials))
 
     def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
-        query = consul_query(query)
+        query = narrowed(query, ServiceQuery)
         key = self.key_for(query, credentials)
         token = credentials.value if isinstance(credentials, Token) else None
         return self.join(key, lambda: Watcher(key, self._client(query.connection), token),
@@ -368,10 +369,3 @@ class WatcherRegistry(PooledRegistry):
         for client in self.clients.values():
             await _close(client)
         self.clients.clear()
-
-
-def consul_query(query: SourceQuery) -> ServiceQuery:
-    """The router sends this registry only its own kind's queries."""
-    if not isinstance(query, ServiceQuery):
-        raise TypeError(f"not a consul query: {query!r}")
-    return query

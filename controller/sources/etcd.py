@@ -17,7 +17,6 @@ import asyncio
 import base64
 import json
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from controller.sources.base import (
     SourceWatcher,
     Subscription,
     error_reason,
+    http_session,
+    narrowed,
 )
 from controller.sources.connections import EtcdConnection
 from controller.sources.registration import from_registration
@@ -82,22 +83,14 @@ class Gateway:
         self._next = 0
         self._session: aiohttp.ClientSession | None = None
 
-    def _ssl(self) -> ssl.SSLContext | None:
-        connection = self.connection
-        if not any(url.startswith("https") for url in connection.endpoints):
-            return None
-        context = ssl.create_default_context(cafile=connection.ca_file)
-        if connection.cert_file:
-            context.load_cert_chain(connection.cert_file, connection.key_file)
-        return context
-
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            # A watch result is one line of JSON, as big as the events of one revision batch.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl() or False, limit=0),
-                read_bufsize=8 << 20)
+            connection = self.connection
+            self._session = http_session(
+                https=any(url.startswith("https") for url in connection.endpoints),
+                ca_file=connection.ca_file, cert_file=connection.cert_file,
+                key_file=connection.key_file)
         return self._session
 
     async def close(self) -> None:
@@ -307,12 +300,12 @@ class EtcdRegistry(PooledRegistry):
 
     def key_for(self, query: SourceQuery, credentials: Credentials | None
                 ) -> WatchKey:
-        query = etcd_query(query)
+        query = narrowed(query, EtcdQuery)
         return WatchKey(query, digest(credentials))
 
     def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
-        query = etcd_query(query)
+        query = narrowed(query, EtcdQuery)
         key = self.key_for(query, credentials)
         user = credentials if isinstance(credentials, UserPassword) else None
         return self.join(key, lambda: Watcher(key, self._gateway(query.connection), user),
@@ -328,10 +321,3 @@ class EtcdRegistry(PooledRegistry):
         for gateway in self.gateways.values():
             await gateway.close()
         self.gateways.clear()
-
-
-def etcd_query(query: SourceQuery) -> EtcdQuery:
-    """The router sends this registry only its own kind's queries."""
-    if not isinstance(query, EtcdQuery):
-        raise TypeError(f"not a etcd query: {query!r}")
-    return query

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from controller.sources.base import (
     SourceWatcher,
     Subscription,
     error_reason,
+    http_session,
+    narrowed,
 )
 
 log = logging.getLogger("shardring.kubernetes")
@@ -98,22 +99,14 @@ class Api:
         self.max_reply_bytes = max_reply_bytes
         self._session: aiohttp.ClientSession | None = None
 
-    def _ssl(self) -> ssl.SSLContext | bool:
-        connection = self.connection
-        if not connection.host.startswith("https"):
-            return False
-        context = ssl.create_default_context(cafile=connection.ca_file)
-        if not connection.verify:
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        if connection.cert_file:
-            context.load_cert_chain(connection.cert_file, connection.key_file)
-        return context
-
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=0), read_bufsize=8 << 20)
+            connection = self.connection
+            self._session = http_session(
+                https=connection.host.startswith("https"), ca_file=connection.ca_file,
+                cert_file=connection.cert_file, key_file=connection.key_file,
+                verify=connection.verify)
         return self._session
 
     async def close(self) -> None:
@@ -375,12 +368,12 @@ class KubernetesRegistry(PooledRegistry):
 
     def key_for(self, query: SourceQuery, credentials: Credentials | None = None
                 ) -> WatchKey:
-        query = kubernetes_query(query)
+        query = narrowed(query, KubernetesQuery)
         return WatchKey(query)  # the operator's own credentials, whatever the ring
 
     def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
-        query = kubernetes_query(query)
+        query = narrowed(query, KubernetesQuery)
         key = self.key_for(query)
         return self.join(key, lambda: Watcher(key, self.api), wake)
 
@@ -396,10 +389,3 @@ class KubernetesRegistry(PooledRegistry):
         if self._api is not None:
             await self._api.close()
             self._api = None
-
-
-def kubernetes_query(query: SourceQuery) -> KubernetesQuery:
-    """The router sends this registry only its own kind's queries."""
-    if not isinstance(query, KubernetesQuery):
-        raise TypeError(f"not a kubernetes query: {query!r}")
-    return query

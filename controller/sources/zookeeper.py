@@ -36,6 +36,7 @@ from controller.sources.base import (
     SourceWatcher,
     Subscription,
     error_reason,
+    narrowed,
 )
 from controller.sources.connections import ZooKeeperConnection
 from controller.sources.registration import from_registration
@@ -267,12 +268,12 @@ class ZooKeeperRegistry(PooledRegistry):
 
     def key_for(self, query: SourceQuery, credentials: Credentials | None
                 ) -> WatchKey:
-        query = zookeeper_query(query)
+        query = narrowed(query, ZooKeeperQuery)
         return WatchKey(query, digest(credentials))
 
     def subscribe(self, query: SourceQuery, credentials: Credentials | None,
                   wake: Callable[[], None]) -> Subscription:
-        query = zookeeper_query(query)
+        query = narrowed(query, ZooKeeperQuery)
         key = self.key_for(query, credentials)
         user = credentials if isinstance(credentials, UserPassword) else None
         return self.join(key, lambda: Watcher(
@@ -289,10 +290,3 @@ class ZooKeeperRegistry(PooledRegistry):
         for ensemble in self.ensembles.values():
             await ensemble.close()
         self.ensembles.clear()
-
-
-def zookeeper_query(query: SourceQuery) -> ZooKeeperQuery:
-    """The router sends this registry only its own kind's queries."""
-    if not isinstance(query, ZooKeeperQuery):
-        raise TypeError(f"not a zookeeper query: {query!r}")
-    return query
