@@ -13,7 +13,6 @@ Rules from Consul's blocking-query documentation:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -116,10 +115,6 @@ class BoundedConsul(consul.aio.Consul):
 class WatchKey:
     query: ServiceQuery
     token_digest: str  # the token itself never goes into keys, reprs or logs
-
-
-def token_digest(token: str | None) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else ""
 
 
 _SEVERITY: dict[str, int] = {PASSING: 0, WARNING: 1, CRITICAL: 2}

@@ -10,6 +10,7 @@ import time
 import pytest
 from kubernetes import client as k8s
 
+from controller.core.credentials import Token
 from controller.testing.scrape import scrape
 from tests.operator_helpers import Rings, quick, service_name, wait_for
 
@@ -48,13 +49,12 @@ def test_only_a_secret_marked_for_it_serves_as_a_token_and_nothing_leaks(
              "the marked Secret accepted at once (its watch event wakes the ring)", timeout=5)
 
     # A rotated token is used within seconds: the ring's query moves to the new token.
-    from controller.sources.consul import token_digest
     worker = operator.workers[(namespace, "borrower")]
-    assert worker.subscription.watch.key.token_digest == token_digest("hunter2")
+    assert worker.subscription.watch.key.token_digest == Token("hunter2").digest()
     reads = operator.kube.secret_reads
     core_v1.patch_namespaced_secret("db-password", namespace, {"stringData": {"token": "rotated"}})
     wait_for(lambda: worker.subscription and
-             worker.subscription.watch.key.token_digest == token_digest("rotated"),
+             worker.subscription.watch.key.token_digest == Token("rotated").digest(),
              "the rotated token in use", timeout=5)
     # Passes take the token from the Secret's watch events: no GET of it per pass.
     consul_helper.register(service, f"{service}-2", port=9502)
@@ -74,12 +74,11 @@ def test_a_secret_marked_with_the_older_label_still_serves(operator, rings, core
     wait_for(lambda: (rings.condition("legacy", "Ready") or {}).get("status") == "True",
              "served with the older label")
     # Not watched under that label: a rotation is used at the ring's next pass.
-    from controller.sources.consul import token_digest
     worker = operator.workers[(namespace, "legacy")]
     core_v1.patch_namespaced_secret("legacy", namespace, {"stringData": {"token": "rotated"}})
     consul_helper.register(service, f"{service}-2", port=9702)
     wait_for(lambda: worker.subscription and
-             worker.subscription.watch.key.token_digest == token_digest("rotated"),
+             worker.subscription.watch.key.token_digest == Token("rotated").digest(),
              "the rotated token in use after the next pass")
 
 
