@@ -20,9 +20,9 @@ from typing import Any
 from controller.core.instance import Instance
 from controller.core.planner import Gathered, plan_pass
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.spec import parse_spec
 from controller.core.views import RingObject
 from controller.operator.worker import HEAVY_PLAN, plan_cost
+from controller.sources.specs import parse_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = [  # (members, shards, replication, algorithm)

@@ -33,8 +33,11 @@ def measure(members: int, shards: int) -> dict[str, float]:
         from controller.core.planner import Gathered, Verified, plan_pass, prepare
         from controller.core.source_state import Snapshot, SourceState
         from controller.core.views import RingObject, view_from_dict
-        from controller.sources.consul import instances_from_health as decode
-    except ImportError:  # the flat layout before it
+        from controller.sources.consul.decode import instances_from_health as decode
+        from controller.sources.specs import SOURCES
+        kinds: tuple[object, ...] = (SOURCES,)  # the source kinds the planner reads specs with
+    except ImportError:
+        kinds = ()  # the flat layout before it
         from controller.consul_watch import _canonical as decode  # type: ignore[no-redef]
         from controller.planner import Gathered, RingObject, Verified, plan_pass, prepare  # type: ignore[no-redef]
         from controller.sources import Snapshot, SourceState  # type: ignore[no-redef]
@@ -48,7 +51,7 @@ def measure(members: int, shards: int) -> dict[str, float]:
             "stabilization": {"window": "0s", "maxDelay": "0s"}}
     connections = {("consul", "default"): _access()}
     ring = RingObject("bench", "r", "uid", 1, spec, {})
-    config = prepare(ring, connections, "t").config
+    config = prepare(ring, connections, "t", *kinds).config
     source = SourceState(Snapshot(1, instances, 0.0))
     first = plan_pass(ring, config, Gathered(None, source), 1.0, "t")
     body = {"metadata": {"name": first.configmap.name, "resourceVersion": "1",
@@ -64,7 +67,7 @@ def measure(members: int, shards: int) -> dict[str, float]:
     times = []
     for n in range(PASSES):
         started = time.perf_counter()
-        config = prepare(ring, connections, "t").config
+        config = prepare(ring, connections, "t", *kinds).config
         plan = plan_pass(ring, config, gathered, 100.0 + n, "t")
         times.append(time.perf_counter() - started)
         assert plan.configmap is None and plan.change is None, "the ring changed"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -50,7 +50,8 @@ CONSUL_CHANGES = Counter("shardring_consul_membership_changes_total",
 
 
 class Query(Protocol):
-    kind: ClassVar[str]
+    @property
+    def kind(self) -> str: ...
 
     @property
     def connection(self) -> str: ...

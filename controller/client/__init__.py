@@ -43,7 +43,7 @@ class RingVersion:
         """The source's position when this version was made: Consul's index, etcd's revision, a
         change count for ZooKeeper and Kubernetes (ring.json keeps its first name,
         ``consulIndex``, so that existing readers keep working)."""
-        return self.file.consul_index
+        return self.file.source_index
 
     @property
     def shards(self) -> int:

@@ -11,37 +11,13 @@ from typing import Any
 from controller.core import ringfile
 from controller.core.membership import Membership
 from controller.core.ring import RingError, plan
-from controller.core.spec import EtcdQuery, KubernetesQuery, RingConfig, ZooKeeperQuery
+from controller.core.spec import RingConfig
 
 
 def membership_source(config: RingConfig) -> dict[str, Any]:
-    """Where the members come from, as recorded in ring.json's "service" (a Consul ring's record
-    is unchanged since the first release: a new key would republish every ring)."""
-    query = config.query
-    if isinstance(query, EtcdQuery):
-        source: dict[str, Any] = {"source": "etcd", "connection": query.connection,
-                                  "prefix": query.prefix, "identity": config.identity}
-        return _with_rules(source, config)
-    if isinstance(query, KubernetesQuery):
-        source = {"source": "kubernetes", "namespace": query.namespace,
-                  "service": query.service, "identity": config.identity}
-        if query.port is not None:
-            source["port"] = query.port
-        return _with_rules(source, config)
-    if isinstance(query, ZooKeeperQuery):
-        source = {"source": "zookeeper", "connection": query.connection, "path": query.path,
-                  "addressField": query.address_field, "identity": config.identity}
-        return _with_rules(source, config)
-    source = {"name": query.service, "connection": query.connection,
-              "onlyPassing": query.only_passing, "identity": config.identity}
-    if query.datacenter:
-        source["datacenter"] = query.datacenter
-    if query.tags:
-        source["tags"] = list(query.tags)
-    if query.node_meta:
-        source["nodeMeta"] = dict(query.node_meta)
-    if query.filter:
-        source["filter"] = query.filter
+    """Where the members come from, as recorded in ring.json's "service"."""
+    source = config.query.record()
+    source["identity"] = config.identity
     return _with_rules(source, config)
 
 
@@ -106,12 +82,12 @@ class Decision:
     observed: int | None = None  # members the source reports now (None: not known)
 
 
-def decide(config: RingConfig, membership: Membership, consul_index: int,
+def decide(config: RingConfig, membership: Membership, source_index: int,
            previous: ringfile.RingFile | None, *, shard_ring: dict[str, str],
            now: float, seen_at: float, pending_since: float | None,
            last_version: int = 0, not_before: float | None = None,
            own: bool = False) -> Decision:
-    """``seen_at``: when Consul first reported this membership; ``pending_since``: when the
+    """``seen_at``: when the source first reported this membership; ``pending_since``: when the
     membership first differed from the published one; ``last_version``: the highest version ever
     published (from status), so numbering continues even if the ConfigMap was lost;
     ``not_before``: no membership change is published before this time (the operator's minimum
@@ -124,8 +100,7 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
     if len(members) < needed:
         what = "minMembers" if guard.min_members >= config.ring_spec.replication else \
             "replicationFactor"
-        hint = " (with Consul ACLs, instances the ring's token may not read are hidden: check " \
-            "spec.consul.tokenSecretRef)" if not members and config.query.kind == "consul" else ""
+        hint = config.query.words.empty_hint if not members else ""
         return Decision(previous, problem=Problem(
             Reason.NOT_ENOUGH_MEMBERS,
             f"{config.query.members_found(len(members))}{hint}; "
@@ -173,14 +148,14 @@ def decide(config: RingConfig, membership: Membership, consul_index: int,
                         observed=len(members))
     candidate = ringfile.RingFile(
         assignment=assignment, version=previous.version if previous else last_version,
-        consul_index=previous.consul_index if previous else consul_index, shard_ring=shard_ring,
+        source_index=previous.source_index if previous else source_index, shard_ring=shard_ring,
         service=service, endpoints=membership.endpoints, draining=membership.draining)
     # Equal RingFiles render to the same ring.json (the parser round-trips): nothing to publish.
     if candidate == previous:
         return Decision(previous, observed=len(members))
     published = ringfile.RingFile(
         assignment=assignment, version=max(last_version, candidate.version) + 1,
-        consul_index=consul_index, shard_ring=shard_ring, service=service,
+        source_index=source_index, shard_ring=shard_ring, service=service,
         endpoints=membership.endpoints, draining=membership.draining)
     moved = assignment.moved_from(previous.assignment) if previous else 0
     return Decision(published, changed=True, moved=moved, added=len(added), removed=len(removed),

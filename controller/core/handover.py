@@ -66,7 +66,7 @@ def progress(ring: RingFile, acks: Iterable[Ack], since: float, now: float,
 def released(ring: RingFile, version: int) -> RingFile:
     """The same assignment with the handover over: the previous owners let go."""
     return RingFile(assignment=ring.assignment, version=version,
-                    consul_index=ring.consul_index, shard_ring=ring.shard_ring,
+                    source_index=ring.source_index, shard_ring=ring.shard_ring,
                     service=ring.service, endpoints=ring.endpoints, draining=ring.draining)
 
 

@@ -43,7 +43,7 @@ class Endpoint:
 class RingFile:
     assignment: Assignment
     version: int = 0
-    consul_index: int = 0
+    source_index: int = 0
     shard_ring: Mapping[str, str] = field(default_factory=dict)  # namespace, name
     service: Mapping[str, Any] = field(default_factory=dict)
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
@@ -133,7 +133,7 @@ def render(ring: RingFile) -> str:
         if endpoint is not None:
             entry["address"], entry["port"] = endpoint.address, endpoint.port
     document.update(format=FORMAT, ringVersion=ring.version, ringHash=ring.hash,
-                    consulIndex=ring.consul_index)
+                    consulIndex=ring.source_index)
     if ring.draining:
         document["draining"] = [_draining_entry(member_id, ring.endpoints.get(member_id))
                                 for member_id in ring.draining]
@@ -178,7 +178,7 @@ def parse(text: str) -> RingFile:
         endpoints = {str(e["id"]): Endpoint(str(e.get("address", "")), int(e.get("port", 0)))
                      for e in [*entries, *draining_entries] if "address" in e}
         version = int(document.get("ringVersion", 0))
-        consul_index = int(document.get("consulIndex", 0))
+        source_index = int(document.get("consulIndex", 0))
         shard_ring, service = dict(document.get("ring") or {}), dict(document.get("service") or {})
     except (KeyError, TypeError, ValueError, AttributeError, RingError) as error:
         raise RingFileError(f"ring.json is malformed: {error!r}") from None
@@ -195,5 +195,5 @@ def parse(text: str) -> RingFile:
     if [m.id for m in members] != sorted(m.id for m in members):
         raise RingFileError("ring.json members are not sorted by id")
     return RingFile(assignment=Assignment(members, table, spec), version=version,
-                    consul_index=consul_index, shard_ring=shard_ring, service=service,
+                    source_index=source_index, shard_ring=shard_ring, service=service,
                     endpoints=endpoints, draining=draining, handover=handover)

@@ -7,13 +7,13 @@ The CRD schema refuses most bad specs at apply time; what it cannot express is r
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Protocol
 
 from controller.core.ring import Algorithm, RingError, RingSpec
 
-# <consul node>/<service ID>: Consul's unique key for an instance, valid for every registration.
+# <host>/<name>: the source's unique key for an instance (Consul's node and service ID).
 DEFAULT_IDENTITY = "node/id"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -43,99 +43,62 @@ IN_CLUSTER = "in-cluster"  # the Kubernetes source's one connection: the operato
 
 
 @dataclass(frozen=True)
-class ServiceQuery:
-    """What to ask Consul: one watcher serves every ring with an equal query."""
+class Vocabulary:
+    """How a source kind is named in the messages a user reads (status, events)."""
 
-    kind: ClassVar[str] = "consul"
-    connection: str
-    service: str
-    datacenter: str | None = None
-    tags: tuple[str, ...] = ()
-    node_meta: tuple[tuple[str, str], ...] = ()
-    only_passing: bool = True
-    filter: str | None = None  # Consul's filter expression, passed through as written
+    name: str  # "etcd": "etcd reports…", "no etcd query is running"
+    spec_field: str  # the spec field naming its members: "etcd" (spec.etcd.prefix)
+    connection_field: str  # where its connection is chosen: "spec.etcd" (spec.etcd.connection)
+    secret_field: str = "credentialsSecretRef"  # below connection_field
+    empty_hint: str = ""  # added when the source reports no member at all
+    # The name its Reachable condition had before SourceReachable (deprecated, kept for readers),
+    # and Ready's reason while it cannot be reached.
+    legacy_condition: str | None = None
+    unreachable_reason: str = "SourceUnreachable"
+
+    @property
+    def connection_phrase(self) -> str:
+        article = "an" if self.name[:1].lower() in "aeiou" else "a"
+        return f"{article} {self.name} connection"
+
+
+class SourceQuery(Protocol):
+    """What one ring asks of its source; equal queries share one watcher. Each source kind defines
+    its own (controller.sources.<kind>.query) and reads it from the spec."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def connection(self) -> str: ...
+
+    @property
+    def filter(self) -> str | None: ...  # an expression the source evaluates, as written
+
+    @property
+    def datacenter(self) -> str | None: ...  # checked against the connection's allow-list
+
+    @property
+    def words(self) -> Vocabulary: ...
 
     @property
     def target(self) -> str:
         """What this source kind watches (metrics' ``query`` label)."""
-        return self.service
 
     def members_found(self, count: int) -> str:
-        return f"Consul reports {count} healthy instance(s) of {self.service!r}"
+        """"<source> reports N members of <target>", for a ring short of members."""
 
     def describe(self) -> str:
         """Which members, in a word (status.source, the SOURCE column)."""
-        return f"consul:{self.service}"
 
-
-@dataclass(frozen=True)
-class EtcdQuery:
-    """The keys under a prefix in an etcd (v3) cluster: one member per key."""
-
-    kind: ClassVar[str] = "etcd"
-    connection: str
-    prefix: str
-    filter: ClassVar[None] = None
-
-    @property
-    def target(self) -> str:
-        return self.prefix
-
-    def members_found(self, count: int) -> str:
-        return f"etcd holds {count} member key(s) under {self.prefix!r}"
-
-    def describe(self) -> str:
-        return f"etcd:{self.prefix}"
-
-
-@dataclass(frozen=True)
-class ZooKeeperQuery:
-    """The children of a ZooKeeper node: one member per child (ephemeral, as the notes do)."""
-
-    kind: ClassVar[str] = "zookeeper"
-    connection: str
-    path: str
-    address_field: str = "address"  # the JSON field holding host[:port] (the notes: frontend)
-    filter: ClassVar[None] = None
-
-    @property
-    def target(self) -> str:
-        return self.path
-
-    def members_found(self, count: int) -> str:
-        return f"ZooKeeper holds {count} member node(s) under {self.path!r}"
-
-    def describe(self) -> str:
-        return f"zookeeper:{self.path}"
-
-
-@dataclass(frozen=True)
-class KubernetesQuery:
-    """The endpoints of a Service in the ring's own namespace, from its EndpointSlices."""
-
-    kind: ClassVar[str] = "kubernetes"
-    connection: ClassVar[str] = IN_CLUSTER
-    filter: ClassVar[None] = None
-    namespace: str
-    service: str
-    port: str | int | None = None  # a port's name or number; None: the Service's only port
-
-    @property
-    def target(self) -> str:
-        return f"{self.namespace}/{self.service}"  # Services of one name in many namespaces
-
-    def members_found(self, count: int) -> str:
-        return f"Kubernetes lists {count} serving endpoint(s) of Service {self.service!r}"
-
-    def describe(self) -> str:
-        return f"kubernetes:{self.service}"
-
-
-SourceQuery = ServiceQuery | EtcdQuery | ZooKeeperQuery | KubernetesQuery
+    def record(self) -> dict[str, Any]:
+        """What ring.json's "service" records of this query (the rules are added to it)."""
 
 
 @dataclass(frozen=True)
 class TokenRef:
+    """A Secret holding a token."""
+
     secret: str
     key: str = "token"
 
@@ -166,7 +129,7 @@ class RingConfig:
     weight_from: str | None = None
     zone_from: str | None = None
     drain_from: str | None = None  # tag:<tag> | meta:<key> | field:<name>
-    token: TokenRef | None = None  # Consul's ACL token
+    token: TokenRef | None = None  # a token (an ACL token)
     credentials: CredentialsRef | None = None  # etcd's, or ZooKeeper's digest, user and password
     stabilization: Stabilization = field(default_factory=Stabilization)
     prometheus_relabel: bool = False
@@ -174,57 +137,81 @@ class RingConfig:
     handover_timeout: float = 60.0  # 0: planned moves complete at once (no make-before-break)
 
 
-def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
+def value_of(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
+    """A spec field's value; an absent field and an explicit null both give the default."""
     if not mapping:
         return default
     value = mapping.get(key)
     return default if value is None else value
 
 
-SOURCES = ("service", "etcd", "zookeeper", "kubernetes")  # spec fields naming a source
+def credentials_ref(ref: Mapping[str, Any] | None) -> CredentialsRef | None:
+    """A ``credentialsSecretRef`` (the same shape for every source that takes a user)."""
+    if not ref:
+        return None
+    return CredentialsRef(ref["name"], value_of(ref, "usernameKey", "username"),
+                          value_of(ref, "passwordKey", "password"))
 
 
-def parse_spec(name: str, spec: Mapping[str, Any], namespace: str = "") -> RingConfig:
-    """``namespace``: the ring's (a Kubernetes source's Service is in it)."""
-    named = [field_name for field_name in SOURCES if spec.get(field_name) is not None]
+ParsedSource = tuple[SourceQuery, TokenRef | None, CredentialsRef | None]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source kind's part of a ShardRing's spec: the field that names it, and its reader."""
+
+    field: str  # "etcd": a ring with spec.etcd follows this source
+    title: str  # how "set exactly one membership source" names it: "spec.etcd"
+    # (the whole spec, the ring's namespace) -> its query and what it authenticates with;
+    # raises SpecError for what the CRD schema cannot refuse.
+    parse: Callable[[Mapping[str, Any], str], ParsedSource]
+
+
+def parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
+               sources: Sequence[SourceSpec]) -> RingConfig:
+    """``namespace``: the ring's; ``sources``: every source kind the operator follows."""
+    named = [source for source in sources if spec.get(source.field) is not None]
     if len(named) != 1:
-        raise SpecError("set exactly one membership source: spec.service (a Consul service), "
-                        "spec.etcd, spec.zookeeper or spec.kubernetes" +
-                        (f" (found {' and '.join(named)})" if named else ""))
-    members = _get(spec, "members", {})
-    stabilization = _get(spec, "stabilization", {})
-    algorithm = _get(spec, "algorithm", "balanced")
+        titles = [source.title for source in sources]
+        raise SpecError("set exactly one membership source: " + ", ".join(titles[:-1]) +
+                        f" or {titles[-1]}" +
+                        (f" (found {' and '.join(s.field for s in named)})" if named else ""))
+    members = value_of(spec, "members", {})
+    stabilization = value_of(spec, "stabilization", {})
+    algorithm = value_of(spec, "algorithm", "balanced")
     try:
-        ring = RingSpec(shards=int(_get(spec, "shards", 256)),
-                        replication=int(_get(spec, "replicationFactor", 1)),
+        ring = RingSpec(shards=int(value_of(spec, "shards", 256)),
+                        replication=int(value_of(spec, "replicationFactor", 1)),
                         algorithm=Algorithm(algorithm),
-                        virtual_nodes=int(_get(spec, "virtualNodes", 160)))
+                        virtual_nodes=int(value_of(spec, "virtualNodes", 160)))
     except (RingError, ValueError) as error:
         raise SpecError(f"spec: {error}") from None
-    window = parse_duration(_get(stabilization, "window", "10s"), "spec.stabilization.window")
-    max_delay = parse_duration(_get(stabilization, "maxDelay", "60s"),
+    window = parse_duration(value_of(stabilization, "window", "10s"),
+                            "spec.stabilization.window")
+    max_delay = parse_duration(value_of(stabilization, "maxDelay", "60s"),
                                "spec.stabilization.maxDelay")
     if max_delay < window:
         raise SpecError("spec.stabilization.maxDelay must be at least spec.stabilization.window")
-    query, token, credentials = _source(spec, named[0], namespace)
+    query, token, credentials = named[0].parse(spec, namespace)
     return RingConfig(
         query=query,
         ring_spec=ring,
-        configmap=_get(_get(spec, "configMap", {}), "name", f"{name}-ring"),
-        identity=_get(members, "identity", DEFAULT_IDENTITY),
-        weight_from=_get(members, "weightFrom"),
-        zone_from=_get(members, "zoneFrom"),
-        drain_from=_drain_rule(_get(members, "drainFrom")),
+        configmap=value_of(value_of(spec, "configMap", {}), "name", f"{name}-ring"),
+        identity=value_of(members, "identity", DEFAULT_IDENTITY),
+        weight_from=value_of(members, "weightFrom"),
+        zone_from=value_of(members, "zoneFrom"),
+        drain_from=_drain_rule(value_of(members, "drainFrom")),
         token=token,
         credentials=credentials,
         stabilization=Stabilization(
             window=window, max_delay=max_delay,
-            min_members=int(_get(stabilization, "minMembers", 1)),
-            max_member_loss_percent=int(_get(stabilization, "maxMemberLossPercent", 50))),
-        prometheus_relabel=bool(_get(_get(spec, "outputs", {}), "prometheusRelabel", False)),
-        suspend=bool(_get(spec, "suspend", False)),
-        handover_timeout=parse_duration(_get(_get(spec, "handover", {}), "timeout", "60s"),
-                                        "spec.handover.timeout"),
+            min_members=int(value_of(stabilization, "minMembers", 1)),
+            max_member_loss_percent=int(value_of(stabilization, "maxMemberLossPercent", 50))),
+        prometheus_relabel=bool(value_of(value_of(spec, "outputs", {}), "prometheusRelabel",
+                                         False)),
+        suspend=bool(value_of(spec, "suspend", False)),
+        handover_timeout=parse_duration(value_of(value_of(spec, "handover", {}), "timeout",
+                                                 "60s"), "spec.handover.timeout"),
     )
 
 
@@ -236,60 +223,3 @@ def _drain_rule(rule: str | None) -> str | None:
         raise SpecError(f"spec.members.drainFrom {rule!r} is not tag:<tag>, meta:<key> or "
                         f"field:<name>")
     return str(rule)
-
-
-def _source(spec: Mapping[str, Any], which: str, namespace: str
-            ) -> tuple[SourceQuery, TokenRef | None, CredentialsRef | None]:
-    if which == "kubernetes":
-        kubernetes = spec["kubernetes"]
-        service = _get(kubernetes, "service")
-        if not service or not isinstance(service, str):
-            raise SpecError("spec.kubernetes.service is required: the name of a Service in the "
-                            "ring's namespace")
-        port = _get(kubernetes, "port")
-        if port is not None and not isinstance(port, str | int) or port == "":
-            raise SpecError("spec.kubernetes.port is a port's name or number")
-        return KubernetesQuery(namespace=namespace, service=service, port=port), None, None
-    if which == "zookeeper":
-        zookeeper = spec["zookeeper"]
-        path = str(_get(zookeeper, "path", ""))
-        if not path.startswith("/") or len(path) < 2:
-            raise SpecError("spec.zookeeper.path is required and starts with / (for example "
-                            "/services/web)")
-        ref = _get(zookeeper, "credentialsSecretRef")
-        credentials = CredentialsRef(ref["name"], _get(ref, "usernameKey", "username"),
-                                     _get(ref, "passwordKey", "password")) if ref else None
-        return ZooKeeperQuery(connection=_get(zookeeper, "connection", "default"),
-                              path=path.rstrip("/"),
-                              address_field=_get(zookeeper, "addressField", "address")), \
-            None, credentials
-    if which == "etcd":
-        etcd = spec["etcd"]
-        prefix = _get(etcd, "prefix")
-        if not prefix or not str(prefix).startswith("/"):
-            raise SpecError("spec.etcd.prefix is required and starts with / (for example "
-                            "/services/web/)")
-        ref = _get(etcd, "credentialsSecretRef")
-        credentials = CredentialsRef(ref["name"], _get(ref, "usernameKey", "username"),
-                                     _get(ref, "passwordKey", "password")) if ref else None
-        # A prefix is a directory: /svc/web would also match /svc/webadmin/x.
-        prefix = str(prefix) if str(prefix).endswith("/") else f"{prefix}/"
-        return EtcdQuery(connection=_get(etcd, "connection", "default"),
-                         prefix=prefix), None, credentials
-    service = spec["service"]
-    if not _get(service, "name"):
-        raise SpecError("spec.service.name is required")
-    consul = _get(spec, "consul", {})
-    token_ref = _get(consul, "tokenSecretRef")
-    node_meta = _get(service, "nodeMeta", {})
-    query = ServiceQuery(
-        connection=_get(consul, "connection", "default"),
-        service=service["name"],
-        datacenter=_get(service, "datacenter"),
-        tags=tuple(sorted(set(_get(service, "tags", [])))),
-        node_meta=tuple(sorted((str(k), str(v)) for k, v in node_meta.items())),
-        only_passing=bool(_get(service, "onlyPassing", True)),
-        filter=_get(service, "filter") or None,
-    )
-    token = TokenRef(token_ref["name"], _get(token_ref, "key", "token")) if token_ref else None
-    return query, token, None

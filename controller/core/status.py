@@ -1,9 +1,9 @@
 """A ring's status document and its conditions, from what a pass found. Pure.
 
 The condition vocabulary: ``Ready`` (the ConfigMap holds the current ring), ``SourceReachable``
-(and, for Consul rings, the deprecated ``ConsulReachable``), ``Stable`` (no change waiting out
-its window), ``Degraded`` (a Problem, with its Reason), ``Converged`` (the members' ring agents
-applied the published version)."""
+(also under a source's ``legacy_condition``, its first name: deprecated), ``Stable`` (no change
+waiting out its window), ``Degraded`` (a Problem, with its Reason), ``Converged`` (the members'
+ring agents applied the published version)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from controller.core.acks import SHOWN_LAGGING, Ack, convergence
 from controller.core.conditions import Condition, merge
 from controller.core.decision import SHOWN_MEMBERS, Decision, Problem, kept
 from controller.core.source_state import SourceState
-from controller.core.spec import RingConfig
+from controller.core.spec import RingConfig, Vocabulary
 from controller.core.views import RingObject
 
 
@@ -35,7 +35,7 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
         loads = published.assignment.loads.values()
         status.update(members=len(published.assignment.members),
                       shards=published.assignment.shards, ringVersion=published.version,
-                      ringHash=published.hash, consulIndex=published.consul_index,
+                      ringHash=published.hash, consulIndex=published.source_index,
                       load={"min": min(loads, default=0), "max": max(loads, default=0)})
         status.pop("draining", None)
         if published.draining:
@@ -55,7 +55,7 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
             source is not None and not source.error:
         status["observedMembers"] = decision.observed
     wanted = conditions_for(problem, source, decision, suspended,
-                            config.query.kind if config is not None else "")
+                            config.query.words if config is not None else None)
     wanted.append(_converged(status, published, acks, decision, now_text, current))
     _handover_status(status, published, ending, decision, now_text, current)
     status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
@@ -111,12 +111,11 @@ def _converged(status: dict[str, Any], published: ringfile.RingFile | None,
 
 def conditions_for(problem: Problem | None, source: SourceState | None,
                    decision: Decision | None, suspended: bool,
-                   kind: str = "consul") -> list[Condition]:
-    """Every ring reports its source as ``SourceReachable``; a Consul ring also as
-    ``ConsulReachable``, the same condition under the name it had first (deprecated: kept for
-    existing readers)."""
-    consul = kind == "consul"
-    name = {"consul": "Consul", "": "membership"}.get(kind, kind)
+                   words: Vocabulary | None = None) -> list[Condition]:
+    """Every ring reports its source as ``SourceReachable``; a kind whose condition had another
+    name first (``words.legacy_condition``) reports it under that name too (deprecated: kept for
+    existing readers). ``words``: None while the spec names no source that can be read."""
+    name = words.name if words is not None else "membership"
     reachable_type = "SourceReachable"
     if source is None:
         reachable = Condition(reachable_type, None, "NotQueried",
@@ -145,11 +144,13 @@ def conditions_for(problem: Problem | None, source: SourceState | None,
     elif problem is not None:
         ready = Condition("Ready", False, str(problem.reason), problem.message)
     elif source is not None and source.error:
-        ready = Condition("Ready", False, "ConsulUnreachable" if consul else "SourceUnreachable",
+        ready = Condition("Ready", False,
+                          words.unreachable_reason if words else "SourceUnreachable",
                           reachable.message)
     elif decision is None or decision.ring is None:
         ready = Condition("Ready", False, "Pending", f"waiting for the first {name} reply")
     else:
         ready = Condition("Ready", True, "Published", "the ConfigMap holds the current ring")
-    also = [replace(reachable, type="ConsulReachable")] if consul else []
+    also = [replace(reachable, type=words.legacy_condition)] \
+        if words is not None and words.legacy_condition else []
     return [ready, reachable, *also, stable, degraded]

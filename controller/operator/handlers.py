@@ -31,10 +31,11 @@ from controller.operator.publish import KubeAdapter
 from controller.operator.settings import OperatorConfig
 from controller.operator.worker import RingWorker
 from controller.sources.base import SourceRegistry, SourceRouter
-from controller.sources.consul import WatcherRegistry
-from controller.sources.etcd import EtcdRegistry
-from controller.sources.kubernetes import KubernetesRegistry, connection_from_client
-from controller.sources.zookeeper import ZooKeeperRegistry
+from controller.sources.consul.watch import WatcherRegistry
+from controller.sources.etcd.watch import EtcdRegistry
+from controller.sources.kubernetes.api import connection_from_client
+from controller.sources.kubernetes.watch import KubernetesRegistry
+from controller.sources.zookeeper.watch import ZooKeeperRegistry
 
 # Passes in flight at once. More than the client's worker threads (6 on 2 cores) only queue up
 # holding rendered rings, and starve the event loop of turns for the watches.

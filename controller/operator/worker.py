@@ -38,6 +38,7 @@ from controller.core.views import (
 from controller.kube.apihealth import ApiUnreachable
 from controller.operator.publish import KubeAdapter, Publisher, safe_text
 from controller.sources.base import SourceRegistry, Subscription
+from controller.sources.specs import SOURCES
 
 log = logging.getLogger("shardring")
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
@@ -319,7 +320,7 @@ class RingWorker:
         """Gather, plan, carry out. Returns seconds until it must run again (None: when woken)."""
         body = self.body or {}
         ring = RingObject.from_body(body)
-        intent = prepare(ring, self.connections, self.clock.wall())
+        intent = prepare(ring, self.connections, self.clock.wall(), SOURCES)
         if intent.plan is not None:
             await self.unsubscribe()
             await self._carry_out(intent.plan, None, None, body)

@@ -160,9 +160,9 @@ def test_a_restarted_server_resumes_the_watch_without_a_write(
 
 
 def test_a_watch_from_a_compacted_revision_lists_again(etcd_server, registrar, caplog):
-    from controller.core.spec import EtcdQuery
     from controller.sources.connections import EtcdConnection
-    from controller.sources.etcd import EtcdRegistry
+    from controller.sources.etcd.query import EtcdQuery
+    from controller.sources.etcd.watch import EtcdRegistry
 
     caplog.set_level(logging.INFO)
 

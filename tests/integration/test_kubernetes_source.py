@@ -117,9 +117,9 @@ def test_ready_endpoints_are_members_and_a_terminating_one_drains_before_it_goes
 
 def test_a_watch_that_ends_on_time_resumes_without_listing_again(
         k8s_operator, rings, discovery, namespace, monkeypatch):
-    from controller.sources import kubernetes as source
-    monkeypatch.setattr(source, "WATCH_SECONDS", 1)  # the server ends each watch after 1 s
-    monkeypatch.setattr(source, "MIN_WATCH", 0.0)
+    from controller.sources.kubernetes import api, watch
+    monkeypatch.setattr(api, "WATCH_SECONDS", 1)  # the server ends each watch after 1 s
+    monkeypatch.setattr(watch, "MIN_WATCH", 0.0)
     service = f"resume-{uuid.uuid4().hex[:6]}"
     write_slice(discovery, namespace, service, f"{service}-a", [endpoint("r-0", "10.6.0.1")])
     rings.create("resume", k8s_ring(service))

@@ -39,7 +39,7 @@ def kept(wanted, got) -> bool:
 
 
 def test_examples_apply_cleanly(api_client, crd, namespace):
-    from controller.core.spec import parse_spec
+    from controller.sources.specs import parse_spec
     custom = k8s.CustomObjectsApi(api_client)
     examples = example_rings()
     assert examples, "no ShardRing found under examples/"

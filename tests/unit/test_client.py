@@ -108,7 +108,7 @@ def test_a_member_finds_itself_by_identity_or_by_its_registered_endpoint(tmp_pat
 def test_the_sources_position_has_a_neutral_name_and_ring_json_keeps_its_first():
     from controller.client import RingVersion
     ring = ringfile.RingFile(plan([Member("a"), Member("b")], RingSpec(4)), version=2,
-                             consul_index=41, service={"source": "etcd"})
+                             source_index=41, service={"source": "etcd"})
     text = ringfile.render(ring)
     assert json.loads(text)["consulIndex"] == 41  # the name existing readers know
     assert RingVersion.from_text(text).source_index == 41

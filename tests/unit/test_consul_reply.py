@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from controller.core.spec import ServiceQuery
-from controller.sources.consul import health_params, instances_from_health, instances_from_reply
+from controller.sources.consul.client import health_params
+from controller.sources.consul.decode import instances_from_health, instances_from_reply
+from controller.sources.consul.query import ServiceQuery
 
 
 def reply_entries(count: int) -> list[dict]:

@@ -103,7 +103,9 @@ READY_REASONS = ("Published", "Pending", "Suspended", "ConsulUnreachable", "Sour
 
 def test_every_condition_and_reason_is_documented():
     from controller.core import acks, status
-    sources = (Path(status.__file__).read_text(), Path(acks.__file__).read_text())
+    from controller.sources.consul import query
+    sources = (Path(status.__file__).read_text(), Path(acks.__file__).read_text(),
+               Path(query.__file__).read_text())  # a source's own names (the deprecated ones)
     for name in (*CONDITION_TYPES, *READY_REASONS):
         assert any(f'"{name}"' in source for source in sources), f"{name} is not the code's"
     converged = set(re.findall(r'Condition\("Converged", [^,]+, "([A-Za-z]+)"', sources[1]))
@@ -116,7 +118,7 @@ def test_every_condition_and_reason_is_documented():
 def test_every_ring_json_field_is_documented():
     assignment = plan([Member("a", zone="z1"), Member("b", 2, "z2"), Member("c")],
                       RingSpec(8, 2))
-    ring = ringfile.RingFile(assignment, version=3, consul_index=7,
+    ring = ringfile.RingFile(assignment, version=3, source_index=7,
                              shard_ring={"namespace": "n", "name": "r"},
                              service={"name": "svc"}, draining=("d",),
                              endpoints={"a": ringfile.Endpoint("10.0.0.1", 9100),

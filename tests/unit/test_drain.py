@@ -10,9 +10,10 @@ import pytest
 from controller.core import ringfile
 from controller.core.decision import decide
 from controller.core.membership import members_from
-from controller.core.spec import SpecError, parse_spec
-from controller.sources.consul import instance_from_health
+from controller.core.spec import SpecError
+from controller.sources.consul.decode import instance_from_health
 from controller.sources.registration import from_registration
+from controller.sources.specs import parse_spec
 from controller.testing.builders import consul_entry as raw_entry
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from controller.core.instance import CRITICAL, PASSING
 from controller.core.membership import members_from
-from controller.core.spec import KubernetesQuery
-from controller.sources.kubernetes import instances_from_slices
+from controller.sources.kubernetes.query import KubernetesQuery
+from controller.sources.kubernetes.slices import instances_from_slices
 
 QUERY = KubernetesQuery(namespace="team", service="web")
 

@@ -17,10 +17,11 @@ from controller.core.limits import SettingsError
 from controller.core.membership import MembershipError, members_from
 from controller.core.render import RingTooLarge, configmap_data, relabel_rules
 from controller.core.ring import Member, RingSpec, plan, shard_of
-from controller.core.spec import SpecError, parse_duration, parse_spec
+from controller.core.spec import SpecError, parse_duration
 from controller.operator.settings import OperatorConfig
 from controller.sources.connections import ConsulConnection
-from controller.sources.consul import health_status, instance_from_health
+from controller.sources.consul.decode import health_status, instance_from_health
+from controller.sources.specs import parse_spec
 from controller.testing.builders import consul_entry
 
 
@@ -171,7 +172,7 @@ def test_first_ring_is_published_at_once():
     config = config_for()
     decision = decide(config, members("a", "b"), 7, None, shard_ring={}, now=0, seen_at=0,
                       pending_since=None)
-    assert decision.changed and decision.ring.version == 1 and decision.ring.consul_index == 7
+    assert decision.changed and decision.ring.version == 1 and decision.ring.source_index == 7
 
 
 def test_same_membership_changes_nothing():
@@ -239,7 +240,7 @@ def test_versions_continue_from_status_when_the_configmap_was_lost():
 
 def test_ring_json_is_canonical_and_round_trips():
     assignment = plan([Member("b", 2), Member("a", zone="z")], RingSpec(32, 2))
-    ring = ringfile.RingFile(assignment, version=3, consul_index=9,
+    ring = ringfile.RingFile(assignment, version=3, source_index=9,
                              shard_ring={"namespace": "ns", "name": "r"},
                              service={"name": "s", "tags": ["t"], "nodeMeta": {"k": "v"}},
                              endpoints={"a": ringfile.Endpoint("10.0.0.1", 80)})

@@ -56,8 +56,10 @@ def test_a_zero_weight_is_refused_like_a_consul_weight():
 
 def test_zookeeper_specs_and_connections(tmp_path):
     from controller.core.limits import SettingsError
-    from controller.core.spec import SpecError, ZooKeeperQuery, parse_spec
+    from controller.core.spec import SpecError
     from controller.operator.settings import OperatorConfig
+    from controller.sources.specs import parse_spec
+    from controller.sources.zookeeper.query import ZooKeeperQuery
     config = parse_spec("r", {"zookeeper": {"path": "/services/web/", "addressField": "frontend"}})
     assert config.query == ZooKeeperQuery("default", "/services/web", "frontend")
     with pytest.raises(SpecError, match="spec.zookeeper.path"):

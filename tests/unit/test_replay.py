@@ -21,8 +21,9 @@ from controller.core.limits import Access
 from controller.core.planner import Gathered, plan_pass, prepare
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import RingObject, view_from_dict
-from controller.sources import consul as consul_watch
+from controller.sources.consul.decode import instances_from_reply
 from controller.sources.registration import from_registration
+from controller.sources.specs import SOURCES
 
 HERE = Path(__file__).parent / "testdata" / "replay"
 SCENARIOS = json.loads((HERE / "scenarios.json").read_text())
@@ -36,7 +37,7 @@ PASS_TIMES = (0.0, 700.0, 730.0, 1400.0)
 def source_entries(kind: str, spec: dict[str, Any], raw: Any) -> Any:
     """A registry's raw data as that source's watcher hands it to the rings."""
     if kind == "consul":
-        return consul_watch.instances_from_reply(json.dumps(raw).encode())
+        return instances_from_reply(json.dumps(raw).encode())
     if kind == "etcd":
         prefix = spec["etcd"]["prefix"].rstrip("/") + "/"
         return tuple(from_registration(f"etcd key {key!r}", key[len(prefix):],
@@ -77,7 +78,7 @@ def replay(scenario: dict[str, Any]) -> list[dict[str, Any]]:
         for offset in PASS_TIMES:
             at = now + offset
             ring = RingObject(NAMESPACE, name, UID, 1, spec, status)
-            intent = prepare(ring, connections, NOW_TEXT)
+            intent = prepare(ring, connections, NOW_TEXT, SOURCES)
             assert intent.config is not None, intent.plan
             source = SourceState(snapshot=Snapshot(index, entries, at))
             view = view_from_dict(configmap) if configmap is not None else None

@@ -12,8 +12,8 @@ from controller.core.membership import members_from
 from controller.core.planner import Gathered, plan_pass
 from controller.core.ring import Member, RingSpec, plan
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.spec import parse_spec
 from controller.core.views import RingObject
+from controller.sources.specs import parse_spec
 from controller.testing.builders import instance
 
 

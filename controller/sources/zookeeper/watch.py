@@ -6,7 +6,8 @@ the instance's session. A watcher reads the children and each child's data with 
 and reads everything again whenever a watch fires, after a lost connection or session, and at
 the latest every ``REREAD`` seconds; a reading that finds the same members changes nothing.
 
-aiozk is the client: asyncio-native, with child and data watches re-set on reconnection.
+aiozk is the client (``ensemble``): asyncio-native, with child and data watches re-set on
+reconnection.
 With credentials, a session of its own per (connection, credentials) authenticates with the
 digest scheme before every reading (ZooKeeper forgets it with the connection): rings with
 different credentials never share a session, so one cannot read what only another may.
@@ -18,10 +19,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiozk
-import aiozk.session
 from aiozk import WatchEvent, exc, protocol
 from aiozk.states import States
 
@@ -29,7 +28,7 @@ from controller import metrics
 from controller.core.credentials import Credentials, UserPassword, digest
 from controller.core.instance import Instance
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.spec import SourceQuery, ZooKeeperQuery
+from controller.core.spec import SourceQuery
 from controller.sources.base import (
     Backoff,
     PooledRegistry,
@@ -40,80 +39,16 @@ from controller.sources.base import (
 )
 from controller.sources.connections import ZooKeeperConnection
 from controller.sources.registration import from_registration
+from controller.sources.zookeeper.ensemble import CONNECT_TIMEOUT, Ensemble
+from controller.sources.zookeeper.query import ZooKeeperQuery
 
 log = logging.getLogger("shardring.zookeeper")
 
-# A reading waits this long for a connection before the outage is reported (and retried).
-CONNECT_TIMEOUT = 3.0
-# Heartbeats go every third of it and wait the rest: a connection that went silent is found
-# within this. (The operator's session owns no ephemeral node, so a short one costs nothing
-# but a new session, and a full re-read, after an outage longer than this.)
-SESSION_TIMEOUT = 5
-# aiozk waits up to 60 s between attempts to reach a server (1, 2, 4, ... 60 s), so a returned
-# server went unnoticed for up to a minute; it reads this module setting on every search.
-aiozk.session.MAX_FIND_WAIT = 0.5
 # A safety net, not the mechanism: watches wake a watcher within milliseconds; this catches a
 # watch lost with an expired session before the client re-set it.
 REREAD = 30.0
 _PARENT_EVENTS = (WatchEvent.CHILDREN_CHANGED, WatchEvent.DELETED, WatchEvent.CREATED)
 _CHILD_EVENTS = (WatchEvent.DATA_CHANGED, WatchEvent.DELETED)
-
-
-class _OneLineOutages(logging.Filter):
-    """aiozk logs a traceback on every failed attempt to reach a server (several a second while
-    one is down): the watchers report the outage once, as a condition and one log line, so those
-    attempts are dropped here, and anything else aiozk says loses its traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith(("Couldn't connect to", "No servers available",
-                                           "Connecting to", "Session closed",
-                                           "Aborting connection to", "Pendings:")):
-            return False
-        record.exc_info, record.exc_text = None, None
-        return True
-
-
-for _name in ("aiozk.session", "aiozk.connection"):
-    logging.getLogger(_name).addFilter(_OneLineOutages())
-
-
-class Ensemble:
-    """One client session per ZooKeeper connection, shared by its watchers."""
-
-    def __init__(self, connection: ZooKeeperConnection):
-        self.connection = connection
-        self.client = aiozk.ZKClient(",".join(connection.hosts), chroot=connection.chroot,
-                                     session_timeout=SESSION_TIMEOUT)
-        self._started = False
-        self._lock = asyncio.Lock()
-
-    async def ready(self) -> aiozk.ZKClient:
-        async with self._lock:
-            if not self._started:
-                try:
-                    await asyncio.wait_for(self.client.start(), CONNECT_TIMEOUT)
-                except TimeoutError:
-                    # aiozk keeps trying in the background; a fresh client starts clean.
-                    await _quietly(self.client.close())
-                    self.client = aiozk.ZKClient(",".join(self.connection.hosts),
-                                                 chroot=self.connection.chroot,
-                                                 session_timeout=SESSION_TIMEOUT)
-                    raise
-                self._started = True
-        return self.client
-
-    async def close(self) -> None:
-        if self._started:
-            await _quietly(self.client.close())
-
-
-async def _quietly(closing: Any) -> None:
-    try:
-        await closing
-    except Exception:  # noqa: BLE001 - closing a broken session must not mask anything
-        pass
-
-
 
 
 @dataclass(frozen=True)

@@ -13,24 +13,21 @@ Rules from Consul's blocking-query documentation:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import consul
 import consul.aio
-from consul import base
 from consul.exceptions import BadRequest
 
 from controller import metrics
 from controller.core.credentials import Credentials, Token, digest
-from controller.core.instance import CRITICAL, PASSING, WARNING, Health, Instance, Weights, frozen
+from controller.core.instance import Instance
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.spec import ServiceQuery, SourceQuery
+from controller.core.spec import SourceQuery
 from controller.sources.base import (
     Backoff,
     PooledRegistry,
@@ -40,10 +37,19 @@ from controller.sources.base import (
     narrowed,
 )
 from controller.sources.connections import ConsulConnection
+from controller.sources.consul.client import (
+    WAIT_SECONDS,
+    ReplyTooLarge,
+    close_client,
+    health_params,
+    health_reply,
+    new_client,
+)
+from controller.sources.consul.decode import instances_from_reply
+from controller.sources.consul.query import ServiceQuery
 
 log = logging.getLogger("shardring.consul")
 
-WAIT_SECONDS = 55.0
 MIN_INTERVAL = 0.05  # at most 20 queries a second per watcher, even if the index churns
 # Capped low so that Consul coming back is noticed within seconds; with one query per distinct
 # service, a few requests a second across all watchers is not a hot loop.
@@ -53,178 +59,15 @@ REFUSED_BACKOFF_MAX = 60.0
 # malformed queries): a spec problem, not an outage.
 _BEXPR_REFUSAL = "Failed to create boolean expression evaluator"
 REFUSAL_TEXT_MAX = 300  # characters of Consul's own explanation kept for the ring's status
-# Every watcher holds one connection open in its blocking query; aiohttp's default pool limit
-# (100) would make the 101st distinct query wait. Consul's own limit is the agent's
-# limits.http_max_conns_per_client (200 by default).
-MAX_CONNECTIONS = 10000
 # A reply this big is decoded in a thread, one entry at a time: json.loads of a 30 MB reply holds
 # the GIL (and so every ring's event loop) for ~300 ms even in a thread.
 DECODE_OFF_LOOP_BYTES = 1 << 20
-
-
-class ReplyTooLarge(Exception):
-    def __init__(self, limit: int):
-        super().__init__(f"the Consul reply is larger than this operator's maxReplyBytes limit "
-                         f"({limit} bytes); narrow spec.service (tags, nodeMeta, filter)")
-
-
-class BoundedHTTPClient(consul.aio.HTTPClient):
-    """py-consul's aiohttp client, reading no more of a reply than the operator's limit."""
-
-    def __init__(self, *args: Any, max_bytes: int, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.max_bytes = max_bytes
-
-    async def _request(self, callback: Callable[[base.Response], Any], method: str, uri: str,
-                       headers: dict[str, str] | None, data: Any = None,
-                       connections_timeout: float | None = None, raw: bool = False) -> Any:
-        timeout = aiohttp.ClientTimeout(total=connections_timeout) if connections_timeout \
-            else None
-        async with self._session.request(method, uri, headers=headers, data=data,
-                                         **({"timeout": timeout} if timeout else {})) as resp:
-            if resp.content_length is not None and resp.content_length > self.max_bytes:
-                raise ReplyTooLarge(self.max_bytes)
-            chunks, size = [], 0
-            async for chunk in resp.content.iter_chunked(1 << 16):
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise ReplyTooLarge(self.max_bytes)
-                chunks.append(chunk)
-            if resp.status == 599:
-                raise consul.Timeout
-            body = b"".join(chunks)
-            # Text for py-consul's callbacks; the watchers' own callback keeps the bytes.
-            return callback(base.Response(resp.status, resp.headers,
-                                          body if raw else body.decode()))
-
-
-class BoundedConsul(consul.aio.Consul):
-    def __init__(self, *args: Any, max_reply_bytes: int, **kwargs: Any):
-        self.max_reply_bytes = max_reply_bytes
-        super().__init__(*args, **kwargs)
-
-    def http_connect(self, host: str, port: int, scheme: str, verify: bool | str = True,
-                     cert: Any = None) -> BoundedHTTPClient:
-        return BoundedHTTPClient(host, port, scheme, loop=self.loop,
-                                 connections_limit=self.connections_limit,
-                                 connections_timeout=self.connections_timeout, verify=verify,
-                                 cert=cert, max_bytes=self.max_reply_bytes)
 
 
 @dataclass(frozen=True)
 class WatchKey:
     query: ServiceQuery
     token_digest: str  # the token itself never goes into keys, reprs or logs
-
-
-_SEVERITY: dict[str, int] = {PASSING: 0, WARNING: 1, CRITICAL: 2}
-
-
-def health_status(checks: Iterable[Mapping[str, Any]] | None) -> Health:
-    """An instance's health as Consul aggregates it (its DNS interface, its load balancing): the
-    worst of its node's and its service's checks (an unknown status counts as critical;
-    maintenance mode is a critical check); no checks at all is passing."""
-    worst: Health = PASSING
-    for check in checks or ():
-        status = check.get("Status") or CRITICAL
-        severity = _SEVERITY.get(status, 2)
-        if severity > _SEVERITY[worst]:
-            worst = (PASSING, WARNING, CRITICAL)[severity]
-    return worst
-
-
-def instance_from_health(entry: Mapping[str, Any]) -> Instance:
-    """One entry of /v1/health/service as the rings see it: the raw entry carries indexes that
-    change on every reply, and much more than a ring reads."""
-    node = entry.get("Node") or {}
-    service = entry.get("Service") or {}
-    weights = service.get("Weights")
-    return Instance(
-        origin=f"{service.get('ID')!r} on node {node.get('Node')!r}",
-        name=str(service.get("ID") or ""),
-        node=str(node.get("Node") or ""),
-        address=service.get("Address") or node.get("Address") or "",
-        port=int(service.get("Port") or 0),
-        health=health_status(entry.get("Checks")),
-        weights=Weights(weights.get("Passing", 1), weights.get("Warning", 1)) if weights
-        else None,
-        labels=frozen(service.get("Meta")),
-        host_labels=frozen(node.get("Meta")),
-        tags=tuple(sorted(service.get("Tags") or ())))
-
-
-def instances_from_health(entries: Iterable[Mapping[str, Any]]) -> tuple[Instance, ...]:
-    """Sorted by node and service ID, so that equal replies give equal tuples."""
-    return tuple(sorted(map(instance_from_health, entries), key=lambda i: (i.node, i.name)))
-
-
-def health_params(query: ServiceQuery, index: int) -> list[tuple[str, str]]:
-    """/v1/health/service's query parameters (Consul's HTTP API) for a blocking query."""
-    params = [("index", str(index)), ("wait", f"{int(WAIT_SECONDS)}s")] if index else []
-    if query.only_passing:
-        params.append(("passing", "1"))
-    params += [("tag", tag) for tag in query.tags]
-    if query.datacenter:
-        params.append(("dc", query.datacenter))
-    params += [("node-meta", f"{key}:{value}") for key, value in query.node_meta]
-    if query.filter:
-        params.append(("filter", query.filter))
-    return params
-
-
-def _health_reply(response: base.Response) -> tuple[int, bytes]:
-    """The reply's index and its body, still undecoded; Consul's errors as py-consul raises them."""
-    code, body = response.code, response.body
-    if code >= 400:
-        text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
-        if code == 400:
-            raise BadRequest(f"{code} {text}")
-        if code == 403:
-            raise consul.ACLPermissionDenied(text)
-        raise consul.ConsulException(f"{code} {text}")
-    index = response.headers.get("X-Consul-Index")
-    if not index:
-        # Without it the next query would not block: 20 queries a second per watcher.
-        raise consul.ConsulException("Consul's reply carries no X-Consul-Index")
-    return int(index), body
-
-
-def instances_from_reply(body: bytes) -> tuple[Instance, ...]:
-    """The reply's entries, decoded and slimmed one at a time: the whole reply is never held
-    decoded, and a thread doing this lets the event loop run between entries."""
-    text = body.decode()
-    decode = json.JSONDecoder().raw_decode
-    start = text.find("[")
-    if start < 0:
-        if text.strip() in ("", "null"):
-            return ()
-        raise ValueError("Consul's reply is not a JSON list")
-
-    def entries() -> Iterator[dict[str, Any]]:
-        position = _skip(text, start + 1)
-        while position < len(text) and text[position] != "]":
-            entry, position = decode(text, position)
-            yield entry
-            position = _skip(text, position)
-    return instances_from_health(entries())
-
-
-def _skip(text: str, position: int) -> int:
-    while position < len(text) and text[position] in " \t\r\n,":
-        position += 1
-    return position
-
-
-def new_client(connection: ConsulConnection, max_reply_bytes: int) -> consul.aio.Consul:
-    """One client (one aiohttp session and connection pool) per Consul connection, shared by all
-    its watchers: a client per watcher loaded the CA store each time, ~0.9 MB per service query."""
-    client = BoundedConsul(host=connection.host, port=connection.port, scheme=connection.scheme,
-                           verify=connection.verify if connection.scheme == "https" else False,
-                           connections_limit=MAX_CONNECTIONS, max_reply_bytes=max_reply_bytes)
-    # py-consul lets CONSUL_HTTP_TOKEN override the constructor's token; every request here
-    # carries the ring's own token explicitly, and nothing falls back to the environment.
-    client.token = None
-    return client
 
 
 class Watcher(SourceWatcher):
@@ -250,7 +93,7 @@ class Watcher(SourceWatcher):
             self.requests += 1
             try:
                 new_index, body = await asyncio.wait_for(
-                    self._client.http.get(_health_reply, f"/v1/health/service/{query.service}",
+                    self._client.http.get(health_reply, f"/v1/health/service/{query.service}",
                                           params=health_params(query, index),
                                           headers={"X-Consul-Token": self._token}
                                           if self._token else None, raw=True),
@@ -324,13 +167,6 @@ class Watcher(SourceWatcher):
         self._notify()
 
 
-async def _close(client: consul.aio.Consul) -> None:
-    try:
-        await client.http.close()
-    except Exception:  # noqa: BLE001 - closing a broken session must not mask the real error
-        pass
-
-
 @dataclass
 class WatcherRegistry(PooledRegistry):
     connections: dict[str, ConsulConnection]
@@ -362,5 +198,5 @@ class WatcherRegistry(PooledRegistry):
 
     async def close_clients(self) -> None:
         for client in self.clients.values():
-            await _close(client)
+            await close_client(client)
         self.clients.clear()

@@ -1,0 +1,65 @@
+"""A Kubernetes ring's spec: the endpoints of a Service in the ring's own namespace
+(spec.kubernetes), through the operator's own API server. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from controller.core.spec import (
+    IN_CLUSTER,
+    ParsedSource,
+    SourceSpec,
+    SpecError,
+    Vocabulary,
+    value_of,
+)
+
+WORDS = Vocabulary(name="Kubernetes", spec_field="kubernetes", connection_field="spec.kubernetes")
+
+
+@dataclass(frozen=True)
+class KubernetesQuery:
+    """The endpoints of a Service in the ring's own namespace, from its EndpointSlices."""
+
+    kind: ClassVar[str] = "kubernetes"
+    words: ClassVar[Vocabulary] = WORDS
+    connection: ClassVar[str] = IN_CLUSTER
+    filter: ClassVar[None] = None
+    datacenter: ClassVar[None] = None
+    namespace: str
+    service: str
+    port: str | int | None = None  # a port's name or number; None: the Service's only port
+
+    @property
+    def target(self) -> str:
+        return f"{self.namespace}/{self.service}"  # Services of one name in many namespaces
+
+    def members_found(self, count: int) -> str:
+        return f"Kubernetes lists {count} serving endpoint(s) of Service {self.service!r}"
+
+    def describe(self) -> str:
+        return f"kubernetes:{self.service}"
+
+    def record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"source": "kubernetes", "namespace": self.namespace,
+                                  "service": self.service}
+        if self.port is not None:
+            record["port"] = self.port
+        return record
+
+
+def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
+    kubernetes = spec["kubernetes"]
+    service = value_of(kubernetes, "service")
+    if not service or not isinstance(service, str):
+        raise SpecError("spec.kubernetes.service is required: the name of a Service in the "
+                        "ring's namespace")
+    port = value_of(kubernetes, "port")
+    if port is not None and not isinstance(port, str | int) or port == "":
+        raise SpecError("spec.kubernetes.port is a port's name or number")
+    return KubernetesQuery(namespace=namespace, service=service, port=port), None, None
+
+
+SPEC = SourceSpec(field="kubernetes", title="spec.kubernetes", parse=parse)

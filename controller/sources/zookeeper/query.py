@@ -1,0 +1,60 @@
+"""A ZooKeeper ring's spec: one member per child of a node (spec.zookeeper). Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from controller.core.spec import (
+    ParsedSource,
+    SourceSpec,
+    SpecError,
+    Vocabulary,
+    credentials_ref,
+    value_of,
+)
+
+WORDS = Vocabulary(name="ZooKeeper", spec_field="zookeeper", connection_field="spec.zookeeper")
+
+
+@dataclass(frozen=True)
+class ZooKeeperQuery:
+    """The children of a ZooKeeper node: one member per child (ephemeral, as the notes do)."""
+
+    kind: ClassVar[str] = "zookeeper"
+    words: ClassVar[Vocabulary] = WORDS
+    filter: ClassVar[None] = None
+    datacenter: ClassVar[None] = None
+    connection: str
+    path: str
+    address_field: str = "address"  # the JSON field holding host[:port] (the notes: frontend)
+
+    @property
+    def target(self) -> str:
+        return self.path
+
+    def members_found(self, count: int) -> str:
+        return f"ZooKeeper holds {count} member node(s) under {self.path!r}"
+
+    def describe(self) -> str:
+        return f"zookeeper:{self.path}"
+
+    def record(self) -> dict[str, Any]:
+        return {"source": "zookeeper", "connection": self.connection, "path": self.path,
+                "addressField": self.address_field}
+
+
+def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
+    zookeeper = spec["zookeeper"]
+    path = str(value_of(zookeeper, "path", ""))
+    if not path.startswith("/") or len(path) < 2:
+        raise SpecError("spec.zookeeper.path is required and starts with / (for example "
+                        "/services/web)")
+    query = ZooKeeperQuery(connection=value_of(zookeeper, "connection", "default"),
+                           path=path.rstrip("/"),
+                           address_field=value_of(zookeeper, "addressField", "address"))
+    return query, None, credentials_ref(value_of(zookeeper, "credentialsSecretRef"))
+
+
+SPEC = SourceSpec(field="zookeeper", title="spec.zookeeper", parse=parse)
