@@ -21,7 +21,7 @@ from controller.core.instance import Instance
 from controller.core.planner import Gathered, plan_pass
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import RingObject
-from controller.operator.worker import HEAVY_PLAN, plan_cost
+from controller.operator.planning import HEAVY_PLAN, plan_cost
 from controller.sources.specs import parse_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -34,8 +34,8 @@ def measure(members: int, shards: int) -> dict[str, float]:
         from controller.core.source_state import Snapshot, SourceState
         from controller.core.views import RingObject, view_from_dict
         from controller.sources.consul.decode import instances_from_health as decode
-        from controller.sources.specs import SOURCES
-        kinds: tuple[object, ...] = (SOURCES,)  # the source kinds the planner reads specs with
+        from controller.sources.specs import read_spec
+        kinds: tuple[object, ...] = (read_spec,)  # how the planner reads a spec
     except ImportError:
         kinds = ()  # the flat layout before it
         from controller.consul_watch import _canonical as decode  # type: ignore[no-redef]

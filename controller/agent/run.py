@@ -8,7 +8,6 @@ replaces it. Nothing here runs in an event loop: the agent is a process of its o
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import queue
@@ -30,6 +29,7 @@ from controller.agent.reload import Reload, ReloadFailed, prometheus_targets
 from controller.client import RingVersion
 from controller.core import ringfile
 from controller.core.acks import Ack
+from controller.core.rfc3339 import now_rfc3339
 from controller.core.views import RING_LABEL
 
 log = logging.getLogger("shardring.agent")
@@ -238,7 +238,7 @@ class Agent:
             self._reload()
         metrics.APPLIED_VERSION.set(ring.version)
         metrics.APPLY_SECONDS.observe(self.clock() - received)
-        applied.at = _now()
+        applied.at = now_rfc3339(micro=True)
         if origin is not None:
             owner, ring_name = origin
             new_ack = new_ack or (owner, ring_name) != (applied.owner, applied.ring)
@@ -386,10 +386,6 @@ class Agent:
             self._reload()
         if self.ack_pending and (self.acking.due is None or now >= self.acking.due):
             self._ack()
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _shares(ring: RingVersion, member: str | None) -> str:

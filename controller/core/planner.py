@@ -10,7 +10,7 @@ events, run again after ``requeue_after``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,7 +24,7 @@ from controller.core.membership import MembershipError, members_from
 from controller.core.render import RingTooLarge, configmap_data
 from controller.core.ring import work
 from controller.core.source_state import SourceState
-from controller.core.spec import RingConfig, SourceSpec, SpecError, parse_spec
+from controller.core.spec import RingConfig, SpecError
 from controller.core.status import build_status
 from controller.core.views import (
     MANAGED_BY,
@@ -106,11 +106,12 @@ class Intent:
 
 
 def prepare(ring: RingObject, connections: Mapping[tuple[str, str], Access],
-            now_text: str, sources: Sequence[SourceSpec]) -> Intent:
-    """``connections``: who may use each connection, by (source kind, name); ``sources``: the
-    source kinds the operator follows."""
+            now_text: str, read: Callable[[RingObject], RingConfig]) -> Intent:
+    """``connections``: who may use each connection, by (source kind, name); ``read``: the
+    ring's spec as a config (every source kind's reader; the worker's keeps what it read), or a
+    SpecError."""
     try:
-        config = parse_spec(ring.name, ring.spec, ring.namespace, sources)
+        config = read(ring)
     except SpecError as error:
         return Intent(plan=_ended(ring, None, Problem(Reason.INVALID_SPEC, str(error)), now_text))
     problem = access_problem(ring.namespace, config, connections)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import functools
 import json
 import logging
@@ -20,6 +19,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client import rest
 
+from controller.core.rfc3339 import now_rfc3339
 from controller.core.views import (
     CREDENTIALS_LABEL,
     GROUP,
@@ -191,7 +191,7 @@ class Kube:
         """One Event about the ring, tried once: an Event is information, and its namespace may
         be going away (then nothing is posted, quietly)."""
         metadata = ring.get("metadata") or {}
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = now_rfc3339()
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{metadata.get('name')}.",

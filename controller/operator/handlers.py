@@ -246,7 +246,7 @@ async def _token_secret_event(event: kopf.RawEvent, body: kopf.Body, namespace: 
         gone = event.get("type") == "DELETED"
         memo.kube.secret_seen(namespace, name, None if gone else dict(body.get("data") or {}))
     for (ring_namespace, _ring), worker in list(memo.workers.items()):
-        if ring_namespace == namespace and worker.token_secret == name:
+        if ring_namespace == namespace and worker.credentials_secret == name:
             worker.token_changed()
 
 

@@ -10,23 +10,18 @@ clock), so fast tests run it against fakes.
 from __future__ import annotations
 
 import asyncio
-import copy
-import datetime
 import logging
-import time
-from collections.abc import Awaitable, Hashable, Mapping
+from collections.abc import Awaitable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from controller.core import ringfile
 from controller.core.acks import Ack
 from controller.core.credentials import Credentials, Token, UserPassword
 from controller.core.limits import Access, Limits
-from controller.core.planner import Gathered, PassPlan, Verified, plan_pass, prepare
-from controller.core.ring import Algorithm
+from controller.core.planner import Gathered, PassPlan, Verified, prepare
 from controller.core.source_state import SourceState
-from controller.core.spec import RingConfig
+from controller.core.spec import RingConfig, SpecError
 from controller.core.views import (
     ConfigMapView,
     Conflict,
@@ -36,33 +31,16 @@ from controller.core.views import (
     SecretMissing,
 )
 from controller.kube.apihealth import ApiUnreachable
+from controller.operator.clock import Clock, SystemClock, Timer
+from controller.operator.inputs import Inputs, SeenConfigMap, plain_body
+from controller.operator.planning import plan_off_loop
 from controller.operator.publish import KubeAdapter, Publisher, safe_text
 from controller.sources.base import SourceRegistry, Subscription
-from controller.sources.specs import SOURCES
+from controller.sources.specs import read_spec
 
 log = logging.getLogger("shardring")
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
-# Planning a ring costs about members x (shards x replication + virtual nodes); above this it runs
-# in a planning thread, so one huge ring cannot stall every other ring's watches (measured:
-# bench/results/offloop.md).
-HEAVY_PLAN = 500_000
 ACK_COALESCE = 0.25
-
-
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-
-    def wall(self) -> str:
-        """The time for status fields, RFC 3339 in UTC."""
-        ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> str:
-        return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Stopped(Protocol):
@@ -73,41 +51,9 @@ class Stopped(Protocol):
     def wait(self) -> Awaitable[Any]: ...
 
 
-class Inputs(NamedTuple):
-    """What a pass starts from; a wake with the same inputs as the last completed pass is
-    skipped."""
-
-    uid: str | None
-    generation: int | None
-    spec: str
-    watch: Hashable | None
-    watch_version: int | None
-    token_events: int
-    ack_events: int
-    configmap: str
-
-
-@dataclass(frozen=True)
-class SeenConfigMap:
-    """The owned ConfigMap as last seen (watch events and our own writes keep it fresh, so a pass
-    costs no GET); ``view`` is None when it does not exist."""
-
-    name: str
-    view: ConfigMapView | None
-
-
 class RingLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[{self.extra['ring'] if self.extra else ''}] {msg}", kwargs
-
-
-def plain_body(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the ring's body nobody else mutates, without managedFields (never read, and most
-    of a small object's size)."""
-    plain = copy.deepcopy(dict(body))
-    plain["metadata"] = {k: v for k, v in plain.get("metadata", {}).items()
-                         if k != "managedFields"}
-    return plain
 
 
 class RingWorker:
@@ -128,6 +74,7 @@ class RingWorker:
         self._passes = passes or asyncio.Semaphore(1)
         self._planning = planning
         self.body: dict[str, Any] | None = None
+        self._spec: tuple[tuple[str, int], RingConfig | SpecError] | None = None  # as last read
         self.subscription: Subscription | None = None
         self.seen: SeenConfigMap | None = None  # None: not read yet
         # ring.json as last published, kept as text and parsed when needed: a parsed ring per
@@ -147,7 +94,7 @@ class RingWorker:
         # (the operator's store, so the ones listed before this worker existed are here too).
         self.acks: Mapping[str, Ack] = acks if acks is not None else {}
         self.ack_events = 0
-        self._ack_wake: asyncio.TimerHandle | None = None
+        self._ack_wake: Timer | None = None
         self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
         self.failures = self.conflicts = 0
         self._wake = asyncio.Event()
@@ -176,16 +123,15 @@ class RingWorker:
         self.wake()
 
     @property
-    def token_secret(self) -> str | None:
-        """The Secret the ring names for its Consul token, if any."""
-        spec = (self.body or {}).get("spec") or {}
-        reference = (spec.get("consul") or {}).get("tokenSecretRef") or \
-            (spec.get("etcd") or {}).get("credentialsSecretRef") or \
-            (spec.get("zookeeper") or {}).get("credentialsSecretRef") or {}
-        return reference.get("name")
+    def credentials_secret(self) -> str | None:
+        """The Secret the ring's spec names for its source credentials, as last read."""
+        config = self._spec[1] if self._spec else None
+        ref = (config.token or config.credentials) if isinstance(config, RingConfig) else None
+        return ref.secret if ref else None
 
     def token_changed(self) -> None:
-        """The token Secret changed (a rotated token): an input of the next pass."""
+        """The credentials Secret changed (a rotated token or password): an input of the next
+        pass."""
         self.token_events += 1
         self.wake()
 
@@ -194,7 +140,7 @@ class RingWorker:
         Every member acknowledges each version within moments of the others, so their Leases
         are taken together, one pass (one status write) per ACK_COALESCE seconds."""
         if self._ack_wake is None:
-            self._ack_wake = asyncio.get_running_loop().call_later(ACK_COALESCE, self._acks_due)
+            self._ack_wake = self.clock.call_later(ACK_COALESCE, self._acks_due)
 
     def _acks_due(self) -> None:
         self._ack_wake = None
@@ -320,7 +266,7 @@ class RingWorker:
         """Gather, plan, carry out. Returns seconds until it must run again (None: when woken)."""
         body = self.body or {}
         ring = RingObject.from_body(body)
-        intent = prepare(ring, self.connections, self.clock.wall(), SOURCES)
+        intent = prepare(ring, self.connections, self.clock.wall(), self._read_spec)
         if intent.plan is not None:
             await self.unsubscribe()
             await self._carry_out(intent.plan, None, None, body)
@@ -330,9 +276,24 @@ class RingWorker:
         gathered = await self._gather(config)
         if gathered is None:
             return None  # the source's first reply wakes us
-        plan = await self._plan(ring, config, gathered)
+        plan = await plan_off_loop(ring, config, gathered, self.clock.monotonic(),
+                                   self.clock.wall(), self.limits, self._planning)
         await self._carry_out(plan, gathered.configmap, gathered.source, body)
         return plan.requeue_after
+
+    def _read_spec(self, ring: RingObject) -> RingConfig:
+        """The ring's spec as a config, read once per generation (its SpecError too): the spec
+        changes only with the generation."""
+        key = (ring.uid, ring.generation)
+        if self._spec is None or self._spec[0] != key:
+            try:
+                self._spec = (key, read_spec(ring))
+            except SpecError as error:
+                self._spec = (key, error)
+        config = self._spec[1]
+        if isinstance(config, SpecError):
+            raise SpecError(str(config))
+        return config
 
     async def _gather(self, config: RingConfig) -> Gathered | None:
         try:
@@ -369,14 +330,6 @@ class RingWorker:
         if self.seen is None or self.seen.name != name:
             self.seen = SeenConfigMap(name, await self.kube.read_configmap(self.namespace, name))
         return self.seen.view
-
-    async def _plan(self, ring: RingObject, config: RingConfig, gathered: Gathered) -> PassPlan:
-        now, now_text = self.clock.monotonic(), self.clock.wall()
-        if self._planning is not None and plan_cost(config, gathered.source) >= HEAVY_PLAN:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._planning, plan_pass, ring, config, gathered,
-                                              now, now_text, self.limits)
-        return plan_pass(ring, config, gathered, now, now_text, self.limits)
 
     async def _carry_out(self, plan: PassPlan, configmap: ConfigMapView | None,
                          source: SourceState | None, body: dict[str, Any]) -> None:
@@ -422,9 +375,3 @@ class RingWorker:
             await self.sources.unsubscribe(subscription)
 
 
-def plan_cost(config: RingConfig, source: SourceState | None) -> int:
-    """About the work of planning the ring: members x (shards x replication + virtual nodes)."""
-    members = len(source.snapshot.instances) if source and source.snapshot else 0
-    spec = config.ring_spec
-    vnodes = spec.virtual_nodes if spec.algorithm is Algorithm.CONSISTENT else 0
-    return members * (spec.shards * spec.replication + vnodes)

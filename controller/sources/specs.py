@@ -8,6 +8,7 @@ from typing import Any
 
 from controller.core import spec as spec_module
 from controller.core.spec import RingConfig, SourceSpec
+from controller.core.views import RingObject
 from controller.sources.consul.query import SPEC as CONSUL
 from controller.sources.etcd.query import SPEC as ETCD
 from controller.sources.kubernetes.query import SPEC as KUBERNETES
@@ -19,3 +20,8 @@ SOURCES: tuple[SourceSpec, ...] = (CONSUL, ETCD, ZOOKEEPER, KUBERNETES)
 def parse_spec(name: str, spec: Mapping[str, Any], namespace: str = "") -> RingConfig:
     """A ShardRing's spec read with every source kind (``namespace``: the ring's)."""
     return spec_module.parse_spec(name, spec, namespace, SOURCES)
+
+
+def read_spec(ring: RingObject) -> RingConfig:
+    """A ring's spec as a config (the planner's ``read``)."""
+    return parse_spec(ring.name, ring.spec, ring.namespace)

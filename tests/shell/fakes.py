@@ -34,15 +34,38 @@ def merged(current: Any, patch: Any) -> Any:
     return result
 
 
+class FakeTimer:
+    def __init__(self, clock: FakeClock, due: float, callback: Callable[[], None]) -> None:
+        self.clock, self.due, self.callback = clock, due, callback
+
+    def cancel(self) -> None:
+        if self in self.clock.timers:
+            self.clock.timers.remove(self)
+
+
 class FakeClock:
+    """A stepping clock: time moves only when a test says so, and timers fire as it passes."""
+
     def __init__(self) -> None:
         self.now = 1000.0
+        self.timers: list[FakeTimer] = []
 
     def monotonic(self) -> float:
         return self.now
 
     def wall(self) -> str:
         return f"t+{self.now:.0f}"
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
+        timer = FakeTimer(self, self.now + delay, callback)
+        self.timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for timer in sorted((t for t in self.timers if t.due <= self.now), key=lambda t: t.due):
+            self.timers.remove(timer)
+            timer.callback()
 
 
 @dataclass

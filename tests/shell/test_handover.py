@@ -105,8 +105,7 @@ def test_the_worker_publishes_the_handover_then_releases_it_on_acknowledgement()
         # The new owner's agent applied it: the previous owners let go, in one more version.
         acks["r.web-3"] = ack("web-3", handing)
         s.worker.acks_changed()
-        await asyncio.sleep(0.3)  # acknowledgements arriving together make one pass
-        s.clock.now += 1
+        s.clock.advance(1)  # acknowledgements arriving together make one pass
         await s.step()
         done = s.kube.published()
         assert (done.version, done.handover, done.hash) == (3, {}, handing.hash)
@@ -150,8 +149,13 @@ def test_acknowledgements_arriving_together_make_one_pass():
         for _ in range(50):
             s.worker.acks_changed()
         assert s.worker.ack_events == 0
-        await asyncio.sleep(0.3)
+        s.clock.advance(0.2)
+        assert s.worker.ack_events == 0
+        s.clock.advance(0.1)
         assert s.worker.ack_events == 1
+        s.worker.acks_changed()  # a later acknowledgement: another pass
+        s.clock.advance(1)
+        assert s.worker.ack_events == 2
     asyncio.run(scenario())
 
 

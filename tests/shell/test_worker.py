@@ -218,7 +218,7 @@ def test_a_missing_token_secret_is_reported_and_rechecked():
 def test_a_heavy_plan_runs_in_the_planning_thread_and_a_light_one_inline():
     from concurrent.futures import ThreadPoolExecutor
 
-    from controller.operator.worker import HEAVY_PLAN
+    from controller.operator.planning import HEAVY_PLAN
 
     class Counting(ThreadPoolExecutor):
         submitted = 0
@@ -295,3 +295,33 @@ def test_a_ring_created_again_under_its_name_gets_a_worker_of_its_own():
     assert operator.workers[(NAMESPACE, NAME)] is new and not new.retired
     operator.forget(NAMESPACE, NAME, "uid-new")
     assert (NAMESPACE, NAME) not in operator.workers and new.retired
+
+
+def test_the_spec_is_read_once_per_generation(monkeypatch):
+    from controller.operator import worker as worker_module
+    reads = []
+    real = worker_module.read_spec
+    monkeypatch.setattr(worker_module, "read_spec", lambda ring: reads.append(1) or real(ring))
+
+    async def scenario():
+        s = setup(spec(consul={"connection": "default",
+                               "tokenSecretRef": {"name": "acl", "key": "token"}}))
+        s.kube.secrets[("acl", "token")] = "s3cret"
+        await published_with(s, 3)
+        for _ in range(3):  # status echoes and membership changes: the same generation
+            s.observe()
+            s.sources.members(4)
+            await s.step()
+        assert len(reads) == 1
+        assert s.worker.credentials_secret == "acl"  # which Secret's events concern this ring
+        s.kube.edit_spec(shards=32, consul=None)
+        s.observe()
+        await s.step()
+        assert len(reads) == 2 and s.worker.credentials_secret is None
+        s.kube.edit_spec(shards=0)  # refused: the error is kept for the generation too
+        s.observe()
+        await s.step()
+        s.observe()
+        await s.step()
+        assert len(reads) == 3 and s.kube.condition("Degraded") == ("True", "InvalidSpec")
+    asyncio.run(scenario())

@@ -11,7 +11,7 @@ from controller.core.limits import Access
 from controller.core.planner import Gathered, Verified, plan_pass, prepare
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import RingObject, view_from_dict
-from controller.sources.specs import SOURCES
+from controller.sources.specs import read_spec
 from controller.testing.builders import instances
 
 SPEC = {"service": {"name": "web"}, "shards": 16,
@@ -23,7 +23,7 @@ def published(monkeypatch, edit=None):
     """A first pass publishes; then the engine is counted, and the ConfigMap is as published
     (or as ``edit`` changed its ring.json)."""
     ring = RingObject("team", "r", "uid", 1, SPEC, {})
-    config = prepare(ring, CONNECTIONS, "t", SOURCES).config
+    config = prepare(ring, CONNECTIONS, "t", read_spec).config
     source = SourceState(Snapshot(1, instances(4), 0.0))
     first = plan_pass(ring, config, Gathered(None, source), 1.0, "t")
     data = dict(first.configmap.data)

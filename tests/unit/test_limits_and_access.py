@@ -12,7 +12,7 @@ from controller.core.ring import Algorithm, RingSpec, work
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import ConfigMapView, RingObject
 from controller.operator.settings import OperatorConfig
-from controller.sources.specs import SOURCES
+from controller.sources.specs import read_spec
 from controller.testing.builders import instance
 
 NOW = "2026-01-01T00:00:00Z"
@@ -38,9 +38,10 @@ def test_a_connection_serves_only_its_namespaces_and_says_nothing_of_the_others(
                    ("consul", "payments"): Access(namespaces=("payments", "pay-*"))}
     for namespace in ("payments", "pay-eu"):
         assert prepare(ring(namespace, consul={"connection": "payments"}), connections, NOW,
-                       SOURCES).config
-    foreign = prepare(ring("team-a", consul={"connection": "payments"}), connections, NOW, SOURCES)
-    unknown = prepare(ring("team-a", consul={"connection": "nope"}), connections, NOW, SOURCES)
+                       read_spec).config
+    foreign = prepare(ring("team-a", consul={"connection": "payments"}), connections, NOW,
+                      read_spec)
+    unknown = prepare(ring("team-a", consul={"connection": "nope"}), connections, NOW, read_spec)
     assert foreign.plan and unknown.plan and foreign.config is None
     reason, message = degraded(foreign.plan)
     # Not offered and not existing read alike: nothing to probe with.
@@ -53,14 +54,14 @@ def test_a_connection_serves_only_its_namespaces_and_says_nothing_of_the_others(
 def test_datacenters_and_anonymous_queries_can_be_refused_per_connection():
     connections = {("consul", "default"): Access(datacenters=("dc1",), require_token=True)}
     token = {"connection": "default", "tokenSecretRef": {"name": "t"}}
-    assert prepare(ring(consul=token), connections, NOW, SOURCES).config
+    assert prepare(ring(consul=token), connections, NOW, read_spec).config
     assert prepare(ring(consul=token, service={"name": "web", "datacenter": "dc1"}),
-                   connections, NOW, SOURCES).config
+                   connections, NOW, read_spec).config
     elsewhere = prepare(ring(consul=token, service={"name": "web", "datacenter": "dc2"}),
-                        connections, NOW, SOURCES)
+                        connections, NOW, read_spec)
     reason, message = degraded(elsewhere.plan)
     assert reason == "DatacenterNotAllowed" and "'dc2'" in message and "dc1" in message
-    anonymous = prepare(ring(), connections, NOW, SOURCES)
+    anonymous = prepare(ring(), connections, NOW, read_spec)
     reason, message = degraded(anonymous.plan)
     assert reason == "TokenRequired" and "tokenSecretRef" in message
 
@@ -70,7 +71,7 @@ def gathered(count: int, previous: ConfigMapView | None = None) -> Gathered:
 
 
 def planned(count: int, limits: Limits, **spec):
-    config = prepare(ring(**spec), {("consul", "default"): Access()}, NOW, SOURCES).config
+    config = prepare(ring(**spec), {("consul", "default"): Access()}, NOW, read_spec).config
     assert config is not None
     return plan_pass(ring(**spec), config, gathered(count), 10.0, NOW, limits)
 
@@ -93,7 +94,7 @@ def test_a_ring_over_a_limit_is_refused_before_any_work_naming_the_limit():
 
 
 def test_an_oversized_reply_is_a_limit_not_an_outage():
-    config = prepare(ring(), {("consul", "default"): Access()}, NOW, SOURCES).config
+    config = prepare(ring(), {("consul", "default"): Access()}, NOW, read_spec).config
     source = SourceState(error="the Consul reply is larger than this operator's maxReplyBytes "
                                "limit (10 bytes)", over_limit=True)
     plan = plan_pass(ring(), config, Gathered(None, source), 10.0, NOW, Limits())
@@ -136,7 +137,7 @@ def test_limits_and_connection_rules_are_read_strictly(tmp_path):
 
 def test_a_big_ring_waits_longer_between_versions_than_a_small_one():
     quiet = ring(stabilization={"window": "0s"})
-    config = prepare(quiet, {("consul", "default"): Access()}, NOW, SOURCES).config
+    config = prepare(quiet, {("consul", "default"): Access()}, NOW, read_spec).config
     first = plan_pass(quiet, config, gathered(3), 10.0, NOW, Limits())
     desired = first.configmap
     assert desired is not None

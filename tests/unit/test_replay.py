@@ -23,7 +23,7 @@ from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import RingObject, view_from_dict
 from controller.sources.consul.decode import instances_from_reply
 from controller.sources.registration import from_registration
-from controller.sources.specs import SOURCES
+from controller.sources.specs import read_spec
 
 HERE = Path(__file__).parent / "testdata" / "replay"
 SCENARIOS = json.loads((HERE / "scenarios.json").read_text())
@@ -78,7 +78,7 @@ def replay(scenario: dict[str, Any]) -> list[dict[str, Any]]:
         for offset in PASS_TIMES:
             at = now + offset
             ring = RingObject(NAMESPACE, name, UID, 1, spec, status)
-            intent = prepare(ring, connections, NOW_TEXT, SOURCES)
+            intent = prepare(ring, connections, NOW_TEXT, read_spec)
             assert intent.config is not None, intent.plan
             source = SourceState(snapshot=Snapshot(index, entries, at))
             view = view_from_dict(configmap) if configmap is not None else None

@@ -1,0 +1,16 @@
+"""Times as Kubernetes writes them (RFC 3339, UTC). Pure: the caller reads the clock."""
+
+from __future__ import annotations
+
+import datetime
+
+
+def rfc3339(moment: datetime.datetime, *, micro: bool = False) -> str:
+    """``2026-12-02T11:03:02Z`` (a Time), or with microseconds (a MicroTime: Leases, Events)."""
+    utc = moment.astimezone(datetime.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_rfc3339(*, micro: bool = False) -> str:
+    """The wall clock now, for the shell's adapters (the core is given times, never reads them)."""
+    return rfc3339(datetime.datetime.now(datetime.UTC), micro=micro)
