@@ -30,7 +30,11 @@ PASSES = 30
 def measure(members: int, shards: int) -> dict[str, float]:
     """In this process's checkout: seconds per pass (median, p90) over PASSES passes."""
     try:  # the layout since #22
-        from controller.core.planner import Gathered, Verified, plan_pass, prepare
+        from controller.core.planner import Gathered, plan_pass, prepare
+        try:
+            from controller.core.memory import RingMemory, Verified
+        except ImportError:
+            from controller.core.planner import Verified  # type: ignore[attr-defined,no-redef]
         from controller.core.source_state import Snapshot, SourceState
         from controller.core.views import RingObject, view_from_dict
         from controller.sources.consul.decode import instances_from_health as decode
@@ -60,10 +64,15 @@ def measure(members: int, shards: int) -> dict[str, float]:
             "data": dict(first.configmap.data)}
     view = view_from_dict(body)
     ring = RingObject("bench", "r", "uid", 1, spec, first.status)
-    carried = {"last_published_ring": first.published} \
-        if "last_published_ring" in Gathered.__dataclass_fields__ else {}  # as the worker does
-    gathered = Gathered(view, source, last_published=first.configmap.data["ring.json"],
-                        verified=Verified(view.name, "1", False), last_publish=1.0, **carried)
+    remembered = {"last_published": first.configmap.data["ring.json"], "last_publish": 1.0,
+                  "verified": Verified(view.name, "1", False)}
+    if "memory" in Gathered.__dataclass_fields__:  # one value since #22, carried whole
+        gathered = Gathered(view, source, memory=RingMemory(
+            **remembered, last_published_ring=first.published))
+    else:
+        carried = {"last_published_ring": first.published} \
+            if "last_published_ring" in Gathered.__dataclass_fields__ else {}
+        gathered = Gathered(view, source, **remembered, **carried)
     times = []
     for n in range(PASSES):
         started = time.perf_counter()

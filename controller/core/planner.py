@@ -21,6 +21,7 @@ from controller.core.decision import Decision, Problem, Reason, decide, kept
 from controller.core.events import Event, handover_ended, resharded, warnings
 from controller.core.limits import Access, Limits
 from controller.core.membership import MembershipError, members_from
+from controller.core.memory import RingMemory, Verified
 from controller.core.render import RingTooLarge, configmap_data
 from controller.core.ring import work
 from controller.core.source_state import SourceState
@@ -43,29 +44,14 @@ BYTES_PER_PUBLISH_INTERVAL = 100 << 10
 
 
 @dataclass(frozen=True)
-class Verified:
-    """A ConfigMap version already found to hold exactly what its ring renders to."""
-
-    name: str
-    resource_version: str
-    prometheus_relabel: bool
-
-
-@dataclass(frozen=True)
 class Gathered:
     """What the shell found out for the pass, after ``prepare``."""
 
     configmap: ConfigMapView | None  # the owned ConfigMap as last seen (None: it does not exist)
     source: SourceState | None = None  # None: not subscribed (the token is missing)
     token_problem: str | None = None  # why the token Secret cannot be used
-    last_published: str | None = None  # ring.json as this operator last published it
-    last_published_ring: ringfile.RingFile | None = None  # the same, parsed (None: not known)
-    verified: Verified | None = None
-    pending_since: float | None = None  # when the membership first differed from the published
-    last_publish: float | None = None  # when this operator last published a new version
-    last_publish_bytes: int = 0  # and how big its ConfigMap data was
+    memory: RingMemory = RingMemory()  # what the worker remembers from its earlier passes
     acks: tuple[Ack, ...] = ()  # the ring agents' acknowledgements (Leases) for this ring
-    handover_since: float | None = None  # when the published ring's handover started
 
 
 @dataclass(frozen=True)
@@ -91,8 +77,9 @@ class PassPlan:
     published: ringfile.RingFile | None = None  # the ring the ConfigMap holds after the write
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None  # None: run again when something changes
-    pending_since: float | None = None
-    handover_since: float | None = None
+    # What the worker remembers after this pass, once the ConfigMap (if any) is written; None:
+    # as it was (a pass that ended early decides nothing).
+    memory: RingMemory | None = None
     change: Decision | None = None  # a new ring version, for metrics
     configmap_unowned: bool = False  # the ConfigMap is not ours: do not trust the cached view
 
@@ -144,15 +131,15 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                           f"spec.configMap.name")
         status = build_status(ring, config, problem, source, None, now_text)
         return PassPlan(status=status, subscribe=True, events=warnings(ring, problem),
-                        requeue_after=RECHECK, pending_since=gathered.pending_since,
-                        configmap_unowned=True)
+                        requeue_after=RECHECK, configmap_unowned=True,
+                        memory=replace(gathered.memory, handover_since=None))
     previous, from_configmap = _previous(configmap, gathered)
     decision = _decide(ring, config, source, previous, gathered, now, limits)
     decision, ending = _handover(decision, previous, config, gathered, now,
                                  int(ring.status.get("ringVersion") or 0))
     desired, published = None, previous
     keeps_verified = not decision.changed and from_configmap and configmap is not None and \
-        gathered.verified == Verified(configmap.name, configmap.resource_version,
+        gathered.memory.verified == Verified(configmap.name, configmap.resource_version,
                                       config.prometheus_relabel)
     if decision.ring is not None and not keeps_verified:
         try:
@@ -181,11 +168,17 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
             (config.token is not None or config.credentials is not None):
         # The token may have been rotated in its Secret: no event says so, so look again.
         requeue_after = RECHECK if requeue_after is None else min(requeue_after, RECHECK)
+    change = decision if decision.changed and desired is not None else None
+    memory = replace(gathered.memory, handover_since=handover_since,
+                     pending_since=_pending_since(decision, gathered.memory.pending_since, now))
+    if desired is not None:
+        memory = replace(memory, last_published=desired.data.get("ring.json"),
+                         last_published_ring=published, verified=None)
+    if change is not None and desired is not None:
+        memory = replace(memory, last_publish=now,
+                         last_publish_bytes=sum(map(len, desired.data.values())))
     return PassPlan(status=status, subscribe=True, configmap=desired, published=published,
-                    events=events, requeue_after=requeue_after,
-                    pending_since=_pending_since(decision, gathered.pending_since, now),
-                    handover_since=handover_since,
-                    change=decision if decision.changed and desired is not None else None)
+                    events=events, requeue_after=requeue_after, memory=memory, change=change)
 
 
 def _previous(configmap: ConfigMapView | None, gathered: Gathered
@@ -193,7 +186,7 @@ def _previous(configmap: ConfigMapView | None, gathered: Gathered
     """The published ring: the ConfigMap's (True), else the one this operator last wrote, which
     restores a deleted or mangled ConfigMap. What this operator wrote itself is not parsed again:
     the worker carries it, parsed, beside its text."""
-    last, parsed = gathered.last_published, gathered.last_published_ring
+    last, parsed = gathered.memory.last_published, gathered.memory.last_published_ring
     if configmap is not None and configmap.ring_json is not None:
         if parsed is not None and configmap.ring_json == last:
             return parsed, True
@@ -239,12 +232,12 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
     # decide() weighs memberships against the assignment; a handover is this module's business.
     return decide(config, membership, source.snapshot.index, _without_handover(previous),
                   shard_ring={"namespace": ring.namespace, "name": ring.name}, now=now,
-                  seen_at=source.snapshot.received, pending_since=gathered.pending_since,
+                  seen_at=source.snapshot.received, pending_since=gathered.memory.pending_since,
                   last_version=int(ring.status.get("ringVersion") or 0),
                   not_before=_not_before(gathered, limits),
                   # Only the ring this operator published itself may be taken as it is; one
                   # edited by someone else, or written by another version, is planned again.
-                  own=previous is not None and previous is gathered.last_published_ring)
+                  own=previous is not None and previous is gathered.memory.last_published_ring)
 
 
 def _without_handover(ring: ringfile.RingFile | None) -> ringfile.RingFile | None:
@@ -271,7 +264,8 @@ def _handover(decision: Decision, previous: ringfile.RingFile | None, config: Ri
     held = replace(decision, ring=previous)  # decide() saw it without its handover
     if decision.problem is not None:
         return held, None
-    since = gathered.handover_since if gathered.handover_since is not None else now
+    since = gathered.memory.handover_since if gathered.memory.handover_since is not None \
+        else now
     state = handover.progress(previous, gathered.acks, since, now, config.handover_timeout)
     if state.done is None:
         return held, state
@@ -285,16 +279,17 @@ def _handover_since(decision: Decision, gathered: Gathered, now: float) -> float
     ring = decision.ring
     if ring is None or not ring.handover:
         return None
-    if decision.changed or gathered.handover_since is None:
+    if decision.changed or gathered.memory.handover_since is None:
         return now
-    return gathered.handover_since
+    return gathered.memory.handover_since
 
 
 def _not_before(gathered: Gathered, limits: Limits) -> float | None:
-    if gathered.last_publish is None:
+    last = gathered.memory
+    if last.last_publish is None:
         return None
-    intervals = max(1, -(-gathered.last_publish_bytes // BYTES_PER_PUBLISH_INTERVAL))
-    return gathered.last_publish + limits.min_publish_interval * intervals
+    intervals = max(1, -(-last.last_publish_bytes // BYTES_PER_PUBLISH_INTERVAL))
+    return last.last_publish + limits.min_publish_interval * intervals
 
 
 def _over_limit(previous: ringfile.RingFile | None, what: str, fix: str,

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Mapping
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from controller.core import ringfile
 from controller.core.acks import Ack
 from controller.core.credentials import Credentials, Token, UserPassword
 from controller.core.limits import Access, Limits
-from controller.core.planner import Gathered, PassPlan, Verified, prepare
+from controller.core.memory import RingMemory, Verified
+from controller.core.planner import Gathered, PassPlan, prepare
 from controller.core.source_state import SourceState
 from controller.core.spec import RingConfig, SpecError
 from controller.core.views import (
@@ -77,15 +77,9 @@ class RingWorker:
         self._spec: tuple[tuple[str, int], RingConfig | SpecError] | None = None  # as last read
         self.subscription: Subscription | None = None
         self.seen: SeenConfigMap | None = None  # None: not read yet
-        # ring.json as last published, kept as text and parsed when needed: a parsed ring per
-        # worker cost ~35 MB over 1000 rings.
-        self.last_published: str | None = None
-        self.last_published_ring: ringfile.RingFile | None = None  # parsed: never parsed again
-        self.verified: Verified | None = None
-        self.pending_since: float | None = None
-        self.handover_since: float | None = None  # when the published handover started
-        self.last_publish: float | None = None  # monotonic time of the last new version
-        self.last_publish_bytes = 0
+        # What the passes remember (published ring, stabilization, handover, last publish),
+        # given to the planner whole and taken back whole.
+        self.memory = RingMemory()
         self.fingerprint: Inputs | None = None  # what the last completed pass started from
         self.deadline: float | None = None
         self.namespace_terminating = False
@@ -306,12 +300,7 @@ class RingWorker:
         source = self.subscription.watch.state
         if source.silent:
             return None
-        return Gathered(await self._configmap(config.configmap), source,
-                        last_published=self.last_published,
-                        last_published_ring=self.last_published_ring, verified=self.verified,
-                        pending_since=self.pending_since, handover_since=self.handover_since,
-                        last_publish=self.last_publish,
-                        last_publish_bytes=self.last_publish_bytes,
+        return Gathered(await self._configmap(config.configmap), source, memory=self.memory,
                         acks=tuple(self.acks[name] for name in sorted(self.acks)))
 
     async def _secret(self, config: RingConfig) -> Credentials | None:
@@ -335,20 +324,14 @@ class RingWorker:
                          source: SourceState | None, body: dict[str, Any]) -> None:
         if plan.configmap_unowned:
             self.seen = None  # not ours, so not watched: read it again next time
+        memory = plan.memory  # taken only once the write went through (a conflict forgets it)
         if plan.configmap is not None:
             written = await self.publisher.configmap(plan.configmap, configmap)
             self.seen = SeenConfigMap(written.name, written)
-            self.last_published = written.ring_json
-            self.last_published_ring = plan.published \
-                if written.ring_json == plan.configmap.data.get("ring.json") else None
-            self.verified = Verified(written.name, written.resource_version,
-                                     plan.configmap.prometheus_relabel)
-            if plan.change is not None:
-                self.last_publish = self.clock.monotonic()
-                self.last_publish_bytes = sum(map(len, plan.configmap.data.values()))
-        if plan.subscribe:
-            self.pending_since = plan.pending_since
-            self.handover_since = plan.handover_since
+            memory = (memory or self.memory).written(written.ring_json, Verified(
+                written.name, written.resource_version, plan.configmap.prometheus_relabel))
+        if memory is not None:
+            self.memory = memory
         self.publisher.events(plan, body, warnings=False)
         self.publisher.measure(plan, source, self.clock.monotonic())
         patched = await self.publisher.status(plan.status, body)

@@ -8,7 +8,8 @@ import json
 
 from controller.core import decision, ringfile
 from controller.core.limits import Access
-from controller.core.planner import Gathered, Verified, plan_pass, prepare
+from controller.core.memory import RingMemory, Verified
+from controller.core.planner import Gathered, plan_pass, prepare
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import RingObject, view_from_dict
 from controller.sources.specs import read_spec
@@ -36,9 +37,9 @@ def published(monkeypatch, edit=None):
     runs = []
     engine = decision.plan
     monkeypatch.setattr(decision, "plan", lambda *a, **k: runs.append(1) or engine(*a, **k))
-    gathered = Gathered(view, source, last_published=first.configmap.data["ring.json"],
-                        last_published_ring=first.published,
-                        verified=Verified("r-ring", "1", False), last_publish=1.0)
+    gathered = Gathered(view, source, memory=RingMemory(
+        last_published=first.configmap.data["ring.json"], last_published_ring=first.published,
+        verified=Verified("r-ring", "1", False), last_publish=1.0))
     again = plan_pass(RingObject("team", "r", "uid", 1, SPEC, first.status), config, gathered,
                       50.0, "t")
     return first, again, runs

@@ -7,6 +7,7 @@ import pytest
 
 from controller.core.instance import Instance
 from controller.core.limits import Access, Limits, SettingsError
+from controller.core.memory import RingMemory
 from controller.core.planner import Gathered, plan_pass, prepare
 from controller.core.ring import Algorithm, RingSpec, work
 from controller.core.source_state import Snapshot, SourceState
@@ -147,8 +148,9 @@ def test_a_big_ring_waits_longer_between_versions_than_a_small_one():
 
     def next_version(size: int, now: float):
         source = SourceState(snapshot=Snapshot(8, entries(4), 10.0))
-        return plan_pass(quiet, config, Gathered(current, source, last_publish=10.0,
-                                                 last_publish_bytes=size), now, NOW, limits)
+        memory = RingMemory(last_publish=10.0, last_publish_bytes=size)
+        return plan_pass(quiet, config, Gathered(current, source, memory=memory), now, NOW,
+                         limits)
     small = next_version(1000, 10.05)
     assert small.change is None and small.requeue_after == pytest.approx(0.05)
     big = next_version(1 << 20, 10.05)  # 1 MiB: about one version a second

@@ -18,6 +18,7 @@ import pytest
 from controller.core import ringfile
 from controller.core.acks import Ack
 from controller.core.limits import Access
+from controller.core.memory import RingMemory
 from controller.core.planner import Gathered, plan_pass, prepare
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import RingObject, view_from_dict
@@ -68,10 +69,7 @@ def replay(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     connections = {(k, "default"): Access() for k in ("consul", "etcd", "zookeeper")}
     status: dict[str, Any] = {}
     configmap: dict[str, Any] | None = None
-    memory: dict[str, Any] = {"last_published": None, "last_published_ring": None,
-                              "pending_since": None,
-                              "handover_since": None, "last_publish": None,
-                              "last_publish_bytes": 0}
+    memory = RingMemory()  # carried from pass to pass as the worker carries it
     outputs, now, version = [], 10_000.0, 0
     for index, raw in enumerate(scenario["steps"], start=1):
         entries = source_entries(kind, spec, raw)
@@ -82,10 +80,10 @@ def replay(scenario: dict[str, Any]) -> list[dict[str, Any]]:
             assert intent.config is not None, intent.plan
             source = SourceState(snapshot=Snapshot(index, entries, at))
             view = view_from_dict(configmap) if configmap is not None else None
-            acks = acknowledgements(name, memory["last_published"], scenario.get("lagging", 0)) \
+            acks = acknowledgements(name, memory.last_published, scenario.get("lagging", 0)) \
                 if scenario.get("agents") else ()
-            plan = plan_pass(ring, intent.config, Gathered(view, source, acks=acks, **memory),
-                             at, NOW_TEXT)
+            plan = plan_pass(ring, intent.config,
+                             Gathered(view, source, acks=acks, memory=memory), at, NOW_TEXT)
             if plan.configmap is not None:
                 version += 1
                 configmap = {"metadata": {"name": plan.configmap.name,
@@ -93,13 +91,7 @@ def replay(scenario: dict[str, Any]) -> list[dict[str, Any]]:
                                           "labels": dict(plan.configmap.labels),
                                           "ownerReferences": [dict(plan.configmap.owner)]},
                              "data": dict(plan.configmap.data)}
-                memory["last_published"] = plan.configmap.data["ring.json"]
-                memory["last_published_ring"] = plan.published  # as the worker carries it
-                if plan.change is not None:
-                    memory["last_publish"] = at
-                    memory["last_publish_bytes"] = sum(map(len, plan.configmap.data.values()))
-            memory["pending_since"] = plan.pending_since
-            memory["handover_since"] = plan.handover_since
+            memory = plan.memory or memory
             status = plan.status
             outputs.append({"step": index, "at": offset, "status": plan.status,
                             "configmap": dict(plan.configmap.data) if plan.configmap else None,

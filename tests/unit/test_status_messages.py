@@ -9,6 +9,7 @@ from controller.core.acks import convergence
 from controller.core.decision import SHOWN_MEMBERS, decide
 from controller.core.instance import Instance
 from controller.core.membership import members_from
+from controller.core.memory import RingMemory
 from controller.core.planner import Gathered, plan_pass
 from controller.core.ring import Member, RingSpec, plan
 from controller.core.source_state import Snapshot, SourceState
@@ -42,6 +43,11 @@ def condition(status: dict, kind: str) -> dict:
     return next(c for c in status["conditions"] if c["type"] == kind)
 
 
+def remembered(published: ringfile.RingFile) -> RingMemory:
+    """The worker's memory after publishing this ring (as text: parsed again when read)."""
+    return RingMemory(last_published=ringfile.render(published))
+
+
 def test_a_problem_before_the_first_ring_does_not_claim_a_ring_is_kept():
     plan_ = plan_pass(ring_object(), CONFIG, Gathered(None, source_with()), 0.0, "t")
     ready = condition(plan_.status, "Ready")
@@ -51,8 +57,7 @@ def test_a_problem_before_the_first_ring_does_not_claim_a_ring_is_kept():
     first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a")), 0.0, "t")
     assert first.published is not None
     later = plan_pass(ring_object(first.status), CONFIG,
-                      Gathered(None, source_with(), last_published=ringfile.render(
-                          first.published)), 1.0, "t")
+                      Gathered(None, source_with(), memory=remembered(first.published)), 1.0, "t")
     assert "The last published ring is kept." in condition(later.status, "Ready")["message"]
 
 
@@ -61,14 +66,12 @@ def test_the_source_count_sits_beside_the_published_count():
     assert (first.status["members"], first.status["observedMembers"]) == (2, 2)
     # The last member dies: the published ring keeps its 2, the source says 0.
     gone = plan_pass(ring_object(first.status), CONFIG,
-                     Gathered(None, source_with(), last_published=ringfile.render(
-                         first.published)), 1.0, "t")
+                     Gathered(None, source_with(), memory=remembered(first.published)), 1.0, "t")
     assert (gone.status["members"], gone.status["observedMembers"]) == (2, 0)
     # The source unreachable: its count is not known, so none is shown.
     failing = SourceState(source_with("a").snapshot, error="Consul query failed")
     lost = plan_pass(ring_object(gone.status), CONFIG,
-                     Gathered(None, failing, last_published=ringfile.render(first.published)),
-                     2.0, "t")
+                     Gathered(None, failing, memory=remembered(first.published)), 2.0, "t")
     assert "observedMembers" not in lost.status and lost.status["members"] == 2
 
 
@@ -76,7 +79,7 @@ def test_a_reshard_names_who_joined_and_left_in_the_event_and_in_last_change():
     before = decide(CONFIG, members("a", "b", "c"), 1, None, shard_ring={}, now=0, seen_at=0,
                     pending_since=None)
     gathered = Gathered(None, source_with("a", "c", "d"),
-                        last_published=ringfile.render(before.ring))
+                        memory=remembered(before.ring))
     after = plan_pass(ring_object({"ringVersion": 1}), CONFIG, gathered, 1.0, "t")
     change = after.status["lastChange"]
     assert (change["added"], change["removed"]) == (1, 1)
