@@ -9,9 +9,7 @@ replaces it. Nothing here runs in an event loop: the agent is a process of its o
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,10 +19,11 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from controller.agent import metrics, promconfig
+from controller.agent import metrics
 from controller.agent.feed import ConfigMapFeed, Seen, Unreachable, Update
 from controller.agent.files import AtomicDir
 from controller.agent.lease import LeaseWriter
+from controller.agent.prometheus import PrometheusOutput, PrometheusRenderer, shares
 from controller.agent.reload import Reload, ReloadFailed, prometheus_targets
 from controller.client import RingVersion
 from controller.core import ringfile
@@ -34,22 +33,6 @@ from controller.core.views import RING_LABEL
 
 log = logging.getLogger("shardring.agent")
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
-# Prometheus re-applies relabeling to its targets a while after a reload (its discovery ticks,
-# up to ~5 s when updates came recently); the acknowledgement waits for that, this long at most.
-APPLY_WAIT, APPLY_POLL = 15.0, 0.1
-# A Prometheus that lists no target of the split jobs may just not have discovered them yet (it
-# started a moment ago): an empty list is taken as the truth only after this long.
-EMPTY_GRACE = 5.0
-
-
-@dataclass(frozen=True)
-class PrometheusOutput:
-    base: Path  # the user's configuration, without this member's rules
-    output: Path  # what Prometheus reads (--config.file)
-    jobs: tuple[str, ...] = ()  # the scrape jobs to split; empty: all of them
-    promtool: str | None = None  # validates the rendered file before it replaces the old one
-    # Prometheus' HTTP API: after a reload, acknowledge only once its targets follow the rules.
-    api: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +95,9 @@ class Agent:
     def __post_init__(self) -> None:
         self.files = AtomicDir(self.config.directory)
         self._first_reload = self.config.reload is not None
-        self._rules: tuple[list[int], int] | None = None  # the rendered shards and modulus
+        self.prometheus = PrometheusRenderer(
+            self.config.prometheus, targets=self.targets, clock=self.clock, sleep=self.sleep) \
+            if self.config.prometheus is not None else None
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -136,7 +121,8 @@ class Agent:
                  if config.lease else "no acknowledgement")
         stored = self.files.read()
         if stored is None or "ring.json" not in stored:
-            self._keep_nothing()
+            if self.prometheus is not None:
+                self.prometheus.keep_nothing()
             return
         try:
             ring = RingVersion.from_text(stored["ring.json"])
@@ -217,14 +203,15 @@ class Agent:
         member = self._member(ring)
         try:
             files_changed = self.files.write(data)
-            config_changed = self._render(ring, member)
+            config_changed = self.prometheus.render(ring, member) \
+                if self.prometheus is not None else False
         except (OSError, ValueError) as error:
             metrics.REJECTED.inc()
             log.error("ring version %d not applied: %s", ring.version, error)
             return
         if files_changed:
             log.info("ring version %d swapped into %s (%s)", ring.version,
-                     self.config.directory, _shares(ring, member))
+                     self.config.directory, shares(ring, member))
         applied = self.applied
         new_ack = (applied.version, applied.ring_hash, applied.member) != \
             (ring.version, ring.file.hash, member or "")
@@ -258,58 +245,12 @@ class Agent:
             return ring.member_at(self.config.address, self.config.port)
         return None
 
-    def _render(self, ring: RingVersion, member: str | None) -> bool:
-        """Write this member's Prometheus configuration if it changed; True when it did."""
-        prometheus = self.config.prometheus
-        if prometheus is None:
-            return False
-        shards = ring.shards_of(member) if member else []
-        self._rules = (shards, ring.shards)
-        changed = self._write_config(promconfig.render(prometheus.base.read_text(), shards,
-                                                       ring.shards, prometheus.jobs))
-        if changed:
-            log.info("ring version %d rendered into %s (%s)", ring.version, prometheus.output,
-                     _shares(ring, member))
-        return changed
-
-    def _keep_nothing(self) -> None:
-        """No ring yet: a configuration that scrapes none of the split jobs' targets, so the
-        workload can start (and become the member that makes the first ring)."""
-        prometheus = self.config.prometheus
-        if prometheus is not None and not prometheus.output.exists():
-            self._rules = ([], 1)
-            self._write_config(promconfig.render(prometheus.base.read_text(), [], 1,
-                                                 prometheus.jobs))
-            log.info("no ring yet: rendered %s, which keeps none of the split jobs' targets",
-                     prometheus.output)
-
-    def _write_config(self, text: str) -> bool:
-        """Validate and swap in the rendered configuration; False when it is already that."""
-        prometheus = self.config.prometheus
-        assert prometheus is not None
-        if prometheus.output.exists() and prometheus.output.read_text() == text:
-            return False
-        staging = prometheus.output.with_name(f".{prometheus.output.name}.new")
-        staging.write_text(text)
-        if prometheus.promtool:
-            checked = subprocess.run([prometheus.promtool, "check", "config", "--syntax-only",
-                                      str(staging)], capture_output=True, text=True, check=False)
-            if checked.returncode != 0:
-                staging.unlink(missing_ok=True)
-                detail = (checked.stderr or checked.stdout).strip().splitlines()[-1:]
-                raise ValueError(f"promtool refused the rendered configuration: "
-                                 f"{' '.join(detail)}")
-        os.replace(staging, prometheus.output)
-        return True
-
     # ---- reload and acknowledgement, retried ---------------------------------------------------
 
     def _reload(self) -> None:
         action = self.config.reload
         assert action is not None
-        prometheus = self.config.prometheus
-        known = promconfig.discovered(self.targets(prometheus.api), prometheus.jobs) \
-            if prometheus is not None and prometheus.api is not None else 0
+        known = self.prometheus.discovered() if self.prometheus is not None else 0
         metrics.RELOADS.inc()
         try:
             answer = action()
@@ -326,7 +267,8 @@ class Agent:
         log.info("reload for ring version %d: %s%s", self.applied.version, answer,
                  f" (after {self.reloading.failures} failures)" if self.reloading.failures
                  else "")
-        verified = self._await_applied(expect_targets=known > 0)
+        verified = self.prometheus.await_applied(expect_targets=known > 0) \
+            if self.prometheus is not None else True
         self.reloading.done()
         self.reload_pending = False
         metrics.RELOAD_PENDING.set(0)
@@ -334,29 +276,6 @@ class Agent:
         if self.applied.reload != state:
             self.applied.reload = state
             self.ack_pending = True
-
-    def _await_applied(self, expect_targets: bool) -> bool:
-        """Make-before-break needs the workload to scrape by the new rules before this member
-        acknowledges them (so the previous owners let go only then). False: it did not show
-        it does in time (acknowledged as "unverified", which a handover does not count)."""
-        prometheus = self.config.prometheus
-        if prometheus is None or prometheus.api is None or self._rules is None:
-            return True
-        shards, modulus = self._rules
-        started = self.clock()
-        deadline = started + APPLY_WAIT
-        while True:
-            found = self.targets(prometheus.api)
-            expect = expect_targets or self.clock() < started + EMPTY_GRACE
-            if found is not None and promconfig.applied(found, shards, modulus,
-                                                        prometheus.jobs, expect):
-                return True
-            if self.clock() >= deadline:
-                log.warning("Prometheus' targets did not follow the new rules within %.0f s "
-                            "(do the base configuration's own rules rewrite __address__ or drop "
-                            "targets?); acknowledged as unverified", APPLY_WAIT)
-                return False
-            self.sleep(APPLY_POLL)
 
     def _ack(self) -> None:
         applied = self.applied
@@ -386,15 +305,6 @@ class Agent:
             self._reload()
         if self.ack_pending and (self.acking.due is None or now >= self.acking.due):
             self._ack()
-
-
-def _shares(ring: RingVersion, member: str | None) -> str:
-    """What this member serves of the ring, for the log."""
-    if not member:
-        return f"not a member: keeps none of its {ring.shards} shards"
-    handed = len(ring.file.handover.get(member, ()))
-    return f"member {member} keeps {len(ring.shards_of(member))} of {ring.shards} shards" + (
-        f", {handed} of them until their new owners acknowledge" if handed else "")
 
 
 def _short(error: Exception) -> str:
