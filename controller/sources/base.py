@@ -242,6 +242,11 @@ class PooledRegistry:
         if stopped is not None:
             metrics.forget_unwatched(stopped.query,
                                      (w.query for w in self.pool.watchers.values()))
+            await self.released(stopped)
+
+    async def released(self, watcher: SourceWatcher) -> None:
+        """A watcher stopped with its last subscriber: close what only it used (a session
+        authenticated with credentials since rotated, say)."""
 
     async def close(self) -> None:
         await self.pool.stop_all()

@@ -4,6 +4,7 @@ kube-controller-manager's own endpointslice controller for real Pods."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -187,3 +188,88 @@ def start_pod(core_v1, namespace: str, name: str, node: str, ip: str) -> None:
         "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now},
                        {"type": "ContainersReady", "status": "True",
                         "lastTransitionTime": now}]}})
+
+
+class SilentProxy:
+    """A TCP relay to the API server that can go silent without closing anything: a network
+    partition, as a client sees one (no reset, no answer)."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.silent = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while self.silent:  # a new connection gets no answer while partitioned
+            await asyncio.sleep(0.05)
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        await asyncio.gather(self._pump(reader, upstream_writer),
+                             self._pump(upstream_reader, writer), return_exceptions=True)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                while self.silent:  # held, not delivered: the connection stays open
+                    await asyncio.sleep(0.05)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def test_a_watch_on_a_connection_gone_silent_is_noticed_and_followed_again(
+        api_client, discovery, namespace, monkeypatch):
+    """A partition resets nothing: the watch would wait for its read timeout. The API server
+    sends a bookmark every minute, so a watch silent for longer (here 1 s) is ended and
+    resumed, and a resume that cannot connect reports the outage."""
+    import dataclasses
+    from urllib.parse import urlparse
+
+    from controller.sources.kubernetes import api
+    from controller.sources.kubernetes.query import KubernetesQuery
+    from controller.sources.kubernetes.watch import KubernetesRegistry
+    monkeypatch.setattr(api, "QUIET", 1.0)
+    monkeypatch.setattr(api, "REQUEST_TIMEOUT", 2.0)
+    service = f"silent-{uuid.uuid4().hex[:6]}"
+    write_slice(discovery, namespace, service, f"{service}-a", [endpoint("s-0", "10.7.0.1")])
+
+    async def until(check, what: str, timeout: float = 15.0) -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while not check():
+            assert loop.time() - started < timeout, what
+            await asyncio.sleep(0.05)
+        return loop.time() - started
+
+    async def scenario() -> None:
+        target = urlparse(api_client.configuration.host)
+        proxy = SilentProxy(target.hostname, target.port)
+        port = await proxy.start()
+        connection = dataclasses.replace(api.connection_from_client(api_client.configuration),
+                                         host=f"https://127.0.0.1:{port}")
+        registry = KubernetesRegistry(connection=connection)
+        subscription = registry.subscribe(KubernetesQuery(namespace, service), None, lambda: None)
+        watcher = subscription.watch
+        try:
+            await until(lambda: watcher.state.snapshot is not None, "first listing")
+            proxy.silent = True
+            took = await until(lambda: watcher.state.error is not None, "outage noticed")
+            assert "cannot be reached" in watcher.state.error and took < 10
+            proxy.silent = False
+            await until(lambda: watcher.state.error is None, "followed again")
+            await asyncio.to_thread(write_slice, discovery, namespace, service, f"{service}-a",
+                                    [endpoint("s-0", "10.7.0.1"), endpoint("s-1", "10.7.0.2")])
+            await until(lambda: len(watcher.state.snapshot.instances) == 2, "a change followed")
+        finally:
+            await registry.unsubscribe(subscription)
+            await registry.close()
+            proxy.close()
+    asyncio.run(scenario())

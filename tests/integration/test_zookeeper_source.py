@@ -192,6 +192,8 @@ def test_an_expired_session_is_replaced_and_everything_read_again(
 def test_digest_authentication_from_a_marked_secret(zk_operator, rings, zookeeper, core_v1,
                                                     namespace, caplog):
     from kubernetes import client as k8s
+
+    from controller.core.credentials import UserPassword, digest
     path = f"/services/private-{uuid.uuid4().hex[:6]}"
     private = Registrar(zookeeper, path)
     readers = ("ring-reader", "zk-reader-s3cret")
@@ -210,6 +212,11 @@ def test_digest_authentication_from_a_marked_secret(zk_operator, rings, zookeepe
                                         {"stringData": {"password": readers[1]}})
         wait_for(lambda: (r := rings.ring("private-ring")) and len(r.assignment.members) == 2,
                  "published with the right password", timeout=15)
+        # The session of the rotated-out password is closed, not kept until the operator exits.
+        sessions = zk_operator.sources.registries["zookeeper"].ensembles
+        wrong = digest(UserPassword(readers[0], "wrong"))
+        wait_for(lambda: not any(name.endswith(wrong) for name in sessions), "old session closed")
+        assert any(name.endswith(digest(UserPassword(*readers))) for name in sessions)
     finally:
         private.cleanup()
     seen = str(rings.get("private")) + caplog.text

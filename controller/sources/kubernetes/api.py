@@ -18,7 +18,11 @@ from controller.sources.base import http_session
 from controller.sources.kubernetes.query import KubernetesQuery
 
 REQUEST_TIMEOUT = 10.0
-WATCH_SECONDS = 290  # the API server ends a watch after this; the watcher lists again
+WATCH_SECONDS = 290  # the API server ends a watch after this; the watcher resumes it
+# The API server sends a bookmark to a watch at least every minute (its watch cache's bookmark
+# frequency): a watch silent for longer is taken as a connection that died without a reset, and
+# ended, to be resumed from its last version (which fails at once if the server is really gone).
+QUIET = 90.0
 SERVICE_NAME = "kubernetes.io/service-name"
 
 
@@ -107,19 +111,21 @@ class Api:
         """(event type, object, bytes) until the server ends the watch."""
         params = {**self._params(query), "watch": "1", "resourceVersion": resource_version,
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)}
-        timeout = aiohttp.ClientTimeout(total=None, connect=REQUEST_TIMEOUT,
-                                        sock_read=WATCH_SECONDS + 30)
+        timeout = aiohttp.ClientTimeout(total=None, connect=REQUEST_TIMEOUT, sock_read=QUIET)
         async with self.session.get(self._url(query), params=params, headers=self._headers(),
                                     timeout=timeout) as reply:
             if reply.status != 200:
                 await self._read(reply)  # raises the API server's error
-            async for line in reply.content:
-                if len(line) > self.max_reply_bytes:
-                    raise ApiError(f"an EndpointSlice event is larger than this operator's "
-                                   f"maxReplyBytes limit ({self.max_reply_bytes} bytes)")
-                if line.strip():
-                    event = json.loads(line)
-                    yield str(event.get("type") or ""), event.get("object") or {}, len(line)
+            try:
+                async for line in reply.content:
+                    if len(line) > self.max_reply_bytes:
+                        raise ApiError(f"an EndpointSlice event is larger than this operator's "
+                                       f"maxReplyBytes limit ({self.max_reply_bytes} bytes)")
+                    if line.strip():
+                        event = json.loads(line)
+                        yield str(event.get("type") or ""), event.get("object") or {}, len(line)
+            except aiohttp.SocketTimeoutError:
+                return  # silent for QUIET seconds: the watcher resumes from the last version
 
     async def _read(self, reply: aiohttp.ClientResponse) -> bytes:
         chunks, size = [], 0

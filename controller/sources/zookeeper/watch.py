@@ -216,12 +216,29 @@ class ZooKeeperRegistry(PooledRegistry):
 
     def _ensemble(self, connection: str, credentials_digest: str) -> Ensemble:
         """A session per connection and credentials: digest auth is granted to a session."""
-        name = f"{connection}\0{credentials_digest}"
+        name = _ensemble_name(connection, credentials_digest)
         if name not in self.ensembles:
             self.ensembles[name] = Ensemble(self.connections[connection])
         return self.ensembles[name]
+
+    async def released(self, watcher: SourceWatcher) -> None:
+        """The session of credentials no watcher uses any more (rotated, or their rings gone)
+        is closed: it would otherwise stay open, heartbeating, until the operator exits."""
+        def name(key: WatchKey) -> str:
+            return _ensemble_name(key.query.connection, key.credentials_digest)
+        if not isinstance(watcher.key, WatchKey):
+            return
+        unused = name(watcher.key)
+        if all(name(other) != unused for other in self.watchers):
+            ensemble = self.ensembles.pop(unused, None)
+            if ensemble is not None:
+                await ensemble.close()
 
     async def close_clients(self) -> None:
         for ensemble in self.ensembles.values():
             await ensemble.close()
         self.ensembles.clear()
+
+
+def _ensemble_name(connection: str, credentials_digest: str) -> str:
+    return f"{connection}\0{credentials_digest}"
