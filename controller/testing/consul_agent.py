@@ -25,6 +25,7 @@ class ConsulAgent:
     persistent: bool = False
     acl_token: str | None = None
     tls: bool = False
+    extra_config: str = ""  # HCL added to the agent's configuration (a limit, say)
     process: Process | None = field(init=False, default=None)
     address: str = field(init=False, default="")
     ca_file: Path | None = field(init=False, default=None)
@@ -53,6 +54,8 @@ class ConsulAgent:
             lines.append(f'tls {{ defaults {{ ca_file = "{certs}/ca.pem" '
                          f'cert_file = "{certs}/server.pem" key_file = "{certs}/server.key" '
                          'verify_incoming = false } }')
+        if self.extra_config:
+            lines.append(self.extra_config)
         return "\n".join(lines)
 
     def start(self) -> None:

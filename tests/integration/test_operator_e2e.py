@@ -209,8 +209,8 @@ def test_restarting_the_operator_moves_nothing_and_writes_nothing(
         resumed = wait_for(lambda: evaluated(second, rings.namespace, "steady"),
                            "the restarted operator to evaluate the ring on a Consul snapshot")
         assert len(resumed.subscription.watch.state.snapshot.instances) == 4
-        assert resumed.verified is not None
-        assert (resumed.verified.name, resumed.verified.resource_version) == \
+        assert resumed.memory.verified is not None
+        assert (resumed.memory.verified.name, resumed.memory.verified.resource_version) == \
             ("steady-ring", configmap_version)
         assert resumed.writes == 0
         assert rings.configmap("steady-ring").metadata.resource_version == configmap_version

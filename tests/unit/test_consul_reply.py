@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from controller.sources.consul.client import health_params
+from controller.sources.consul.client import blocking, health_params
 from controller.sources.consul.decode import instances_from_health, instances_from_reply
 from controller.sources.consul.query import ServiceQuery
 
@@ -39,10 +39,11 @@ def test_the_query_parameters_follow_the_spec():
     query = ServiceQuery(connection="default", service="web", datacenter="dc2",
                          tags=("a", "b"), node_meta=(("rack", "r1"),), only_passing=True,
                          filter='Service.Meta.x == "y"')
-    assert health_params(query, 0) == [
+    assert health_params(query) == [
         ("passing", "1"), ("tag", "a"), ("tag", "b"), ("dc", "dc2"), ("node-meta", "rack:r1"),
         ("filter", 'Service.Meta.x == "y"')]
-    blocking = health_params(query, 42)
-    assert blocking[:2] == [("index", "42"), ("wait", "55s")]
     assert health_params(ServiceQuery(connection="default", service="web",
-                                      only_passing=False), 0) == []
+                                      only_passing=False)) == []
+    # A hub's listings block until the index moves; the first one answers at once.
+    assert blocking(42, "dc2") == [("index", "42"), ("wait", "55s"), ("dc", "dc2")]
+    assert blocking(0) == []

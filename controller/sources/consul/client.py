@@ -17,10 +17,11 @@ from controller.sources.connections import ConsulConnection
 from controller.sources.consul.query import ServiceQuery
 
 WAIT_SECONDS = 55.0
-# Every watcher holds one connection open in its blocking query; aiohttp's default pool limit
-# (100) would make the 101st distinct query wait. Consul's own limit is the agent's
-# limits.http_max_conns_per_client (200 by default).
-MAX_CONNECTIONS = 10000
+# Connections to one Consul agent, whatever the number of services watched through it: each hub
+# (datacenter and token) holds three blocking queries, and reads share READS more. The agent
+# refuses an address more than limits.http_max_conns_per_client (200 by default) with HTTP 429.
+MAX_CONNECTIONS = 64
+READS = 16
 
 class ReplyTooLarge(Exception):
     def __init__(self, limit: int):
@@ -71,9 +72,18 @@ class BoundedConsul(consul.aio.Consul):
                                  cert=cert, max_bytes=self.max_reply_bytes)
 
 
-def health_params(query: ServiceQuery, index: int) -> list[tuple[str, str]]:
-    """/v1/health/service's query parameters (Consul's HTTP API) for a blocking query."""
+def blocking(index: int, datacenter: str | None = None) -> list[tuple[str, str]]:
+    """A blocking query's parameters: it returns once Consul's index moves past ``index`` (or
+    after WAIT_SECONDS); index 0 answers at once."""
     params = [("index", str(index)), ("wait", f"{int(WAIT_SECONDS)}s")] if index else []
+    if datacenter:
+        params.append(("dc", datacenter))
+    return params
+
+
+def health_params(query: ServiceQuery) -> list[tuple[str, str]]:
+    """/v1/health/service's query parameters (Consul's HTTP API), for a read (not blocking)."""
+    params = []
     if query.only_passing:
         params.append(("passing", "1"))
     params += [("tag", tag) for tag in query.tags]
@@ -85,11 +95,17 @@ def health_params(query: ServiceQuery, index: int) -> list[tuple[str, str]]:
     return params
 
 
+class TooManyConnections(consul.ConsulException):
+    """HTTP 429: the agent refuses this address's connections beyond its limit."""
+
+
 def health_reply(response: base.Response) -> tuple[int, bytes]:
     """The reply's index and its body, still undecoded; Consul's errors as py-consul raises them."""
     code, body = response.code, response.body
     if code >= 400:
         text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+        if code == 429:
+            raise TooManyConnections(f"{code} {text}")
         if code == 400:
             raise BadRequest(f"{code} {text}")
         if code == 403:

@@ -1,27 +1,25 @@
-"""Shared Consul blocking-query watchers: one per distinct query, however many rings need it.
+"""Shared Consul watchers: one per distinct query, however many rings need it.
 
-Rules from Consul's blocking-query documentation:
-* ``/v1/health/service/<name>?index=I&wait=W`` returns when the index moves past I or after W
-  plus up to W/16 of jitter, so the client timeout is W + W/16 + a margin;
+A watcher holds no connection of its own: its hub (``hub``) follows the datacenter's health,
+services and nodes with three blocking queries and tells the watchers whose service may have
+changed to read it again (``/v1/health/service/<name>``, one request). So the connections to an
+agent stay bounded (client.MAX_CONNECTIONS) however many services are watched.
+
 * a reply is not a change: the sorted instances are compared before anyone is woken;
-* an index that goes backwards (agent restart, snapshot restore) resets to 0;
-* errors back off with jitter, and a churning index is rate-limited, so nothing loops hot;
-* a query Consul refuses as malformed (a bad filter expression) backs off much longer, since only
-  a spec change fixes it, and that starts a new watcher.
+* a read that fails is retried with jitter; a query Consul refuses as malformed (a bad filter
+  expression) or whose reply is too big waits much longer, since only a spec change fixes it, and
+  that starts a new watcher; an agent that cannot be reached is the hub's to report, and its
+  return makes every watcher read again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-import consul
 import consul.aio
-from consul.exceptions import BadRequest
 
 from controller import metrics
 from controller.core.credentials import Credentials, Token, digest
@@ -33,32 +31,26 @@ from controller.sources.base import (
     PooledRegistry,
     SourceWatcher,
     Subscription,
-    error_reason,
     narrowed,
 )
 from controller.sources.connections import ConsulConnection
 from controller.sources.consul.client import (
-    WAIT_SECONDS,
-    ReplyTooLarge,
+    READS,
     close_client,
     health_params,
     health_reply,
     new_client,
 )
 from controller.sources.consul.decode import instances_from_reply
+from controller.sources.consul.failures import Failure, describe
+from controller.sources.consul.hub import Hub, hub_name
 from controller.sources.consul.query import ServiceQuery
 
 log = logging.getLogger("shardring.consul")
 
-MIN_INTERVAL = 0.05  # at most 20 queries a second per watcher, even if the index churns
-# Capped low so that Consul coming back is noticed within seconds; with one query per distinct
-# service, a few requests a second across all watchers is not a hot loop.
-BACKOFF_MAX = 1.0
+READ_TIMEOUT = 30.0
+BACKOFF_MAX = 5.0  # a read that failed while its hub reaches Consul
 REFUSED_BACKOFF_MAX = 60.0
-# Consul answers a filter it cannot parse or evaluate with HTTP 500 and this text (400 for other
-# malformed queries): a spec problem, not an outage.
-_BEXPR_REFUSAL = "Failed to create boolean expression evaluator"
-REFUSAL_TEXT_MAX = 300  # characters of Consul's own explanation kept for the ring's status
 # A reply this big is decoded in a thread, one entry at a time: json.loads of a 30 MB reply holds
 # the GIL (and so every ring's event loop) for ~300 ms even in a thread.
 DECODE_OFF_LOOP_BYTES = 1 << 20
@@ -73,87 +65,79 @@ class WatchKey:
 class Watcher(SourceWatcher):
     key: WatchKey
 
-    def __init__(self, key: WatchKey, client: consul.aio.Consul, token: str | None):
+    def __init__(self, key: WatchKey, hub: Hub):
         super().__init__(key, key.query, f"consul-watch:{key.query.service}")
-        self._client = client
-        self._token = token
+        self.service = key.query.service
+        self._hub = hub
+        self._due = asyncio.Event()
         self.changes = 0  # membership changes seen
-        self.requests = 0  # queries sent (a refused query must not make this climb fast)
+        self.requests = 0  # reads sent (a refused query must not make this climb fast)
+
+    # ---- what the hub says ----------------------------------------------------------------------
+
+    def nodes(self) -> frozenset[str] | None:
+        snapshot = self.state.snapshot
+        return frozenset(i.node for i in snapshot.instances) if snapshot is not None else None
+
+    def read_again(self) -> None:
+        self._due.set()
+
+    def unreachable(self, failure: Failure) -> None:
+        metrics.source_error(self.key.query, failure.reason)
+        self._report(failure)
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        super().start()
+        self._hub.join(self)
+
+    async def stop(self) -> None:
+        self._hub.leave(self)
+        await super().stop()
 
     async def _run(self) -> None:
         query = self.key.query
-        index = 0
         backoff = Backoff(cap=BACKOFF_MAX)
-        last_query = 0.0
         while True:
-            pause = MIN_INTERVAL - (time.monotonic() - last_query)
-            if pause > 0:
-                await asyncio.sleep(pause)
-            last_query = time.monotonic()
+            await self._due.wait()
+            self._due.clear()
             self.requests += 1
             try:
-                new_index, body = await asyncio.wait_for(
-                    self._client.http.get(health_reply, f"/v1/health/service/{query.service}",
-                                          params=health_params(query, index),
-                                          headers={"X-Consul-Token": self._token}
-                                          if self._token else None, raw=True),
-                    timeout=WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
+                async with self._hub.reads:
+                    index, body = await asyncio.wait_for(
+                        self._hub.client.http.get(
+                            health_reply, f"/v1/health/service/{query.service}",
+                            params=health_params(query), raw=True,
+                            headers={"X-Consul-Token": self._hub.token}
+                            if self._hub.token else None),
+                        timeout=READ_TIMEOUT)
                 metrics.source_reply(query, len(body))
                 instances = await asyncio.to_thread(instances_from_reply, body) \
                     if len(body) > DECODE_OFF_LOOP_BYTES else instances_from_reply(body)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
-                self._fail(error)
-                index = 0  # the next reply comes at once, so recovery is seen at once
-                # A broken connection is dropped from the pool by aiohttp; the retry opens
-                # a new one.
-                # Only a spec change fixes a refused or oversized query (and it starts a new
-                # watcher): asking again soon would only cost Consul and us the same reply.
-                slow = self.state.refused or self.state.over_limit
-                await asyncio.sleep(backoff.wait(REFUSED_BACKOFF_MAX if slow else None))
+                failure = describe(error, self._hub.token)
+                metrics.source_error(query, failure.reason)
+                self._report(failure)
+                if self._hub.failure is None:  # else the hub's recovery reads again
+                    slow = failure.refused or failure.over_limit or failure.denied
+                    await asyncio.sleep(backoff.wait(REFUSED_BACKOFF_MAX if slow else None))
+                    self._due.set()
                 continue
             backoff.reset()
-            new_index = int(new_index or 0)
-            # An index that goes backwards means Consul's state was reset: start over.
-            index = 0 if new_index < index else new_index
-            self._succeed(instances, new_index)
+            self._succeed(instances, int(index or 0))
             # The raw reply (checks, outputs, raft indexes) would otherwise stay alive in this
-            # frame through the next 55-second query: 100 watchers held ~30 MB that way.
+            # frame until the next read.
             del body, instances
 
-    def _fail(self, error: BaseException) -> None:
-        denied = isinstance(error, consul.ACLPermissionDenied)
-        refused = isinstance(error, BadRequest) or (
-            isinstance(error, consul.ConsulException) and _BEXPR_REFUSAL in str(error))
-        over_limit = isinstance(error, ReplyTooLarge)
-        message = "Consul refused the ACL token (permission denied)" if denied else \
-            f"Consul query failed: {type(error).__name__}"
-        if over_limit:
-            message = str(error)
-        elif refused:
-            message = f"Consul refused the query: {self._refusal(error)}"
-        elif not denied and isinstance(error, consul.ConsulException):
-            message = "Consul query failed: Consul returned an error"
-        metrics.source_error(self.key.query, error_reason(
-            denied=denied, refused=refused, over_limit=over_limit,
-            unreachable=isinstance(error, aiohttp.ClientConnectionError | TimeoutError)))
-        if self.state.error != message:
-            log.warning("%s for service %s", message, self.key.query.service)
-            self.state = SourceState(snapshot=self.state.snapshot, error=message,
-                                     permission_denied=denied, refused=refused,
-                                     over_limit=over_limit)
+    def _report(self, failure: Failure) -> None:
+        if self.state.error != failure.message:
+            self.state = SourceState(snapshot=self.state.snapshot, error=failure.message,
+                                     permission_denied=failure.denied, refused=failure.refused,
+                                     over_limit=failure.over_limit)
             self._notify()
-
-    def _refusal(self, error: BaseException) -> str:
-        """Consul's explanation (py-consul's text is "<code> <body>"), one line, bounded, and
-        never carrying the token, should Consul ever echo it."""
-        text = " ".join(str(error).split())
-        code, _, body = text.partition(" ")
-        text = body if code.isdigit() else text
-        if self._token:
-            text = text.replace(self._token, "***")
-        return text[:REFUSAL_TEXT_MAX] or "HTTP 400"
 
     def _succeed(self, instances: tuple[Instance, ...], index: int) -> None:
         # Instances are sorted values: plain equality is the comparison.
@@ -172,6 +156,8 @@ class WatcherRegistry(PooledRegistry):
     connections: dict[str, ConsulConnection]
     max_reply_bytes: int = 64 << 20
     clients: dict[str, consul.aio.Consul] = field(default_factory=dict)
+    hubs: dict[tuple[str, str | None, str], Hub] = field(default_factory=dict)
+    _reads: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
     @property
     def watchers(self) -> dict[WatchKey, Watcher]:
@@ -187,16 +173,35 @@ class WatcherRegistry(PooledRegistry):
         query = narrowed(query, ServiceQuery)
         key = self.key_for(query, credentials)
         token = credentials.value if isinstance(credentials, Token) else None
-        return self.join(key, lambda: Watcher(key, self._client(query.connection), token),
-                              wake)
+        return self.join(key, lambda: Watcher(key, self._hub(query, key.token_digest, token)),
+                         wake)
 
-    def _client(self, connection: str) -> consul.aio.Consul:
-        if connection not in self.clients:
-            self.clients[connection] = new_client(self.connections[connection],
-                                                  self.max_reply_bytes)
-        return self.clients[connection]
+    def _hub(self, query: ServiceQuery, token_digest: str, token: str | None) -> Hub:
+        """One per (connection, datacenter, token): what each of them may see differs."""
+        name = (query.connection, query.datacenter, token_digest)
+        if name not in self.hubs:
+            if query.connection not in self.clients:
+                self.clients[query.connection] = new_client(
+                    self.connections[query.connection], self.max_reply_bytes)
+                self._reads[query.connection] = asyncio.Semaphore(READS)
+            hub = Hub(hub_name(query.connection, query.datacenter),
+                      self.clients[query.connection], token, query.datacenter,
+                      self._reads[query.connection])
+            hub.start()
+            self.hubs[name] = hub
+        return self.hubs[name]
+
+    async def released(self, watcher: SourceWatcher) -> None:
+        """A hub no watcher uses any more stops (its token rotated, its rings gone)."""
+        for name, hub in list(self.hubs.items()):
+            if not hub.readers:
+                del self.hubs[name]
+                await hub.stop()
 
     async def close_clients(self) -> None:
+        for hub in self.hubs.values():
+            await hub.stop()
+        self.hubs.clear()
         for client in self.clients.values():
             await close_client(client)
         self.clients.clear()

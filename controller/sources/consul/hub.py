@@ -1,0 +1,171 @@
+"""What tells a Consul connection's watchers to read again, with a bounded number of connections.
+
+A blocking query per watched service would hold a connection each: past ~200 services the agent
+refuses the rest (limits.http_max_conns_per_client, HTTP 429). A hub, one per (connection,
+datacenter, token), instead follows the three tables /v1/health/service reads from, each with one
+blocking query for the whole datacenter:
+
+* ``/v1/health/state/any`` filtered to the checks that are not passing (checks): small in a
+  healthy datacenter; two listings compared name the services, and the nodes, whose health moved;
+* ``/v1/catalog/services`` (services): a registration, a deregistration, a changed port or tag;
+* ``/v1/catalog/nodes`` (nodes): a node's address or metadata.
+
+A health change makes only the services it names read again; a catalog or node change makes every
+watcher of the hub read again (one read each, however many changes came meanwhile). The reads
+share the connection's READS connections. Watchers read first only once the hub holds a listing of
+all three tables (so no change can fall between a read and the listing it is compared to), and
+again when a hub that could not reach Consul reaches it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Protocol
+
+import consul.aio
+
+from controller.sources.base import Backoff
+from controller.sources.consul.changes import Unhealthy, changed, unhealthy
+from controller.sources.consul.client import WAIT_SECONDS, blocking, health_reply
+from controller.sources.consul.failures import Failure, describe
+
+log = logging.getLogger("shardring.consul")
+
+MIN_INTERVAL = 0.05  # at most 20 listings a second per table, even if its index churns
+BACKOFF_MAX = 1.0  # a returned agent is noticed within about a second
+NOT_PASSING = 'Status != "passing"'
+TABLES = {"health": "/v1/health/state/any", "catalog": "/v1/catalog/services",
+          "nodes": "/v1/catalog/nodes"}
+
+
+class Reader(Protocol):
+    """A watcher, as its hub sees it."""
+
+    service: str
+
+    def nodes(self) -> frozenset[str] | None:
+        """The nodes its instances run on (None: not read yet)."""
+
+    def read_again(self) -> None: ...
+
+    def unreachable(self, failure: Failure) -> None: ...
+
+
+class Hub:
+    def __init__(self, name: str, client: consul.aio.Consul, token: str | None,
+                 datacenter: str | None, reads: asyncio.Semaphore):
+        self.name = name  # for logs: the connection and datacenter, never the token
+        self.client, self.token, self.datacenter, self.reads = client, token, datacenter, reads
+        self.readers: set[Reader] = set()
+        self.listings = 0  # replies of the three tables (a test counts them)
+        self.failure: Failure | None = None  # while a table cannot be read
+        self._listed: dict[str, bool] = dict.fromkeys(TABLES, False)
+        self._unhealthy: Unhealthy | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def ready(self) -> bool:
+        """Every table listed since the last failure: a read now misses no change."""
+        return all(self._listed.values())
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._follow(table), name=f"consul-{table}:{self.name}")
+                       for table in TABLES]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - it is going anyway
+                pass
+
+    def join(self, reader: Reader) -> None:
+        self.readers.add(reader)
+        if self.failure is not None:
+            reader.unreachable(self.failure)
+        elif self.ready:
+            reader.read_again()
+
+    def leave(self, reader: Reader) -> None:
+        self.readers.discard(reader)
+
+    async def _follow(self, table: str) -> None:
+        index, last_query = 0, 0.0
+        backoff = Backoff(cap=BACKOFF_MAX)
+        params = [("filter", NOT_PASSING)] if table == "health" else []
+        while True:
+            pause = MIN_INTERVAL - (time.monotonic() - last_query)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            last_query = time.monotonic()
+            try:
+                new_index, body = await asyncio.wait_for(
+                    self.client.http.get(health_reply, TABLES[table],
+                                         params=blocking(index, self.datacenter) + params,
+                                         headers={"X-Consul-Token": self.token}
+                                         if self.token else None, raw=True),
+                    timeout=WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
+                listing = unhealthy(json.loads(body)) if table == "health" else None
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
+                index = 0
+                self._listed[table] = False
+                self._failed(describe(error, self.token))
+                await asyncio.sleep(backoff.wait())
+                continue
+            backoff.reset()
+            self.listings += 1
+            previous, index = index, new_index
+            # An index that went backwards means Consul's state was reset: a listing afresh.
+            if not self._listed[table] or new_index < previous:
+                self._listed[table] = True
+                if listing is not None:
+                    self._unhealthy = listing
+                if self.ready:
+                    self._reached()
+            elif new_index == previous:
+                continue  # the wait ended with nothing changed
+            elif listing is not None:
+                self._health_moved(listing)
+            else:
+                self._everyone()
+
+    def _health_moved(self, listing: Unhealthy) -> None:
+        before, self._unhealthy = self._unhealthy, listing
+        if before is None:
+            return
+        services, nodes = changed(before, listing)
+        if not services and not nodes:
+            return
+        for reader in list(self.readers):
+            on = reader.nodes()
+            if reader.service in services or on is None or (nodes and on & nodes):
+                reader.read_again()
+
+    def _everyone(self) -> None:
+        for reader in list(self.readers):
+            reader.read_again()
+
+    def _failed(self, failure: Failure) -> None:
+        if self.failure is None or self.failure.message != failure.message:
+            log.warning("%s (%s)", failure.message, self.name)
+        self.failure = failure
+        for reader in list(self.readers):
+            reader.unreachable(failure)
+
+    def _reached(self) -> None:
+        if self.failure is not None:
+            log.info("Consul answers again (%s)", self.name)
+        self.failure = None
+        self._everyone()
+
+
+def hub_name(connection: str, datacenter: str | None) -> str:
+    return f"connection {connection!r}" + (f", datacenter {datacenter!r}" if datacenter else "")
+

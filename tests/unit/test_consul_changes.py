@@ -1,0 +1,30 @@
+"""Which services a change of Consul's non-passing checks concerns (the hub's listing diff)."""
+
+from __future__ import annotations
+
+from controller.sources.consul.changes import changed, unhealthy
+
+
+def check(node: str, service: str, status: str, check_id: str = "c") -> dict:
+    return {"Node": node, "ServiceName": service, "ServiceID": f"{service}-{node}",
+            "CheckID": check_id, "Status": status}
+
+
+def test_a_service_check_that_fails_or_recovers_names_its_service_only():
+    healthy = unhealthy([])
+    failing = unhealthy([check("n1", "web", "critical")])
+    assert changed(healthy, failing) == ({"web"}, set())
+    assert changed(failing, healthy) == ({"web"}, set())
+    assert changed(failing, unhealthy([check("n1", "web", "critical")])) == (set(), set())
+
+
+def test_a_status_moving_between_warning_and_critical_is_a_change():
+    warning = unhealthy([check("n1", "web", "warning"), check("n2", "api", "critical")])
+    critical = unhealthy([check("n1", "web", "critical"), check("n2", "api", "critical")])
+    assert changed(warning, critical) == ({"web"}, set())
+
+
+def test_a_node_check_names_the_node_not_a_service():
+    down = unhealthy([{"Node": "n3", "CheckID": "serfHealth", "Status": "critical",
+                       "ServiceName": "", "ServiceID": ""}])
+    assert changed(unhealthy([]), down) == (set(), {"n3"})
