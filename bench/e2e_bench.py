@@ -172,6 +172,26 @@ class Bench:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def consul_connections(self) -> int:
+        """The operator's established TCP connections to the Consul agent (what the agent counts
+        against limits.http_max_conns_per_client)."""
+        port = int(self.plane.consul_addr.rsplit(":", 1)[1])
+        inodes = set()
+        for fd in Path(f"/proc/{self.operator.pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        count = 0
+        for line in Path(f"/proc/{self.operator.pid}/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port and \
+                    fields[9] in inodes:
+                count += 1
+        return count
+
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -186,6 +206,19 @@ class Bench:
                                                           "shardrings")["items"]
         return sum(any(c["type"] == "Ready" and c["status"] == "True"
                        for c in (i.get("status") or {}).get("conditions") or []) for i in items)
+
+    def not_ready_reasons(self) -> dict[str, int]:
+        """Rings not Ready, by their Ready condition's reason and message (empty when all are)."""
+        items = self.custom.list_namespaced_custom_object("shardring.io", "v1alpha1", NS,
+                                                          "shardrings")["items"]
+        reasons: Counter = Counter()
+        for item in items:
+            ready = next((c for c in (item.get("status") or {}).get("conditions") or []
+                          if c["type"] == "Ready"), None)
+            if ready is None or ready["status"] != "True":
+                ready = ready or {}
+                reasons[f"{ready.get('reason')}: {ready.get('message', '')[:120]}"] += 1
+        return dict(reasons)
 
     def ring_hashes(self) -> dict[str, str]:
         items = self.core.list_namespaced_config_map(
@@ -255,18 +288,23 @@ class Bench:
         start = time.monotonic()
         self.start_operator()
         profiler = self.profile_cpu() if CPU_PROFILE else None
+        peak_connections = 0
         while self.ready_rings() < RINGS:
+            peak_connections = max(peak_connections, self.consul_connections())
             if time.monotonic() - start > 1800:
                 break
             time.sleep(2)
         all_ready = time.monotonic() - start
+        not_ready = self.not_ready_reasons()
         if profiler:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
             profiler.wait(60)
         time.sleep(10)
         queries = self.metrics().get("shardring_consul_queries_active", 0)
         writes_before, cpu_before = self.api_writes(), self.cpu_seconds()
-        time.sleep(60)
+        for _ in range(12):  # the steady minute
+            peak_connections = max(peak_connections, self.consul_connections())
+            time.sleep(5)
         steady_writes = self.writes_since(writes_before, self.api_writes())
         idle_cpu = (self.cpu_seconds() - cpu_before) / 60
         if MEMPROFILE:
@@ -277,6 +315,7 @@ class Bench:
         return {"instances": len(instances), "rings": RINGS, "services": SERVICES,
                 "register_seconds": round(registered, 1),
                 "all_ready_seconds": round(all_ready, 1), "consul_queries": int(queries),
+                "consul_connections_peak": peak_connections, "not_ready": not_ready,
                 "rss_mb": round(self.rss_mb(), 1), "idle_cpu_cores": round(idle_cpu, 4),
                 "api_writes_60s_steady": steady_writes["total"],
                 "api_writes_60s_steady_by_request": steady_writes["by_request"],
@@ -413,7 +452,7 @@ def main() -> int:
                 results["restart"] = bench.restart()
                 print(json.dumps(results["restart"]), flush=True)
         finally:
-            bench.stop_operator()
+            results["sigterm_to_exit_seconds"] = bench.stop_operator()
     results["complete"] = not MEMPROFILE and not CPU_PROFILE and PHASES == DEFAULT_PHASES and \
         (FLIPS, SERVICES, INSTANCES, RINGS) == (200, 100, 100, 1000)
     if not results["complete"]:

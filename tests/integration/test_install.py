@@ -47,6 +47,14 @@ def ok(plane: ControlPlane, *args: str, timeout: float = 90) -> str:
     return result.stdout
 
 
+def applied(plane: ControlPlane, path: Path) -> None:
+    """``kubectl apply -k``, then until the new kinds are served: a CRD deleted before its storage
+    is ready can stay Terminating ("could not list instances: storage is (re)initializing")."""
+    ok(plane, "apply", "-k", str(path))
+    wait_for(lambda: kubectl(plane, "get", "shardrings,clusterkopfpeerings", "-A").returncode
+             == 0, "the CRDs served", 60)
+
+
 def can_i(plane: ControlPlane, *args: str) -> bool:
     answer = kubectl(plane, "auth", "can-i", "--as", ACCOUNT, *args).stdout.strip()
     assert answer in ("yes", "no"), answer
@@ -90,12 +98,12 @@ def gone(plane: ControlPlane, *args: str) -> bool:
 
 def test_each_install_mode_applies_on_a_fresh_cluster_and_uninstalls(plane):
     for mode in ("manifests/namespaced", "manifests"):
-        ok(plane, "apply", "-k", str(REPO / mode))
+        applied(plane, REPO / mode)
         ok(plane, "delete", "-k", str(REPO / mode), "--timeout=90s", timeout=120)
         assert gone(plane, "crd", "shardrings.shardring.io")
         assert gone(plane, "namespace", SYSTEM)
     # Uninstalling beside other kopf operators keeps their peering CRD (docs/install.md).
-    ok(plane, "apply", "-k", str(REPO / "manifests"))
+    applied(plane, REPO / "manifests")
     rendered = ok(plane, "kustomize", str(REPO / "manifests"))
     result = subprocess.run([str(plane.assets / "kubectl"), "--kubeconfig", str(plane.kubeconfig),
                              "delete", "-f", "-", "--ignore-not-found", "--timeout=90s",
@@ -108,7 +116,7 @@ def test_each_install_mode_applies_on_a_fresh_cluster_and_uninstalls(plane):
 
 
 def test_cluster_wide_to_namespaced_then_uninstall_with_the_operator_stopped(plane, tmp_path):
-    ok(plane, "apply", "-k", str(REPO / "manifests"))
+    applied(plane, REPO / "manifests")
     assert can_i(plane, "list", "secrets", "--all-namespaces")
     assert can_i(plane, "create", "configmaps", "-n", "kube-system")
 
@@ -150,7 +158,7 @@ def test_cluster_wide_to_namespaced_then_uninstall_with_the_operator_stopped(pla
 
 def test_a_ring_left_with_a_finalizer_by_an_older_version_is_released_and_crds_delete(
         plane, tmp_path):
-    ok(plane, "apply", "-k", str(REPO / "manifests"))
+    applied(plane, REPO / "manifests")
     namespace = f"t-{uuid.uuid4().hex[:6]}"
     ok(plane, "create", "namespace", namespace)
     api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
