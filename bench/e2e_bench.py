@@ -46,6 +46,8 @@ SERVICES = int(os.environ.get("BENCH_SERVICES", 100))
 INSTANCES = int(os.environ.get("BENCH_INSTANCES", 100))
 RINGS = int(os.environ.get("BENCH_RINGS", 1000))
 DEFAULT_PHASES = ["propagation", "scale", "churn", "restart"]
+# BENCH_RINGS=10000 BENCH_SERVICES=1000 BENCH_INSTANCES=10 BENCH_PHASES=scale: saved on its own.
+TEN_TIMES = (1000, 10, 10000)
 PHASES = os.environ.get("BENCH_PHASES", ",".join(DEFAULT_PHASES)).split(",")
 # A path: run the operator under tracemalloc (bench/memprofile.py) and write its memory report
 # there after the scale phase's steady state. Its RSS figures are then tracemalloc's, not ours.
@@ -455,6 +457,10 @@ def main() -> int:
             results["sigterm_to_exit_seconds"] = bench.stop_operator()
     results["complete"] = not MEMPROFILE and not CPU_PROFILE and PHASES == DEFAULT_PHASES and \
         (FLIPS, SERVICES, INSTANCES, RINGS) == (200, 100, 100, 1000)
+    if not MEMPROFILE and not CPU_PROFILE and PHASES == ["scale"] and \
+            (SERVICES, INSTANCES, RINGS) == TEN_TIMES:
+        save("e2e_10k", results)  # ten times the rings, on one replica (issue #23)
+        return 0
     if not results["complete"]:
         print(json.dumps(results, indent=1, sort_keys=True))
         print("partial run: bench/results left as they were")
