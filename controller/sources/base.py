@@ -6,6 +6,7 @@ registry. Nothing above this interface knows which source a ring follows."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import ssl
 import time
@@ -20,6 +21,7 @@ from controller.core.credentials import Credentials
 from controller.core.source_state import SourceState
 from controller.core.spec import SourceQuery
 
+log = logging.getLogger("shardring.sources")
 Q = TypeVar("Q", bound=SourceQuery)
 
 
@@ -113,6 +115,21 @@ class SourceRegistry(Protocol):
         ...
 
 
+STOP_TIMEOUT = 5.0
+
+
+async def stop_task(task: asyncio.Task[None], name: str) -> None:
+    """Cancel a watcher's task and wait for it to end, but never for long: an unsubscribe, a
+    token rotation or the operator's exit must not hang on one stuck connection."""
+    task.cancel()
+    await asyncio.wait([task], timeout=STOP_TIMEOUT)
+    if not task.done():
+        log.warning("%s did not stop within %.0f s of being cancelled; left behind", name,
+                    STOP_TIMEOUT)
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("%s ended with %r", name, task.exception())
+
+
 class SourceWatcher:
     """What every source's watcher shares: its state, version and subscribers, and the one task
     that runs ``_run`` (each source's own loop) until stopped."""
@@ -135,11 +152,7 @@ class SourceWatcher:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - it is going anyway
-                pass
+            await stop_task(self._task, self._name)
 
     def _notify(self) -> None:
         self.version += 1

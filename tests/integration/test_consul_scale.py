@@ -96,7 +96,8 @@ def test_hundreds_of_services_share_a_bounded_number_of_connections(control_plan
             await registry.close()
         assert not registry.hubs  # the last watcher's leaving stopped its hub
     try:
-        asyncio.run(scenario())
+        # Bounded, so that anything stuck fails here with the line it was stuck on.
+        asyncio.run(asyncio.wait_for(scenario(), 150))
     finally:
         for node in {f"node-{tag}-{n % 20}" for n in range(SERVICES)}:
             consul_client.catalog.deregister(node)
@@ -121,6 +122,6 @@ def test_an_agent_refusing_connections_says_which_limit(control_plane, tmp_path)
             await registry.unsubscribe(subscription)
             await registry.close()
     try:
-        asyncio.run(scenario())
+        asyncio.run(asyncio.wait_for(scenario(), 90))
     finally:
         agent.stop()

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import consul.aio
 
-from controller.sources.base import Backoff
+from controller.sources.base import Backoff, stop_task
 from controller.sources.consul.changes import Unhealthy, changed, unhealthy
 from controller.sources.consul.client import WAIT_SECONDS, blocking, health_reply
 from controller.sources.consul.failures import Failure, describe
@@ -76,13 +76,7 @@ class Hub:
                        for table in TABLES]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - it is going anyway
-                pass
+        await asyncio.gather(*(stop_task(task, task.get_name()) for task in self._tasks))
 
     def join(self, reader: Reader) -> None:
         self.readers.add(reader)
