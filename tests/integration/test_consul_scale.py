@@ -125,3 +125,44 @@ def test_an_agent_refusing_connections_says_which_limit(control_plane, tmp_path)
         asyncio.run(asyncio.wait_for(scenario(), 90))
     finally:
         agent.stop()
+
+
+def test_instances_registered_critical_and_passing_a_moment_later_are_all_followed(
+        control_plane, consul_helper, monkeypatch):
+    """The registration (a catalog change) makes the watcher read while the instance is still
+    critical; its check passes a moment later, between two health listings that never show it
+    failing: the read's disagreement with the next listing makes it read again. (The hub's
+    pause between listings is widened to 1 s here, so that the moment always falls in it.)"""
+    from controller.sources.consul import hub
+    monkeypatch.setattr(hub, "MIN_INTERVAL", 1.0)
+    tag = uuid.uuid4().hex[:6]
+    services = [f"late-{tag}-{n}" for n in range(3)]
+    pacer = consul_helper.register(f"pacer-{tag}", f"pacer-{tag}-0")
+
+    async def scenario() -> None:
+        registry = WatcherRegistry(
+            {"default": ConsulConnection.from_address("default", control_plane.consul_addr)})
+        subscriptions = [registry.subscribe(ServiceQuery("default", s), None, lambda: None)
+                         for s in services]
+        try:
+            await until(lambda: all(s.watch.state.snapshot is not None for s in subscriptions),
+                        "first reads")
+            for n, (service, subscription) in enumerate(zip(services, subscriptions,
+                                                            strict=True)):
+                watcher = subscription.watch
+                # A health listing now (an unrelated check moves), then a pause of 1 s in which
+                # the instance registers critical, is read so, and passes.
+                await asyncio.to_thread(consul_helper.set_health, pacer, n % 2 == 1)
+                await asyncio.sleep(0.1)
+                await asyncio.to_thread(consul_helper.register, service, f"{service}-0",
+                                        passing=False)
+                await until(lambda w=watcher: w.requests >= 2, "read critical")
+                await asyncio.to_thread(consul_helper.set_health, f"{service}-0", True)
+                await asyncio.sleep(1.5)
+            await until(lambda: all(len(s.watch.state.snapshot.instances) == 1
+                                    for s in subscriptions), "every instance followed", 10)
+        finally:
+            for subscription in subscriptions:
+                await registry.unsubscribe(subscription)
+            await registry.close()
+    asyncio.run(asyncio.wait_for(scenario(), 90))

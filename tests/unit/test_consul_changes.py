@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.sources.consul.changes import changed, unhealthy
+from controller.sources.consul.changes import changed, disagrees, unhealthy
 
 
 def check(node: str, service: str, status: str, check_id: str = "c") -> dict:
@@ -28,3 +28,16 @@ def test_a_node_check_names_the_node_not_a_service():
     down = unhealthy([{"Node": "n3", "CheckID": "serfHealth", "Status": "critical",
                        "ServiceName": "", "ServiceID": ""}])
     assert changed(unhealthy([]), down) == (set(), {"n3"})
+
+
+def test_an_instance_read_critical_that_passed_since_disagrees_with_the_listing():
+    # Registered critical (a TTL check), read at once, passing a moment later: the listings
+    # before and after never showed it, so only the disagreement says to read again.
+    listing = unhealthy([check("n2", "api", "critical")])
+    assert disagrees(listing, "web", {("n1", "web-n1"): "critical"})
+    assert not disagrees(unhealthy([check("n1", "web", "critical")]), "web",
+                         {("n1", "web-n1"): "critical"})
+    # A node check counts for every instance on the node.
+    node_down = unhealthy([{"Node": "n1", "CheckID": "serfHealth", "Status": "critical"}])
+    assert not disagrees(node_down, "web", {("n1", "web-n1"): "critical"})
+    assert disagrees(node_down, "web", {("n1", "web-n1"): "warning"})

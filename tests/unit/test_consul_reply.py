@@ -40,7 +40,7 @@ def test_the_query_parameters_follow_the_spec():
                          tags=("a", "b"), node_meta=(("rack", "r1"),), only_passing=True,
                          filter='Service.Meta.x == "y"')
     assert health_params(query) == [
-        ("passing", "1"), ("tag", "a"), ("tag", "b"), ("dc", "dc2"), ("node-meta", "rack:r1"),
+        ("tag", "a"), ("tag", "b"), ("dc", "dc2"), ("node-meta", "rack:r1"),
         ("filter", 'Service.Meta.x == "y"')]
     assert health_params(ServiceQuery(connection="default", service="web",
                                       only_passing=False)) == []

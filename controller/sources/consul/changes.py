@@ -48,3 +48,28 @@ def changed(before: Unhealthy, after: Unhealthy) -> tuple[frozenset[str], frozen
     nodes = {name for name in before.nodes.keys() | after.nodes.keys()
              if before.nodes.get(name) != after.nodes.get(name)}
     return frozenset(services), frozenset(nodes)
+
+
+_SEVERITY = {"passing": 0, "warning": 1, "critical": 2}  # any other status counts as critical
+_HEALTH = ("passing", "warning", "critical")
+
+
+def health_in(listing: Unhealthy, service: str, node: str, service_id: str) -> str:
+    """An instance's health as the listing implies it: the worst of its own checks and its
+    node's (passing when the listing names neither), as Consul aggregates health."""
+    worst = 0
+    for on, instance, _check, status in listing.services.get(service, ()):
+        if on == node and instance == service_id:
+            worst = max(worst, _SEVERITY.get(status, 2))
+    for _check, status in listing.nodes.get(node, ()):
+        worst = max(worst, _SEVERITY.get(status, 2))
+    return _HEALTH[worst]
+
+
+def disagrees(listing: Unhealthy, service: str, seen: Mapping[tuple[str, str], str]) -> bool:
+    """Whether a watcher's last read (instance (node, service ID) -> health) disagrees with the
+    listing: a check that changed and changed back between two listings is no change, but one
+    a read saw before the listing could see it (an instance registered critical and passing a
+    moment later) must be read again."""
+    return any(health_in(listing, service, node, service_id) != health
+               for (node, service_id), health in seen.items())

@@ -82,11 +82,10 @@ def blocking(index: int, datacenter: str | None = None) -> list[tuple[str, str]]
 
 
 def health_params(query: ServiceQuery) -> list[tuple[str, str]]:
-    """/v1/health/service's query parameters (Consul's HTTP API), for a read (not blocking)."""
-    params = []
-    if query.only_passing:
-        params.append(("passing", "1"))
-    params += [("tag", tag) for tag in query.tags]
+    """/v1/health/service's query parameters (Consul's HTTP API), for a read (not blocking).
+    Never ``passing``: the watcher keeps only passing instances itself when the query asks, but
+    must see the others to know when a health listing disagrees with what it read."""
+    params = [("tag", tag) for tag in query.tags]
     if query.datacenter:
         params.append(("dc", query.datacenter))
     params += [("node-meta", f"{key}:{value}") for key, value in query.node_meta]

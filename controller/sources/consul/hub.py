@@ -23,12 +23,13 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 import consul.aio
 
 from controller.sources.base import Backoff, stop_task
-from controller.sources.consul.changes import Unhealthy, changed, unhealthy
+from controller.sources.consul.changes import Unhealthy, changed, disagrees, unhealthy
 from controller.sources.consul.client import WAIT_SECONDS, blocking, health_reply
 from controller.sources.consul.failures import Failure, describe
 
@@ -45,6 +46,11 @@ class Reader(Protocol):
     """A watcher, as its hub sees it."""
 
     service: str
+
+    @property
+    def unsettled(self) -> Mapping[tuple[str, str], str]:
+        """What its last read saw that was not passing, by (node, service ID): such a watcher
+        is compared with every health listing (others only when one names their service)."""
 
     def nodes(self) -> frozenset[str] | None:
         """The nodes its instances run on (None: not read yet)."""
@@ -135,11 +141,10 @@ class Hub:
         if before is None:
             return
         services, nodes = changed(before, listing)
-        if not services and not nodes:
-            return
         for reader in list(self.readers):
             on = reader.nodes()
-            if reader.service in services or on is None or (nodes and on & nodes):
+            if reader.service in services or on is None or (nodes and on & nodes) or \
+                    (reader.unsettled and disagrees(listing, reader.service, reader.unsettled)):
                 reader.read_again()
 
     def _everyone(self) -> None:

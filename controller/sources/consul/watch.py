@@ -23,7 +23,7 @@ import consul.aio
 
 from controller import metrics
 from controller.core.credentials import Credentials, Token, digest
-from controller.core.instance import Instance
+from controller.core.instance import PASSING, Instance
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import SourceQuery
 from controller.sources.base import (
@@ -72,6 +72,7 @@ class Watcher(SourceWatcher):
         self._due = asyncio.Event()
         self.changes = 0  # membership changes seen
         self.requests = 0  # reads sent (a refused query must not make this climb fast)
+        self.unsettled: dict[tuple[str, str], str] = {}  # not passing at the last read
 
     # ---- what the hub says ----------------------------------------------------------------------
 
@@ -127,6 +128,10 @@ class Watcher(SourceWatcher):
                     self._due.set()
                 continue
             backoff.reset()
+            self.unsettled = {(i.node, i.name): i.health for i in instances
+                              if i.health != PASSING}
+            if query.only_passing:  # as Consul's ?passing would: every check passing
+                instances = tuple(i for i in instances if i.health == PASSING)
             self._succeed(instances, int(index or 0))
             # The raw reply (checks, outputs, raft indexes) would otherwise stay alive in this
             # frame until the next read.
