@@ -10,11 +10,13 @@ blocking query for the whole datacenter:
 * ``/v1/catalog/services`` (services): a registration, a deregistration, a changed port or tag;
 * ``/v1/catalog/nodes`` (nodes): a node's address or metadata.
 
-A health change makes only the services it names read again; a catalog or node change makes every
-watcher of the hub read again (one read each, however many changes came meanwhile). The reads
-share the connection's READS connections. Watchers read first only once the hub holds a listing of
-all three tables (so no change can fall between a read and the listing it is compared to), and
-again when a hub that could not reach Consul reaches it again.
+A health change makes only the services it names read again; a catalog or node change makes
+every watcher of the hub read again (one read each, however many changes came meanwhile). A
+watcher whose last read saw an instance not passing is compared with every health listing too: a
+check that failed and passed between two listings left no trace in them, but a read may have seen
+it fail. The reads share the connection's READS connections. Watchers read first only once the
+hub holds a listing of all three tables (so no change can fall between a read and the listing it
+is compared to), and again when a hub that could not reach Consul reaches it again.
 """
 
 from __future__ import annotations
