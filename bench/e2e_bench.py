@@ -41,6 +41,8 @@ from controller.testing.controlplane import free_port  # noqa: E402
 from controller.testing.scrape import scrape  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+FLOOR_NS = "bench-floor"
+FLOOR_THREADS = 8  # the bare client's parallelism (the issue's floor: 8 threads)
 FLIPS = int(os.environ.get("BENCH_FLIPS", 200))
 SERVICES = int(os.environ.get("BENCH_SERVICES", 100))
 INSTANCES = int(os.environ.get("BENCH_INSTANCES", 100))
@@ -56,7 +58,7 @@ MEMPROFILE = os.environ.get("BENCH_MEMPROFILE", "")
 # stacks (feed them to any flame graph tool, or bench/hot.py for the top functions).
 CPU_PROFILE = os.environ.get("BENCH_CPU_PROFILE", "")
 NS = "bench"
-
+FLOOR = os.environ.get("BENCH_FLOOR", "1") != "0"  # measure the floor in the same run
 
 def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
@@ -267,6 +269,69 @@ class Bench:
         return {**percentiles(latencies), "flips": FLIPS, "missed": FLIPS - len(latencies),
                 "targets": {"p50_ms": 150, "p99_ms": 500}}
 
+    # ---- the floor: what a cold start must write, by a bare client --------------------------
+
+    def floor(self, specs: dict[str, dict]) -> dict:
+        """The rings' ConfigMaps (rendered by the operator's own core from Consul's replies, so
+        the same bytes) created and their statuses patched, FLOOR_THREADS at a time, in a
+        namespace of its own while no operator runs: the API server's own speed for this work."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from controller.core.limits import Access
+        from controller.core.planner import Gathered, plan_pass, prepare
+        from controller.core.source_state import Snapshot, SourceState
+        from controller.core.views import RingObject
+        from controller.sources.consul.decode import instances_from_health
+        from controller.sources.specs import read_spec
+
+        self.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=FLOOR_NS)))
+        replies = {}
+        for spec in specs.values():
+            service = spec["service"]["name"]
+            if service not in replies:
+                index, entries = self.consul.health.service(service)
+                replies[service] = (int(index), instances_from_health(entries))
+        writes = []
+        for name, spec in specs.items():
+            body = self.custom.create_namespaced_custom_object(
+                "shardring.io", "v1alpha1", FLOOR_NS, "shardrings",
+                {"apiVersion": "shardring.io/v1alpha1", "kind": "ShardRing",
+                 "metadata": {"name": name}, "spec": spec})
+            ring = RingObject.from_body(body)
+            config = prepare(ring, {("consul", "default"): Access()}, "now", read_spec).config
+            index, instances = replies[spec["service"]["name"]]
+            plan = plan_pass(ring, config, Gathered(None, SourceState(Snapshot(
+                index, instances, 0.0))), 0.0, "2026-01-01T00:00:00Z")
+            writes.append((name, plan))
+
+        def write(item) -> None:
+            name, plan = item
+            desired = plan.configmap
+            self.core.create_namespaced_config_map(FLOOR_NS, {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": desired.name, "labels": dict(desired.labels),
+                             "ownerReferences": [dict(desired.owner)]},
+                "data": dict(desired.data)}, _preload_content=False)
+            self.custom.patch_namespaced_custom_object_status(
+                "shardring.io", "v1alpha1", FLOOR_NS, "shardrings", name,
+                {"status": plan.status}, _preload_content=False)
+        start = time.monotonic()
+        with ThreadPoolExecutor(FLOOR_THREADS) as pool:
+            list(pool.map(write, writes))
+        seconds = time.monotonic() - start
+        size = statistics.mean(sum(map(len, p.configmap.data.values())) for _, p in writes)
+        self.core.delete_namespace(FLOOR_NS)
+        while True:  # gone before the operator starts, so it never serves these
+            try:
+                self.core.read_namespace(FLOOR_NS)
+            except k8s.ApiException as error:
+                if error.status == 404:
+                    break
+                raise
+            time.sleep(1)
+        return {"seconds": round(seconds, 2), "threads": FLOOR_THREADS, "rings": len(writes),
+                "configmap_bytes_mean": round(size)}
+
     # ---- 2. scale, 3. churn, 4. restart -----------------------------------------------------
 
     def register_fleet(self) -> list[str]:
@@ -282,11 +347,13 @@ class Bench:
         started_registering = time.monotonic()
         instances = self.register_fleet()
         registered = time.monotonic() - started_registering
-        for r in range(RINGS):
-            self.create_ring(f"ring-{r}", {
-                "service": {"name": f"fleet-{r % SERVICES}"}, "shards": 256 * (1 + r % 4),
-                "replicationFactor": 1 + r % 2,
-                "stabilization": {"window": window, "maxDelay": "30s"}})
+        specs = {f"ring-{r}": {
+            "service": {"name": f"fleet-{r % SERVICES}"}, "shards": 256 * (1 + r % 4),
+            "replicationFactor": 1 + r % 2,
+            "stabilization": {"window": window, "maxDelay": "30s"}} for r in range(RINGS)}
+        floor = self.floor(specs) if FLOOR else None
+        for name, spec in specs.items():
+            self.create_ring(name, spec)
         start = time.monotonic()
         self.start_operator()
         profiler = self.profile_cpu() if CPU_PROFILE else None
@@ -315,6 +382,8 @@ class Bench:
             while not Path(MEMPROFILE).exists():
                 time.sleep(1)
         return {"instances": len(instances), "rings": RINGS, "services": SERVICES,
+                "floor": floor, "all_ready_over_floor":
+                    round(all_ready / floor["seconds"], 2) if floor else None,
                 "register_seconds": round(registered, 1),
                 "all_ready_seconds": round(all_ready, 1), "consul_queries": int(queries),
                 "consul_connections_peak": peak_connections, "not_ready": not_ready,

@@ -39,6 +39,10 @@ log = logging.getLogger("shardring.consul")
 
 MIN_INTERVAL = 0.05  # at most 20 listings a second per table, even if its index churns
 BACKOFF_MAX = 1.0  # a returned agent is noticed within about a second
+# While the hub cannot reach Consul, a listing gets this long: a restarting server holds requests
+# until it has a leader (rpc_hold_timeout, 7 s by default), and one sent a moment too early would
+# otherwise hold up the recovery that long. (A slow answer then is only one more retry.)
+RECOVERY_TIMEOUT = 2.0
 NOT_PASSING = 'Status != "passing"'
 TABLES = {"health": "/v1/health/state/any", "catalog": "/v1/catalog/services",
           "nodes": "/v1/catalog/nodes"}
@@ -111,7 +115,8 @@ class Hub:
                                          params=blocking(index, self.datacenter) + params,
                                          headers={"X-Consul-Token": self.token}
                                          if self.token else None, raw=True),
-                    timeout=WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
+                    timeout=RECOVERY_TIMEOUT if self.failure is not None and index == 0
+                    else WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
                 listing = unhealthy(json.loads(body)) if table == "health" else None
             except asyncio.CancelledError:
                 raise
