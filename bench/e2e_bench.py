@@ -38,6 +38,7 @@ from controller.core import ringfile  # noqa: E402
 from controller.testing import ControlPlane  # noqa: E402
 from controller.testing.consul_helpers import CatalogFleet, ConsulHelper  # noqa: E402
 from controller.testing.controlplane import free_port  # noqa: E402
+from controller.testing.processes import connections_to  # noqa: E402
 from controller.testing.scrape import scrape  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -177,24 +178,8 @@ class Bench:
         return 0.0
 
     def consul_connections(self) -> int:
-        """The operator's established TCP connections to the Consul agent (what the agent counts
-        against limits.http_max_conns_per_client)."""
-        port = int(self.plane.consul_addr.rsplit(":", 1)[1])
-        inodes = set()
-        for fd in Path(f"/proc/{self.operator.pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        count = 0
-        for line in Path(f"/proc/{self.operator.pid}/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port and \
-                    fields[9] in inodes:
-                count += 1
-        return count
+        """The operator's established connections to the Consul agent."""
+        return connections_to(int(self.plane.consul_addr.rsplit(":", 1)[1]), self.operator.pid)
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.operator.pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -106,6 +106,26 @@ class Process:
 
 
 
+def connections_to(port: int, pid: int | str = "self") -> int:
+    """A process's established TCP connections to a local port (its sockets' inodes, matched in
+    /proc/<pid>/net/tcp): what a Consul agent counts against limits.http_max_conns_per_client."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port and \
+                fields[9] in inodes:
+            count += 1
+    return count
+
+
 def run_checked(args: list[str], what: str) -> None:
     try:
         subprocess.run(args, check=True, capture_output=True)

@@ -113,3 +113,21 @@ def test_a_relapse_that_lasts_is_said_after_all(caplog):
     health.answered()
     assert [("cannot be reached" in line, "reachable again" in line) for line in said(caplog)] \
         == [(True, False), (False, True), (True, False), (False, True)]
+
+
+def test_a_watch_that_does_not_close_cleanly_at_exit_is_one_quiet_line(caplog):
+    import asyncio
+
+    from controller.operator.handlers import quiet_generator_closing
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level("DEBUG"):
+            quiet_generator_closing(loop, {
+                "message": "an error occurred during closing of asynchronous generator <x>",
+                "exception": RuntimeError("generator didn't stop after athrow()")})
+            assert [r.levelname for r in caplog.records] == ["DEBUG"]
+            assert not any(r.exc_info for r in caplog.records)
+            quiet_generator_closing(loop, {"message": "something else went wrong"})
+        assert caplog.records[-1].levelname == "ERROR"  # asyncio's own handler, as before
+    finally:
+        loop.close()

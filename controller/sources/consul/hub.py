@@ -73,6 +73,7 @@ class Hub:
         self.client, self.token, self.datacenter, self.reads = client, token, datacenter, reads
         self.readers: set[Reader] = set()
         self.listings = 0  # replies of the three tables (a test counts them)
+        self.everyone = 0  # times every watcher was told to read (catalog, nodes, recovery)
         self.failure: Failure | None = None  # while a table cannot be read
         self._listed: dict[str, bool] = dict.fromkeys(TABLES, False)
         self._unhealthy: Unhealthy | None = None
@@ -155,6 +156,7 @@ class Hub:
                 reader.read_again()
 
     def _everyone(self) -> None:
+        self.everyone += 1
         for reader in list(self.readers):
             reader.read_again()
 
