@@ -124,7 +124,9 @@ class Hub:
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
                 index = 0
                 self._listed[table] = False
-                self._failed(describe(error, self.token))
+                if not (isinstance(error, TimeoutError) and self.failure is not None):
+                    # (A listing abandoned while recovering leaves the outage as first said.)
+                    self._failed(describe(error, self.token))
                 await asyncio.sleep(backoff.wait())
                 continue
             backoff.reset()
