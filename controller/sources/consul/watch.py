@@ -73,12 +73,13 @@ class Watcher(SourceWatcher):
         self.changes = 0  # membership changes seen
         self.requests = 0  # reads sent (a refused query must not make this climb fast)
         self.unsettled: dict[tuple[str, str], str] = {}  # not passing at the last read
+        # Where its published instances run, set once per change (not per health listing).
+        self._nodes: frozenset[str] | None = None
 
     # ---- what the hub says ----------------------------------------------------------------------
 
     def nodes(self) -> frozenset[str] | None:
-        snapshot = self.state.snapshot
-        return frozenset(i.node for i in snapshot.instances) if snapshot is not None else None
+        return self._nodes
 
     def read_again(self) -> None:
         self._due.set()
@@ -151,6 +152,7 @@ class Watcher(SourceWatcher):
         if unchanged:
             return  # a reply is not a change
         self.state = SourceState(snapshot=Snapshot(index, instances, self.clock()))
+        self._nodes = frozenset(i.node for i in instances)
         self.changes += 1
         metrics.source_changed(self.key.query)
         self._notify()
