@@ -339,6 +339,7 @@ class Bench:
         floor = self.floor(specs) if FLOOR else None
         for name, spec in specs.items():
             self.create_ring(name, spec)
+        writes_cold = self.api_writes()
         start = time.monotonic()
         self.start_operator()
         profiler = self.profile_cpu() if CPU_PROFILE else None
@@ -349,6 +350,7 @@ class Bench:
                 break
             time.sleep(2)
         all_ready = time.monotonic() - start
+        cold_writes = self.writes_since(writes_cold, self.api_writes())
         not_ready = self.not_ready_reasons()
         if profiler:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
@@ -371,6 +373,8 @@ class Bench:
                     round(all_ready / floor["seconds"], 2) if floor else None,
                 "register_seconds": round(registered, 1),
                 "all_ready_seconds": round(all_ready, 1), "consul_queries": int(queries),
+                "cold_start_writes": cold_writes["total"],
+                "cold_start_writes_by_request": cold_writes["by_request"],
                 "consul_connections_peak": peak_connections, "not_ready": not_ready,
                 "rss_mb": round(self.rss_mb(), 1), "idle_cpu_cores": round(idle_cpu, 4),
                 "api_writes_60s_steady": steady_writes["total"],
