@@ -162,11 +162,11 @@ class OperatorProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def stop(self, sig=signal.SIGTERM) -> None:
+    def stop(self, sig=signal.SIGTERM, grace: float = 30) -> None:
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
-                self.process.wait(30)
+                self.process.wait(grace)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

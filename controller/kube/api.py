@@ -107,6 +107,7 @@ class Kube:
 
     async def _in(self, executor: ThreadPoolExecutor | None, fn, *args, **kwargs) -> Any:
         loop = asyncio.get_running_loop()
+        sent = self.health.now()
         try:
             answer = await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
         except (urllib3.exceptions.HTTPError, OSError) as error:
@@ -116,13 +117,13 @@ class Kube:
             if error.status in (502, 503, 504):  # a gateway or a server still starting
                 self.health.failed(f"HTTP {error.status}")
                 raise ApiUnreachable(f"HTTP {error.status}") from None
-            self.health.answered()
+            self.health.answered(sent)
             if error.status == 409:
                 raise Conflict(str(error.reason)) from None
             if error.status == 403 and "NamespaceTerminating" in str(error.body or ""):
                 raise NamespaceTerminating(str(error.reason)) from None
             raise
-        self.health.answered()
+        self.health.answered(sent)
         return answer
 
     async def _json(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None) -> Any:

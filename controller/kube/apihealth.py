@@ -79,9 +79,10 @@ class ApiHealth:
         assert self.probe is not None
         while self.down_since is not None:
             await asyncio.sleep(PROBE_EVERY)
+            sent = self._clock()
             try:
                 if await self.probe():
-                    self.answered()
+                    self.answered(sent)
             except Exception:  # noqa: BLE001 - still down: ask again
                 pass
 
@@ -89,7 +90,16 @@ class ApiHealth:
         if self._probing is not None:
             self._probing.cancel()
 
-    def answered(self) -> None:
+    def now(self) -> float:
+        """When a request is sent, by this object's clock (see ``answered``)."""
+        return self._clock()
+
+    def answered(self, sent: float | None = None) -> None:
+        """The API answered. ``sent``: when that request went out, if known; an answer to a
+        request sent before the outage began (one in flight as the server went away) says
+        nothing about its end."""
+        if sent is not None and self.down_since is not None and sent < self.down_since:
+            return
         if self.down_since is not None:
             if self._said:
                 log.info("the Kubernetes API is reachable again (after %.1f s)",

@@ -99,6 +99,26 @@ def test_a_failure_just_after_the_return_continues_the_outage_already_said(caplo
         == [(True, False), (False, True)]
 
 
+def test_an_answer_to_a_request_sent_before_the_outage_does_not_end_it(caplog):
+    """A request in flight as the server went away can still be answered after another one
+    failed: that says nothing about the outage's end (it would be said over in SETTLE s)."""
+    caplog.set_level(logging.INFO, logger="shardring")
+    now = [100.0]
+    health = ApiHealth(clock=lambda: now[0])
+    sent = health.now()
+    now[0] += 0.01
+    health.failed("ProtocolError")
+    health.answered(sent)  # the late answer
+    now[0] += apihealth.SETTLE + 1
+    health.failed("ClientConnectorError")  # still the same outage
+    sent = health.now()
+    now[0] += 0.5
+    health.answered(sent)
+    assert [("cannot be reached" in line, "reachable again" in line) for line in said(caplog)] \
+        == [(True, False), (False, True)]
+    assert "after 11.5 s" in said(caplog)[1]
+
+
 def test_a_relapse_that_lasts_is_said_after_all(caplog):
     caplog.set_level(logging.INFO, logger="shardring")
     now = [100.0]
