@@ -57,7 +57,11 @@ class RingFile:
     def hash(self) -> str:  # computed once: rendering and status both need it
         return ring_hash(self.assignment)
 
-    def keys(self) -> dict[str, str]:
+    def keys(self) -> Mapping[str, str]:
+        return self._keys
+
+    @functools.cached_property
+    def _keys(self) -> Mapping[str, str]:  # rendering needs them twice (ring.json, member files)
         return member_keys([*(m.id for m in self.assignment.members), *self.draining])
 
     def handed_over(self, shard: int) -> list[str]:

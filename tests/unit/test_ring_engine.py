@@ -466,3 +466,25 @@ def test_flow_fills_exactly_when_a_filling_exists(problem):
         added = Counter(zones[o] for o, k in zip(row, kept, strict=True) if k < 0)
         for zone, count in added.items():  # what was added respects the zone cap
             assert present[zone] + count <= cap
+
+
+@given(member_sets, st.integers(1, 300), st.integers(1, 3), st.data())
+@FAST
+def test_each_member_file_lists_exactly_the_shards_it_serves(ids, shards, replication, data):
+    """render.member_shards (one sort of the whole table) against its definition: a member's
+    shards are those where it is one of the owners, and, while handing over, those it hands
+    over; a draining member serves none of its own."""
+    from controller.core import ringfile
+    from controller.core.render import member_shards
+    assume(len(ids) >= replication)
+    assignment = plan(members_of(ids), RingSpec(shards=shards, replication=replication), None)
+    owners = [m.id for m in assignment.members]
+    handed = data.draw(st.dictionaries(st.sampled_from(owners), st.lists(
+        st.integers(0, shards - 1), max_size=5, unique=True).map(lambda s: tuple(sorted(s))),
+        max_size=3))
+    ring = ringfile.RingFile(assignment=assignment, draining=("zz-draining",), handover=handed)
+    expected = {m: sorted({s for s in range(shards)
+                           if owners.index(m) in assignment.table[s].tolist()} |
+                          set(handed.get(m, ()))) for m in owners}
+    assert member_shards(ring) == {**expected, "zz-draining": []}
+    assert list(member_shards(ring)) == [*owners, "zz-draining"]
