@@ -33,7 +33,7 @@ class RingFileError(ValueError):
     """ring.json cannot be read; the message says where it is wrong."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     address: str = ""
     port: int = 0

@@ -39,6 +39,7 @@ _HOSTNAME = os.environ.get("HOSTNAME", "")
 # How long a marked Secret's data, as its watch events showed it, is used without a read: a
 # relisting watch does not report what was deleted meanwhile, so a revoked Secret goes within this.
 SECRET_CONFIRMED_FOR = 300.0
+REQUESTS = 8  # requests in flight at once (the operator's PARALLEL_PASSES)
 log = logging.getLogger("shardring.kube")
 
 
@@ -96,6 +97,9 @@ class Kube:
         self.health = health or ApiHealth()
         self.core = k8s.CoreV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
+        # Requests block a thread each for their round trip: as many as passes run at once
+        # (the default executor has 6 on 2 cores, and others share it).
+        self._requests = ThreadPoolExecutor(max_workers=REQUESTS, thread_name_prefix="kube")
         self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
         # The marked Secrets' data (base64, as the API gives it) and when it was last confirmed,
         # from their watch events (or a read).
@@ -109,7 +113,8 @@ class Kube:
         loop = asyncio.get_running_loop()
         sent = self.health.now()
         try:
-            answer = await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+            answer = await loop.run_in_executor(executor or self._requests,
+                                                functools.partial(fn, *args, **kwargs))
         except (urllib3.exceptions.HTTPError, OSError) as error:
             self.health.failed(type(error).__name__)
             raise ApiUnreachable(type(error).__name__) from None

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Mapping
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any, Protocol
 
 from controller.core.acks import Ack
@@ -105,6 +106,10 @@ class RingWorker:
         self.wake()
 
     def configmap_seen(self, name: str, view: ConfigMapView | None) -> None:
+        if view is not None and view.ring_json is not None and \
+                view.ring_json == self.memory.last_published:
+            # Our own write coming back: one copy of its text, not one per event.
+            view = replace(view, ring_json=self.memory.last_published)
         self.seen = SeenConfigMap(name, view)
         self.wake()
 

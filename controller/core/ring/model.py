@@ -23,7 +23,9 @@ class Algorithm(str, enum.Enum):
     RENDEZVOUS = "rendezvous"
 
 
-@dataclass(frozen=True, order=True)
+# Slots: a ring remembers every member of its published version (a thousand rings, a hundred
+# members each).
+@dataclass(frozen=True, order=True, slots=True)
 class Member:
     id: str
     weight: float = 1.0
