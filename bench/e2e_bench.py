@@ -108,10 +108,11 @@ class Bench:
             stdout=open(self.plane.workdir / "operator.log", "ab"), stderr=subprocess.STDOUT)
 
     def profile_cpu(self) -> subprocess.Popen:
-        """py-spy samples the operator (all threads, native frames off) into CPU_PROFILE."""
+        """py-spy samples the operator into CPU_PROFILE: the thread holding the GIL (its Python
+        CPU; threads waiting on the network are not counted), native frames off."""
         return subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.operator.pid),
-             "--rate", "50", "--format", "raw", "--output", CPU_PROFILE, "--threads"],
+             "--rate", "50", "--format", "raw", "--output", CPU_PROFILE, "--threads", "--gil"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop_operator(self) -> float | None:

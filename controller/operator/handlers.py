@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +57,9 @@ class Operator:
     acks: dict[tuple[str, str], dict[str, Ack]] = field(default_factory=dict)
     api_health: ApiHealth = field(default_factory=ApiHealth)
     quiet_retries: logging.Filter | None = None  # on the log handlers while it runs
+    # Our ConfigMaps by (namespace, name), from kopf's index of them: kopf serves no ring before
+    # its first listing is complete (None until a handler has been given it).
+    configmaps: Mapping[Any, Any] | None = None
 
     def __copy__(self) -> Operator:
         return self  # kopf copies the memo per object; all of them must share this one
@@ -97,8 +100,12 @@ class Operator:
                 namespace, name, kube=self.kube, sources=self.sources,
                 connections=self.config.access(), limits=self.config.limits, passes=self.passes,
                 background=self.background, planning=self.planning,
-                acks=self.acks.setdefault(key, {}), uid=uid)
+                acks=self.acks.setdefault(key, {}), uid=uid,
+                listed=self._listed if self.configmaps is not None else None)
         return existing
+
+    def _listed(self, namespace: str, name: str) -> bool:
+        return self.configmaps is not None and (namespace, name) in self.configmaps
 
     def forget(self, namespace: str, name: str, uid: str) -> None:
         worker = self.workers.get((namespace, name))
@@ -205,10 +212,18 @@ async def _cleanup(memo: Operator, **_: Any) -> None:
             handler.removeFilter(memo.quiet_retries)
 
 
+@kopf.index("", "v1", "configmaps", labels=MANAGED_BY)
+async def configmaps_listed(namespace: str | None, name: str, **_: Any) -> dict[Any, bool]:
+    """Which of our ConfigMaps exist (only that: their data is read when needed). An index makes
+    kopf list them all before it hands us any ring."""
+    return {(namespace, name): True}
+
+
 @kopf.on.event("shardring.io", "v1alpha1", "shardrings")
 async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str,
-                      memo: Operator, **_: Any) -> None:
+                      memo: Operator, **kwargs: Any) -> None:
     assert namespace is not None  # ShardRings are namespaced
+    memo.configmaps = kwargs["configmaps_listed"]  # kopf gives every handler its indexes
     memo.api_health.answered()  # an event came through: the API answers
     uid = body.get("metadata", {}).get("uid", "")
     if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
@@ -219,8 +234,9 @@ async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | No
 
 @kopf.daemon("shardring.io", "v1alpha1", "shardrings", cancellation_timeout=10.0)
 async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str | None,
-                       name: str, memo: Operator, **_: Any) -> None:
+                       name: str, memo: Operator, **kwargs: Any) -> None:
     assert namespace is not None
+    memo.configmaps = kwargs["configmaps_listed"]
     uid = body.get("metadata", {}).get("uid", "")
     worker = memo.worker(namespace, name, uid)
     if worker.body is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any, Protocol
@@ -63,7 +63,7 @@ class RingWorker:
                  clock: Clock | None = None, passes: asyncio.Semaphore | None = None,
                  background: set[asyncio.Task[None]] | None = None,
                  planning: Executor | None = None, acks: Mapping[str, Ack] | None = None,
-                 uid: str = ""):
+                 uid: str = "", listed: Callable[[str, str], bool] | None = None):
         self.namespace, self.name = namespace, name
         self.uid = uid  # which ShardRing of this name it serves (a re-created one is another)
         self.kube, self.sources, self.connections = kube, sources, connections
@@ -78,6 +78,12 @@ class RingWorker:
         self._spec: tuple[tuple[str, int], RingConfig | SpecError] | None = None  # as last read
         self.subscription: Subscription | None = None
         self.seen: SeenConfigMap | None = None  # None: not read yet
+        # Whether the operator's own listing of its ConfigMaps (complete before any ring is
+        # served) has one of that name: a ring whose ConfigMap is not there yet (a new ring, or
+        # every ring at a first start) is not read only to find that out. Asked only once: after
+        # that, its events and our writes keep ``seen``; a name taken by a ConfigMap that is not
+        # ours shows up as the create's 409, and is read.
+        self._listed = listed
         # What the passes remember (published ring, stabilization, handover, last publish),
         # given to the planner whole and taken back whole.
         self.memory = RingMemory()
@@ -322,7 +328,12 @@ class RingWorker:
 
     async def _configmap(self, name: str) -> ConfigMapView | None:
         if self.seen is None or self.seen.name != name:
-            self.seen = SeenConfigMap(name, await self.kube.read_configmap(self.namespace, name))
+            listed, self._listed = self._listed, None
+            if listed is not None and not listed(self.namespace, name):
+                self.seen = SeenConfigMap(name, None)
+            else:
+                self.seen = SeenConfigMap(name, await self.kube.read_configmap(self.namespace,
+                                                                               name))
         return self.seen.view
 
     async def _carry_out(self, plan: PassPlan, configmap: ConfigMapView | None,

@@ -214,11 +214,13 @@ class Setup:
         self.worker.observe(self.kube.ring)
 
 
-def setup(ring_spec: dict[str, Any], limits: Limits = Limits(min_publish_interval=0)) -> Setup:
+def setup(ring_spec: dict[str, Any], limits: Limits = Limits(min_publish_interval=0),
+          listed: Callable[[str, str], bool] | None = None) -> Setup:
     clock = FakeClock()
     kube, sources = FakeKube(ring_spec), FakeSources(clock)
     worker = RingWorker(NAMESPACE, NAME, kube=kube, sources=sources,
-                        connections={("consul", "default"): Access()}, limits=limits, clock=clock)
+                        connections={("consul", "default"): Access()}, limits=limits, clock=clock,
+                        listed=listed)
     made = Setup(kube, sources, clock, worker)
     run_pass = worker.run_pass
 

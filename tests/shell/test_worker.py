@@ -325,3 +325,29 @@ def test_the_spec_is_read_once_per_generation(monkeypatch):
         await s.step()
         assert len(reads) == 3 and s.kube.condition("Degraded") == ("True", "InvalidSpec")
     asyncio.run(scenario())
+
+
+def test_a_configmap_the_listing_does_not_have_is_created_without_a_read():
+    """At a first start every ring's ConfigMap is missing: the operator's listing says so, and
+    no ring GETs it only to find a 404. A name the listing missed (a ConfigMap that is not ours,
+    so not listed) is found by the create's 409, then read, and reported."""
+    async def scenario():
+        s = setup(spec(), listed=lambda namespace, name: False)
+        await s.step()  # subscribed: waiting for the first reply
+        s.sources.members(3)
+        await s.step()
+        assert (s.kube.configmap_reads, s.kube.configmap_writes) == (0, 1)
+        assert s.kube.condition("Ready") == ("True", "Published")
+
+        s = setup(spec(), listed=lambda namespace, name: False)
+        s.kube.configmaps[f"{NAME}-ring"] = {"metadata": {"name": f"{NAME}-ring",
+                                                          "resourceVersion": "1"},
+                                             "data": {"someone": "else's"}}
+        await s.step()
+        s.sources.members(3)
+        for _ in range(3):
+            await s.step()
+        assert s.kube.configmap_reads >= 1 and s.kube.configmap_writes == 0
+        assert s.kube.condition("Ready") == ("False", "ConfigMapConflict")
+        assert s.kube.configmaps[f"{NAME}-ring"]["data"] == {"someone": "else's"}
+    asyncio.run(scenario())
