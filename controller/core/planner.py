@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from controller.core import handover, ringfile
 from controller.core.access import access_problem
@@ -20,11 +20,11 @@ from controller.core.acks import Ack
 from controller.core.decision import Decision, Problem, Reason, decide, kept
 from controller.core.events import Event, handover_ended, resharded, warnings
 from controller.core.limits import Access, Limits
-from controller.core.membership import MembershipError, members_from
+from controller.core.membership import Membership, MembershipError, members_from
 from controller.core.memory import RingMemory, Verified
 from controller.core.render import RingTooLarge, configmap_data
 from controller.core.ring import work
-from controller.core.source_state import SourceState
+from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import RingConfig, SpecError
 from controller.core.status import build_status
 from controller.core.views import (
@@ -217,8 +217,7 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
                            f"operator's maxMembers limit ({limits.max_members})",
                            "narrow spec.service (tags, nodeMeta, filter)")
     try:
-        membership = members_from(source.snapshot.instances, config.identity, config.weight_from,
-                                  config.zone_from, config.drain_from)
+        membership = _membership(source.snapshot, config)
     except MembershipError as error:
         return Decision(previous, problem=Problem(Reason.INVALID_MEMBERSHIP,
                                                   f"{error}. {kept(previous)}"))
@@ -238,6 +237,22 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
                   # Only the ring this operator published itself may be taken as it is; one
                   # edited by someone else, or written by another version, is planned again.
                   own=previous is not None and previous is gathered.memory.last_published_ring)
+
+
+def _membership(snapshot: Snapshot, config: RingConfig) -> Membership:
+    """The ring's members from the snapshot, read once per snapshot and membership rules (the
+    reading is pure: whoever reads it next, with the same rules, gets the same answer)."""
+    rules = ("members", config.identity, config.weight_from, config.zone_from, config.drain_from)
+    found = snapshot.derived.get(rules)
+    if found is None:
+        try:
+            found = members_from(snapshot.instances, *rules[1:])
+        except MembershipError as error:
+            found = error
+        snapshot.derived[rules] = found
+    if isinstance(found, MembershipError):
+        raise MembershipError(str(found))
+    return cast(Membership, found)
 
 
 def _without_handover(ring: ringfile.RingFile | None) -> ringfile.RingFile | None:

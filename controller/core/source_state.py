@@ -3,7 +3,9 @@ cannot be read. Pure: types only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
 
 from controller.core.instance import Instance
 
@@ -13,6 +15,10 @@ class Snapshot:
     index: int  # the source's own position (Consul's index), recorded in ring.json
     instances: tuple[Instance, ...]  # sorted, as the source's decoding gives them
     received: float  # monotonic time the change was seen
+    # What is derived from these instances (a ring's members under its rules), kept with them:
+    # every ring that reads this snapshot (and every pass of a ring in its stabilization window)
+    # shares one reading instead of making its own. Not part of the snapshot's value.
+    derived: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

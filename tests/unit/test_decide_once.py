@@ -4,6 +4,7 @@ written by another version) is planned again."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from controller.core import decision, ringfile
@@ -61,3 +62,38 @@ def test_a_ring_edited_by_someone_else_is_planned_again(monkeypatch):
     assert again.published.assignment.owners != ((0,),) * 16
     loads = again.published.assignment.loads
     assert max(loads.values()) - min(loads.values()) <= 1  # balanced again
+
+
+def test_rings_reading_one_snapshot_share_one_reading_of_its_members(monkeypatch):
+    """The members of a snapshot are read once per membership rules, whichever ring (or pass)
+    asks: rings over one service share the reading (and its Member objects), a ring waiting out
+    its window does not read it again, and an unreadable membership is refused to each."""
+    from controller.core import membership, planner
+    reads = []
+    original = membership.members_from
+    monkeypatch.setattr(planner, "members_from", lambda *a: reads.append(a[1:]) or original(*a))
+    snapshot = Snapshot(1, instances(4), 0.0)
+    plans = []
+    for name in ("a", "b", "c"):
+        ring = RingObject("team", name, f"uid-{name}", 1, SPEC, {})
+        config = prepare(ring, CONNECTIONS, "t", read_spec).config
+        plans.append(plan_pass(ring, config, Gathered(None, SourceState(snapshot)), 1.0, "t"))
+        plan_pass(ring, config, Gathered(None, SourceState(snapshot)), 2.0, "t")
+    assert len(reads) == 1
+    first, second = (p.published.assignment.members for p in plans[:2])
+    assert all(x is y for x, y in zip(first, second, strict=True))
+    by_address = {**SPEC, "members": {"identity": "address"}}
+    ring = RingObject("team", "d", "uid-d", 1, by_address, {})
+    config = prepare(ring, CONNECTIONS, "t", read_spec).config
+    plan_pass(ring, config, Gathered(None, SourceState(snapshot)), 1.0, "t")
+    assert len(reads) == 2  # other rules, another reading
+
+    same_address = Snapshot(2, tuple(dataclasses.replace(i, address="10.0.0.9", port=1)
+                                     for i in instances(2)), 0.0)
+    for name in ("e", "f"):
+        ring = RingObject("team", name, f"uid-{name}", 1, by_address, {})
+        config = prepare(ring, CONNECTIONS, "t", read_spec).config
+        plan = plan_pass(ring, config, Gathered(None, SourceState(same_address)), 1.0, "t")
+        ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "InvalidMembership" and "share identity" in ready["message"]
+    assert len(reads) == 3
