@@ -176,7 +176,7 @@ class Kube:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
-            return await self._call(self.custom.patch_namespaced_custom_object_status, GROUP,
+            return await self._json(self.custom.patch_namespaced_custom_object_status, GROUP,
                                     VERSION, namespace, PLURAL, name, body)
         except k8s.ApiException as error:
             if error.status == 404:
@@ -185,7 +185,7 @@ class Kube:
 
     async def read_ring(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION,
+            return await self._json(self.custom.get_namespaced_custom_object, GROUP, VERSION,
                                     namespace, PLURAL, name)
         except k8s.ApiException as error:
             if error.status == 404:

@@ -36,7 +36,5 @@ class SeenConfigMap:
 def plain_body(body: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of the ring's body nobody else mutates, without managedFields (never read, and most
     of a small object's size)."""
-    plain = copy.deepcopy(dict(body))
-    plain["metadata"] = {k: v for k, v in plain.get("metadata", {}).items()
-                         if k != "managedFields"}
-    return plain
+    metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return copy.deepcopy({**body, "metadata": metadata})  # (managedFields are not even copied)
