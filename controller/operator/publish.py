@@ -64,6 +64,14 @@ def merge_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[s
     return patch
 
 
+# A status that differs only by observedMembers is written at most this often.
+OBSERVED_EVERY = 5.0
+
+
+def _without_observed(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if key != "observedMembers"}
+
+
 def _degraded(status: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Degraded" and c.get("status") == "True"
                for c in status.get("conditions") or [])
@@ -82,6 +90,8 @@ class Publisher:
         # writer's event) can predate our status and would make it warn twice.
         self._warned: tuple[str, str] | None = None
         self.writes = 0  # ConfigMap writes (tests and metrics)
+        self._status_written_at = float("-inf")
+        self.observed_due: float | None = None  # a status held back is due then (monotonic)
 
     async def configmap(self, desired: DesiredConfigMap,
                         current: ConfigMapView | None) -> ConfigMapView:
@@ -97,12 +107,21 @@ class Publisher:
         self.log.info("ConfigMap %s %s", desired.name, "updated" if current else "created")
         return written
 
-    async def status(self, status: dict[str, Any], body: Mapping[str, Any]
+    async def status(self, status: dict[str, Any], body: Mapping[str, Any], now: float
                      ) -> dict[str, Any] | None:
         """Patch the status at the body's resourceVersion if it differs from the body's (and from
         what this worker last wrote: an older event can still be on its way). Returns the
-        patched object, or None when nothing was written."""
+        patched object, or None when nothing was written (``observed_due``: when a count held
+        back is due)."""
+        self.observed_due = None
         if status == body.get("status") or status == self._written_status:
+            return None
+        if _without_observed(status) == _without_observed(body.get("status") or {}) and \
+                now < self._status_written_at + OBSERVED_EVERY:
+            # Only the count the source reports changed, again: under churn every flip would be
+            # a status write for every ring over the service, and the API server's queue of
+            # them held up the writes that matter (a new version, a condition).
+            self.observed_due = self._status_written_at + OBSERVED_EVERY
             return None
         metadata = body.get("metadata") or {}
         patch = merge_patch(body.get("status") or {}, status)
@@ -121,6 +140,7 @@ class Publisher:
                 self.namespace, self.name, merge_patch(fresh.get("status") or {}, status),
                 fresh_metadata.get("resourceVersion"))
         self._written_status = status
+        self._status_written_at = now
         return patched
 
     def events(self, plan: PassPlan, body: Mapping[str, Any], warnings: bool) -> None:

@@ -284,7 +284,11 @@ class RingWorker:
         plan = await plan_off_loop(ring, config, gathered, self.clock.monotonic(),
                                    self.clock.wall(), self.limits, self._planning)
         await self._carry_out(plan, gathered.configmap, gathered.source, body)
-        return plan.requeue_after
+        due = self.publisher.observed_due
+        if due is None:
+            return plan.requeue_after
+        due = max(0.0, due - self.clock.monotonic())
+        return due if plan.requeue_after is None else min(plan.requeue_after, due)
 
     def _read_spec(self, ring: RingObject) -> RingConfig:
         """The ring's spec as a config, read once per generation (its SpecError too): the spec
@@ -350,7 +354,7 @@ class RingWorker:
             self.memory = memory
         self.publisher.events(plan, body, warnings=False)
         self.publisher.measure(plan, source, self.clock.monotonic())
-        patched = await self.publisher.status(plan.status, body)
+        patched = await self.publisher.status(plan.status, body, self.clock.monotonic())
         if patched is not None and self.body is body:  # a newer body that came meanwhile wins
             self.body = plain_body({**body, "status": patched.get("status", plan.status),
                                     "metadata": patched.get("metadata", body.get("metadata"))})

@@ -351,3 +351,31 @@ def test_a_configmap_the_listing_does_not_have_is_created_without_a_read():
         assert s.kube.condition("Ready") == ("False", "ConfigMapConflict")
         assert s.kube.configmaps[f"{NAME}-ring"]["data"] == {"someone": "else's"}
     asyncio.run(scenario())
+
+
+def test_under_churn_the_observed_count_is_written_at_most_every_few_seconds():
+    """A change that only moves status.observedMembers (the ring already stabilizing) is held
+    back OBSERVED_EVERY seconds after the last status write, then written by a pass that comes
+    by itself; a condition that changes is written at once."""
+    from controller.operator.publish import OBSERVED_EVERY
+
+    async def scenario():
+        s = setup(spec(window="60s", max_delay="120s"))
+        await published_with(s, 3)
+        s.clock.now += 30
+        s.sources.members(4)  # Stable turns False: written at once
+        await s.step()
+        writes = s.kube.status_writes
+        assert s.kube.condition("Stable") == ("False", "Stabilizing")
+        assert s.kube.ring["status"]["observedMembers"] == 4
+        s.clock.now += 1
+        s.sources.members(5)  # only the count moves: held back
+        timeout = await s.step()
+        assert s.kube.status_writes == writes and s.kube.ring["status"]["observedMembers"] == 4
+        assert timeout == pytest.approx(OBSERVED_EVERY - 1)
+        s.clock.now += timeout
+        await s.step()  # due: written, without another wake-up from the source
+        assert s.kube.status_writes == writes + 1
+        assert s.kube.ring["status"]["observedMembers"] == 5
+        assert s.kube.published().version == 1
+    asyncio.run(scenario())
