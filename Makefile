@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports lock image clean
+.PHONY: all venv tools lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-template lock image clean
 
 all: test
 
@@ -71,10 +71,13 @@ bench-pass: venv  ## one pass of an unchanged ring; OTHER=<checkout> measures an
 bench-imports: venv  ## what the operator weighs before serving any ring -> bench/results/imports.json
 	$(PY) bench/imports_bench.py
 
+bench-template: venv tools  ## propagation side by side with consul-template (built once) -> bench/results/template.json
+	$(PY) bench/template_bench.py
+
 bench-sources: venv tools  ## change -> ConfigMap latency for Consul, etcd and ZooKeeper
 	$(PY) bench/sources_bench.py
 
-bench: bench-ring bench-offloop bench-pass bench-imports bench-e2e bench-limits bench-configmaps bench-sources bench-agent
+bench: bench-ring bench-offloop bench-pass bench-imports bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-template
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local

@@ -395,6 +395,7 @@ class Bench:
         """
         rng = random.Random(7)
         writes_before = self.metrics()
+        api_before = self.api_writes()
         events: list[tuple[float, str, int]] = []  # (when, ring ConfigMap, members)
         stop_watching = threading.Event()
         watcher = threading.Thread(target=self._watch_rings, args=(events, stop_watching),
@@ -418,6 +419,7 @@ class Bench:
                     settled[name] = when - stopped
             time.sleep(0.5)
         stop_watching.set()
+        api_writes = self.writes_since(api_before, self.api_writes())
         stale = self.stale_rings()
         # A ring whose ConfigMap already listed everyone when churn stopped has nothing to publish.
         already = RINGS - stale - len(settled)
@@ -430,6 +432,7 @@ class Bench:
                 "settle_after_churn": {**percentiles(list(settled.values())),
                                        "already_settled": already},
                 "stale_rings": stale,
+                "api_writes_by_request": api_writes["by_request"],
                 # issue #23: settled within the window (5 s) + 3 s, p99
                 "targets": {"settle_p99_ms": 8000, "writes_per_ring_max": 2, "stale_rings": 0}}
 
