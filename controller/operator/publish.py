@@ -116,7 +116,11 @@ class Publisher:
         self.observed_due = None
         if status == body.get("status") or status == self._written_status:
             return None
-        if _without_observed(status) == _without_observed(body.get("status") or {}) and \
+        # Against what the ring holds now: our last write (its echo may still be on its way;
+        # nobody else writes the status), else the body's.
+        holds = self._written_status if self._written_status is not None else \
+            body.get("status") or {}
+        if _without_observed(status) == _without_observed(holds) and \
                 now < self._status_written_at + OBSERVED_EVERY:
             # Only the count the source reports changed, again: under churn every flip would be
             # a status write for every ring over the service, and the API server's queue of
