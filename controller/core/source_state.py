@@ -17,8 +17,10 @@ class Snapshot:
     received: float  # monotonic time the change was seen
     # What is derived from these instances (a ring's members under its rules), kept with them:
     # every ring that reads this snapshot (and every pass of a ring in its stabilization window)
-    # shares one reading instead of making its own. Not part of the snapshot's value.
-    derived: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+    # shares one reading instead of making its own. Not part of the snapshot's value, and never
+    # passed on: a snapshot made from this one (dataclasses.replace) starts with none.
+    derived: dict[Hashable, Any] = field(default_factory=dict, init=False, compare=False,
+                                         repr=False)
 
 
 @dataclass(frozen=True)
