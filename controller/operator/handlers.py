@@ -223,7 +223,8 @@ async def configmaps_listed(namespace: str | None, name: str, **_: Any) -> dict[
 async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str,
                       memo: Operator, **kwargs: Any) -> None:
     assert namespace is not None  # ShardRings are namespaced
-    memo.configmaps = kwargs["configmaps_listed"]  # kopf gives every handler its indexes
+    # kopf gives every handler its indexes (without it, rings read their ConfigMaps as before).
+    memo.configmaps = kwargs.get("configmaps_listed")
     memo.api_health.answered()  # an event came through: the API answers
     uid = body.get("metadata", {}).get("uid", "")
     if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
@@ -236,7 +237,7 @@ async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | No
 async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str | None,
                        name: str, memo: Operator, **kwargs: Any) -> None:
     assert namespace is not None
-    memo.configmaps = kwargs["configmaps_listed"]
+    memo.configmaps = kwargs.get("configmaps_listed")
     uid = body.get("metadata", {}).get("uid", "")
     worker = memo.worker(namespace, name, uid)
     if worker.body is None:

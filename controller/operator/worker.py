@@ -275,7 +275,7 @@ class RingWorker:
         if intent.plan is not None:
             await self.unsubscribe()
             await self._carry_out(intent.plan, None, None, body)
-            return intent.plan.requeue_after
+            return self._due(intent.plan)
         config = intent.config
         assert config is not None
         gathered = await self._gather(config)
@@ -284,6 +284,10 @@ class RingWorker:
         plan = await plan_off_loop(ring, config, gathered, self.clock.monotonic(),
                                    self.clock.wall(), self.limits, self._planning)
         await self._carry_out(plan, gathered.configmap, gathered.source, body)
+        return self._due(plan)
+
+    def _due(self, plan: PassPlan) -> float | None:
+        """Seconds until the next pass: the plan's, or sooner for a status held back."""
         due = self.publisher.observed_due
         if due is None:
             return plan.requeue_after
