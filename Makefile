@@ -23,6 +23,7 @@ tools:  ## build (first run) or find the control-plane binaries and ZooKeeper; p
 	  "$$dir/prometheus" --version | head -1 && \
 	  { [ ! -x "$$dir/kubectl" ] || "$$dir/kubectl" version --client | head -1; }
 	@echo "zookeeper: $$(bash hack/zookeeper.sh 2>/dev/null)"
+	@echo "gitops-health: $$(bash hack/gitops-health.sh)"
 
 lint: venv  ## ruff, mypy (strict on the core and the worker), import-linter's layer contracts
 	$(VENV)/bin/ruff check controller tests bench

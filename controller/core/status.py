@@ -3,7 +3,8 @@
 The condition vocabulary: ``Ready`` (the ConfigMap holds the current ring), ``SourceReachable``
 (also under a source's ``legacy_condition``, its first name: deprecated), ``Stable`` (no change
 waiting out its window), ``Degraded`` (a Problem, with its Reason), ``Converged`` (the members'
-ring agents applied the published version)."""
+ring agents applied the published version), and kstatus' pair for GitOps tools: ``Reconciling``
+(a change is on its way) and ``Stalled`` (only a person's change can help)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 from controller.core import handover, ringfile
 from controller.core.acks import SHOWN_LAGGING, Ack, convergence
 from controller.core.conditions import Condition, merge
-from controller.core.decision import SHOWN_MEMBERS, Decision, Problem, kept
+from controller.core.decision import SHOWN_MEMBERS, Decision, Problem, Reason, kept
 from controller.core.source_state import SourceState
 from controller.core.spec import RingConfig, Vocabulary
 from controller.core.views import RingObject
@@ -56,7 +57,9 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
         status["observedMembers"] = decision.observed
     wanted = conditions_for(problem, source, decision, suspended,
                             config.query.words if config is not None else None)
-    wanted.append(_converged(status, published, acks, decision, now_text, current))
+    converged = _converged(status, published, acks, decision, now_text, current)
+    wanted += [converged, *progress_conditions(problem, source, decision, published, converged,
+                                               suspended)]
     _handover_status(status, published, ending, decision, now_text, current)
     status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
     return status
@@ -154,3 +157,51 @@ def conditions_for(problem: Problem | None, source: SourceState | None,
     also = [replace(reachable, type=words.legacy_condition)] \
         if words is not None and words.legacy_condition else []
     return [ready, reachable, *also, stable, degraded]
+
+
+# Problems that no retry, source event or agent can clear: only a change to the ShardRing, its
+# Secret, the operator's settings or the ConfigMap in the way. kstatus reads Stalled as Failed,
+# so a GitOps health check fails at once with the message instead of waiting for its timeout.
+NEEDS_A_PERSON = frozenset({
+    Reason.INVALID_SPEC, Reason.UNKNOWN_CONNECTION, Reason.SECRET_MISSING,
+    Reason.CONFIGMAP_CONFLICT, Reason.RING_TOO_LARGE, Reason.INVALID_FILTER,
+    Reason.INVALID_QUERY, Reason.INVALID_MEMBERSHIP, Reason.DATACENTER_NOT_ALLOWED,
+    Reason.TOKEN_REQUIRED, Reason.LIMIT_EXCEEDED})
+# Converged reasons that mean the published ring is still on its way to the workloads.
+_CONVERGING = frozenset({"NotAcknowledged", "Lagging"})
+
+
+def progress_conditions(problem: Problem | None, source: SourceState | None,
+                        decision: Decision | None, published: ringfile.RingFile | None,
+                        converged: Condition, suspended: bool) -> list[Condition]:
+    """``Reconciling`` and ``Stalled`` (kstatus' abnormal-true pair; both always present, so
+    ``kubectl wait --for=condition=Stalled=false`` works too). A ring neither reconciling nor
+    stalled and not Ready (an unreachable source, a guard holding the last ring) is waiting for
+    the world, not for a person: kstatus reads its Ready=False as InProgress."""
+    stalled = None
+    if problem is not None and problem.reason in NEEDS_A_PERSON:
+        stalled = Condition("Stalled", True, str(problem.reason), problem.message)
+    elif source is not None and source.permission_denied:  # a token's rights or a new token
+        stalled = Condition("Stalled", True, "PermissionDenied", source.error or "")
+    if stalled is not None:
+        return [Condition("Reconciling", False, "Stalled", stalled.message), stalled]
+    reconciling = Condition("Reconciling", False, "Settled", "")
+    if suspended:
+        reconciling = Condition("Reconciling", False, "Suspended",
+                                "spec.suspend is true: nothing is published until it is false")
+    elif decision is not None and decision.wait_until is not None:
+        reconciling = Condition("Reconciling", True, "Stabilizing",
+                                "a membership change is waiting out spec.stabilization.window "
+                                "(or the minimum interval between ring versions)")
+    elif published is not None and published.handover:
+        reconciling = Condition("Reconciling", True, "HandingOver",
+                                f"shards move to new owners; their previous owners keep them "
+                                f"until the new owners acknowledge ring version "
+                                f"{published.version}")
+    elif converged.status is False and converged.reason in _CONVERGING:
+        reconciling = Condition("Reconciling", True, "Converging", converged.message)
+    elif problem is None and not (source is not None and source.error) and \
+            (decision is None or decision.ring is None):
+        reconciling = Condition("Reconciling", True, "Pending", "waiting for the first reply "
+                                "from the membership source")
+    return [reconciling, Condition("Stalled", False, "AsExpected", "")]

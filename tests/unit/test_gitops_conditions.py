@@ -1,0 +1,117 @@
+"""kstatus' conditions beside Ready (issue #24): ``Reconciling`` while a change is on its way,
+``Stalled`` for what only a person's change can fix, so a GitOps health check fails at once with
+the message instead of waiting for its timeout. What kstatus and Argo CD make of them is checked
+with the real libraries in tests/integration/test_gitops_health.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from controller.core.acks import Ack
+from controller.core.conditions import Condition
+from controller.core.decision import Problem, Reason
+from controller.core.limits import Access, Limits
+from controller.core.planner import Gathered, plan_pass, prepare
+from controller.core.source_state import SourceState
+from controller.core.status import NEEDS_A_PERSON, progress_conditions
+from controller.core.views import ConfigMapView, RingObject
+from controller.sources.specs import read_spec
+from tests.unit.test_status_messages import (
+    CONFIG,
+    SPEC,
+    condition,
+    remembered,
+    ring_object,
+    source_with,
+)
+
+# Problems the world can clear without anybody touching the ShardRing: members come back.
+WAITS_FOR_THE_WORLD = {Reason.NOT_ENOUGH_MEMBERS, Reason.MEMBER_LOSS}
+SETTLED = Condition("Converged", True, "Applied", "")
+
+
+def pair(status: dict) -> tuple[tuple[str, str], tuple[str, str]]:
+    return tuple((condition(status, kind)["status"], condition(status, kind)["reason"])
+                 for kind in ("Reconciling", "Stalled"))  # type: ignore[return-value]
+
+
+def test_every_reason_is_either_for_a_person_or_for_the_world():
+    # A new Reason must be placed on purpose: a GitOps pipeline either fails on it or waits.
+    assert set(Reason) == NEEDS_A_PERSON | WAITS_FOR_THE_WORLD
+    assert not NEEDS_A_PERSON & WAITS_FOR_THE_WORLD
+
+
+@pytest.mark.parametrize("reason", sorted(NEEDS_A_PERSON))
+def test_a_problem_only_a_person_can_fix_stalls_with_its_message(reason):
+    reconciling, stalled = progress_conditions(Problem(reason, "fix it"), None, None, None,
+                                               SETTLED, False)
+    assert (stalled.status, stalled.reason, stalled.message) == (True, str(reason), "fix it")
+    assert reconciling.status is False  # kstatus would read a true Reconciling first
+
+
+@pytest.mark.parametrize("reason", sorted(WAITS_FOR_THE_WORLD))
+def test_a_problem_the_world_can_clear_does_not_stall(reason):
+    reconciling, stalled = progress_conditions(Problem(reason, "wait"), None, None, None,
+                                               SETTLED, False)
+    assert stalled.status is False and reconciling.status is False
+
+
+def test_a_published_ring_is_neither_reconciling_nor_stalled():
+    plan_ = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a", "b")), 0.0, "t")
+    assert condition(plan_.status, "Ready")["status"] == "True"
+    assert pair(plan_.status) == (("False", "Settled"), ("False", "AsExpected"))
+
+
+def test_before_the_first_reply_a_ring_is_reconciling():
+    plan_ = plan_pass(ring_object(), CONFIG, Gathered(None, SourceState()), 0.0, "t")
+    assert pair(plan_.status)[0] == ("True", "Pending")
+
+
+def test_a_change_waiting_out_its_window_is_reconciling_until_published():
+    config = replace(CONFIG, stabilization=replace(CONFIG.stabilization, window=10.0))
+    first = plan_pass(ring_object(), config, Gathered(None, source_with("a", "b")), 0.0, "t")
+    memory = remembered(first.published)
+    waiting = plan_pass(ring_object(first.status), config,
+                        Gathered(None, source_with("a", "b", "c"), memory=memory), 1.0, "t")
+    assert pair(waiting.status)[0] == ("True", "Stabilizing")
+    done = plan_pass(ring_object(waiting.status), config,
+                     Gathered(None, source_with("a", "b", "c"), memory=memory), 12.0, "t")
+    assert done.change is not None and pair(done.status)[0] == ("False", "Settled")
+
+
+def test_a_ring_its_agents_have_not_applied_yet_is_reconciling():
+    first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a", "b")), 0.0, "t")
+    ring = first.published
+    old = Ack("lease-b", "r", "b", ring.version - 1, "sha256:old", "ok", "t")
+    new = Ack("lease-a", "r", "a", ring.version, ring.hash, "ok", "t")
+    lagging = plan_pass(ring_object(first.status), CONFIG,
+                        Gathered(None, source_with("a", "b"), memory=remembered(ring),
+                                 acks=(new, old)), 1.0, "t")
+    assert pair(lagging.status)[0] == ("True", "Converging")
+    assert "not yet: b" in condition(lagging.status, "Reconciling")["message"]
+
+
+def test_a_configmap_in_the_way_and_a_limit_stall_the_ring():
+    foreign = ConfigMapView("r-ring", None, "", {}, "someone-else", "1")
+    conflict = plan_pass(ring_object(), CONFIG, Gathered(foreign, source_with("a")), 0.0, "t")
+    assert pair(conflict.status) == (("False", "Stalled"), ("True", "ConfigMapConflict"))
+    over = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a", "b")), 0.0, "t",
+                     Limits(max_members=1))
+    assert pair(over.status)[1] == ("True", "LimitExceeded")
+    assert condition(over.status, "Stalled")["message"] == condition(over.status,
+                                                                     "Ready")["message"]
+
+
+def test_a_source_that_refuses_the_token_stalls_the_ring():
+    refused = SourceState(error="Consul refused the token (403)", permission_denied=True)
+    plan_ = plan_pass(ring_object(), CONFIG, Gathered(None, refused), 0.0, "t")
+    assert pair(plan_.status)[1] == ("True", "PermissionDenied")
+
+
+def test_a_suspended_ring_is_neither():
+    ring = RingObject("team", "r", "uid-1", 1, dict(SPEC, suspend=True), {})
+    intent = prepare(ring, {("consul", "default"): Access()}, "t", read_spec)
+    assert intent.plan is not None
+    assert pair(intent.plan.status) == (("False", "Suspended"), ("False", "AsExpected"))
