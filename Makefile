@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-template lock image clean
+.PHONY: all venv tools chart alerts lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-template lock image clean
 
 all: test
 
@@ -24,6 +24,18 @@ tools:  ## build (first run) or find the control-plane binaries and ZooKeeper; p
 	  { [ ! -x "$$dir/kubectl" ] || "$$dir/kubectl" version --client | head -1; }
 	@echo "zookeeper: $$(bash hack/zookeeper.sh 2>/dev/null)"
 	@echo "gitops-health: $$(bash hack/gitops-health.sh)"
+	@echo "helm: $$(bash hack/helm.sh)"
+	@echo "monitoring CRDs: $$(bash hack/monitoring-crds.sh)"
+
+chart: tools  ## helm lint --strict and render the chart (the suite also installs it on a real API server)
+	@helm="$$(bash hack/helm.sh)" && "$$helm" lint --strict charts/shardring-operator && \
+	  "$$helm" template shardring charts/shardring-operator -n shardring-system >/dev/null && \
+	  echo "chart: rendered"
+
+alerts: tools  ## promtool check rules and promtool test rules for manifests/monitoring
+	@promtool="$$(bash hack/build-tools.sh)/promtool" && \
+	  "$$promtool" check rules manifests/monitoring/shardring.rules.yaml && \
+	  cd tests/monitoring && "$$promtool" test rules shardring.rules.test.yaml
 
 lint: venv  ## ruff, mypy (strict on the core and the worker), import-linter's layer contracts
 	$(VENV)/bin/ruff check controller tests bench

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes, CPU, open fds
 RING = ["namespace", "ring"]
 QUERY = ["connection", "service"]
 SOURCE_QUERY = ["source", "connection", "query"]  # source kind; query: service, prefix or path
@@ -27,6 +35,14 @@ PUBLISH_LATENCY = Histogram(
     "From the membership change being observed to the ConfigMap being written (includes any "
     "stabilization window).", registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+EVENTS = Counter("shardring_events_total",
+                 "Events about rings, by type and reason: Resharded, HandoverComplete, "
+                 "HandoverTimedOut, and each problem (the Degraded reason) as it begins.",
+                 [*RING, "type", "reason"], registry=REGISTRY)
+RECONCILE_ERRORS = Counter("shardring_reconcile_errors_total",
+                           "Passes that failed unexpectedly and are retried with backoff (an "
+                           "unreachable API server is not counted: it is one outage, not one "
+                           "error per ring).", RING, registry=REGISTRY)
 SOURCE_ERRORS = Counter("shardring_source_errors_total",
                         "Failed reads of a membership source, by reason (unreachable, "
                         "permission_denied, refused, over_limit, failed).",
@@ -80,24 +96,41 @@ def source_reply(query: Query, size: int) -> None:
     SOURCE_REPLY_BYTES.labels(query.kind).observe(size)
 
 
+class RingCondition(NamedTuple):
+    namespace: str
+    ring: str
+    condition: str
+    status: str
+    reason: str
+
+
 class OperatorGauges(Collector):
     """Gauges read from the running operator at scrape time: rings by condition and status, and
     the membership watchers running. The endpoint is process-wide; ``serve`` points it at the
     operator that started last."""
 
     def __init__(self) -> None:
-        self.conditions: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
+        self.conditions: Callable[[], Iterable[RingCondition]] = lambda: ()
         self.active_queries: Callable[[], Mapping[str, int]] = dict
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("shardring_rings", "Rings by condition and status.",
                                    labels=["condition", "status"])
+        each = GaugeMetricFamily("shardring_ring_condition",
+                                 "Each ring's conditions as its status shows them: 1 for the "
+                                 "status and reason it has now (alerts and dashboards select "
+                                 "on them).",
+                                 labels=[*RING, "condition", "status", "reason"])
         counts: dict[tuple[str, str], int] = {}
-        for pair in self.conditions():
+        for found in self.conditions():
+            pair = (found.condition, found.status)
             counts[pair] = counts.get(pair, 0) + 1
+            each.add_metric([found.namespace, found.ring, found.condition, found.status,
+                             found.reason], 1)
         for (condition, status), count in sorted(counts.items()):
             family.add_metric([condition, status], count)
         yield family
+        yield each
         active = self.active_queries()
         watchers = GaugeMetricFamily("shardring_source_watchers_active",
                                      "Membership watchers running (one per distinct query), by "
@@ -115,7 +148,7 @@ REGISTRY.register(_GAUGES)
 _served: tuple[str, int] | None = None
 
 
-def serve(port: int, conditions: Callable[[], Iterable[tuple[str, str]]],
+def serve(port: int, conditions: Callable[[], Iterable[RingCondition]],
           active_queries: Callable[[], Mapping[str, int]], address: str = "0.0.0.0") -> None:
     """Serve the metrics endpoint (once per process; its thread never blocks kopf's loop)."""
     global _served
@@ -127,11 +160,15 @@ def serve(port: int, conditions: Callable[[], Iterable[tuple[str, str]]],
 
 def forget_ring(namespace: str, ring: str) -> None:
     """A deleted ring's series go with it."""
-    for metric in (RING_MEMBERS, RING_VERSION, RESHARDS, SHARDS_MOVED, CONFIGMAP_WRITES):
+    for metric in (RING_MEMBERS, RING_VERSION, RESHARDS, SHARDS_MOVED, CONFIGMAP_WRITES,
+                   RECONCILE_ERRORS):
         try:
             metric.remove(namespace, ring)
         except KeyError:
             pass
+    for series in list(EVENTS._metrics):  # noqa: SLF001 - one series per type and reason
+        if series[:2] == (namespace, ring):
+            EVENTS.remove(*series)
 
 
 def forget_unwatched(query: Query, watched: Iterable[Query]) -> None:

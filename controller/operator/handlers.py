@@ -117,10 +117,13 @@ class Operator:
         if not self.acks.get((namespace, name)):
             self.acks.pop((namespace, name), None)
 
-    def conditions(self) -> Iterator[tuple[str, str]]:
+    def conditions(self) -> Iterator[metrics.RingCondition]:
         for worker in list(self.workers.values()):
             for condition in (worker.body or {}).get("status", {}).get("conditions") or []:
-                yield condition.get("type", ""), condition.get("status", "")
+                yield metrics.RingCondition(worker.namespace, worker.name,
+                                            condition.get("type", ""),
+                                            condition.get("status", ""),
+                                            condition.get("reason", ""))
 
 
 def quiet_generator_closing(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

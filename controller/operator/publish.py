@@ -163,6 +163,7 @@ class Publisher:
                 self.log.warning("%s: %s", event.reason, event.message)
             elif event.reason == "Resharded":
                 self.log.info("resharded: %s", event.message)
+            metrics.EVENTS.labels(self.namespace, self.name, event.type, event.reason).inc()
             self.keep(asyncio.create_task(self._post(_reference(body), event)))
 
     def keep(self, task: asyncio.Task[None]) -> None:

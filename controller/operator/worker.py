@@ -16,6 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any, Protocol
 
+from controller import metrics
 from controller.core.acks import Ack
 from controller.core.credentials import Credentials, Token, UserPassword
 from controller.core.limits import Access, Limits
@@ -212,6 +213,7 @@ class RingWorker:
             # An outage: said once for the whole operator (apihealth), not once per ring.
             self.log.debug("reconcile waits for the API (retry in %.0f s)", timeout)
             return timeout
+        metrics.RECONCILE_ERRORS.labels(self.namespace, self.name).inc()
         self.log.error("reconcile failed (retry in %.0f s): %s", timeout, safe_text(error),
                        exc_info=self.failures == 1)
         return timeout

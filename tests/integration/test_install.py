@@ -8,11 +8,12 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import consul
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -182,3 +183,192 @@ def test_a_ring_left_with_a_finalizer_by_an_older_version_is_released_and_crds_d
     assert "Traceback" not in log, log[-3000:]
     ok(plane, "delete", "-k", str(REPO / "manifests"), "--ignore-not-found", "--timeout=90s",
        timeout=120)
+
+
+# ---- the Helm chart (charts/shardring-operator) --------------------------------------------
+
+CHART = REPO / "charts" / "shardring-operator"
+VALUES = {  # the values files a platform team would write, by name
+    "defaults": {},
+    "namespaced": {"installMode": "namespaced", "namespaces": ["team-a", "team-b"],
+                   "replicas": 1},
+    "monitored": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kp"}},
+                              "podMonitor": {"enabled": True},
+                              "prometheusRule": {"enabled": True,
+                                                 "runbookBaseURL": "https://docs.example"}},
+                  "limits": {"maxMembers": 5000, "minPublishInterval": 0.5},
+                  "extraEnv": [{"name": "TZ", "value": "UTC"}], "extraArgs": ["--verbose"]},
+    "no-crds": {"crds": {"enabled": False}, "image": {"repository": "registry.local/sr",
+                                                      "tag": "0.1.0-rc1"}},
+}
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
+    built = subprocess.run(["bash", str(REPO / "hack" / "helm.sh")], capture_output=True,
+                           text=True, timeout=1200)
+    assert built.returncode == 0, built.stderr
+    home = tmp_path_factory.mktemp("helm")
+
+    def run(*args: str, plane: ControlPlane | None = None) -> subprocess.CompletedProcess:
+        env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "HELM_CACHE_HOME": str(home / "c"),
+               "HELM_CONFIG_HOME": str(home / "f"), "HELM_DATA_HOME": str(home / "d")}
+        if plane is not None:
+            env["KUBECONFIG"] = str(plane.kubeconfig)
+        return subprocess.run([built.stdout.strip(), *args], capture_output=True, text=True,
+                              timeout=180, env=env)
+    return run
+
+
+def values_file(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(VALUES[name]))
+    return path
+
+
+def rendered(helm, tmp_path: Path, name: str) -> list[dict]:
+    result = helm("template", "shardring", str(CHART), "-n", SYSTEM, "-f",
+                  str(values_file(tmp_path, name)))
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def kustomized(plane: ControlPlane, path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(ok(plane, "kustomize", str(path))) if d]
+
+
+def find(objects: list[dict], kind: str, name: str) -> dict:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def pod_settings(deployment: dict) -> dict:
+    """What the chart and the kustomize base must agree on (image, labels and the chart's own
+    checksum annotation aside)."""
+    pod = deployment["spec"]["template"]["spec"]
+    container = {k: v for k, v in pod["containers"][0].items()
+                 if k not in ("image", "imagePullPolicy")}
+    container["env"] = sorted(container["env"], key=lambda e: e["name"])  # order means nothing
+    return {"replicas": deployment["spec"]["replicas"], "container": container,
+            **{k: pod[k] for k in ("serviceAccountName", "securityContext", "volumes",
+                                   "terminationGracePeriodSeconds")}}
+
+
+def test_the_chart_lints_strictly_refuses_unknown_values_and_renders_what_kustomize_does(
+        plane, helm, tmp_path):
+    import controller
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["version"] == chart["appVersion"] == controller.__version__
+    for name in ("shardrings.shardring.io.yaml", "clusterkopfpeerings.kopf.dev.yaml"):
+        assert (CHART / "files" / "crds" / name).read_text() == \
+            (REPO / "crds" / name).read_text(), f"charts' copy of {name} drifted"
+    assert (CHART / "files" / "shardring.rules.yaml").read_text() == \
+        (REPO / "manifests" / "monitoring" / "shardring.rules.yaml").read_text()
+    for name in VALUES:
+        linted = helm("lint", "--strict", str(CHART), "-f", str(values_file(tmp_path, name)))
+        assert linted.returncode == 0, f"{name}: {linted.stdout}{linted.stderr}"
+    for wrong in ("replica=2", "installMode=everywhere", "metrics.serviceMonitor.enable=true"):
+        refused = helm("template", str(CHART), "--set", wrong)
+        assert refused.returncode != 0 and "schema" in refused.stderr.lower(), wrong
+
+    # One source of truth: RBAC rules, CRDs and the Deployment's settings as manifests/ has them.
+    for values, mode in (("defaults", "manifests"), ("namespaced", "manifests/namespaced")):
+        chart_objects, base = rendered(helm, tmp_path, values), kustomized(plane, REPO / mode)
+        for kind, name in (("ClusterRole", "shardring-operator"),
+                           ("CustomResourceDefinition", "shardrings.shardring.io"),
+                           ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")):
+            ours, theirs = find(chart_objects, kind, name), find(base, kind, name)
+            key = "rules" if kind == "ClusterRole" else "spec"
+            assert ours[key] == theirs[key], f"{values}: {kind}/{name} differs from {mode}"
+        expected = pod_settings(find(base, "Deployment", "shardring-operator"))
+        got = pod_settings(find(chart_objects, "Deployment", "shardring-operator"))
+        if values == "namespaced":  # the values above serve two namespaces, with one replica
+            expected["replicas"] = 1
+            for variable in expected["container"]["env"]:
+                if variable["name"] == "SHARDRING_NAMESPACES":
+                    variable["value"] = "team-a,team-b"
+        assert got == expected, values
+    namespaced = rendered(helm, tmp_path, "namespaced")
+    assert find(namespaced, "ClusterRole", "shardring-operator-namespace")["rules"] == \
+        find(kustomized(plane, REPO / "manifests" / "namespaced"), "ClusterRole",
+             "shardring-operator-namespace")["rules"]
+    bound = {o["metadata"]["namespace"] for o in namespaced if o["kind"] == "RoleBinding"}
+    assert bound == {"team-a", "team-b"}
+    monitored = rendered(helm, tmp_path, "monitored")
+    rule = find(monitored, "PrometheusRule", "shardring-operator")
+    urls = [r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert urls and all(u.startswith("https://docs.example/docs/operations.md#") for u in urls)
+    env = {e["name"]: e.get("value") for e in
+           find(monitored, "Deployment", "shardring-operator")["spec"]["template"]["spec"][
+               "containers"][0]["env"]}
+    assert env["SHARDRING_MAX_MEMBERS"] == "5000" and env["SHARDRING_MIN_PUBLISH_INTERVAL"] == \
+        "0.5" and env["TZ"] == "UTC" and "SHARDRING_MAX_RING_WORK" not in env
+    assert not [o for o in rendered(helm, tmp_path, "no-crds")
+                if o["kind"] == "CustomResourceDefinition"]
+
+
+def test_every_values_file_renders_objects_the_api_server_accepts(plane, helm, tmp_path):
+    crds = subprocess.run(["bash", str(REPO / "hack" / "monitoring-crds.sh")],
+                          capture_output=True, text=True, timeout=600)
+    assert crds.returncode == 0, crds.stderr
+    ok(plane, "apply", "--server-side", "-f", crds.stdout.strip())
+    for namespace in (SYSTEM, "team-a", "team-b"):
+        kubectl(plane, "create", "namespace", namespace)
+    ok(plane, "apply", "-k", str(REPO / "crds"))  # what the chart's own objects are checked by
+    wait_for(lambda: kubectl(plane, "get", "shardrings,prometheusrules,servicemonitors", "-A")
+             .returncode == 0, "the kinds served", 60)
+    try:
+        for name in VALUES:
+            result = helm("template", "shardring", str(CHART), "-n", SYSTEM, "-f",
+                          str(values_file(tmp_path, name)))
+            assert result.returncode == 0, result.stderr
+            applied_ = subprocess.run(
+                [str(plane.assets / "kubectl"), "--kubeconfig", str(plane.kubeconfig), "apply",
+                 "--server-side", "--dry-run=server", "--field-manager=helm-test", "-f", "-"],
+                input=result.stdout, capture_output=True, text=True, timeout=120)
+            assert applied_.returncode == 0, f"{name}: {applied_.stderr}"
+        ok(plane, "apply", "--server-side", "--dry-run=server", "-k",
+           str(REPO / "manifests" / "monitoring"))
+    finally:
+        ok(plane, "delete", "-k", str(REPO / "crds"), "--ignore-not-found")
+        for namespace in ("team-a", "team-b"):
+            kubectl(plane, "delete", "namespace", namespace, "--wait=false")
+
+
+def test_helm_install_upgrade_and_uninstall_keep_the_crds_when_asked(plane, helm, tmp_path):
+    def deployment() -> dict:
+        return yaml.safe_load(ok(plane, "get", "deployment", "-n", SYSTEM,
+                                 "shardring-operator", "-o", "yaml"))
+
+    installed = helm("install", "shardring", str(CHART), "-n", SYSTEM, "--create-namespace",
+                     "--set", "image.repository=registry.local/shardring", plane=plane)
+    assert installed.returncode == 0, installed.stderr
+    pod = deployment()["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.local/shardring:0.1.0"
+    assert deployment()["spec"]["replicas"] == 2 and pod["serviceAccountName"] == \
+        "shardring-operator"
+    assert can_i(plane, "list", "secrets", "--all-namespaces")
+
+    upgraded = helm("upgrade", "shardring", str(CHART), "-n", SYSTEM, "--reuse-values",
+                    "--set", "installMode=namespaced", "--set", "replicas=1", plane=plane)
+    assert upgraded.returncode == 0, upgraded.stderr
+    env = {e["name"]: e.get("value") for e in
+           deployment()["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert deployment()["spec"]["replicas"] == 1 and env["SHARDRING_NAMESPACES"] == SYSTEM
+    assert not can_i(plane, "list", "secrets", "--all-namespaces")
+    assert can_i(plane, "get", "secrets", "-n", SYSTEM)
+
+    removed = helm("uninstall", "shardring", "-n", SYSTEM, "--wait", plane=plane)
+    assert removed.returncode == 0, removed.stderr
+    assert gone(plane, "deployment", "-n", SYSTEM, "shardring-operator")
+    assert gone(plane, "clusterrole", "shardring-operator")
+    assert not gone(plane, "crd", "shardrings.shardring.io")  # crds.keep: the rings stay
+
+    # Without keep, an uninstall takes the CRDs (and every ring) with it.
+    again = helm("install", "shardring", str(CHART), "-n", SYSTEM, "--set", "crds.keep=false",
+                 plane=plane)
+    assert again.returncode == 0, again.stderr
+    removed = helm("uninstall", "shardring", "-n", SYSTEM, "--wait", plane=plane)
+    assert removed.returncode == 0, removed.stderr
+    wait_for(lambda: gone(plane, "crd", "shardrings.shardring.io"), "the CRD deleted", 60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -262,9 +263,18 @@ def test_metrics_move_with_the_ring(crd, operator_env, rings, consul_helper, nam
                  'shardring_rings{condition="Converged",status="Unknown"}': 1,
                  'shardring_rings{condition="Degraded",status="False"}': 1,
                  'shardring_rings{condition="Ready",status="True"}': 1,
+                 'shardring_rings{condition="Reconciling",status="False"}': 1,
                  'shardring_rings{condition="SourceReachable",status="True"}': 1,
-                 'shardring_rings{condition="Stable",status="True"}': 1}
+                 'shardring_rings{condition="Stable",status="True"}': 1,
+                 'shardring_rings{condition="Stalled",status="False"}': 1}
         wait_for(lambda: operator_wide(scrape()) == ready, "one ready ring in the gauges")
+        # The same, ring by ring, with each condition's reason (what alerts select on).
+        each = {frozenset(re.findall(r'(\w+)="([^"]*)"', k)): v for k, v in scrape().items()
+                if k.startswith("shardring_ring_condition{")}
+        assert each[frozenset({("namespace", namespace), ("ring", "measured"),
+                               ("condition", "Ready"), ("status", "True"),
+                               ("reason", "Published")})] == 1, each
+        assert len(each) == sum(v for k, v in ready.items() if k.startswith("shardring_rings"))
         before = scrape()
         consul_helper.set_health(ids[0], passing=False)
         ring = rings.wait_ring("measured-ring", lambda r: len(r.assignment.members) == 3,

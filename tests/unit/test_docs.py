@@ -79,11 +79,11 @@ def our_options() -> set[str]:
     return found
 
 
-# Options of other tools that the docs quote (kubectl, Prometheus, etcdctl, make).
+# Options of other tools that the docs quote (kubectl, Prometheus, etcdctl, make, helm).
 FOREIGN = {"--for", "--scrape.discovery-reload-interval", "--web.enable-lifecycle", "--lease",
            "--dry-run", "--timeout", "--type", "--as", "--all-namespaces", "--namespace",
            "--kubeconfig", "--server-side", "--config.file", "--ignore-not-found",
-           "--require-hashes", "--no-index", "--watch"}
+           "--require-hashes", "--no-index", "--watch", "--create-namespace", "--set"}
 
 
 def test_every_option_the_docs_quote_exists():
@@ -97,7 +97,7 @@ def test_every_option_the_docs_quote_exists():
 # ---- conditions, reasons, ring.json --------------------------------------------------------------
 
 CONDITION_TYPES = ("Ready", "ConsulReachable", "SourceReachable", "Stable", "Degraded",
-                   "Converged")
+                   "Converged", "Reconciling", "Stalled")
 READY_REASONS = ("Published", "Pending", "Suspended", "ConsulUnreachable", "SourceUnreachable")
 
 
