@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools chart alerts lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-template lock image clean
+.PHONY: all venv tools chart alerts lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-ringpage bench-template lock image clean
 
 all: test
 
@@ -26,6 +26,7 @@ tools:  ## build (first run) or find the control-plane binaries and ZooKeeper; p
 	@echo "gitops-health: $$(bash hack/gitops-health.sh)"
 	@echo "helm: $$(bash hack/helm.sh)"
 	@echo "monitoring CRDs: $$(bash hack/monitoring-crds.sh)"
+	@echo "chromium: $$(bash hack/chromium.sh)"
 
 chart: tools  ## helm lint --strict and render the chart (the suite also installs it on a real API server)
 	@helm="$$(bash hack/helm.sh)" && "$$helm" lint --strict charts/shardring-operator && \
@@ -84,13 +85,16 @@ bench-pass: venv  ## one pass of an unchanged ring; OTHER=<checkout> measures an
 bench-imports: venv  ## what the operator weighs before serving any ring -> bench/results/imports.json
 	$(PY) bench/imports_bench.py
 
+bench-ringpage: venv  ## the ring page at 1,000 rings and for a big ring -> bench/results/ringpage.json
+	$(PY) bench/ringpage_bench.py
+
 bench-template: venv tools  ## propagation side by side with consul-template (built once) -> bench/results/template.json
 	$(PY) bench/template_bench.py
 
 bench-sources: venv tools  ## change -> ConfigMap latency for Consul, etcd and ZooKeeper
 	$(PY) bench/sources_bench.py
 
-bench: bench-ring bench-offloop bench-pass bench-imports bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-template
+bench: bench-ring bench-offloop bench-pass bench-imports bench-ringpage bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-template
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local

@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", metavar="ADDRESS",
                      help="listen address for metrics (or SHARDRING_METRICS_ADDRESS; "
                           "default 0.0.0.0)")
+    run.add_argument("--no-ring-page", action="store_true",
+                     help="do not serve the read-only ring page (/rings) on the metrics port "
+                          "(or SHARDRING_RING_PAGE=false)")
     run.add_argument("--log-format", choices=["plain", "json"], default="plain",
                      help="plain (human-readable, the default) or json (one object per line)")
     run.add_argument("--liveness", metavar="URL",
@@ -214,6 +217,8 @@ def run_operator(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, metrics_port=args.metrics_port)
     if getattr(args, "metrics_address", None):
         config = dataclasses.replace(config, metrics_address=args.metrics_address)
+    if getattr(args, "no_ring_page", False):
+        config = dataclasses.replace(config, ring_page=False)
     if getattr(args, "log_format", "plain") == "json":
         kopf.configure(log_format=kopf.LogFormat.JSON)
     else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -11,9 +13,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -148,13 +151,49 @@ REGISTRY.register(_GAUGES)
 _served: tuple[str, int] | None = None
 
 
+# A page beside the metrics: (path, query string) -> (HTTP status, HTML).
+Pages = Callable[[str, str], tuple[int, str]]
+
+
+class _Endpoint:
+    """What the endpoint serves: /metrics, and the pages of the operator that started last."""
+
+    def __init__(self) -> None:
+        self.metrics = make_wsgi_app(REGISTRY)
+        self.pages: Pages | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO") or "/"
+        pages = self.pages
+        if path == "/metrics" or pages is None:
+            return self.metrics(environ, start_response)
+        code, html = pages(path, environ.get("QUERY_STRING") or "")
+        body = html.encode()
+        start_response(f"{code} {'OK' if code == 200 else 'Not Found'}", [
+            ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store")])
+        return [body]
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass  # one line per scrape would drown the operator's log
+
+
+_ENDPOINT = _Endpoint()
+
+
 def serve(port: int, conditions: Callable[[], Iterable[RingCondition]],
-          active_queries: Callable[[], Mapping[str, int]], address: str = "0.0.0.0") -> None:
-    """Serve the metrics endpoint (once per process; its thread never blocks kopf's loop)."""
+          active_queries: Callable[[], Mapping[str, int]], address: str = "0.0.0.0",
+          pages: Pages | None = None) -> None:
+    """Serve the metrics endpoint, and ``pages`` beside it (once per process; its threads never
+    block kopf's loop)."""
     global _served
     _GAUGES.conditions, _GAUGES.active_queries = conditions, active_queries
+    _ENDPOINT.pages = pages
     if _served is None:
-        start_http_server(port, addr=address, registry=REGISTRY)
+        server = make_server(address, port, _ENDPOINT, ThreadingWSGIServer, handler_class=_Quiet)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         _served = (address, port)
 
 

@@ -27,6 +27,7 @@ from controller.core.acks import ACK_LABEL, Ack, ack_from_lease
 from controller.core.views import CREDENTIALS_LABEL, MANAGED_BY, RING_LABEL, view_from_dict
 from controller.kube.api import Kube, ensure_cluster_peering
 from controller.kube.apihealth import ApiHealth
+from controller.operator import ringpages
 from controller.operator.publish import KubeAdapter
 from controller.operator.settings import OperatorConfig
 from controller.operator.worker import RingWorker
@@ -183,7 +184,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
         metrics.serve(memo.config.metrics_port, memo.conditions,
                       lambda: memo.sources.active_by_kind()
                       if isinstance(memo.sources, SourceRouter) else {},
-                      memo.config.metrics_address)
+                      memo.config.metrics_address,
+                      ringpages.pages(lambda: memo.workers) if memo.config.ring_page else None)
 
 
 class NoEssence(kopf.AnnotationsDiffBaseStorage):

@@ -28,6 +28,7 @@ class OperatorConfig:
     zookeeper: dict[str, ZooKeeperConnection] = field(default_factory=dict)
     metrics_port: int | None = None
     metrics_address: str = "0.0.0.0"
+    ring_page: bool = True  # the read-only ring page on the metrics port
     limits: Limits = Limits()
 
     def access(self) -> dict[tuple[str, str], Access]:
@@ -54,4 +55,6 @@ class OperatorConfig:
         return cls(connections=connections, etcd=etcd, zookeeper=zookeeper,
                    metrics_port=int(port) if port else None,
                    metrics_address=env.get("SHARDRING_METRICS_ADDRESS", "0.0.0.0"),
+                   ring_page=env.get("SHARDRING_RING_PAGE", "true").lower()
+                   not in ("false", "0", "no", "off"),
                    limits=Limits.from_env(env))
