@@ -227,13 +227,13 @@ def test_flapping_instance_writes_are_bounded_by_the_window(fault_operator, ring
                                                             consul_helper, namespace, report):
     service = service_name()
     ids = [consul_helper.register(service, f"{service}-{i}", port=9000 + i) for i in range(4)]
-    # (Half of what it was, 10 s / 20 s over 60 s: the same ratios, half the suite's time.)
-    rings.create("flappy", quick(service, stabilization={"window": "5s", "maxDelay": "10s"}))
+    # (A fifth of what it was, 10 s / 20 s over 60 s: the same ratios, three maxDelays.)
+    rings.create("flappy", quick(service, stabilization={"window": "2s", "maxDelay": "4s"}))
     rings.wait_ring("flappy-ring", lambda r: len(r.assignment.members) == 4, "ring")
     wait_for(lambda: ready_status(rings, "flappy", "Stable") == "True", "Stable=True")
     worker = fault_operator.workers[(namespace, "flappy")]
     writes, changes = worker.writes, changes_seen(service)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 12
     flips = 0
     stable = []  # Stable, as the status said while the instance was flapping
     while time.monotonic() < deadline:
@@ -244,16 +244,16 @@ def test_flapping_instance_writes_are_bounded_by_the_window(fault_operator, ring
         time.sleep(0.1)
     consul_helper.set_health(ids[0], passing=True)
     seen = changes_seen(service) - changes
-    time.sleep(6)  # one window after the flapping stops
+    time.sleep(3)  # one window after the flapping stops
     ring = rings.ring("flappy-ring")
     extra = worker.writes - writes
-    report(f"{flips} flips in 30 s -> {seen:.0f} membership changes seen, {extra} ConfigMap "
+    report(f"{flips} flips in 12 s -> {seen:.0f} membership changes seen, {extra} ConfigMap "
            f"writes, Stable=False in {stable.count('False')} of {len(stable)} status reads")
     # The flips reached the operator (a dead watcher sees none) ...
     assert 2 <= seen <= flips + 1
     # ... and held the ring back: it said so while waiting out the window.
     assert "False" in stable
-    assert extra <= 30 // 10 * 2 + 2  # at most a change and its undo per maxDelay
+    assert extra <= 12 // 4 * 2 + 2  # at most a change and its undo per maxDelay
     assert len(ring.assignment.members) == 4
     assert ready_status(rings, "flappy", "Stable") == "True"
 
