@@ -16,7 +16,7 @@ from prometheus_client import (
     make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.exposition import ThreadingWSGIServer, _get_best_family
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -192,7 +192,11 @@ def serve(port: int, conditions: Callable[[], Iterable[RingCondition]],
     _GAUGES.conditions, _GAUGES.active_queries = conditions, active_queries
     _ENDPOINT.pages = pages
     if _served is None:
-        server = make_server(address, port, _ENDPOINT, ThreadingWSGIServer, handler_class=_Quiet)
+        family, address = _get_best_family(address, port)  # an IPv6 address listens on v6
+
+        class Server(ThreadingWSGIServer):
+            address_family = family
+        server = make_server(address, port, _ENDPOINT, Server, handler_class=_Quiet)
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         _served = (address, port)
 

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from controller.core import ringfile
 from controller.core.render import member_shards
+from controller.core.ring import Member
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -92,6 +93,11 @@ def index(rings: Iterable[RingView], namespace: str | None = None) -> str:
                         f"{table}")
 
 
+@dataclass(frozen=True)
+class _Draining:
+    id: str
+
+
 def _ranges(shards: Iterable[int]) -> str:
     """0-3, 7, 9-10: a member's shards, short."""
     parts: list[str] = []
@@ -158,10 +164,15 @@ def ring_page(view: RingView) -> str:
             f"<td>{escape(member.zone or '')}</td><td class=\"n\">{member.weight:g}</td>"
             f"<td>{escape(state)}</td><td class=\"n shards\">{len(shards)}</td>"
             f"<td class=\"n\">{100 * len(shards) / total if total else 0:.2f}%</td></tr>")
-    for member_id in ring.draining:
-        rows.append(f"<tr data-member=\"{escape(member_id)}\"><td>{escape(member_id)}</td>"
-                    "<td></td><td></td><td></td><td>draining</td><td class=\"n shards\">0</td>"
-                    "<td class=\"n\">0.00%</td></tr>")
+    for member_id in ring.draining:  # owning nothing, serving what it still hands over
+        shards = owned.get(member_id, ())
+        endpoint = ring.endpoints.get(member_id)
+        rows.append(
+            f"<tr data-member=\"{escape(member_id)}\"><td>{escape(member_id)}</td>"
+            f"<td>{escape(f'{endpoint.address}:{endpoint.port}' if endpoint else '')}</td>"
+            "<td></td><td></td><td>draining" + (", handing over" if member_id in handing else "")
+            + f"</td><td class=\"n shards\">{len(shards)}</td>"
+            f"<td class=\"n\">{100 * len(shards) / total if total else 0:.2f}%</td></tr>")
     body.append(
         f"<h2>Members</h2><p>ring version <span id=\"version\">{ring.version}</span>, "
         f"<span id=\"shards\">{assignment.shards}</span> shards × "
@@ -169,9 +180,10 @@ def ring_page(view: RingView) -> str:
         f"<code>{escape(ring.hash)}</code></p>"
         "<table id=\"members\"><tr><th>Member</th><th>Address</th><th>Zone</th><th>Weight</th>"
         "<th>State</th><th>Shards</th><th>Ownership</th></tr>" + "".join(rows) + "</table>")
+    listed: list[Member | _Draining] = [*assignment.members, *map(_Draining, ring.draining)]
     table = "".join(f"<tr><td>{escape(member.id)}</td><td><code>"
                     f"{escape(_ranges(owned.get(member.id, ())))}</code></td></tr>"
-                    for member in assignment.members)
+                    for member in listed)
     body.append("<h2>Shard table</h2><table id=\"shard-table\"><tr><th>Member</th>"
                 f"<th>Shards</th></tr>{table}</table>")
     return _page(title, "".join(body))

@@ -120,6 +120,8 @@ class Operator:
 
     def conditions(self) -> Iterator[metrics.RingCondition]:
         for worker in list(self.workers.values()):
+            if not worker.serving:
+                continue
             for condition in (worker.body or {}).get("status", {}).get("conditions") or []:
                 yield metrics.RingCondition(worker.namespace, worker.name,
                                             condition.get("type", ""),

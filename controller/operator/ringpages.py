@@ -33,10 +33,10 @@ def pages(workers: Callable[[], Mapping[tuple[str, str], RingWorker]]
         if parts in ([], ["rings"]):
             namespace = (parse_qs(query).get("namespace") or [""])[0].strip() or None
             return 200, ringpage.index([view(w, parse=False) for w in
-                                        list(workers().values())], namespace)
+                                        list(workers().values()) if w.serving], namespace)
         if len(parts) == 3 and parts[0] == "rings":
             worker = workers().get((parts[1], parts[2]))
-            if worker is not None and worker.body is not None:
+            if worker is not None and worker.serving and worker.body is not None:
                 return 200, ringpage.ring_page(view(worker, parse=True))
         return 404, "<!DOCTYPE html><title>Not found</title><p>No such page or ring. " \
                     "<a href=\"/rings\">All rings</a></p>"

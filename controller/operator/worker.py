@@ -101,6 +101,9 @@ class RingWorker:
         self.failures = self.conflicts = 0
         self._wake = asyncio.Event()
         self.retired = False  # the ring is gone: serve() returns
+        # serve() is running: a replica that peering paused keeps its workers but reports none
+        # of them (metrics, ring page): the active replica's word is the current one.
+        self.serving = False
 
     @property
     def writes(self) -> int:
@@ -159,6 +162,7 @@ class RingWorker:
             await stopped.wait()
             self.wake()
         stopper = asyncio.create_task(wake_on_stop())
+        self.serving = True
         try:
             while not stopped and not self.retired:
                 self._wake.clear()
@@ -168,6 +172,7 @@ class RingWorker:
                 except TimeoutError:
                     pass
         finally:
+            self.serving = False
             stopper.cancel()
             await self.unsubscribe()
 

@@ -293,9 +293,9 @@ def test_every_rule_is_needed(control_plane, installed, api_client, core_v1, con
     config = service_account_kubeconfig(control_plane, core_v1, namespace, "limited",
                                         tmp_path / "limited.kubeconfig")
     try:
-        # 9 s: an unhindered operator publishes in 2-4 s; each missing part waits this out.
+        # 10 s: an unhindered operator publishes in 2-4 s; each missing part waits this out.
         outcome = scenario_as(control_plane, config, tmp_path, api_client, core_v1,
-                              consul_helper, namespace, timeout=9,
+                              consul_helper, namespace, timeout=10,
                               until=CRD_WATCH_REFUSED if consequence is without_crd_watch else None)
     finally:
         rbac.delete_cluster_role_binding(name)

@@ -244,7 +244,9 @@ def test_flapping_instance_writes_are_bounded_by_the_window(fault_operator, ring
         time.sleep(0.1)
     consul_helper.set_health(ids[0], passing=True)
     seen = changes_seen(service) - changes
-    time.sleep(3)  # one window after the flapping stops
+    # Settled one window after the flapping stops.
+    wait_for(lambda: ready_status(rings, "flappy", "Stable") == "True" and
+             len(rings.ring("flappy-ring").assignment.members) == 4, "settled", 15)
     ring = rings.ring("flappy-ring")
     extra = worker.writes - writes
     report(f"{flips} flips in 12 s -> {seen:.0f} membership changes seen, {extra} ConfigMap "

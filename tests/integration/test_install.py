@@ -196,7 +196,8 @@ VALUES = {  # the values files a platform team would write, by name
                               "podMonitor": {"enabled": True},
                               "prometheusRule": {"enabled": True,
                                                  "runbookBaseURL": "https://docs.example"}},
-                  "limits": {"maxMembers": 5000, "minPublishInterval": 0.5},
+                  "limits": {"maxMembers": 5000, "maxRingWork": 64000000,
+                             "minPublishInterval": 0.5},
                   "extraEnv": [{"name": "TZ", "value": "UTC"}], "extraArgs": ["--verbose"]},
     "no-crds": {"crds": {"enabled": False}, "image": {"repository": "registry.local/sr",
                                                       "tag": "0.1.0-rc1"}},
@@ -303,7 +304,8 @@ def test_the_chart_lints_strictly_refuses_unknown_values_and_renders_what_kustom
            find(monitored, "Deployment", "shardring-operator")["spec"]["template"]["spec"][
                "containers"][0]["env"]}
     assert env["SHARDRING_MAX_MEMBERS"] == "5000" and env["SHARDRING_MIN_PUBLISH_INTERVAL"] == \
-        "0.5" and env["TZ"] == "UTC" and "SHARDRING_MAX_RING_WORK" not in env
+        "0.5" and env["TZ"] == "UTC" and "SHARDRING_MAX_REPLY_BYTES" not in env
+    assert env["SHARDRING_MAX_RING_WORK"] == "64000000"  # not 6.4e+07, which the operator refuses
     assert not [o for o in rendered(helm, tmp_path, "no-crds")
                 if o["kind"] == "CustomResourceDefinition"]
 
@@ -372,3 +374,4 @@ def test_helm_install_upgrade_and_uninstall_keep_the_crds_when_asked(plane, helm
     removed = helm("uninstall", "shardring", "-n", SYSTEM, "--wait", plane=plane)
     assert removed.returncode == 0, removed.stderr
     wait_for(lambda: gone(plane, "crd", "shardrings.shardring.io"), "the CRD deleted", 60)
+    assert not gone(plane, "crd", "clusterkopfpeerings.kopf.dev")  # other kopf operators' too
