@@ -111,13 +111,15 @@ class Hub:
                 await asyncio.sleep(pause)
             last_query = time.monotonic()
             try:
-                new_index, body = await asyncio.wait_for(
-                    self.client.http.get(health_reply, TABLES[table],
-                                         params=blocking(index, self.datacenter) + params,
-                                         headers={"X-Consul-Token": self.token}
-                                         if self.token else None, raw=True),
-                    timeout=RECOVERY_TIMEOUT if self.failure is not None and index == 0
-                    else WAIT_SECONDS + WAIT_SECONDS / 16 + 5)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as a blocking query returns (a deregistration at
+                # exit, say), and the follower would run on instead of stopping.
+                async with asyncio.timeout(RECOVERY_TIMEOUT if self.failure is not None and
+                                           index == 0 else WAIT_SECONDS + WAIT_SECONDS / 16 + 5):
+                    new_index, body = await self.client.http.get(
+                        health_reply, TABLES[table],
+                        params=blocking(index, self.datacenter) + params,
+                        headers={"X-Consul-Token": self.token} if self.token else None, raw=True)
                 listing = unhealthy(json.loads(body)) if table == "health" else None
             except asyncio.CancelledError:
                 raise

@@ -106,14 +106,14 @@ class Watcher(SourceWatcher):
             self._due.clear()
             self.requests += 1
             try:
-                async with self._hub.reads:
-                    index, body = await asyncio.wait_for(
-                        self._hub.client.http.get(
-                            health_reply, f"/v1/health/service/{query.service}",
-                            params=health_params(query), raw=True,
-                            headers={"X-Consul-Token": self._hub.token}
-                            if self._hub.token else None),
-                        timeout=READ_TIMEOUT)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the reply does, and the watcher would not stop.
+                async with self._hub.reads, asyncio.timeout(READ_TIMEOUT):
+                    index, body = await self._hub.client.http.get(
+                        health_reply, f"/v1/health/service/{query.service}",
+                        params=health_params(query), raw=True,
+                        headers={"X-Consul-Token": self._hub.token}
+                        if self._hub.token else None)
                 metrics.source_reply(query, len(body))
                 instances = await asyncio.to_thread(instances_from_reply, body) \
                     if len(body) > DECODE_OFF_LOOP_BYTES else instances_from_reply(body)

@@ -54,7 +54,8 @@ class Ensemble:
         async with self._lock:
             if not self._started:
                 try:
-                    await asyncio.wait_for(self.client.start(), CONNECT_TIMEOUT)
+                    async with asyncio.timeout(CONNECT_TIMEOUT):  # (wait_for: see consul.hub)
+                        await self.client.start()
                 except TimeoutError:
                     # aiozk keeps trying in the background; a fresh client starts clean.
                     await _quietly(self.client.close())

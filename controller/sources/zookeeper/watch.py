@@ -83,7 +83,8 @@ class Watcher(SourceWatcher):
                 self._changed.clear()
                 # aiozk waits for a connection as long as it takes: bound it, so an outage
                 # is reported and retried rather than silent.
-                instances = await asyncio.wait_for(self._read(client), CONNECT_TIMEOUT)
+                async with asyncio.timeout(CONNECT_TIMEOUT):  # (wait_for: see consul.hub)
+                    instances = await self._read(client)
                 self.reads += 1
                 self._publish(instances)
                 backoff.reset()
