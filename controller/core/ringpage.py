@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 from controller.core import ringfile
 from controller.core.render import member_shards
-from controller.core.ring import Member
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -93,11 +92,6 @@ def index(rings: Iterable[RingView], namespace: str | None = None) -> str:
                         f"{table}")
 
 
-@dataclass(frozen=True)
-class _Draining:
-    id: str
-
-
 def _ranges(shards: Iterable[int]) -> str:
     """0-3, 7, 9-10: a member's shards, short."""
     parts: list[str] = []
@@ -151,27 +145,23 @@ def ring_page(view: RingView) -> str:
     handing = set(ring.handover)
     receiving = {owner for member, shards in ring.handover.items() for shard in shards
                  for owner in assignment.owners[shard] if owner != member}
+    # (id, zone, weight, state) of every listed member: owners, then those draining (owning
+    # nothing, serving what they still hand over).
+    listed = [(m.id, m.zone or "", f"{m.weight:g}", ", ".join(name for name, on in (
+        ("handing over", m.id in handing), ("receiving", m.id in receiving),
+        ("lagging acknowledgement", m.id in lagging)) if on) or "active")
+        for m in assignment.members]
+    listed += [(d, "", "", "draining" + (", handing over" if d in handing else ""))
+               for d in ring.draining]
     rows = []
-    for member in [*assignment.members]:
-        shards = owned.get(member.id, ())
-        state = ", ".join(s for s, on in (
-            ("handing over", member.id in handing), ("receiving", member.id in receiving),
-            ("lagging acknowledgement", member.id in lagging)) if on) or "active"
-        endpoint = ring.endpoints.get(member.id)
-        rows.append(
-            f"<tr data-member=\"{escape(member.id)}\"><td>{escape(member.id)}</td>"
-            f"<td>{escape(f'{endpoint.address}:{endpoint.port}' if endpoint else '')}</td>"
-            f"<td>{escape(member.zone or '')}</td><td class=\"n\">{member.weight:g}</td>"
-            f"<td>{escape(state)}</td><td class=\"n shards\">{len(shards)}</td>"
-            f"<td class=\"n\">{100 * len(shards) / total if total else 0:.2f}%</td></tr>")
-    for member_id in ring.draining:  # owning nothing, serving what it still hands over
+    for member_id, zone, weight, state in listed:
         shards = owned.get(member_id, ())
         endpoint = ring.endpoints.get(member_id)
         rows.append(
             f"<tr data-member=\"{escape(member_id)}\"><td>{escape(member_id)}</td>"
             f"<td>{escape(f'{endpoint.address}:{endpoint.port}' if endpoint else '')}</td>"
-            "<td></td><td></td><td>draining" + (", handing over" if member_id in handing else "")
-            + f"</td><td class=\"n shards\">{len(shards)}</td>"
+            f"<td>{escape(zone)}</td><td class=\"n\">{weight}</td>"
+            f"<td>{escape(state)}</td><td class=\"n shards\">{len(shards)}</td>"
             f"<td class=\"n\">{100 * len(shards) / total if total else 0:.2f}%</td></tr>")
     body.append(
         f"<h2>Members</h2><p>ring version <span id=\"version\">{ring.version}</span>, "
@@ -180,10 +170,9 @@ def ring_page(view: RingView) -> str:
         f"<code>{escape(ring.hash)}</code></p>"
         "<table id=\"members\"><tr><th>Member</th><th>Address</th><th>Zone</th><th>Weight</th>"
         "<th>State</th><th>Shards</th><th>Ownership</th></tr>" + "".join(rows) + "</table>")
-    listed: list[Member | _Draining] = [*assignment.members, *map(_Draining, ring.draining)]
-    table = "".join(f"<tr><td>{escape(member.id)}</td><td><code>"
-                    f"{escape(_ranges(owned.get(member.id, ())))}</code></td></tr>"
-                    for member in listed)
+    table = "".join(f"<tr><td>{escape(member_id)}</td><td><code>"
+                    f"{escape(_ranges(owned.get(member_id, ())))}</code></td></tr>"
+                    for member_id, *_ in listed)
     body.append("<h2>Shard table</h2><table id=\"shard-table\"><tr><th>Member</th>"
                 f"<th>Shards</th></tr>{table}</table>")
     return _page(title, "".join(body))
