@@ -149,6 +149,15 @@ def kubectl(control_plane, *args: str) -> str:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def tool(script: str, timeout: float = 1200) -> Path:
+    """The path a ``hack/`` script prints once it has built, fetched or found its tool (a
+    cached tool comes back at once; a failure fails the test with the script's words)."""
+    found = subprocess.run(["bash", str(REPO / "hack" / script)], capture_output=True,
+                           text=True, timeout=timeout)
+    assert found.returncode == 0, found.stderr
+    return Path(found.stdout.strip())
+
+
 class OperatorProcess:
     """``python -m controller run`` as a process of its own, as a Deployment runs it."""
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.operator_helpers import REPO, quick, service_name, wait_for
+from tests.operator_helpers import REPO, quick, service_name, tool, wait_for
 
 pytestmark = pytest.mark.controlplane
 
@@ -42,10 +42,7 @@ STALLED = {
 
 @pytest.fixture(scope="session")
 def gitops_health() -> Path:
-    built = subprocess.run(["bash", str(REPO / "hack" / "gitops-health.sh")], capture_output=True,
-                           text=True, timeout=900)
-    assert built.returncode == 0, built.stderr
-    return Path(built.stdout.strip())
+    return tool("gitops-health.sh")
 
 
 def judge(tool: Path, mode: list[str], objects: list[dict]) -> dict[str, dict]:

@@ -19,7 +19,13 @@ from kubernetes import config as k8s_config
 
 from controller.testing import ControlPlane
 from controller.testing.consul_helpers import ConsulHelper
-from tests.operator_helpers import OperatorProcess, Rings, service_account_kubeconfig, wait_for
+from tests.operator_helpers import (
+    OperatorProcess,
+    Rings,
+    service_account_kubeconfig,
+    tool,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -206,9 +212,7 @@ VALUES = {  # the values files a platform team would write, by name
 
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
-    built = subprocess.run(["bash", str(REPO / "hack" / "helm.sh")], capture_output=True,
-                           text=True, timeout=1200)
-    assert built.returncode == 0, built.stderr
+    binary = tool("helm.sh")
     home = tmp_path_factory.mktemp("helm")
 
     def run(*args: str, plane: ControlPlane | None = None) -> subprocess.CompletedProcess:
@@ -216,7 +220,7 @@ def helm(tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
                "HELM_CONFIG_HOME": str(home / "f"), "HELM_DATA_HOME": str(home / "d")}
         if plane is not None:
             env["KUBECONFIG"] = str(plane.kubeconfig)
-        return subprocess.run([built.stdout.strip(), *args], capture_output=True, text=True,
+        return subprocess.run([str(binary), *args], capture_output=True, text=True,
                               timeout=180, env=env)
     return run
 
@@ -311,10 +315,7 @@ def test_the_chart_lints_strictly_refuses_unknown_values_and_renders_what_kustom
 
 
 def test_every_values_file_renders_objects_the_api_server_accepts(plane, helm, tmp_path):
-    crds = subprocess.run(["bash", str(REPO / "hack" / "monitoring-crds.sh")],
-                          capture_output=True, text=True, timeout=600)
-    assert crds.returncode == 0, crds.stderr
-    ok(plane, "apply", "--server-side", "-f", crds.stdout.strip())
+    ok(plane, "apply", "--server-side", "-f", str(tool("monitoring-crds.sh")))
     for namespace in (SYSTEM, "team-a", "team-b"):
         kubectl(plane, "create", "namespace", namespace)
     ok(plane, "apply", "-k", str(REPO / "crds"))  # what the chart's own objects are checked by

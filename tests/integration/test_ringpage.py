@@ -12,17 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.operator_helpers import REPO, quick, service_name, wait_for
+from tests.operator_helpers import quick, service_name, tool, wait_for
 
 pytestmark = pytest.mark.controlplane
 
 
 @pytest.fixture(scope="session")
 def chromium() -> Path:
-    found = subprocess.run(["bash", str(REPO / "hack" / "chromium.sh")], capture_output=True,
-                           text=True, timeout=900)
-    assert found.returncode == 0, found.stderr
-    return Path(found.stdout.strip())
+    return tool("chromium.sh")
 
 
 def browse(chromium: Path, profile: Path, url: str, *action: str) -> str:
