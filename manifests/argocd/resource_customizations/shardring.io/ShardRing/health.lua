@@ -3,23 +3,19 @@
 -- Healthy; a suspended ring is Suspended; any other ring that is not Ready (an unreachable
 -- source, a guard keeping the last ring) is Degraded until the world recovers.
 -- Uses nothing but Lua's base library, so it runs with or without useOpenLibs.
-local hs = {}
+local function verdict(status, message)
+  return {status = status, message = message}
+end
 if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
-  hs.status = "Progressing"
-  hs.message = "The ShardRing is being deleted"
-  return hs
+  return verdict("Progressing", "The ShardRing is being deleted")
 end
 if obj.status == nil or obj.status.conditions == nil then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the shardring operator to report a status"
-  return hs
+  return verdict("Progressing", "Waiting for the shardring operator to report a status")
 end
 local generation = obj.metadata ~= nil and obj.metadata.generation or nil
 if generation ~= nil and obj.status.observedGeneration ~= nil and
     obj.status.observedGeneration < generation then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the shardring operator to act on generation " .. generation
-  return hs
+  return verdict("Progressing", "Waiting for the shardring operator to act on generation " .. generation)
 end
 local found = {}
 for _, condition in ipairs(obj.status.conditions) do
@@ -32,30 +28,18 @@ local function said(condition)
   return condition.reason
 end
 if found.Stalled ~= nil and found.Stalled.status == "True" then
-  hs.status = "Degraded"
-  hs.message = said(found.Stalled)
-  return hs
+  return verdict("Degraded", said(found.Stalled))
 end
 if found.Ready ~= nil and found.Ready.status == "False" and found.Ready.reason == "Suspended" then
-  hs.status = "Suspended"
-  hs.message = said(found.Ready)
-  return hs
+  return verdict("Suspended", said(found.Ready))
 end
 if found.Reconciling ~= nil and found.Reconciling.status == "True" then
-  hs.status = "Progressing"
-  hs.message = said(found.Reconciling)
-  return hs
+  return verdict("Progressing", said(found.Reconciling))
 end
 if found.Ready ~= nil and found.Ready.status == "True" then
-  hs.status = "Healthy"
-  hs.message = said(found.Ready)
-  return hs
+  return verdict("Healthy", said(found.Ready))
 end
 if found.Ready ~= nil then
-  hs.status = "Degraded"
-  hs.message = said(found.Ready)
-  return hs
+  return verdict("Degraded", said(found.Ready))
 end
-hs.status = "Progressing"
-hs.message = "Waiting for the shardring operator to report readiness"
-return hs
+return verdict("Progressing", "Waiting for the shardring operator to report readiness")
