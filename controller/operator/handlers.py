@@ -16,7 +16,6 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ from controller.core.views import CREDENTIALS_LABEL, MANAGED_BY, RING_LABEL, vie
 from controller.kube.api import Kube, ensure_cluster_peering
 from controller.kube.apihealth import ApiHealth
 from controller.operator import ringpages
+from controller.operator.planning import PlanningThreads
 from controller.operator.publish import KubeAdapter
 from controller.operator.settings import OperatorConfig
 from controller.operator.worker import RingWorker
@@ -53,7 +53,7 @@ class Operator:
     workers: dict[tuple[str, str], RingWorker] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     passes: asyncio.Semaphore | None = None
-    planning: ThreadPoolExecutor | None = None
+    planning: PlanningThreads | None = None
     # Ring agents' acknowledgements by (namespace, ring), then by Lease name.
     acks: dict[tuple[str, str], dict[str, Ack]] = field(default_factory=dict)
     api_health: ApiHealth = field(default_factory=ApiHealth)
@@ -77,7 +77,7 @@ class Operator:
                 connection_from_client(self.kube.api.configuration)
                 if isinstance(self.kube, Kube) else None, limit)})
         self.passes = asyncio.Semaphore(PARALLEL_PASSES)
-        self.planning = ThreadPoolExecutor(max_workers=2, thread_name_prefix="planner")
+        self.planning = PlanningThreads(2)
 
     async def close(self) -> None:
         self.workers.clear()

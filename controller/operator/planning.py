@@ -4,7 +4,11 @@ planning it would stall every other ring's watches (measured: bench/results/offl
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any
 
 from controller.core.limits import Limits
 from controller.core.planner import Gathered, PassPlan, plan_pass
@@ -35,3 +39,47 @@ def plan_cost(config: RingConfig, source: SourceState | None) -> int:
     spec = config.ring_spec
     vnodes = spec.virtual_nodes if spec.algorithm is Algorithm.CONSISTENT else 0
     return members * (spec.shards * spec.replication + vnodes)
+
+
+class PlanningThreads(Executor):
+    """A few daemon threads for heavy plans. A plan still running when the operator stops is
+    abandoned with the process (nobody would read its result): a ThreadPoolExecutor's threads are
+    joined at interpreter exit, so one long plan held the exit up for as long as it ran."""
+
+    def __init__(self, workers: int, name: str = "planner"):
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
+                                            dict[str, Any]] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name=f"{name}_{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._work.put((future, fn, args, kwargs))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - handed to whoever awaits the plan
+                future.set_exception(error)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in self._threads:
+            self._work.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()

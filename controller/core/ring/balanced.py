@@ -64,7 +64,13 @@ def assign_balanced(members: Sequence[Member], shards: int, replication: int,
         return owners
     # The greedy walk got stuck (tight, replicated rings): place the vacancies by max-flow, which
     # also chooses who rounds up, so that still only vacancies move.
-    for start, limit in ((valid, bounds.high), (kept, bounds.target)):
+    starts = [(valid, bounds.high), (kept, bounds.target)]
+    if previous is None:
+        # Nothing is published, so nothing need stay: the flow may place every replica. (Kept
+        # placements of the ring's own start can leave no way to fill the rest, and the swaps
+        # below cost a scan of the table per vacancy: 5 minutes for 4 members, R=3, K=65,536.)
+        starts.append((np.full_like(owners, VACANT), bounds.target))
+    for start, limit in starts:
         owners = start.copy()
         _trim_to_quota(owners, np.array(limit, dtype=np.int64), hashes, shards)
         if fill_by_flow(owners, bounds, zones, cap):
