@@ -26,7 +26,7 @@ from controller.core.render import RingTooLarge, configmap_data
 from controller.core.ring import work
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import RingConfig, SpecError
-from controller.core.status import build_status
+from controller.core.status import build_status, converging_due
 from controller.core.views import (
     MANAGED_BY,
     RING_LABEL,
@@ -164,6 +164,9 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
         # (With a problem the handover waits for the problem to go: no timer, no busy loop.)
         due = max(0.0, handover_since + config.handover_timeout - now)
         requeue_after = due if requeue_after is None else min(requeue_after, due)
+    converging = converging_due(status, now_text)
+    if converging is not None:  # so that Stalled (NotConverged) comes without another event
+        requeue_after = converging if requeue_after is None else min(requeue_after, converging)
     if source is not None and source.permission_denied and \
             (config.token is not None or config.credentials is not None):
         # The token may have been rotated in its Secret: no event says so, so look again.

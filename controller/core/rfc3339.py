@@ -14,3 +14,13 @@ def rfc3339(moment: datetime.datetime, *, micro: bool = False) -> str:
 def now_rfc3339(*, micro: bool = False) -> str:
     """The wall clock now, for the shell's adapters (the core is given times, never reads them)."""
     return rfc3339(datetime.datetime.now(datetime.UTC), micro=micro)
+
+
+def seconds_between(earlier: str, later: str) -> float | None:
+    """``later - earlier`` in seconds, for two times as written above (None: either unreadable)."""
+    try:
+        start = datetime.datetime.fromisoformat(earlier.replace("Z", "+00:00"))
+        end = datetime.datetime.fromisoformat(later.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return None
+    return (end - start).total_seconds()

@@ -16,6 +16,7 @@ from controller.core import handover, ringfile
 from controller.core.acks import SHOWN_LAGGING, Ack, convergence
 from controller.core.conditions import Condition, merge
 from controller.core.decision import SHOWN_MEMBERS, Decision, Problem, Reason, kept
+from controller.core.rfc3339 import seconds_between
 from controller.core.source_state import SourceState
 from controller.core.spec import RingConfig, Vocabulary
 from controller.core.views import RingObject
@@ -58,8 +59,10 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
     wanted = conditions_for(problem, source, decision, suspended,
                             config.query.words if config is not None else None)
     converged = _converged(status, published, acks, decision, now_text, current)
-    wanted += [converged, *progress_conditions(problem, source, decision, published, converged,
-                                               suspended)]
+    since = (status.get("convergence") or {}).get("since")
+    wanted += [converged, *progress_conditions(
+        problem, source, decision, published, converged, suspended,
+        seconds_between(since, now_text) if since else None)]
     _handover_status(status, published, ending, decision, now_text, current)
     status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
     return status
@@ -169,20 +172,34 @@ NEEDS_A_PERSON = frozenset({
     Reason.TOKEN_REQUIRED, Reason.LIMIT_EXCEEDED})
 # Converged reasons that mean the published ring is still on its way to the workloads.
 _CONVERGING = frozenset({"NotAcknowledged", "Lagging"})
+# How long members may take to apply a published ring before the ring reports Stalled
+# (NotConverged): a health check then fails with the lagging members' names instead of waiting
+# for its own timeout. A healthy agent applies a ring in seconds; a Prometheus reload, a few more.
+CONVERGENCE_PATIENCE = 300.0
 
 
 def progress_conditions(problem: Problem | None, source: SourceState | None,
                         decision: Decision | None, published: ringfile.RingFile | None,
-                        converged: Condition, suspended: bool) -> list[Condition]:
+                        converged: Condition, suspended: bool,
+                        converging_for: float | None = None) -> list[Condition]:
     """``Reconciling`` and ``Stalled`` (kstatus' abnormal-true pair; both always present, so
     ``kubectl wait --for=condition=Stalled=false`` works too). A ring neither reconciling nor
     stalled and not Ready (an unreachable source, a guard holding the last ring) is waiting for
-    the world, not for a person: kstatus reads its Ready=False as InProgress."""
+    the world, not for a person: kstatus reads its Ready=False as InProgress.
+    ``converging_for``: seconds since the published ring was published."""
     stalled = None
     if problem is not None and problem.reason in NEEDS_A_PERSON:
         stalled = Condition("Stalled", True, str(problem.reason), problem.message)
     elif source is not None and source.permission_denied:  # a token's rights or a new token
         stalled = Condition("Stalled", True, "PermissionDenied", source.error or "")
+    elif not suspended and converged.status is False and converged.reason in _CONVERGING and \
+            not (published is not None and published.handover) and \
+            converging_for is not None and converging_for >= CONVERGENCE_PATIENCE:
+        # (A handover has its own timeout, after which the next version is published.)
+        stalled = Condition("Stalled", True, "NotConverged",
+                            f"{converged.message}; still not applied "
+                            f"{converging_for / 60:.0f} minutes after it was published: their "
+                            f"ring agents (or the workloads' reloads) need a look")
     if stalled is not None:
         return [Condition("Reconciling", False, "Stalled", stalled.message), stalled]
     reconciling = Condition("Reconciling", False, "Settled", "")
@@ -205,3 +222,15 @@ def progress_conditions(problem: Problem | None, source: SourceState | None,
         reconciling = Condition("Reconciling", True, "Pending", "waiting for the first reply "
                                 "from the membership source")
     return [reconciling, Condition("Stalled", False, "AsExpected", "")]
+
+
+def converging_due(status: Mapping[str, Any], now_text: str) -> float | None:
+    """Seconds until a ring still converging has waited CONVERGENCE_PATIENCE (its next pass then
+    reports Stalled even if nothing else happens); None when it is not converging."""
+    reconciling = next((c for c in status.get("conditions") or []
+                        if c.get("type") == "Reconciling"), None)
+    since = (status.get("convergence") or {}).get("since")
+    if reconciling is None or reconciling.get("reason") != "Converging" or not since:
+        return None
+    waited = seconds_between(since, now_text)
+    return None if waited is None else max(0.0, CONVERGENCE_PATIENCE - waited)

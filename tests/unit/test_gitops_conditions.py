@@ -15,7 +15,7 @@ from controller.core.decision import Problem, Reason
 from controller.core.limits import Access, Limits
 from controller.core.planner import Gathered, plan_pass, prepare
 from controller.core.source_state import SourceState
-from controller.core.status import NEEDS_A_PERSON, progress_conditions
+from controller.core.status import CONVERGENCE_PATIENCE, NEEDS_A_PERSON, progress_conditions
 from controller.core.views import ConfigMapView, RingObject
 from controller.sources.specs import read_spec
 from tests.unit.test_status_messages import (
@@ -115,3 +115,39 @@ def test_a_suspended_ring_is_neither():
     intent = prepare(ring, {("consul", "default"): Access()}, "t", read_spec)
     assert intent.plan is not None
     assert pair(intent.plan.status) == (("False", "Suspended"), ("False", "AsExpected"))
+
+
+def test_agents_that_never_apply_the_ring_stall_it_after_the_patience_with_their_names():
+    t0, t1, late = "2026-12-02T10:00:00Z", "2026-12-02T10:00:01Z", "2026-12-02T10:05:02Z"
+    first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a", "b")), 0.0, t0)
+    ring = first.published
+    acks = (Ack("lease-a", "r", "a", ring.version, ring.hash, "ok", t0),
+            Ack("lease-b", "r", "b", ring.version - 1, "sha256:old", "failed", t0))
+    gathered = Gathered(None, source_with("a", "b"), memory=remembered(ring), acks=acks)
+    lagging = plan_pass(ring_object(first.status), CONFIG, gathered, 1.0, t1)
+    assert pair(lagging.status)[0] == ("True", "Converging")
+    # Woken when the patience ends, even if no agent or member ever writes again.
+    assert lagging.requeue_after == pytest.approx(CONVERGENCE_PATIENCE - 1.0)
+    stalled = plan_pass(ring_object(lagging.status), CONFIG, gathered, 302.0, late)
+    assert pair(stalled.status) == (("False", "Stalled"), ("True", "NotConverged"))
+    message = condition(stalled.status, "Stalled")["message"]
+    assert "not yet: b" in message and "5 minutes after it was published" in message
+    assert condition(stalled.status, "Ready")["status"] == "True"  # the ring itself is served
+    assert stalled.requeue_after is None  # no busy loop while it stays stalled
+    caught_up = replace(gathered, acks=(acks[0], replace(acks[1], version=ring.version,
+                                                            ring_hash=ring.hash, reload="ok")))
+    done = plan_pass(ring_object(stalled.status), CONFIG, caught_up, 400.0,
+                     "2026-12-02T10:06:40Z")
+    assert pair(done.status) == (("False", "Settled"), ("False", "AsExpected"))
+
+
+def test_a_handover_is_bounded_by_its_own_timeout_not_by_the_convergence_patience():
+    first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a", "b")), 0.0, "t")
+    handing_over = replace(first.published, handover={"a": (0,)})
+    lagging = Condition("Converged", False, "Lagging", "1 of 2 members applied")
+    reconciling, stalled = progress_conditions(None, None, None, handing_over, lagging, False,
+                                               CONVERGENCE_PATIENCE * 2)
+    assert (reconciling.reason, stalled.status) == ("HandingOver", False)
+    _, stalled = progress_conditions(None, None, None, first.published, lagging, False,
+                                     CONVERGENCE_PATIENCE * 2)
+    assert (stalled.status, stalled.reason) == (True, "NotConverged")
