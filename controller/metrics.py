@@ -167,7 +167,16 @@ class _Endpoint:
         pages = self.pages
         if path == "/metrics" or pages is None:
             return self.metrics(environ, start_response)
-        code, html = pages(path, environ.get("QUERY_STRING") or "")
+        query = environ.get("QUERY_STRING") or ""
+        if path != "/" and path.endswith("/"):
+            # The pages link relatively (they work behind a proxy's path prefix), so /rings/
+            # would lead to /rings/rings/...: send the browser to the page without the slash.
+            trailing = len(path) - len(path.rstrip("/"))
+            target = "../" * trailing + path.rstrip("/").rpartition("/")[2]
+            start_response("308 Permanent Redirect", [
+                ("Location", target + (f"?{query}" if query else "")), ("Content-Length", "0")])
+            return [b""]
+        code, html = pages(path, query)
         body = html.encode()
         start_response(f"{code} {'OK' if code == 200 else 'Not Found'}", [
             ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),

@@ -34,3 +34,25 @@ def test_routes_filter_and_a_paused_replica_shows_nothing():
     workers[("ns", "web")].serving = False  # peering paused this replica
     assert "rings/ns/web" not in respond("/rings", "")[1]
     assert respond("/rings/ns/web", "")[0] == 404
+
+
+def test_a_trailing_slash_is_sent_to_the_page_its_relative_links_work_from():
+    from urllib.parse import urljoin
+
+    from controller.metrics import _Endpoint
+    endpoint = _Endpoint()
+    endpoint.pages = pages(lambda: {("ns", "web"): Worker("ns", "web")})
+
+    def get(path: str, query: str = "") -> tuple[str, dict[str, str], bytes]:
+        answer: dict[str, Any] = {}
+        body = b"".join(endpoint({"PATH_INFO": path, "QUERY_STRING": query},
+                                 lambda status, headers: answer.update(s=status, h=headers)))
+        return answer["s"], dict(answer["h"]), body
+    for path, query, lands in (("/rings/", "namespace=ns", "/rings?namespace=ns"),
+                               ("/rings//", "", "/rings"),
+                               ("/rings/ns/web/", "", "/rings/ns/web")):
+        status, headers, _ = get(path, query)
+        assert status.startswith("308")
+        assert urljoin(f"http://h{path}", headers["Location"]) == f"http://h{lands}"
+    status, _, body = get("/rings", "namespace=ns")
+    assert status.startswith("200") and b"rings/ns/web" in body
