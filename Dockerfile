@@ -5,6 +5,7 @@ FROM python:3.11.9-slim-bookworm AS build
 WORKDIR /src
 COPY requirements.lock pyproject.toml README.md ./
 COPY controller ./controller
+COPY clients/python/src ./clients/python/src
 RUN pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements.lock \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 

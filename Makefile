@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools chart alerts lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-ringpage bench-template lock image clean
+.PHONY: all venv tools chart alerts lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-ringpage bench-template bench-memory bench-plots lock image clean
 
 all: test
 
@@ -39,8 +39,9 @@ alerts: tools  ## promtool check rules and promtool test rules for manifests/mon
 	  cd tests/monitoring && "$$promtool" test rules shardring.rules.test.yaml
 
 lint: venv  ## ruff, mypy (strict on the core and the worker), import-linter's layer contracts
-	$(VENV)/bin/ruff check controller tests bench
+	$(VENV)/bin/ruff check controller tests bench clients examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict --python-version 3.10 --config-file clients/python/pyproject.toml clients/python/src
 	$(VENV)/bin/lint-imports
 
 test: venv tools lint  ## lint, then the whole suite on the real control plane
@@ -94,7 +95,15 @@ bench-template: venv tools  ## propagation side by side with consul-template (bu
 bench-sources: venv tools  ## change -> ConfigMap latency for Consul, etcd and ZooKeeper
 	$(PY) bench/sources_bench.py
 
-bench: bench-ring bench-offloop bench-pass bench-imports bench-ringpage bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-template
+bench-memory: venv tools  ## operator RSS against rings, in steps up to 2,000 -> bench/results/memory.json
+	$(PY) bench/memory_bench.py
+
+bench-plots: venv  ## draw bench/results/*.png from the saved figures (matplotlib)
+	$(PY) bench/plots.py
+
+# The pictures last: each is drawn from the figures just saved.
+bench: bench-ring bench-offloop bench-pass bench-imports bench-ringpage bench-e2e bench-memory bench-limits bench-configmaps bench-sources bench-agent bench-template
+	$(MAKE) bench-plots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .local

@@ -63,7 +63,7 @@ def ring_plan(args: argparse.Namespace) -> int:
 
 
 def _read_ring(args: argparse.Namespace):
-    from controller.client import RingVersion
+    from controller.client import parse
     if args.configmap:
         namespace, _, name = args.configmap.rpartition("/")
         import asyncio
@@ -72,13 +72,13 @@ def _read_ring(args: argparse.Namespace):
         found = asyncio.run(Kube().read_configmap(namespace or "default", name))
         if found is None or found.ring_json is None:
             raise UsageError(f"ConfigMap {args.configmap} with a ring.json not found")
-        return RingVersion.from_text(found.ring_json)
+        return parse(found.ring_json)
     if not args.path:
         raise UsageError("give a directory or ring.json, or --configmap NAMESPACE/NAME")
     path = Path(args.path)
     path = path / "ring.json" if path.is_dir() else path
     try:
-        return RingVersion.from_text(path.read_text())
+        return parse(path.read_text())
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error}") from None
 
@@ -106,7 +106,7 @@ def ring_lookup(args: argparse.Namespace) -> int:
         if member not in ring.members:
             raise UsageError(f"{member!r} is not a member of ring version {ring.version}")
         shards = ring.shards_of(member)
-        print(f"member {member}\tkey {ring.file.keys()[member]}\t{len(shards)} shards\t"
+        print(f"member {member}\tkey {ring.member(member).key}\t{len(shards)} shards\t"
               f"{','.join(map(str, shards))}")
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.agent import promconfig
-from controller.client import RingVersion
+from controller.client import Ring
 
 log = logging.getLogger("shardring.agent")
 # Prometheus re-applies relabeling to its targets a while after a reload (its discovery ticks,
@@ -40,7 +40,7 @@ class PrometheusRenderer:
         self.output, self.targets, self.clock, self.sleep = output, targets, clock, sleep
         self.rules: tuple[list[int], int] | None = None  # the rendered shards and modulus
 
-    def render(self, ring: RingVersion, member: str | None) -> bool:
+    def render(self, ring: Ring, member: str | None) -> bool:
         """Write this member's configuration if it changed; True when it did."""
         shards = ring.shards_of(member) if member else []
         self.rules = (shards, ring.shards)
@@ -107,10 +107,10 @@ class PrometheusRenderer:
             self.sleep(APPLY_POLL)
 
 
-def shares(ring: RingVersion, member: str | None) -> str:
+def shares(ring: Ring, member: str | None) -> str:
     """What this member serves of the ring, for the log."""
     if not member:
         return f"not a member: keeps none of its {ring.shards} shards"
-    handed = len(ring.file.handover.get(member, ()))
+    handed = len(ring.handover.get(member, ()))
     return f"member {member} keeps {len(ring.shards_of(member))} of {ring.shards} shards" + (
         f", {handed} of them until their new owners acknowledge" if handed else "")

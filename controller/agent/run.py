@@ -25,8 +25,7 @@ from controller.agent.files import AtomicDir
 from controller.agent.lease import LeaseWriter
 from controller.agent.prometheus import PrometheusOutput, PrometheusRenderer, shares
 from controller.agent.reload import Reload, ReloadFailed, prometheus_targets
-from controller.client import RingVersion
-from controller.core import ringfile
+from controller.client import Ring, RingFormatError, parse
 from controller.core.acks import Ack
 from controller.core.rfc3339 import now_rfc3339
 from controller.core.views import RING_LABEL
@@ -125,10 +124,10 @@ class Agent:
                 self.prometheus.keep_nothing()
             return
         try:
-            ring = RingVersion.from_text(stored["ring.json"])
-        except ringfile.RingFileError:
+            ring = parse(stored["ring.json"])
+        except RingFormatError:
             return
-        self.applied.version, self.applied.ring_hash = ring.version, ring.file.hash
+        self.applied.version, self.applied.ring_hash = ring.version, ring.hash
         metrics.APPLIED_VERSION.set(ring.version)
         prometheus = self.config.prometheus
         if prometheus is not None and not prometheus.output.exists():
@@ -190,9 +189,9 @@ class Agent:
         text = data.get("ring.json")
         try:
             if text is None:
-                raise ringfile.RingFileError("the ConfigMap holds no ring.json")
-            ring = RingVersion.from_text(text)
-        except (ValueError, TypeError, KeyError) as error:  # RingFileError is a ValueError
+                raise RingFormatError("the ConfigMap holds no ring.json")
+            ring = parse(text)
+        except RingFormatError as error:
             metrics.REJECTED.inc()
             log.error("ring.json not applied (%s); keeping ring version %d",
                       str(error)[:300], self.applied.version)
@@ -214,8 +213,8 @@ class Agent:
                      self.config.directory, shares(ring, member))
         applied = self.applied
         new_ack = (applied.version, applied.ring_hash, applied.member) != \
-            (ring.version, ring.file.hash, member or "")
-        applied.version, applied.ring_hash, applied.member = ring.version, ring.file.hash, \
+            (ring.version, ring.hash, member or "")
+        applied.version, applied.ring_hash, applied.member = ring.version, ring.hash, \
             member or ""
         changed = config_changed if self.config.prometheus else files_changed
         if self.config.reload is not None and (changed or self._first_reload):
@@ -237,9 +236,9 @@ class Agent:
     def _owner_uid(self) -> str | None:
         return (self.applied.owner or {}).get("uid")
 
-    def _member(self, ring: RingVersion) -> str | None:
+    def _member(self, ring: Ring) -> str | None:
         if self.config.member:
-            everyone = {*ring.members, *ring.file.draining}
+            everyone = {*ring.members, *ring.draining}
             return self.config.member if self.config.member in everyone else None
         if self.config.address:
             return ring.member_at(self.config.address, self.config.port)

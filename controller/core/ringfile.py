@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+import shardring_client as client
 from controller.core.ring import Algorithm, Assignment, Member, RingError, RingSpec, hash64
 
 FORMAT = "shardring.io/ring/v1"
@@ -159,45 +160,26 @@ def _draining_entry(member_id: str, endpoint: Endpoint | None) -> dict[str, Any]
 
 
 def parse(text: str) -> RingFile:
-    """Read ring.json back; raise RingFileError naming the first problem."""
+    """Read ring.json back; raise RingFileError naming the first problem. The checks are the ring
+    client's (shardring_client): what the operator reads back, every reader accepts."""
     try:
-        document = json.loads(text)
-    except ValueError as error:
-        raise RingFileError(f"ring.json is not JSON: {error}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise RingFileError(f"ring.json format is not {FORMAT!r}")
+        ring = client.parse(text)
+    except client.RingFormatError as error:
+        raise RingFileError(f"ring.json is malformed: {error}") from None
     try:
-        spec = RingSpec(shards=int(document["shards"]),
-                        replication=int(document["replicationFactor"]),
-                        algorithm=Algorithm(document["algorithm"]),
-                        virtual_nodes=int(document.get("virtualNodes", 160)))
-        entries = document["members"]
-        members = tuple(Member(id=str(e["id"]), weight=float(e.get("weight", 1)),
-                               zone=e.get("zone")) for e in entries)
-        table = np.array(document["assignment"], dtype=np.int64)
-        draining_entries = list(document.get("draining") or [])
-        draining = tuple(str(e["id"]) for e in draining_entries)
-        handover = {str(e["member"]): tuple(sorted(int(s) for s in e["shards"]))
-                    for e in document.get("handover") or []}
-        endpoints = {str(e["id"]): Endpoint(str(e.get("address", "")), int(e.get("port", 0)))
-                     for e in [*entries, *draining_entries] if "address" in e}
-        version = int(document.get("ringVersion", 0))
-        source_index = int(document.get("consulIndex", 0))
-        shard_ring, service = dict(document.get("ring") or {}), dict(document.get("service") or {})
-    except (KeyError, TypeError, ValueError, AttributeError, RingError) as error:
-        raise RingFileError(f"ring.json is malformed: {error!r}") from None
-    if table.shape != (spec.shards, spec.replication) or table.size and (
-            table.min() < 0 or table.max() >= len(members)):
-        raise RingFileError("ring.json assignment does not match its shards, replicationFactor "
-                            "and members")
-    if any(not 0 <= shard < spec.shards for shards in handover.values() for shard in shards):
-        raise RingFileError("ring.json handover names a shard the ring does not have")
-    listed = {*(m.id for m in members), *draining}
-    if any(member not in listed for member in handover):
-        raise RingFileError("ring.json handover names a member that is neither a member nor "
-                            "draining")
-    if [m.id for m in members] != sorted(m.id for m in members):
-        raise RingFileError("ring.json members are not sorted by id")
-    return RingFile(assignment=Assignment(members, table, spec), version=version,
-                    source_index=source_index, shard_ring=shard_ring, service=service,
-                    endpoints=endpoints, draining=draining, handover=handover)
+        spec = RingSpec(shards=ring.shards, replication=ring.replication_factor,
+                        algorithm=Algorithm(ring.algorithm),
+                        virtual_nodes=ring.virtual_nodes or RingSpec.virtual_nodes)
+    except (ValueError, RingError) as error:
+        raise RingFileError(f"ring.json is malformed: {error}") from None
+    described = [ring.member(member) for member in (*ring.members, *ring.draining)]
+    members = tuple(Member(id=m.id, weight=m.weight, zone=m.zone) for m in described
+                    if not m.draining)
+    table = np.array(ring.assignment, dtype=np.int64).reshape(spec.shards, spec.replication)
+    return RingFile(
+        assignment=Assignment(members, table, spec), version=ring.version,
+        source_index=ring.source_index,
+        shard_ring={"namespace": ring.namespace, "name": ring.name} if ring.name else {},
+        service=dict(ring.service), draining=ring.draining, handover=dict(ring.handover),
+        endpoints={m.id: Endpoint(m.address, m.port or 0) for m in described
+                   if m.address is not None})

@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from controller.client import RingVersion
+from controller.client import parse
 from controller.core import ringfile
 from controller.testing.consul_helpers import ConsulHelper
 from controller.testing.controlplane import ControlPlane
@@ -106,7 +106,7 @@ def main() -> int:
               f"relabel.<key>.yaml x{sum(k.startswith('relabel.') for k in data)}")
 
         # Members are <consul node>/<service ID>; a scraper finds itself by its endpoint.
-        failed = RingVersion(before).member_at("10.0.0.12", 9100)
+        failed = parse(ringfile.render(before)).member_at("10.0.0.12", 9100)
         print(f"    scraper-2 (10.0.0.12:9100) is member {failed}")
 
         step("scraper-2 fails its health check")

@@ -116,3 +116,35 @@ def test_the_version_is_written_once_and_everything_else_follows_it():
     changelog = (REPO / "CHANGELOG.md").read_text()
     assert f"\n## {version} — " in changelog
     assert "Apache License" in (REPO / "LICENSE").read_text()
+
+
+def test_the_ring_client_installs_with_pip_from_the_checkout_and_needs_nothing_else(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
+                    str(REPO / "clients" / "python")], check=True, timeout=300)
+    (wheel,) = wheels.glob("shardring_client-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")],
+                   check=True, timeout=120)
+    python = tmp_path / "venv" / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path("
+                           "'purelib'))"], capture_output=True, text=True, check=True).stdout
+    # Installed with no index: the wheel declares no dependency to fetch.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                    "--target", site.strip(), str(wheel)], check=True, timeout=120)
+    shown = subprocess.run(
+        [str(python), "-c", "import shardring_client, pathlib, sys; "
+         "print(shardring_client.__version__, pathlib.Path(shardring_client.__file__)"
+         ".with_name('py.typed').exists(), sorted(m for m in sys.modules if 'kubernetes' in m"
+         " or 'controller' in m))"], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert shown.stdout.split(" ", 1)[1] == "True []\n"
+
+
+def test_the_operator_wheel_carries_the_client_and_not_the_test_support(tmp_path):
+    import zipfile
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(tmp_path), str(REPO)], check=True, timeout=300)
+    (wheel,) = tmp_path.glob("shardring-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "shardring_client/__init__.py" in names and "shardring_client/py.typed" in names
+    assert "controller/client/__init__.py" in names
+    assert not [n for n in names if n.startswith("controller/testing")]
