@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools chart alerts lint test test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-ringpage bench-template bench-memory bench-plots lock image clean
+.PHONY: all venv tools chart alerts lint test test-go test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-ringpage bench-template bench-memory bench-plots lock image clean
 
 all: test
 
@@ -44,8 +44,11 @@ lint: venv  ## ruff, mypy (strict on the core and the worker), import-linter's l
 	$(VENV)/bin/mypy --strict --python-version 3.10 --config-file clients/python/pyproject.toml clients/python/src
 	$(VENV)/bin/lint-imports
 
-test: venv tools lint  ## lint, then the whole suite on the real control plane
+test: venv tools lint test-go  ## lint, the Go client, then the whole suite on the real control plane
 	$(PY) -m pytest
+
+test-go:  ## the Go ring client (clients/go): go vet, go test -race, against the shared vectors
+	cd clients/go && go vet ./... && go test -race -count=1 ./...
 
 test-unit: venv  ## the pure core and the shell against fakes, in seconds, with no tool build
 	$(PY) -m pytest tests/unit tests/shell

@@ -43,8 +43,9 @@ class Member:
 
 
 def _integer(value: Any, where: str, minimum: int = 0) -> int:
-    # JSON's true is not a number here, and 4.0 is not an integer: Go's decoder agrees.
-    if type(value) is not int or value < minimum:
+    # JSON's true is not a number here, and 4.0 is not an integer, nor is anything beyond 64
+    # bits: Go's decoder agrees.
+    if type(value) is not int or not minimum <= value < 1 << 63:
         raise RingFormatError(f"{where} must be an integer >= {minimum}, not {value!r}")
     return value
 
@@ -67,10 +68,16 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _optional(document: dict[str, Any], name: str, default: Any) -> Any:
+    """An optional field: absent and null both mean its default (as Go's decoder reads them)."""
+    value = document.get(name)
+    return default if value is None else value
+
+
 def _member(entry: Any, where: str, draining: bool) -> Member:
     entry = _object(entry, where)
     member_id = _text(entry.get("id"), f"{where}.id")
-    weight = entry.get("weight", 1)
+    weight = _optional(entry, "weight", 1)
     if type(weight) not in (int, float) or not weight > 0:
         raise RingFormatError(f"{where}.weight must be a number > 0, not {weight!r}")
     zone = entry.get("zone")
@@ -115,23 +122,23 @@ class Ring:
         if document.get("format") != FORMAT:
             raise RingFormatError(f"format must be {FORMAT!r}, not {document.get('format')!r}: "
                                   "a reader of another format version cannot read it")
-        if document.get("keyHash", KEY_HASH) != KEY_HASH:
+        if _optional(document, "keyHash", KEY_HASH) != KEY_HASH:
             raise RingFormatError(f"keyHash {document.get('keyHash')!r} is not {KEY_HASH!r}: "
                                   "this reader cannot compute its shards")
         self.shards = _integer(document.get("shards"), "shards", 1)
         self.replication_factor = _integer(document.get("replicationFactor"),
                                            "replicationFactor", 1)
-        self.version = _integer(document.get("ringVersion", 0), "ringVersion")
-        self.source_index = _integer(document.get("consulIndex", 0), "consulIndex")
-        self.hash = _text(document.get("ringHash", ""), "ringHash")
-        self.algorithm = _text(document.get("algorithm", ""), "algorithm")
+        self.version = _integer(_optional(document, "ringVersion", 0), "ringVersion")
+        self.source_index = _integer(_optional(document, "consulIndex", 0), "consulIndex")
+        self.hash = _text(_optional(document, "ringHash", ""), "ringHash")
+        self.algorithm = _text(_optional(document, "algorithm", ""), "algorithm")
         # Only the consistent algorithm has virtual nodes; readers need not know them.
         self.virtual_nodes: int | None = None if document.get("virtualNodes") is None else \
             _integer(document["virtualNodes"], "virtualNodes", 1)
-        ring = _object(document.get("ring", {}), "ring")
-        self.namespace = str(ring.get("namespace", ""))
-        self.name = str(ring.get("name", ""))
-        self.service: Mapping[str, Any] = _object(document.get("service", {}), "service")
+        ring = _object(_optional(document, "ring", {}), "ring")
+        self.namespace = _text(_optional(ring, "namespace", ""), "ring.namespace")
+        self.name = _text(_optional(ring, "name", ""), "ring.name")
+        self.service: Mapping[str, Any] = _object(_optional(document, "service", {}), "service")
 
         owners = [_member(e, f"members[{i}]", False)
                   for i, e in enumerate(_list(document.get("members"), "members"))]
@@ -139,7 +146,7 @@ class Ring:
         if ids != sorted(ids) or len(set(ids)) != len(ids):
             raise RingFormatError("members must be sorted by id, each id once")
         draining = [_member(e, f"draining[{i}]", True)
-                    for i, e in enumerate(_list(document.get("draining", []), "draining"))]
+                    for i, e in enumerate(_list(_optional(document, "draining", []), "draining"))]
         everyone = ids + [m.id for m in draining]
         if len(set(everyone)) != len(everyone):
             raise RingFormatError("a draining member must not also be a member, nor be listed "
@@ -160,7 +167,7 @@ class Ring:
         self._by_member: dict[str, list[int]] | None = None
 
         handover: dict[str, tuple[int, ...]] = {}
-        for i, entry in enumerate(_list(document.get("handover", []), "handover")):
+        for i, entry in enumerate(_list(_optional(document, "handover", []), "handover")):
             entry = _object(entry, f"handover[{i}]")
             member = _text(entry.get("member"), f"handover[{i}].member")
             if member not in self._members or member in handover:

@@ -1,0 +1,3 @@
+module shardring.io/ring
+
+go 1.22
