@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from e2e_bench import NS, Bench, percentiles, save  # noqa: E402
+from e2e_bench import NS, Bench, percentiles, save, summaries  # noqa: E402
 
 from controller.testing import ControlPlane  # noqa: E402
 from controller.testing.scrapers import AgentProcess, ScraperFleet, Targets  # noqa: E402
@@ -201,7 +201,11 @@ def summary(events: list[dict], before: int, after: int, addresses: list[str]) -
                           "max": round(max((e["doubled_s"] for e in events), default=0), 2)},
             "targets_moved": {"mean": round(sum(moved) / max(1, len(moved)), 1),
                               "optimum_mean": round(sum(optimum) / max(1, len(optimum)), 1),
-                              "hashmod_over_scrapers": hashmod_moved(addresses, before, after)}}
+                              "hashmod_over_scrapers": hashmod_moved(addresses, before, after)},
+            "per_event": [{"seconds": None if e["seconds"] is None else round(e["seconds"], 2),
+                           "unscraped_s": round(e["unscraped_s"], 2),
+                           "doubled_s": round(e["doubled_s"], 2), "moved": e["moved"]}
+                          for e in events]}
 
 
 def main() -> int:
@@ -217,7 +221,7 @@ def main() -> int:
             print(json.dumps(results), flush=True)
             print(f"scrapers: {KILLS} kills and returns ...", flush=True)
             results["scrapers"] = bench.scrapers()
-            print(json.dumps(results["scrapers"]), flush=True)
+            print(json.dumps(summaries(results["scrapers"])), flush=True)
         finally:
             bench.stop_operator()
     if (CHANGES, KILLS) != (200, 10):

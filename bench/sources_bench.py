@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import yaml  # noqa: E402
-from e2e_bench import NS, Bench, percentiles, save  # noqa: E402
+from e2e_bench import NS, Bench, percentiles, samples_ms, save, summaries  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 
 from controller.testing import ControlPlane  # noqa: E402
@@ -62,7 +62,8 @@ class SourcesBench(Bench):
                     break
                 time.sleep(0.002)
             time.sleep(0.1)  # above the operator's minimum interval between versions
-        return {**percentiles(latencies), "changes": CHANGES, "missed": CHANGES - len(latencies)}
+        return {**percentiles(latencies), "changes": CHANGES, "missed": CHANGES - len(latencies),
+                "samples_ms": samples_ms(latencies)}
 
 
 def main() -> int:
@@ -135,7 +136,7 @@ def main() -> int:
             for name, flip in (("consul", consul_flip), ("etcd", etcd_flip),
                                ("zookeeper", zookeeper_flip), ("kubernetes", kubernetes_flip)):
                 results[name] = bench.timed(f"{name}-ring", events, flip)
-                print(name, json.dumps(results[name]), flush=True)
+                print(name, json.dumps(summaries(results[name])), flush=True)
         finally:
             stop.set()
             bench.stop_operator()
