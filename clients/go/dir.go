@@ -89,6 +89,9 @@ type Watcher struct {
 // Watch loads the ring in path (an error if there is none or it is not valid) and follows it,
 // checking every interval, until ctx is done; then Changes is closed.
 func Watch(ctx context.Context, path string, interval time.Duration) (*Watcher, error) {
+	if interval <= 0 {
+		return nil, fmt.Errorf("ring.Watch: interval must be > 0, not %v", interval)
+	}
 	data, stamp, err := read(path)
 	if err != nil {
 		return nil, err
@@ -151,6 +154,7 @@ func (w *Watcher) refresh() *Ring {
 	defer w.mu.Unlock()
 	if err != nil { // gone for now (a volume being remounted): keep the last ring
 		w.err = err
+		w.stamp = "" // read again once it is back, which clears the error
 		return nil
 	}
 	if stamp == w.stamp {

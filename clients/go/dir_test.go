@@ -130,3 +130,34 @@ func TestABadVersionKeepsTheLastGoodRing(t *testing.T) {
 		t.Fatal("the good version never came")
 	}
 }
+
+// A directory that goes away keeps the last ring and says why; back, the error clears.
+func TestAnErrorClearsWhenTheDirectoryComesBack(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "ring")
+	must(t, os.Mkdir(root, 0o755))
+	v := &volume{root: root}
+	v.write(t, vector(t, "small"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := Watch(ctx, root, time.Millisecond)
+	must(t, err)
+	if _, err := Watch(ctx, root, 0); err == nil {
+		t.Fatal("a zero interval was accepted")
+	}
+	must(t, os.Rename(root, root+".away"))
+	waitFor(t, func() bool { return w.Err() != nil })
+	must(t, os.Rename(root+".away", root))
+	waitFor(t, func() bool { return w.Err() == nil })
+	if w.Current().Version != 3 {
+		t.Fatalf("version %d", w.Current().Version)
+	}
+}
+
+func waitFor(t *testing.T, done func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !done(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}

@@ -14,8 +14,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
+	"unicode/utf8"
 )
 
 // Format is the only format this package reads; KeyHash the only key hash.
@@ -65,72 +67,107 @@ type Ring struct {
 	ownedInit  sync.Once
 }
 
-type document struct {
-	Format            *string                           `json:"format"`
-	KeyHash           *string                           `json:"keyHash"`
-	Shards            *int                              `json:"shards"`
-	ReplicationFactor *int                              `json:"replicationFactor"`
-	RingVersion       int64                             `json:"ringVersion"`
-	RingHash          string                            `json:"ringHash"`
-	ConsulIndex       int64                             `json:"consulIndex"`
-	Algorithm         string                            `json:"algorithm"`
-	VirtualNodes      *int                              `json:"virtualNodes"`
-	Members           []memberEntry                     `json:"members"`
-	Draining          []memberEntry                     `json:"draining"`
-	Assignment        [][]int                           `json:"assignment"`
-	Handover          []handoverEntry                   `json:"handover"`
-	Ring              *struct{ Namespace, Name string } `json:"ring"`
-	Service           map[string]any                    `json:"service"`
+// fields is a JSON object with its keys matched exactly (encoding/json's struct decoding would
+// match "Shards" or "SHARDS" to shards, and merge a repeated key into the first one).
+type fields map[string]json.RawMessage
+
+func (f fields) has(name string) bool {
+	raw, ok := f[name]
+	return ok && string(raw) != "null"
 }
 
-type memberEntry struct {
-	ID      *string  `json:"id"`
-	Key     *string  `json:"key"`
-	Weight  *float64 `json:"weight"`
-	Zone    *string  `json:"zone"`
-	Address *string  `json:"address"`
-	Port    *int     `json:"port"`
+// into decodes the field, when present and not null, into target.
+func (f fields) into(name string, target any) error {
+	if !f.has(name) {
+		return nil
+	}
+	if err := json.Unmarshal(f[name], target); err != nil {
+		return refuse("%s: %s", name, short(err.Error()))
+	}
+	return nil
 }
 
-type handoverEntry struct {
-	Member *string `json:"member"`
-	Shards []int   `json:"shards"`
+func short(text string) string {
+	if len(text) > 120 {
+		return text[:120] + "…"
+	}
+	return text
 }
 
 // Parse reads ring.json. A document that breaks the format gives a *FormatError.
 func Parse(data []byte) (*Ring, error) {
-	var doc document
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, refuse("not a valid ring document: %v", err)
+	if !utf8.Valid(data) {
+		return nil, refuse("not UTF-8")
 	}
-	if doc.Format == nil || *doc.Format != Format {
+	var doc fields
+	if err := json.Unmarshal(data, &doc); err != nil || doc == nil {
+		return nil, refuse("not a JSON object")
+	}
+	var format, keyHash string
+	if err := doc.into("format", &format); err != nil || format != Format {
 		return nil, refuse("format must be %q", Format)
 	}
-	if doc.KeyHash != nil && *doc.KeyHash != KeyHash {
-		return nil, refuse("keyHash %q is not %q: its shards cannot be computed", *doc.KeyHash, KeyHash)
+	if err := doc.into("keyHash", &keyHash); err != nil || (doc.has("keyHash") && keyHash != KeyHash) {
+		return nil, refuse("keyHash is not %q: its shards cannot be computed", KeyHash)
 	}
-	if doc.Shards == nil || *doc.Shards < 1 {
+	r := &Ring{members: map[string]Member{}, Handover: map[string][]int{},
+		handed: map[int][]string{}}
+	var shards, replication, virtualNodes *int
+	var ring struct{ Namespace, Name *string }
+	var service json.RawMessage
+	for _, err := range []error{
+		doc.into("shards", &shards), doc.into("replicationFactor", &replication),
+		doc.into("ringVersion", &r.Version), doc.into("consulIndex", &r.SourceIndex),
+		doc.into("ringHash", &r.Hash), doc.into("algorithm", &r.Algorithm),
+		doc.into("virtualNodes", &virtualNodes), doc.into("service", &service),
+	} {
+		if err != nil {
+			return nil, err
+		}
+	}
+	if shards == nil || *shards < 1 {
 		return nil, refuse("shards must be an integer >= 1")
 	}
-	if doc.ReplicationFactor == nil || *doc.ReplicationFactor < 1 {
+	if replication == nil || *replication < 1 {
 		return nil, refuse("replicationFactor must be an integer >= 1")
 	}
-	if doc.RingVersion < 0 || doc.ConsulIndex < 0 {
+	if r.Version < 0 || r.SourceIndex < 0 {
 		return nil, refuse("ringVersion and consulIndex must be >= 0")
 	}
-	if doc.VirtualNodes != nil && *doc.VirtualNodes < 1 {
+	if virtualNodes != nil && *virtualNodes < 1 {
 		return nil, refuse("virtualNodes must be >= 1")
 	}
-	r := &Ring{
-		Version: doc.RingVersion, Hash: doc.RingHash, SourceIndex: doc.ConsulIndex,
-		Shards: *doc.Shards, ReplicationFactor: *doc.ReplicationFactor, Algorithm: doc.Algorithm,
-		members: map[string]Member{}, Handover: map[string][]int{}, handed: map[int][]string{},
+	if doc.has("service") && (len(service) == 0 || service[0] != '{') {
+		return nil, refuse("service must be an object")
 	}
-	if doc.Ring != nil {
-		r.Namespace, r.Name = doc.Ring.Namespace, doc.Ring.Name
+	r.Shards, r.ReplicationFactor = *shards, *replication
+	if doc.has("ring") {
+		var entry fields
+		if err := doc.into("ring", &entry); err != nil || entry == nil {
+			return nil, refuse("ring must be an object")
+		}
+		if entry.into("namespace", &ring.Namespace) != nil || entry.into("name", &ring.Name) != nil {
+			return nil, refuse("ring.namespace and ring.name must be strings")
+		}
+		if ring.Namespace != nil {
+			r.Namespace = *ring.Namespace
+		}
+		if ring.Name != nil {
+			r.Name = *ring.Name
+		}
 	}
-	for i, e := range doc.Members {
-		m, err := e.member(fmt.Sprintf("members[%d]", i), false)
+	if !doc.has("members") {
+		return nil, refuse("members must be a list")
+	}
+	var members, draining []fields
+	if err := doc.into("members", &members); err != nil {
+		return nil, err
+	}
+	if err := doc.into("draining", &draining); err != nil {
+		return nil, err
+	}
+	for i, e := range members {
+		m, err := member(e, fmt.Sprintf("members[%d]", i), false)
 		if err != nil {
 			return nil, err
 		}
@@ -140,8 +177,8 @@ func Parse(data []byte) (*Ring, error) {
 		r.Members = append(r.Members, m.ID)
 		r.members[m.ID] = m
 	}
-	for i, e := range doc.Draining {
-		m, err := e.member(fmt.Sprintf("draining[%d]", i), true)
+	for i, e := range draining {
+		m, err := member(e, fmt.Sprintf("draining[%d]", i), true)
 		if err != nil {
 			return nil, err
 		}
@@ -155,49 +192,59 @@ func Parse(data []byte) (*Ring, error) {
 		return nil, refuse("replicationFactor %d needs at least as many members, not %d",
 			r.ReplicationFactor, len(r.Members))
 	}
-	if len(doc.Assignment) != r.Shards {
-		return nil, refuse("assignment has %d rows for %d shards", len(doc.Assignment), r.Shards)
+	var assignment [][]*int
+	if err := doc.into("assignment", &assignment); err != nil {
+		return nil, err
 	}
-	for shard, row := range doc.Assignment {
+	if len(assignment) != r.Shards {
+		return nil, refuse("assignment has %d rows for %d shards", len(assignment), r.Shards)
+	}
+	r.assignment = make([][]int, r.Shards)
+	for shard, row := range assignment {
 		if len(row) != r.ReplicationFactor {
 			return nil, refuse("assignment[%d] must hold %d member indices", shard, r.ReplicationFactor)
 		}
+		r.assignment[shard] = make([]int, len(row))
 		for j, i := range row {
-			if i < 0 || i >= len(r.Members) {
-				return nil, refuse("assignment[%d] holds %d: no such member", shard, i)
+			if i == nil || *i < 0 || *i >= len(r.Members) {
+				return nil, refuse("assignment[%d] holds no member index at %d", shard, j)
 			}
-			for _, earlier := range row[:j] {
-				if earlier == i {
-					return nil, refuse("assignment[%d] holds member %d twice", shard, i)
+			for _, earlier := range r.assignment[shard][:j] {
+				if earlier == *i {
+					return nil, refuse("assignment[%d] holds member %d twice", shard, *i)
 				}
 			}
+			r.assignment[shard][j] = *i
 		}
 	}
-	r.assignment = doc.Assignment
-	for i, e := range doc.Handover {
-		if e.Member == nil {
+	var handover []fields
+	if err := doc.into("handover", &handover); err != nil {
+		return nil, err
+	}
+	for i, e := range handover {
+		var member *string
+		var shards []*int
+		if e.into("member", &member) != nil || member == nil {
 			return nil, refuse("handover[%d].member must be a string", i)
 		}
-		if e.Shards == nil {
-			return nil, refuse("handover[%d].shards must be a list", i)
+		if e.into("shards", &shards) != nil || !e.has("shards") {
+			return nil, refuse("handover[%d].shards must be a list of shards", i)
 		}
-		member := *e.Member
-		if _, listed := r.members[member]; !listed {
-			return nil, refuse("handover[%d].member %q must be a member or draining", i, member)
+		if _, listed := r.members[*member]; !listed {
+			return nil, refuse("handover[%d].member must be a member or draining", i)
 		}
-		if _, twice := r.Handover[member]; twice {
-			return nil, refuse("handover[%d].member %q is listed twice", i, member)
+		if _, twice := r.Handover[*member]; twice {
+			return nil, refuse("handover[%d].member is listed twice", i)
 		}
-		shards := []int{}
-		for _, s := range e.Shards {
-			if s < 0 || s >= r.Shards {
-				return nil, refuse("handover[%d] names shard %d, which the ring does not have", i, s)
+		list := []int{}
+		for _, s := range shards {
+			if s == nil || *s < 0 || *s >= r.Shards {
+				return nil, refuse("handover[%d] names a shard the ring does not have", i)
 			}
-			shards = append(shards, s)
+			list = append(list, *s)
 		}
-		sort.Ints(shards)
-		shards = unique(shards)
-		r.Handover[member] = shards
+		sort.Ints(list)
+		r.Handover[*member] = unique(list)
 	}
 	handing := make([]string, 0, len(r.Handover))
 	for member := range r.Handover {
@@ -212,31 +259,43 @@ func Parse(data []byte) (*Ring, error) {
 	return r, nil
 }
 
-func (e memberEntry) member(where string, draining bool) (Member, error) {
-	if e.ID == nil {
-		return Member{}, refuse("%s.id must be a string", where)
+func member(e fields, where string, draining bool) (Member, error) {
+	if e == nil {
+		return Member{}, refuse("%s must be an object", where)
 	}
-	m := Member{ID: *e.ID, Weight: 1, Draining: draining}
-	if e.Weight != nil {
-		if !(*e.Weight > 0) {
-			return Member{}, refuse("%s.weight must be a number > 0", where)
+	var id, key, zone, address *string
+	var weight *float64
+	var port *int
+	for _, err := range []error{e.into("id", &id), e.into("key", &key), e.into("zone", &zone),
+		e.into("address", &address), e.into("weight", &weight), e.into("port", &port)} {
+		if err != nil {
+			return Member{}, refuse("%s.%s", where, err.(*FormatError).Reason)
 		}
-		m.Weight = *e.Weight
 	}
-	if e.Port != nil && *e.Port < 0 {
-		return Member{}, refuse("%s.port must be >= 0", where)
+	if id == nil || *id == "" {
+		return Member{}, refuse("%s.id must be a non-empty string", where)
 	}
-	if e.Key != nil {
-		m.Key = *e.Key
+	m := Member{ID: *id, Weight: 1, Draining: draining}
+	if weight != nil {
+		if !(*weight > 0) || math.IsInf(*weight, 0) {
+			return Member{}, refuse("%s.weight must be a finite number > 0", where)
+		}
+		m.Weight = *weight
 	}
-	if e.Zone != nil {
-		m.Zone = *e.Zone
+	if port != nil {
+		if *port < 0 {
+			return Member{}, refuse("%s.port must be >= 0", where)
+		}
+		m.Port = *port
 	}
-	if e.Address != nil {
-		m.Address = *e.Address
+	if key != nil {
+		m.Key = *key
 	}
-	if e.Port != nil {
-		m.Port = *e.Port
+	if zone != nil {
+		m.Zone = *zone
+	}
+	if address != nil {
+		m.Address = *address
 	}
 	return m, nil
 }

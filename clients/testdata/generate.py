@@ -176,6 +176,15 @@ def invalid(base: str) -> dict[str, str]:
         "handover-unknown-member": changed(handover=[{"member": "nobody", "shards": [0]}]),
         "handover-shard-out-of-range": changed(
             handover=[{"member": members[0]["id"], "shards": [good["shards"]]}]),
+        "handover-shard-null": changed(handover=[{"member": members[0]["id"], "shards": [None]}]),
+        "assignment-null-index": changed(assignment=[[None], *rows[1:]]),
+        "assignment-nested-list": changed(assignment=[[[0]], *rows[1:]]),
+        "member-id-empty": changed(members=[{**members[0], "id": ""}, *members[1:]]),
+        "member-weight-overflow": base.replace('"weight":1', '"weight":1e400', 1),
+        # Keys are matched exactly: "Shards" is another (unknown) field, so shards is missing.
+        "field-name-case": base.replace('"shards":', '"Shards":', 1),
+        # The same key twice: the last counts (a weight of 0 here).
+        "member-key-repeated": base.replace('"weight":1', '"weight":1,"weight":0', 1),
     }
 
 
@@ -200,6 +209,14 @@ def generate(out: Path) -> list[Path]:
         lines = ",\n".join(json.dumps(case, ensure_ascii=False) for case in expected.pop("cases"))
         header = json.dumps(expected, ensure_ascii=False, sort_keys=True)[:-1]
         write(out / "valid" / name / "expected.json", f'{header},"cases":[\n{lines}\n]}}\n')
+    # Fields a reader does not know are ignored, whatever they hold (checked by their answers
+    # being the canonical ring's: expected.json is the small ring's).
+    unknown = ringfile.render(valid()["small"]).replace(
+        '{"algorithm"', '{"FORMAT":"v9","SHARDS":99,"future":{"huge":' + "9" * 5000 +
+        ',"deep":' + "[" * 200 + "]" * 200 + '},"algorithm"', 1)
+    write(out / "valid" / "unknown-fields" / "ring.json", unknown)
+    write(out / "valid" / "unknown-fields" / "expected.json",
+          (out / "valid" / "small" / "expected.json").read_text(encoding="utf-8"))
     small = ringfile.render(valid()["small"])
     for name, text in sorted({**invalid(small),
                               **replicated_invalid(ringfile.render(valid()["rendezvous"]))

@@ -39,7 +39,8 @@ def test_the_checked_in_vectors_are_what_the_engine_makes_now(tmp_path):
 def test_the_operator_reads_each_vector_as_the_clients_must(name):
     text = (TESTDATA / "valid" / name / "ring.json").read_text()
     ring = ringfile.parse(text)
-    assert ringfile.render(ring) == text  # read back, written again: the same bytes
+    if name != "unknown-fields":  # (the one vector the operator did not write)
+        assert ringfile.render(ring) == text  # read back, written again: the same bytes
     expected = json.loads((TESTDATA / "valid" / name / "expected.json").read_text())
     ids = [m.id for m in ring.assignment.members]
     rows = ring.assignment.table.tolist()

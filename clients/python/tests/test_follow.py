@@ -133,3 +133,15 @@ def test_a_mounted_ring_answers_for_its_member_found_by_address(tmp_path):
     assert mounted.is_mine(key) and mounted.owners(key) == [me.id]
     with pytest.raises(ValueError):
         client.MountedRing(tmp_path).is_mine(key)
+
+
+def test_a_directory_that_goes_away_and_comes_back_clears_the_error(tmp_path):
+    volume = KubeletVolume(tmp_path / "ring")
+    volume.root.mkdir()
+    volume.write({"ring.json": SMALL})
+    follower = client.RingFollower(volume.root)
+    os.rename(volume.root, tmp_path / "away")
+    assert not follower.refresh() and "No such file" in follower.error
+    assert follower.ring.version == 3  # the last ring stays
+    os.rename(tmp_path / "away", volume.root)
+    assert not follower.refresh() and follower.error is None

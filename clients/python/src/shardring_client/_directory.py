@@ -77,6 +77,7 @@ class RingFollower:
             text, stamp = _read(self.path)
         except OSError as error:  # gone for now (a volume being remounted): keep the last ring
             self.error = f"{self.path}: {error.strerror or error}"
+            self._stamp = None  # read again once it is back, which clears the error
             return False
         if stamp == self._stamp:
             return False

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
@@ -42,17 +44,26 @@ class Member:
     draining: bool = False
 
 
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 40
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short, whatever it holds."""
+    return _short.repr(value)
+
+
 def _integer(value: Any, where: str, minimum: int = 0) -> int:
     # JSON's true is not a number here, and 4.0 is not an integer, nor is anything beyond 64
     # bits: Go's decoder agrees.
     if type(value) is not int or not minimum <= value < 1 << 63:
-        raise RingFormatError(f"{where} must be an integer >= {minimum}, not {value!r}")
+        raise RingFormatError(f"{where} must be an integer >= {minimum}, not {_shown(value)}")
     return value
 
 
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise RingFormatError(f"{where} must be a string, not {value!r}")
+        raise RingFormatError(f"{where} must be a string, not {_shown(value)}")
     return value
 
 
@@ -77,9 +88,17 @@ def _optional(document: dict[str, Any], name: str, default: Any) -> Any:
 def _member(entry: Any, where: str, draining: bool) -> Member:
     entry = _object(entry, where)
     member_id = _text(entry.get("id"), f"{where}.id")
+    if not member_id:
+        raise RingFormatError(f"{where}.id must not be empty")
     weight = _optional(entry, "weight", 1)
-    if type(weight) not in (int, float) or not weight > 0:
-        raise RingFormatError(f"{where}.weight must be a number > 0, not {weight!r}")
+    try:
+        finite = type(weight) in (int, float) and math.isfinite(weight) and \
+            math.isfinite(float(weight))
+    except OverflowError:  # an integer beyond any float
+        finite = False
+    if not finite or not weight > 0:
+        raise RingFormatError(f"{where}.weight must be a finite number > 0, not "
+                              f"{_shown(weight)}")
     zone = entry.get("zone")
     if zone is not None:
         _text(zone, f"{where}.zone")
@@ -107,10 +126,10 @@ def _table(rows: list[Any], replication: int, members: int) -> tuple[tuple[int, 
     if not good:
         shard, row = next((shard, row) for shard, row in enumerate(rows)
                           if type(row) is not list or len(row) != replication or
-                          len(set(row)) != len(row) or
-                          any(type(i) is not int or not 0 <= i < members for i in row))
+                          any(type(i) is not int or not 0 <= i < members for i in row) or
+                          len(set(row)) != len(row))
         raise RingFormatError(f"assignment[{shard}] must hold {replication} different member "
-                              f"indices below {members}, not {row!r}")
+                              f"indices below {members}, not {_shown(row)}")
     return table
 
 
@@ -120,10 +139,11 @@ class Ring:
     def __init__(self, document: Mapping[str, Any]):
         document = _object(document, "ring.json")
         if document.get("format") != FORMAT:
-            raise RingFormatError(f"format must be {FORMAT!r}, not {document.get('format')!r}: "
-                                  "a reader of another format version cannot read it")
+            raise RingFormatError(f"format must be {FORMAT!r}, not "
+                                  f"{_shown(document.get('format'))}: a reader of another "
+                                  "format version cannot read it")
         if _optional(document, "keyHash", KEY_HASH) != KEY_HASH:
-            raise RingFormatError(f"keyHash {document.get('keyHash')!r} is not {KEY_HASH!r}: "
+            raise RingFormatError(f"keyHash {_shown(document.get('keyHash'))} is not {KEY_HASH!r}: "
                                   "this reader cannot compute its shards")
         self.shards = _integer(document.get("shards"), "shards", 1)
         self.replication_factor = _integer(document.get("replicationFactor"),
@@ -171,8 +191,8 @@ class Ring:
             entry = _object(entry, f"handover[{i}]")
             member = _text(entry.get("member"), f"handover[{i}].member")
             if member not in self._members or member in handover:
-                raise RingFormatError(f"handover[{i}].member {member!r} must be a member or "
-                                      "draining, once")
+                raise RingFormatError(f"handover[{i}].member {_shown(member)} must be a member "
+                                      "or draining, once")
             shards = [_integer(s, f"handover[{i}].shards") for s in
                       _list(entry.get("shards"), f"handover[{i}].shards")]
             if any(s >= self.shards for s in shards):
@@ -196,6 +216,8 @@ class Ring:
 
     def assigned(self, shard: int) -> list[str]:
         """The shard's owners in this version, primary first (``replicationFactor`` of them)."""
+        if not 0 <= shard < self.shards:
+            raise IndexError(f"shard {shard} is not one of this ring's {self.shards}")
         return [self.members[i] for i in self._table[shard]]
 
     def handing_over(self, shard: int) -> list[str]:
@@ -249,10 +271,11 @@ class Ring:
         return self._members[member_id]
 
     def member_at(self, address: str, port: int | None = None) -> str | None:
-        """The one member (or draining member) registered at ``address`` (and ``port``): a pod
-        knows its own IP and port without knowing its identity. None if none or several."""
-        found = [m.id for m in self._members.values() if m.address == address and
-                 (port is None or m.port == port)]
+        """The one member (or draining member) registered at ``address`` (and ``port``; None or
+        0: any): a pod knows its own IP and port without knowing its identity. None if none or
+        several."""
+        found = [m.id for m in self._members.values() if address and m.address == address and
+                 (not port or m.port == port)]
         return found[0] if len(found) == 1 else None
 
     def find(self, identity: str | None = None, address: str | None = None,
@@ -276,12 +299,26 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON number")  # Python's json would accept it
 
 
+class _Huge:
+    """An integer literal too long to be any field's value (Python's int() refuses over 4,300
+    digits): fine in a field readers ignore, refused by every checked field."""
+
+
+def _json_int(literal: str) -> Any:
+    return int(literal) if len(literal) <= 20 else _Huge()
+
+
 def parse(text: str | bytes) -> Ring:
-    """A ring from ring.json's text; RingFormatError names what is wrong."""
+    """A ring from ring.json's text (bytes must be UTF-8); RingFormatError names what is
+    wrong."""
     try:
-        document = json.loads(text, parse_constant=_not_json)
-    except ValueError as error:
-        raise RingFormatError(f"ring.json is not JSON: {error}") from None
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        document = json.loads(text, parse_constant=_not_json, parse_int=_json_int)
+    except RecursionError:
+        raise RingFormatError("ring.json is nested too deeply") from None
+    except ValueError as error:  # (UnicodeDecodeError is one)
+        raise RingFormatError(f"ring.json is not UTF-8 JSON: {str(error)[:120]}") from None
     return Ring(document)
 
 
