@@ -64,6 +64,16 @@ def add_parser(commands: Any) -> None:
                         help="send this signal (e.g. HUP) to the pid in --pid-file")
     reload.add_argument("--reload-command", help="run this command after a change")
     agent.add_argument("--pid-file", type=Path, help="for --reload-signal")
+    load = agent.add_mutually_exclusive_group()
+    load.add_argument("--load-url", metavar="URL",
+                      help="report the load of this member's shards, read from the workload's "
+                           "metrics here (a gauge shardring_shard_load{shard=\"N\"} per shard)")
+    load.add_argument("--load-from-prometheus", action="store_true",
+                      help="report the load of this member's shards as Prometheus' own "
+                           "scrape_samples_scraped per target (needs --prometheus-url or "
+                           "--reload-url .../-/reload)")
+    agent.add_argument("--load-interval", type=float, default=30.0, metavar="SECONDS",
+                       help="how often the load is measured (default: 30)")
     agent.add_argument("--metrics-port", type=int, help="serve the agent's metrics here")
     agent.add_argument("--metrics-address", default="0.0.0.0")
     agent.set_defaults(handler=run)
@@ -107,9 +117,25 @@ def config_from(args: argparse.Namespace) -> Any:
             lease = lease_name(name, identity)
         except ValueError as error:
             raise AgentUsageError(f"{error}; give --identity, or --no-ack") from None
+    from controller.agent import loadreport
+    measure = None
+    if args.load_url:
+        measure = loadreport.workload(args.load_url)
+    elif args.load_from_prometheus:
+        api = args.prometheus_url or (args.reload_url.removesuffix("/-/reload")
+                                      if args.reload_url and args.reload_url.endswith("/-/reload")
+                                      else None)
+        if api is None:
+            raise AgentUsageError("--load-from-prometheus needs --prometheus-url (or a "
+                                  "--reload-url ending in /-/reload)")
+        measure = loadreport.prometheus(api)
+    if measure is not None and (lease is None or args.load_interval <= 0):
+        raise AgentUsageError("a load report goes with the acknowledgement (not with --no-ack), "
+                              "every --load-interval > 0 seconds")
     return AgentConfig(namespace=namespace, configmap=name, directory=args.dir or Path(name),
                        member=args.member, address=None if args.member else args.address,
-                       port=args.port, lease=lease, prometheus=prometheus, reload=action)
+                       port=args.port, lease=lease, prometheus=prometheus, reload=action,
+                       load=measure, load_interval=args.load_interval)
 
 
 def default_namespace() -> str:

@@ -23,9 +23,11 @@ from controller.agent import metrics
 from controller.agent.feed import ConfigMapFeed, Seen, Unreachable, Update
 from controller.agent.files import AtomicDir
 from controller.agent.lease import LeaseWriter
+from controller.agent.loadreport import LoadUnavailable
 from controller.agent.prometheus import PrometheusOutput, PrometheusRenderer, shares
 from controller.agent.reload import Reload, ReloadFailed, prometheus_targets
 from controller.client import Ring, RingFormatError, parse
+from controller.core import loads
 from controller.core.acks import Ack
 from controller.core.rfc3339 import now_rfc3339
 from controller.core.views import RING_LABEL
@@ -45,6 +47,10 @@ class AgentConfig:
     lease: str | None = None  # the acknowledgement Lease's name; None: no acknowledgement
     prometheus: PrometheusOutput | None = None
     reload: Reload | None = None
+    # Measures the load of the ring's shards (given K); None: no load report (controller.agent.
+    # loadreport has the sources). Measured every load_interval seconds.
+    load: Callable[[int], dict[int, float]] | None = None
+    load_interval: float = 30.0
 
 
 @dataclass
@@ -58,6 +64,8 @@ class Applied:
     ring: str = ""
     reload: str = "none"
     at: str = ""
+    load: str = ""  # the load report last acknowledged with it
+    load_at: str = ""
 
 
 @dataclass
@@ -90,6 +98,10 @@ class Agent:
     ack_pending: bool = False
     reloading: Retry = field(default_factory=Retry)
     acking: Retry = field(default_factory=Retry)
+    ring: Ring | None = None  # the version applied last, and this member in it
+    member: str | None = None
+    load_due: float | None = None
+    load_failing: bool = False
 
     def __post_init__(self) -> None:
         self.files = AtomicDir(self.config.directory)
@@ -149,7 +161,7 @@ class Agent:
         self._retry()
 
     def _next_due(self) -> float:
-        due = [d for d in (self.reloading.due, self.acking.due) if d is not None]
+        due = [d for d in (self.reloading.due, self.acking.due, self.load_due) if d is not None]
         return max(0.0, min(due) - self.clock()) if due else 1.0
 
     def _handle(self, received: float, update: Update) -> None:
@@ -211,6 +223,9 @@ class Agent:
         if files_changed:
             log.info("ring version %d swapped into %s (%s)", ring.version,
                      self.config.directory, shares(ring, member))
+        self.ring, self.member = ring, member
+        if self.config.load is not None and self.load_due is None:
+            self.load_due = self.clock()
         applied = self.applied
         new_ack = (applied.version, applied.ring_hash, applied.member) != \
             (ring.version, ring.hash, member or "")
@@ -283,7 +298,7 @@ class Agent:
             return
         ack = Ack(lease=self.config.lease, ring=applied.ring, member=applied.member,
                   version=applied.version, ring_hash=applied.ring_hash, reload=applied.reload,
-                  applied_at=applied.at)
+                  applied_at=applied.at, load=applied.load, load_at=applied.load_at)
         try:
             self.leases.write(ack, applied.owner)
         except Exception as error:  # noqa: BLE001 - refused or unreachable: retry later
@@ -302,8 +317,32 @@ class Agent:
         now = self.clock()
         if self.reload_pending and self.reloading.due is not None and now >= self.reloading.due:
             self._reload()
+        if self.load_due is not None and now >= self.load_due:
+            self.load_due = now + self.config.load_interval
+            self._measure()
         if self.ack_pending and (self.acking.due is None or now >= self.acking.due):
             self._ack()
+
+    def _measure(self) -> None:
+        """Measure this member's shards and, if the report reads differently, acknowledge it."""
+        measure, ring, member = self.config.load, self.ring, self.member
+        if measure is None or ring is None or not member:
+            return
+        try:
+            measured = measure(ring.shards)
+        except LoadUnavailable as error:
+            if not self.load_failing:  # once: quiet until it answers again
+                log.warning("load not measured (%s); the last report stands", error)
+            self.load_failing = True
+            return
+        if self.load_failing:
+            log.info("load measured again")
+        self.load_failing = False
+        serving = ring.shards_of(member)
+        report = loads.encode({shard: measured.get(shard, 0.0) for shard in serving})
+        if report != self.applied.load:
+            self.applied.load, self.applied.load_at = report, now_rfc3339()
+            self.ack_pending = True
 
 
 def _short(error: Exception) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller.core import loads
 from controller.core.conditions import Condition
 from controller.core.ringfile import RingFile
 
@@ -38,6 +39,8 @@ class Ack:
     ring_hash: str
     reload: str  # ok | failed | none
     applied_at: str
+    load: str = ""  # the member's load report (controller.core.loads), when its agent measures
+    load_at: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -62,6 +65,8 @@ def build_lease(namespace: str, ack: Ack, owner: Mapping[str, Any] | None,
         "annotations": {MEMBER: ack.member, VERSION: str(ack.version), HASH: ack.ring_hash,
                         RELOAD: ack.reload, APPLIED_AT: ack.applied_at},
     }
+    if ack.load:
+        metadata["annotations"].update({loads.ANNOTATION: ack.load, loads.AT: ack.load_at})
     if owner:
         # Not blockOwnerDeletion: that would need update on shardrings/finalizers, and an
         # acknowledgement must never hold up the ring's deletion.
@@ -87,7 +92,8 @@ def ack_from_lease(body: Mapping[str, Any]) -> Ack | None:
     return Ack(lease=str(metadata.get("name", "")), ring=labels[RING_LABEL],
                member=str(notes.get(MEMBER, "")), version=version,
                ring_hash=str(notes.get(HASH, "")), reload=str(notes.get(RELOAD, "none")),
-               applied_at=str(notes.get(APPLIED_AT, "")))
+               applied_at=str(notes.get(APPLIED_AT, "")),
+               load=str(notes.get(loads.ANNOTATION, "")), load_at=str(notes.get(loads.AT, "")))
 
 
 @dataclass(frozen=True)

@@ -387,3 +387,51 @@ def test_run_by_hand_with_only_the_configmap_and_a_kubeconfig(
         agent.wait(20)
     output = log.read_text()
     assert "Traceback" not in output and "Retrying" not in output, output[-2000:]
+
+
+def test_an_agent_reports_its_members_load_with_its_acknowledgement(
+        operator, rings, consul_helper, control_plane, api_client, core_v1, namespace,
+        tmp_path):
+    """--load-url: the workload's shardring_shard_load gauges (served here with the Python
+    client's helper) go into the agent's Lease, for its member's shards only, and follow the
+    workload's figures (issue #26)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import shardring_client
+    from controller.core import loads
+    served = {shard: float(shard + 1) for shard in range(32)}
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = shardring_client.load_exposition(served).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _, ports, _ = three_members(consul_helper, rings, 9460)
+    _, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path, ports[:1],
+                             "--load-url", f"http://127.0.0.1:{server.server_port}/metrics",
+                             "--load-interval", "0.5")
+    leases = k8s.CoordinationV1Api(api_client)
+
+    def reported() -> dict[int, float]:
+        notes = leases.read_namespaced_lease("scrapers-ring.scraper-0",
+                                             namespace).metadata.annotations or {}
+        return loads.decode(notes.get(loads.ANNOTATION), 32)
+    try:
+        ring = rings.ring("scrapers-ring")
+        me = next(m for m, e in ring.endpoints.items() if e.port == ports[0])
+        mine = ring.assignment.shards_of(me)
+        wait_for(lambda: reported() == {s: served[s] for s in mine}, "the member's load report")
+        served[mine[0]] = 500.0
+        wait_for(lambda: reported().get(mine[0]) == 500.0, "the new load reported")
+    finally:
+        server.shutdown()
+        for agent in agents:
+            agent.stop()

@@ -5,6 +5,7 @@ acknowledgement Lease and convergence (pure), and the agent's loop with fakes of
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -632,3 +633,129 @@ def test_acknowledgement_retries_are_quiet_and_the_backoff_never_overflows(tmp_p
     assert len([m for m in caplog.messages if "could not acknowledge" in m]) == 1
     assert "acknowledged ring version 1 in Lease r.pod-0 after 4 failures" in caplog.messages
     assert Retry(failures=5000).failed(0.0) == RETRY_MAX  # days of failures
+
+
+# ---- load reports (issue #26) -------------------------------------------------------------------
+
+def test_the_load_of_this_members_shards_is_reported_with_its_acknowledgement(tmp_path):
+    from controller.core import loads
+    measured = {shard: float(shard) + 0.5 for shard in range(64)}
+    calls = []
+
+    def measure(shards):
+        calls.append(shards)
+        return dict(measured)
+    clock, leases = Clock(), Leases()
+    agent = agent_for(tmp_path, prometheus=False, leases=leases, clock=clock)
+    agent.config = replace(agent.config, load=measure, load_interval=30.0)
+    first = ring_of(["a", "b"])
+    feed(agent, Seen(configmap(first)))
+    agent.step(0)  # the first measurement is due at once
+    ack = leases.written[-1]
+    mine = first.assignment.shards_of("a")
+    assert calls == [first.assignment.shards]
+    assert loads.decode(ack.load, first.assignment.shards) == {s: measured[s] for s in mine}
+    lease = build_lease("ns", ack, None)
+    assert ack_from_lease(lease) == ack  # the report survives the Lease both ways
+    written = len(leases.written)
+    clock.now += 10
+    agent.step(0)
+    assert len(calls) == 1  # not due yet
+    clock.now += 25
+    agent.step(0)
+    assert len(calls) == 2 and len(leases.written) == written  # the same report: no write
+    measured[mine[0]] = 1000.0
+    clock.now += 30
+    agent.step(0)
+    assert loads.decode(leases.written[-1].load, 64)[mine[0]] == 1000.0
+
+
+def test_a_load_source_that_fails_leaves_the_last_report_and_says_so_once(tmp_path, caplog):
+    from controller.agent.loadreport import LoadUnavailable
+    failing = [False]
+
+    def measure(shards):
+        if failing[0]:
+            raise LoadUnavailable("http://127.0.0.1:1/metrics: connection refused")
+        return {0: 5.0, 1: 5.0}
+    clock, leases = Clock(), Leases()
+    agent = agent_for(tmp_path, prometheus=False, leases=leases, clock=clock)
+    agent.config = replace(agent.config, load=measure, load_interval=30.0)
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    agent.step(0)
+    reported = leases.written[-1].load
+    failing[0] = True
+    for _ in range(3):
+        clock.now += 31
+        agent.step(0)
+    assert leases.written[-1].load == reported
+    assert caplog.text.count("load not measured") == 1
+
+
+def test_loads_are_read_from_the_workloads_exposition():
+    from controller.agent.loadreport import from_exposition
+    text = ('# HELP shardring_shard_load what a shard carries\n'
+            '# TYPE shardring_shard_load gauge\n'
+            'shardring_shard_load{shard="3"} 12.5\n'
+            'shardring_shard_load{job="x",shard="4"} 2e3\n'
+            'shardring_shard_load{shard="5"} NaN\n'
+            'shardring_shard_load{shard="3",replica="b"} 0.5\n'
+            'shardring_shard_load_total{shard="9"} 7\n'
+            'other{shard="1"} 1\n')
+    assert from_exposition(text) == {3: 13.0, 4: 2000.0}
+
+
+def test_a_load_report_needs_an_acknowledgement_and_a_source(tmp_path, by_hand):
+    from controller.agent.command import AgentUsageError
+    with pytest.raises(AgentUsageError, match="--no-ack"):
+        agent_config(tmp_path, "--no-ack", "--load-url", "http://127.0.0.1:9/metrics")
+    with pytest.raises(AgentUsageError, match="--prometheus-url"):
+        agent_config(tmp_path, "--load-from-prometheus")
+    assert agent_config(tmp_path, "--load-url", "http://127.0.0.1:9/metrics").load is not None
+
+
+def test_the_clients_load_exposition_is_what_the_agent_reads():
+    import shardring_client
+    from controller.agent.loadreport import from_exposition
+    loads = {17: 1234.0, 3: 0.5, 0: 0.0}
+    assert from_exposition(shardring_client.load_exposition(loads)) == loads
+
+
+def test_in_prometheus_mode_a_shards_load_is_its_targets_samples(tmp_path):
+    """Prometheus' own scrape_samples_scraped per target, summed into the shard the ring's
+    hashmod puts the target in (the adapter against a stand-in for Prometheus' query API; the
+    real servers are for the balancing proof of issue #26)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from controller.agent.loadreport import LoadUnavailable, prometheus
+    from controller.client import shard_of
+    targets = {"10.0.0.1:9100": 100.0, "10.0.0.2:9100": 5000.0, "10.0.0.3:9100": 7.0}
+    asked = []
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {"instance": t, "job": "nodes"}, "value": [1.0, str(v)]}
+                for t, v in targets.items()] + [{"metric": {}, "value": [1.0, "9"]}]}}).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        measured = prometheus(f"http://127.0.0.1:{server.server_port}")(16)
+    finally:
+        server.shutdown()
+    expected: dict[int, float] = {}
+    for target, samples in targets.items():
+        expected[shard_of(target, 16)] = expected.get(shard_of(target, 16), 0.0) + samples
+    assert measured == expected
+    assert asked == ["/api/v1/query?query=scrape_samples_scraped"]
+    with pytest.raises(LoadUnavailable):
+        prometheus("http://127.0.0.1:1")(16)

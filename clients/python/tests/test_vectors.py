@@ -75,3 +75,12 @@ def test_a_member_finds_itself_by_identity_or_address():
         ring.find(address="192.0.2.9", port=80)
     with pytest.raises(LookupError):
         ring.find(identity="not-there")
+
+
+
+def test_loads_are_exposed_in_prometheus_text_format():
+    text = client.load_exposition({17: 1234.0, 3: 0.5})
+    assert text.endswith('shardring_shard_load{shard="3"} 0.5\n'
+                         'shardring_shard_load{shard="17"} 1234.0\n')
+    with pytest.raises(ValueError):
+        client.load_exposition({1: float("nan")})

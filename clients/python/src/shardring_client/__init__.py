@@ -11,6 +11,7 @@ The format is specified in docs/ring-format.md: ``shard = uint64_be(md5(key)[8:1
 """
 
 from shardring_client._directory import MountedRing, RingFollower, read
+from shardring_client._load import load_exposition
 from shardring_client._ring import (
            FORMAT,
            KEY_HASH,
@@ -25,4 +26,4 @@ from shardring_client._ring import (
 __version__ = "0.1.0"
 
 __all__ = ["FORMAT", "KEY_HASH", "Member", "MountedRing", "Ring", "RingFollower",
-           "RingFormatError", "load", "parse", "read", "shard_of"]
+           "RingFormatError", "load", "load_exposition", "parse", "read", "shard_of"]

@@ -1,0 +1,82 @@
+"""Where the agent measures the load of its member's shards (issue #26), for its load report.
+
+- ``--load-url``: the workload's own metrics endpoint (Prometheus' text format), a gauge
+  ``shardring_shard_load{shard="17"} 1234`` per shard it serves (the clients' helpers write it);
+- ``--load-from-prometheus``: in Prometheus mode, Prometheus' own ``scrape_samples_scraped`` per
+  target, summed into the target's shard with the ring's hashmod of its address (``instance``),
+  so a sharded Prometheus needs no setup.
+A source that does not answer leaves the last report in place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+
+from controller.client import shard_of
+
+METRIC = "shardring_shard_load"
+_SAMPLE = re.compile(r'^' + METRIC + r'\{([^}]*)\}\s+(\S+)')
+_SHARD = re.compile(r'(?:^|,)\s*shard="(\d+)"')
+
+
+class LoadUnavailable(Exception):
+    """The source did not answer, or answered nothing usable."""
+
+
+def from_exposition(text: str) -> dict[int, float]:
+    """Per-shard loads from Prometheus' text format (other metrics and bad lines ignored; the
+    same shard twice: summed)."""
+    found: dict[int, float] = {}
+    for line in text.splitlines():
+        sample = _SAMPLE.match(line)
+        if not sample:
+            continue
+        shard = _SHARD.search(sample.group(1))
+        try:
+            value = float(sample.group(2))
+        except ValueError:
+            continue
+        if shard and value >= 0 and value != float("inf"):
+            found[int(shard.group(1))] = found.get(int(shard.group(1)), 0.0) + value
+    return found
+
+
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - the user's URL
+            return str(reply.read(8 << 20).decode("utf-8", "replace"))
+    except (OSError, ValueError) as error:
+        raise LoadUnavailable(f"{url}: {error}") from None
+
+
+def workload(url: str) -> Callable[[int], dict[int, float]]:
+    """Loads the workload exposes; ``shards`` (the ring's K) bounds what is believed."""
+    def measure(shards: int) -> dict[int, float]:
+        return {s: v for s, v in from_exposition(_get(url)).items() if s < shards}
+    return measure
+
+
+def prometheus(api: str) -> Callable[[int], dict[int, float]]:
+    """Samples per scrape of each target of this Prometheus, summed per shard."""
+    query = urllib.parse.urlencode({"query": "scrape_samples_scraped"})
+
+    def measure(shards: int) -> dict[int, float]:
+        try:
+            answer = json.loads(_get(f"{api.rstrip('/')}/api/v1/query?{query}"))
+            series = answer["data"]["result"]
+        except (ValueError, KeyError, TypeError):
+            raise LoadUnavailable(f"{api}: not a Prometheus query answer") from None
+        found: dict[int, float] = {}
+        for item in series:
+            try:
+                target, value = item["metric"]["instance"], float(item["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            shard = shard_of(target, shards)
+            found[shard] = found.get(shard, 0.0) + max(0.0, value)
+        return found
+    return measure
