@@ -60,8 +60,8 @@ def relabel_rules(shards: list[int], modulus: int, source_labels: tuple[str, ...
 
 
 def configmap_data(ring: ringfile.RingFile, prometheus_relabel: bool) -> dict[str, str]:
-    data = {"ring.json": ringfile.render(ring)}
     keys = ring.keys()
+    data = {"ring.json": ringfile.render(ring, keys)}
     modulus = ring.assignment.spec.shards
     for member_id, shards in member_shards(ring).items():
         data[f"member.{keys[member_id]}"] = "\n".join(map(str, shards)) + "\n" if shards else ""

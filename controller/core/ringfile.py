@@ -59,10 +59,9 @@ class RingFile:
         return ring_hash(self.assignment)
 
     def keys(self) -> Mapping[str, str]:
-        return self._keys
-
-    @functools.cached_property
-    def _keys(self) -> Mapping[str, str]:  # rendering needs them twice (ring.json, member files)
+        # Not cached: the published ring stays in memory for every ring, and its keys (new
+        # strings for every id that is not file-safe) cost more there than computing them for
+        # the one render that needs them (configmap_data hands them to render).
         return member_keys([*(m.id for m in self.assignment.members), *self.draining])
 
     def handed_over(self, shard: int) -> list[str]:
@@ -128,10 +127,10 @@ def ring_hash(assignment: Assignment) -> str:
     return "sha256:" + hashlib.sha256(core.encode()).hexdigest()
 
 
-def render(ring: RingFile) -> str:
-    """The canonical ring.json text."""
+def render(ring: RingFile, keys: Mapping[str, str] | None = None) -> str:
+    """The canonical ring.json text (``keys``: ``ring.keys()``, when the caller has them)."""
     document = _assignment_core(ring.assignment)
-    keys = ring.keys()
+    keys = ring.keys() if keys is None else keys
     for entry in document["members"]:
         entry["key"] = keys[entry["id"]]
         endpoint = ring.endpoints.get(entry["id"])
