@@ -15,6 +15,7 @@ from typing import Any
 
 from controller.core import loads
 from controller.core.conditions import Condition
+from controller.core.rfc3339 import epoch
 from controller.core.ringfile import RingFile
 
 ACK_LABEL = "shardring.io/ack"
@@ -151,3 +152,14 @@ def convergence(ring: RingFile, acks: Iterable[Ack], since: str) -> Convergence:
     drained = tuple(member for member in ring.draining
                     if owners_done and member not in ring.handover)
     return Convergence(status, condition, drained)
+
+
+def load_reports(acks: Iterable[Ack], shards: int) -> list[loads.Report]:
+    """The load reports among the acknowledgements, timed by the wall clock they were measured
+    at (seconds since 1970)."""
+    found = []
+    for ack in acks:
+        when = epoch(ack.load_at) if ack.load else None
+        if when is not None:
+            found.append(loads.Report(ack.member, loads.decode(ack.load, shards), when))
+    return found

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from controller.core.ring.loadbalance import fair_shares, imbalance, member_loads
+
 ANNOTATION = "shardring.io/load"
 AT = "shardring.io/load-at"  # when the agent measured (RFC 3339)
 LIMIT = 65536
@@ -117,3 +119,21 @@ def shard_loads(smoothed: Smoothed | None, shards: int, now: float,
     for shard, load in fresh.items():
         loads[shard] = load
     return loads
+
+
+HALF_LIFE = 120.0  # seconds: a report weighs half after two minutes
+STALE_AFTER = 600.0  # a shard not reported for ten minutes counts as the mean again
+SHOWN = 10  # members listed in status.measuredLoad (the most loaded first)
+
+
+def measured(shard_load: np.ndarray, members: list[str], weights: np.ndarray,
+             table: np.ndarray, reporting: int) -> dict[str, object]:
+    """status.measuredLoad: the imbalance (the highest load over weighted fair share) and the
+    most loaded members, from one load per shard."""
+    per_member = member_loads(table, shard_load, len(members))
+    fair = fair_shares(shard_load, weights, table.shape[1])
+    ratios = per_member / np.where(fair > 0, fair, 1.0)
+    order = np.lexsort((np.arange(len(members)), -ratios))[:SHOWN]
+    return {"imbalance": round(imbalance(per_member, fair), 3), "reporting": reporting,
+            "members": [{"member": members[i], "load": float(_rounded(per_member[i])),
+                         "ofFairShare": round(float(ratios[i]), 3)} for i in order.tolist()]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.core import ringfile
+from controller.core import loads, ringfile
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class RingMemory:
     handover_since: float | None = None  # when the published ring's handover started
     last_publish: float | None = None  # when this operator last published a new version
     last_publish_bytes: int = 0  # and how big its ConfigMap data was
+    loads: loads.Smoothed | None = None  # the members' load reports, smoothed per shard
+
 
     def written(self, ring_json: str | None, verified: Verified) -> RingMemory:
         """After the ConfigMap write: the version it made, and what it holds (the parsed ring
@@ -33,4 +35,4 @@ class RingMemory:
         same = ring_json == self.last_published
         return RingMemory(ring_json, self.last_published_ring if same else None, verified,
                           self.pending_since, self.handover_since, self.last_publish,
-                          self.last_publish_bytes)
+                          self.last_publish_bytes, self.loads)

@@ -14,15 +14,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from controller.core import handover, ringfile
+import numpy as np
+
+from controller.core import handover, loads, ringfile
 from controller.core.access import access_problem
-from controller.core.acks import Ack
+from controller.core.acks import Ack, load_reports
 from controller.core.decision import Decision, Problem, Reason, decide, kept
 from controller.core.events import Event, handover_ended, resharded, warnings
 from controller.core.limits import Access, Limits
 from controller.core.membership import Membership, MembershipError, members_from
 from controller.core.memory import RingMemory, Verified
 from controller.core.render import RingTooLarge, configmap_data
+from controller.core.rfc3339 import epoch
 from controller.core.ring import work
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import RingConfig, SpecError
@@ -173,7 +176,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
         requeue_after = RECHECK if requeue_after is None else min(requeue_after, RECHECK)
     change = decision if decision.changed and desired is not None else None
     memory = replace(gathered.memory, handover_since=handover_since,
-                     pending_since=_pending_since(decision, gathered.memory.pending_since, now))
+                     pending_since=_pending_since(decision, gathered.memory.pending_since, now),
+                     loads=_measured_load(status, published, gathered, now_text))
     if desired is not None:
         memory = replace(memory, last_published=desired.data.get("ring.json"),
                          last_published_ring=published, verified=None)
@@ -182,6 +186,31 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                          last_publish_bytes=sum(map(len, desired.data.values())))
     return PassPlan(status=status, subscribe=True, configmap=desired, published=published,
                     events=events, requeue_after=requeue_after, memory=memory, change=change)
+
+
+def _measured_load(status: dict[str, Any], published: ringfile.RingFile | None,
+                   gathered: Gathered, now_text: str) -> loads.Smoothed | None:
+    """status.measuredLoad, from the load reports the members' agents write with their
+    acknowledgements (absent while none is fresh); the smoothed reports, to remember."""
+    status.pop("measuredLoad", None)
+    if published is None:
+        return gathered.memory.loads
+    shards = published.assignment.shards
+    reports = load_reports(gathered.acks, shards)
+    if not reports and gathered.memory.loads is None:
+        return None
+    smoothed = loads.smooth(gathered.memory.loads, reports, loads.HALF_LIFE)
+    now = epoch(now_text)
+    per_shard = loads.shard_loads(smoothed, shards, now, loads.STALE_AFTER) \
+        if now is not None else None
+    if per_shard is not None:
+        members = published.assignment.members
+        weights = np.array([m.weight for m in members], dtype=np.float64)
+        fresh = {r.member for r in reports if now is not None and
+                 now - r.at <= loads.STALE_AFTER}
+        status["measuredLoad"] = loads.measured(per_shard, [m.id for m in members], weights,
+                                                published.assignment.table, len(fresh))
+    return smoothed
 
 
 def _previous(configmap: ConfigMapView | None, gathered: Gathered

@@ -24,3 +24,11 @@ def seconds_between(earlier: str, later: str) -> float | None:
     except (AttributeError, ValueError):
         return None
     return (end - start).total_seconds()
+
+
+def epoch(text: str) -> float | None:
+    """Seconds since 1970 for a time as written above (None: unreadable)."""
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return None

@@ -429,6 +429,12 @@ def test_an_agent_reports_its_members_load_with_its_acknowledgement(
         me = next(m for m, e in ring.endpoints.items() if e.port == ports[0])
         mine = ring.assignment.shards_of(me)
         wait_for(lambda: reported() == {s: served[s] for s in mine}, "the member's load report")
+        # The operator shows it (one member reports: the others' shards count as the mean;
+        # tests/unit/test_measured_load.py checks the figures).
+        wait_for(lambda: ((rings.get("scrapers").get("status") or {}).get("measuredLoad") or {})
+                 .get("reporting") == 1, "status.measuredLoad")
+        measured = rings.get("scrapers")["status"]["measuredLoad"]
+        assert me in {m["member"] for m in measured["members"]} and measured["imbalance"] >= 1
         served[mine[0]] = 500.0
         wait_for(lambda: reported().get(mine[0]) == 500.0, "the new load reported")
     finally:

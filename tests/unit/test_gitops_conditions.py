@@ -151,3 +151,4 @@ def test_a_handover_is_bounded_by_its_own_timeout_not_by_the_convergence_patienc
     _, stalled = progress_conditions(None, None, None, first.published, lagging, False,
                                      CONVERGENCE_PATIENCE * 2)
     assert (stalled.status, stalled.reason) == (True, "NotConverged")
+
