@@ -326,7 +326,12 @@ class Agent:
     def _measure(self) -> None:
         """Measure this member's shards and, if the report reads differently, acknowledge it."""
         measure, ring, member = self.config.load, self.ring, self.member
-        if measure is None or ring is None or not member:
+        if measure is None or ring is None:
+            return
+        if not member:  # not in this version: it serves nothing, so it reports nothing
+            if self.applied.load:
+                self.applied.load, self.applied.load_at = "", now_rfc3339()
+                self.ack_pending = True
             return
         try:
             measured = measure(ring.shards)

@@ -668,6 +668,10 @@ def test_the_load_of_this_members_shards_is_reported_with_its_acknowledgement(tm
     clock.now += 30
     agent.step(0)
     assert loads.decode(leases.written[-1].load, 64)[mine[0]] == 1000.0
+    feed(agent, Seen(configmap(ring_of(["b", "c"], version=2))))  # "a" left the ring
+    clock.now += 30
+    agent.step(0)
+    assert leases.written[-1].member == "" and leases.written[-1].load == ""
 
 
 def test_a_load_source_that_fails_leaves_the_last_report_and_says_so_once(tmp_path, caplog):
