@@ -107,6 +107,12 @@ class RingCondition(NamedTuple):
     reason: str
 
 
+class RingImbalance(NamedTuple):
+    namespace: str
+    ring: str
+    imbalance: float  # status.measuredLoad.imbalance
+
+
 class OperatorGauges(Collector):
     """Gauges read from the running operator at scrape time: rings by condition and status, and
     the membership watchers running. The endpoint is process-wide; ``serve`` points it at the
@@ -115,6 +121,7 @@ class OperatorGauges(Collector):
     def __init__(self) -> None:
         self.conditions: Callable[[], Iterable[RingCondition]] = lambda: ()
         self.active_queries: Callable[[], Mapping[str, int]] = dict
+        self.imbalances: Callable[[], Iterable[RingImbalance]] = lambda: ()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("shardring_rings", "Rings by condition and status.",
@@ -134,6 +141,14 @@ class OperatorGauges(Collector):
             family.add_metric([condition, status], count)
         yield family
         yield each
+        imbalance = GaugeMetricFamily(
+            "shardring_ring_load_imbalance",
+            "Each ring's measured load imbalance (status.measuredLoad: the highest member load "
+            "over its weighted fair share), where its members' agents report load.",
+            labels=RING)
+        for ring in self.imbalances():
+            imbalance.add_metric([ring.namespace, ring.ring], ring.imbalance)
+        yield imbalance
         active = self.active_queries()
         watchers = GaugeMetricFamily("shardring_source_watchers_active",
                                      "Membership watchers running (one per distinct query), by "
@@ -194,11 +209,13 @@ _ENDPOINT = _Endpoint()
 
 def serve(port: int, conditions: Callable[[], Iterable[RingCondition]],
           active_queries: Callable[[], Mapping[str, int]], address: str = "0.0.0.0",
-          pages: Pages | None = None) -> None:
+          pages: Pages | None = None,
+          imbalances: Callable[[], Iterable[RingImbalance]] = lambda: ()) -> None:
     """Serve the metrics endpoint, and ``pages`` beside it (once per process; its threads never
     block kopf's loop)."""
     global _served
     _GAUGES.conditions, _GAUGES.active_queries = conditions, active_queries
+    _GAUGES.imbalances = imbalances
     _ENDPOINT.pages = pages
     if _served is None:
         family, address = _get_best_family(address, port)  # an IPv6 address listens on v6

@@ -129,6 +129,14 @@ class Operator:
                                             condition.get("reason", ""))
 
 
+    def imbalances(self) -> Iterator[metrics.RingImbalance]:
+        for worker in list(self.workers.values()):
+            measured = (worker.body or {}).get("status", {}).get("measuredLoad") or {}
+            if worker.serving and isinstance(measured.get("imbalance"), (int, float)):
+                yield metrics.RingImbalance(worker.namespace, worker.name,
+                                            float(measured["imbalance"]))
+
+
 def quiet_generator_closing(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """At exit, asyncio closes the generators still open: kopf's watch of a kind whose CRD was
     deleted under it can fail to close ("generator didn't stop after athrow()"). The operator is
@@ -187,7 +195,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
                       lambda: memo.sources.active_by_kind()
                       if isinstance(memo.sources, SourceRouter) else {},
                       memo.config.metrics_address,
-                      ringpages.pages(lambda: memo.workers) if memo.config.ring_page else None)
+                      ringpages.pages(lambda: memo.workers) if memo.config.ring_page else None,
+                      memo.imbalances)
 
 
 class NoEssence(kopf.AnnotationsDiffBaseStorage):

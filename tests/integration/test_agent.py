@@ -435,6 +435,10 @@ def test_an_agent_reports_its_members_load_with_its_acknowledgement(
                  .get("reporting") == 1, "status.measuredLoad")
         measured = rings.get("scrapers")["status"]["measuredLoad"]
         assert me in {m["member"] for m in measured["members"]} and measured["imbalance"] >= 1
+        # ... and exports it, for a dashboard or an alert.
+        series = scrape_url(f"http://127.0.0.1:{operator.config.metrics_port}/metrics")
+        assert series[f'shardring_ring_load_imbalance{{namespace="{namespace}",'
+                      f'ring="scrapers"}}'] >= 1
         served[mine[0]] = 500.0
         wait_for(lambda: reported().get(mine[0]) == 500.0, "the new load reported")
     finally:
