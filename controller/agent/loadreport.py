@@ -10,6 +10,7 @@ A source that does not answer leaves the last report in place.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import urllib.parse
@@ -49,7 +50,7 @@ def _get(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - the user's URL
             return str(reply.read(8 << 20).decode("utf-8", "replace"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, http.client.HTTPException) as error:  # (not HTTP at all, too)
         raise LoadUnavailable(f"{url}: {error}") from None
 
 
@@ -67,16 +68,18 @@ def prometheus(api: str) -> Callable[[int], dict[int, float]]:
     def measure(shards: int) -> dict[int, float]:
         try:
             answer = json.loads(_get(f"{api.rstrip('/')}/api/v1/query?{query}"))
-            series = answer["data"]["result"]
+            series = list(answer["data"]["result"])
         except (ValueError, KeyError, TypeError):
             raise LoadUnavailable(f"{api}: not a Prometheus query answer") from None
         found: dict[int, float] = {}
         for item in series:
             try:
-                target, value = item["metric"]["instance"], float(item["value"][1])
+                target, value = str(item["metric"]["instance"]), float(item["value"][1])
             except (KeyError, IndexError, TypeError, ValueError):
                 continue
+            if not value >= 0 or value == float("inf"):
+                continue
             shard = shard_of(target, shards)
-            found[shard] = found.get(shard, 0.0) + max(0.0, value)
+            found[shard] = found.get(shard, 0.0) + value
         return found
     return measure

@@ -102,6 +102,7 @@ class Agent:
     member: str | None = None
     load_due: float | None = None
     load_failing: bool = False
+    load_written: float | None = None  # when the report last went into the Lease (clock())
 
     def __post_init__(self) -> None:
         self.files = AtomicDir(self.config.directory)
@@ -335,9 +336,10 @@ class Agent:
             return
         try:
             measured = measure(ring.shards)
-        except LoadUnavailable as error:
+        except Exception as error:  # noqa: BLE001 - a load source never stops the agent
             if not self.load_failing:  # once: quiet until it answers again
-                log.warning("load not measured (%s); the last report stands", error)
+                log.warning("load not measured (%s); the last report stands",
+                            error if isinstance(error, LoadUnavailable) else repr(error)[:200])
             self.load_failing = True
             return
         if self.load_failing:
@@ -345,8 +347,12 @@ class Agent:
         self.load_failing = False
         serving = ring.shards_of(member)
         report = loads.encode({shard: measured.get(shard, 0.0) for shard in serving})
-        if report != self.applied.load:
+        now = self.clock()
+        # A steady load is written again before the operator would take it for stale.
+        if report != self.applied.load or self.load_written is None or \
+                now - self.load_written >= loads.STALE_AFTER / 2:
             self.applied.load, self.applied.load_at = report, now_rfc3339()
+            self.load_written = now
             self.ack_pending = True
 
 

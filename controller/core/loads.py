@@ -82,12 +82,17 @@ class Smoothed:
 
     value: Mapping[int, float]
     at: Mapping[int, float]
+    shards: int = 0  # the ring's K they were reported for (0: not known)
 
 
-def smooth(previous: Smoothed | None, reports: Iterable[Report], half_life: float) -> Smoothed:
+def smooth(previous: Smoothed | None, reports: Iterable[Report], half_life: float,
+           shards: int = 0) -> Smoothed:
     """Fold new reports into the running means: a report ``dt`` seconds after the last weighs
     ``1 - 2^(-dt / half_life)``; the first report of a shard is taken as it is. Reports no newer
-    than what a shard already holds change nothing (the same Lease seen twice)."""
+    than what a shard already holds change nothing (the same Lease seen twice). A new shard count
+    renumbers every shard: the means start over."""
+    if previous is not None and shards and previous.shards and previous.shards != shards:
+        previous = None
     value = dict(previous.value) if previous else {}
     at = dict(previous.at) if previous else {}
     for report in sorted(reports, key=lambda r: (r.at, r.member)):
@@ -101,7 +106,7 @@ def smooth(previous: Smoothed | None, reports: Iterable[Report], half_life: floa
             else:
                 continue
             at[shard] = report.at
-    return Smoothed(value, at)
+    return Smoothed(value, at, shards or (previous.shards if previous else 0))
 
 
 def shard_loads(smoothed: Smoothed | None, shards: int, now: float,
@@ -124,16 +129,21 @@ def shard_loads(smoothed: Smoothed | None, shards: int, now: float,
 HALF_LIFE = 120.0  # seconds: a report weighs half after two minutes
 STALE_AFTER = 600.0  # a shard not reported for ten minutes counts as the mean again
 SHOWN = 10  # members listed in status.measuredLoad (the most loaded first)
+# status.measuredLoad is written again at most this often (unless who reports changes): every
+# report changes the smoothed figures, and a status write per report would be one per member
+# every --load-interval.
+SHOWN_EVERY = 60.0
 
 
 def measured(shard_load: np.ndarray, members: list[str], weights: np.ndarray,
-             table: np.ndarray, reporting: int) -> dict[str, object]:
+             table: np.ndarray, reporting: int, now_text: str) -> dict[str, object]:
     """status.measuredLoad: the imbalance (the highest load over weighted fair share) and the
     most loaded members, from one load per shard."""
     per_member = member_loads(table, shard_load, len(members))
     fair = fair_shares(shard_load, weights, table.shape[1])
     ratios = per_member / np.where(fair > 0, fair, 1.0)
     order = np.lexsort((np.arange(len(members)), -ratios))[:SHOWN]
-    return {"imbalance": round(imbalance(per_member, fair), 3), "reporting": reporting,
+    return {"time": now_text, "imbalance": round(imbalance(per_member, fair), 3),
+            "reporting": reporting,
             "members": [{"member": members[i], "load": float(_rounded(per_member[i])),
                          "ofFairShare": round(float(ratios[i]), 3)} for i in order.tolist()]}

@@ -25,7 +25,7 @@ from controller.core.limits import Access, Limits
 from controller.core.membership import Membership, MembershipError, members_from
 from controller.core.memory import RingMemory, Verified
 from controller.core.render import RingTooLarge, configmap_data
-from controller.core.rfc3339 import epoch
+from controller.core.rfc3339 import epoch, seconds_between
 from controller.core.ring import work
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import RingConfig, SpecError
@@ -177,7 +177,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
     change = decision if decision.changed and desired is not None else None
     memory = replace(gathered.memory, handover_since=handover_since,
                      pending_since=_pending_since(decision, gathered.memory.pending_since, now),
-                     loads=_measured_load(status, published, gathered, now_text))
+                     loads=_measured_load(status, ring.status.get("measuredLoad"), published,
+                                          gathered, now_text))
     if desired is not None:
         memory = replace(memory, last_published=desired.data.get("ring.json"),
                          last_published_ring=published, verified=None)
@@ -188,28 +189,37 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                     events=events, requeue_after=requeue_after, memory=memory, change=change)
 
 
-def _measured_load(status: dict[str, Any], published: ringfile.RingFile | None,
+def _measured_load(status: dict[str, Any], shown: Any, published: ringfile.RingFile | None,
                    gathered: Gathered, now_text: str) -> loads.Smoothed | None:
     """status.measuredLoad, from the load reports the members' agents write with their
-    acknowledgements (absent while none is fresh); the smoothed reports, to remember."""
-    status.pop("measuredLoad", None)
+    acknowledgements (absent while none is fresh; ``shown``: what the status shows now, kept for
+    SHOWN_EVERY seconds); the smoothed reports, to remember."""
     if published is None:
         return gathered.memory.loads
     shards = published.assignment.shards
-    reports = load_reports(gathered.acks, shards)
+    now = epoch(now_text)
+    # An agent's clock ahead of ours would hold its reports back, and keep them fresh forever.
+    reports = [replace(r, at=min(r.at, now)) if now is not None else r
+               for r in load_reports(gathered.acks, shards)]
     if not reports and gathered.memory.loads is None:
         return None
-    smoothed = loads.smooth(gathered.memory.loads, reports, loads.HALF_LIFE)
-    now = epoch(now_text)
+    smoothed = loads.smooth(gathered.memory.loads, reports, loads.HALF_LIFE, shards)
     per_shard = loads.shard_loads(smoothed, shards, now, loads.STALE_AFTER) \
         if now is not None else None
-    if per_shard is not None:
-        members = published.assignment.members
-        weights = np.array([m.weight for m in members], dtype=np.float64)
-        fresh = {r.member for r in reports if now is not None and
-                 now - r.at <= loads.STALE_AFTER}
-        status["measuredLoad"] = loads.measured(per_shard, [m.id for m in members], weights,
-                                                published.assignment.table, len(fresh))
+    if per_shard is None:
+        return smoothed
+    fresh = len({r.member for r in reports if now is not None and
+                 now - r.at <= loads.STALE_AFTER})
+    age = seconds_between(str(shown.get("time", "")), now_text) \
+        if isinstance(shown, dict) else None
+    if isinstance(shown, dict) and shown.get("reporting") == fresh and age is not None and \
+            0 <= age < loads.SHOWN_EVERY:
+        status["measuredLoad"] = shown
+        return smoothed
+    members = published.assignment.members
+    weights = np.array([m.weight for m in members], dtype=np.float64)
+    status["measuredLoad"] = loads.measured(per_shard, [m.id for m in members], weights,
+                                            published.assignment.table, fresh, now_text)
     return smoothed
 
 

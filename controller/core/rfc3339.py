@@ -21,9 +21,9 @@ def seconds_between(earlier: str, later: str) -> float | None:
     try:
         start = datetime.datetime.fromisoformat(earlier.replace("Z", "+00:00"))
         end = datetime.datetime.fromisoformat(later.replace("Z", "+00:00"))
-    except (AttributeError, ValueError):
+        return (end - start).total_seconds()
+    except (AttributeError, ValueError, TypeError):  # (TypeError: one of them has no zone)
         return None
-    return (end - start).total_seconds()
 
 
 def epoch(text: str) -> float | None:

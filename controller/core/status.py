@@ -27,7 +27,9 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
                  suspended: bool = False, acks: tuple[Ack, ...] = (),
                  ending: handover.Progress | None = None) -> dict[str, Any]:
     current = dict(ring.status)
-    status: dict[str, Any] = {k: v for k, v in current.items() if k != "conditions"}
+    # (measuredLoad: the planner adds it, from this pass's load reports, or not at all.)
+    status: dict[str, Any] = {k: v for k, v in current.items()
+                              if k not in ("conditions", "measuredLoad")}
     status["observedGeneration"] = ring.generation
     if config is not None:
         status["configMapName"] = config.configmap
@@ -198,8 +200,8 @@ def progress_conditions(problem: Problem | None, source: SourceState | None,
         # (A handover has its own timeout, after which the next version is published.)
         stalled = Condition("Stalled", True, "NotConverged",
                             f"{converged.message}; still not applied "
-                            f"{converging_for / 60:.0f} minutes after it was published: their "
-                            f"ring agents (or the workloads' reloads) need a look")
+                            f"{CONVERGENCE_PATIENCE / 60:.0f} minutes after it was published: "
+                            f"their ring agents (or the workloads' reloads) need a look")
     if stalled is not None:
         return [Condition("Reconciling", False, "Stalled", stalled.message), stalled]
     reconciling = Condition("Reconciling", False, "Settled", "")

@@ -49,12 +49,15 @@ class PlanningThreads(Executor):
     def __init__(self, workers: int, name: str = "planner"):
         self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
                                             dict[str, Any]] | None] = queue.SimpleQueue()
+        self._closed = False
         self._threads = [threading.Thread(target=self._run, name=f"{name}_{i}", daemon=True)
                          for i in range(workers)]
         for thread in self._threads:
             thread.start()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._closed:
+            raise RuntimeError("the planning threads are shut down")
         future: Future[Any] = Future()
         self._work.put((future, fn, args, kwargs))
         return future
@@ -70,6 +73,7 @@ class PlanningThreads(Executor):
                 future.set_exception(error)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
         if cancel_futures:
             while True:
                 try:

@@ -763,3 +763,31 @@ def test_in_prometheus_mode_a_shards_load_is_its_targets_samples(tmp_path):
     assert asked == ["/api/v1/query?query=scrape_samples_scraped"]
     with pytest.raises(LoadUnavailable):
         prometheus("http://127.0.0.1:1")(16)
+
+
+def test_a_steady_load_is_written_again_before_it_would_go_stale_and_nothing_stops_the_agent(
+        tmp_path, caplog):
+    from controller.core import loads
+    clock, leases = Clock(), Leases()
+    answers = [{0: 5.0, 1: 5.0}]
+
+    def measure(shards):
+        answer = answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return dict(answer)
+    agent = agent_for(tmp_path, prometheus=False, leases=leases, clock=clock)
+    agent.config = replace(agent.config, load=measure, load_interval=30.0)
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    agent.step(0)
+    writes = len(leases.written)
+    clock.now += 60
+    agent.step(0)
+    assert len(leases.written) == writes  # the same report, a minute later: no write
+    clock.now += loads.STALE_AFTER / 2
+    agent.step(0)
+    assert len(leases.written) == writes + 1  # the same report, but renewed in time
+    answers[0] = TypeError("'NoneType' object is not iterable")  # any failure of a source
+    clock.now += 31
+    agent.step(0)  # does not raise
+    assert "load not measured" in caplog.text

@@ -49,3 +49,10 @@ def test_a_plan_still_running_does_not_hold_the_exit_up():
     done = subprocess.run([sys.executable, "-c", program, str(REPO)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "leaving\n"
+
+
+def test_nothing_is_taken_after_shutdown():
+    threads = PlanningThreads(1)
+    threads.shutdown()
+    with pytest.raises(RuntimeError):
+        threads.submit(sum, [1])

@@ -134,6 +134,10 @@ def test_agents_that_never_apply_the_ring_stall_it_after_the_patience_with_their
     assert "not yet: b" in message and "5 minutes after it was published" in message
     assert condition(stalled.status, "Ready")["status"] == "True"  # the ring itself is served
     assert stalled.requeue_after is None  # no busy loop while it stays stalled
+    still = plan_pass(ring_object(stalled.status), CONFIG, gathered, 420.0,
+                      "2026-12-02T10:07:00Z")
+    assert still.status == stalled.status | {"conditions": still.status["conditions"]} and \
+        condition(still.status, "Stalled") == condition(stalled.status, "Stalled")  # no rewrite
     caught_up = replace(gathered, acks=(acks[0], replace(acks[1], version=ring.version,
                                                             ring_hash=ring.hash, reload="ok")))
     done = plan_pass(ring_object(stalled.status), CONFIG, caught_up, 400.0,
@@ -152,3 +156,8 @@ def test_a_handover_is_bounded_by_its_own_timeout_not_by_the_convergence_patienc
                                      CONVERGENCE_PATIENCE * 2)
     assert (stalled.status, stalled.reason) == (True, "NotConverged")
 
+
+
+def test_a_time_without_a_zone_is_unreadable_not_an_error():
+    from controller.core.rfc3339 import seconds_between
+    assert seconds_between("2026-12-02T10:00:00", "2026-12-02T10:05:00Z") is None
