@@ -27,6 +27,7 @@ class RingMemory:
     last_publish: float | None = None  # when this operator last published a new version
     last_publish_bytes: int = 0  # and how big its ConfigMap data was
     loads: loads.Smoothed | None = None  # the members' load reports, smoothed per shard
+    watching_since: str | None = None  # when this operator's first pass of the ring ran (wall)
 
 
     def written(self, ring_json: str | None, verified: Verified) -> RingMemory:
@@ -35,4 +36,4 @@ class RingMemory:
         same = ring_json == self.last_published
         return RingMemory(ring_json, self.last_published_ring if same else None, verified,
                           self.pending_since, self.handover_since, self.last_publish,
-                          self.last_publish_bytes, self.loads)
+                          self.last_publish_bytes, self.loads, self.watching_since)

@@ -155,8 +155,9 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                                        owner_reference(ring.name, ring.uid),
                                        config.prometheus_relabel, data_digest(data))
             published = decision.ring
+    watching_since = gathered.memory.watching_since or now_text
     status = build_status(ring, config, decision.problem, source, decision, now_text,
-                          acks=gathered.acks, ending=ending)
+                          acks=gathered.acks, ending=ending, watching_since=watching_since)
     events = warnings(ring, decision.problem)
     if decision.changed and desired is not None:
         events = (handover_ended(ending, decision) if ending and ending.done else
@@ -167,7 +168,7 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
         # (With a problem the handover waits for the problem to go: no timer, no busy loop.)
         due = max(0.0, handover_since + config.handover_timeout - now)
         requeue_after = due if requeue_after is None else min(requeue_after, due)
-    converging = converging_due(status, now_text)
+    converging = converging_due(status, now_text, watching_since)
     if converging is not None:  # so that Stalled (NotConverged) comes without another event
         requeue_after = converging if requeue_after is None else min(requeue_after, converging)
     if source is not None and source.permission_denied and \
@@ -176,6 +177,7 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
         requeue_after = RECHECK if requeue_after is None else min(requeue_after, RECHECK)
     change = decision if decision.changed and desired is not None else None
     memory = replace(gathered.memory, handover_since=handover_since,
+                     watching_since=watching_since,
                      pending_since=_pending_since(decision, gathered.memory.pending_since, now),
                      loads=_measured_load(status, ring.status.get("measuredLoad"), published,
                                           gathered, now_text))

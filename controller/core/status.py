@@ -25,7 +25,10 @@ from controller.core.views import RingObject
 def build_status(ring: RingObject, config: RingConfig | None, problem: Problem | None,
                  source: SourceState | None, decision: Decision | None, now_text: str,
                  suspended: bool = False, acks: tuple[Ack, ...] = (),
-                 ending: handover.Progress | None = None) -> dict[str, Any]:
+                 ending: handover.Progress | None = None,
+                 watching_since: str | None = None) -> dict[str, Any]:
+    """``watching_since``: when this operator began following the ring (its acknowledgements
+    may not all be listed before that: members are not counted as lagging for longer)."""
     current = dict(ring.status)
     # (measuredLoad: the planner adds it, from this pass's load reports, or not at all.)
     status: dict[str, Any] = {k: v for k, v in current.items()
@@ -61,10 +64,9 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
     wanted = conditions_for(problem, source, decision, suspended,
                             config.query.words if config is not None else None)
     converged = _converged(status, published, acks, decision, now_text, current)
-    since = (status.get("convergence") or {}).get("since")
     wanted += [converged, *progress_conditions(
         problem, source, decision, published, converged, suspended,
-        seconds_between(since, now_text) if since else None)]
+        _converging_for(status, now_text, watching_since))]
     _handover_status(status, published, ending, decision, now_text, current)
     status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
     return status
@@ -226,13 +228,26 @@ def progress_conditions(problem: Problem | None, source: SourceState | None,
     return [reconciling, Condition("Stalled", False, "AsExpected", "")]
 
 
-def converging_due(status: Mapping[str, Any], now_text: str) -> float | None:
+def _converging_for(status: Mapping[str, Any], now_text: str,
+                    watching_since: str | None) -> float | None:
+    """Seconds the published ring has been on its way to the members, as far as this operator
+    knows: since it was published, or since the operator began following the ring (right after
+    a restart the agents' acknowledgements are still being listed)."""
+    since = (status.get("convergence") or {}).get("since")
+    waited = seconds_between(since, now_text) if since else None
+    watched = seconds_between(watching_since, now_text) if watching_since else None
+    if waited is None or watched is None:
+        return waited
+    return min(waited, watched)
+
+
+def converging_due(status: Mapping[str, Any], now_text: str,
+                   watching_since: str | None = None) -> float | None:
     """Seconds until a ring still converging has waited CONVERGENCE_PATIENCE (its next pass then
     reports Stalled even if nothing else happens); None when it is not converging."""
     reconciling = next((c for c in status.get("conditions") or []
                         if c.get("type") == "Reconciling"), None)
-    since = (status.get("convergence") or {}).get("since")
-    if reconciling is None or reconciling.get("reason") != "Converging" or not since:
+    if reconciling is None or reconciling.get("reason") != "Converging":
         return None
-    waited = seconds_between(since, now_text)
+    waited = _converging_for(status, now_text, watching_since)
     return None if waited is None else max(0.0, CONVERGENCE_PATIENCE - waited)
