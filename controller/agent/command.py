@@ -86,15 +86,16 @@ def config_from(args: argparse.Namespace) -> Any:
     namespace, _, name = args.configmap.rpartition("/")
     namespace = namespace or default_namespace()
     prometheus = None
+    # Prometheus' own API: given, or --reload-url's server (its /-/reload endpoint).
+    api = args.prometheus_url or (args.reload_url.removesuffix("/-/reload")
+                                  if args.reload_url and args.reload_url.endswith("/-/reload")
+                                  else None)
     if bool(args.prometheus_base) != bool(args.prometheus_config):
         raise AgentUsageError("--prometheus-base and --prometheus-config go together")
     if args.prometheus_base:
         if not args.member and not args.address:
             raise AgentUsageError("rendering a member's configuration needs --member or "
                                   "--address (POD_IP)")
-        api = args.prometheus_url or (args.reload_url.removesuffix("/-/reload")
-                                      if args.reload_url and args.reload_url.endswith("/-/reload")
-                                      else None)
         prometheus = PrometheusOutput(args.prometheus_base, args.prometheus_config,
                                       tuple(args.prometheus_job), args.promtool, api)
     action: Reload | None = None
@@ -122,9 +123,6 @@ def config_from(args: argparse.Namespace) -> Any:
     if args.load_url:
         measure = loadreport.workload(args.load_url)
     elif args.load_from_prometheus:
-        api = args.prometheus_url or (args.reload_url.removesuffix("/-/reload")
-                                      if args.reload_url and args.reload_url.endswith("/-/reload")
-                                      else None)
         if api is None:
             raise AgentUsageError("--load-from-prometheus needs --prometheus-url (or a "
                                   "--reload-url ending in /-/reload)")

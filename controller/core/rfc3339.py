@@ -16,19 +16,23 @@ def now_rfc3339(*, micro: bool = False) -> str:
     return rfc3339(datetime.datetime.now(datetime.UTC), micro=micro)
 
 
-def seconds_between(earlier: str, later: str) -> float | None:
-    """``later - earlier`` in seconds, for two times as written above (None: either unreadable)."""
+def _parsed(text: str) -> datetime.datetime | None:
     try:
-        start = datetime.datetime.fromisoformat(earlier.replace("Z", "+00:00"))
-        end = datetime.datetime.fromisoformat(later.replace("Z", "+00:00"))
-        return (end - start).total_seconds()
-    except (AttributeError, ValueError, TypeError):  # (TypeError: one of them has no zone)
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
         return None
+
+
+def seconds_between(earlier: str, later: str) -> float | None:
+    """``later - earlier`` in seconds, for two times as written above (None: either unreadable,
+    or one of them without a zone)."""
+    start, end = _parsed(earlier), _parsed(later)
+    if start is None or end is None or (start.tzinfo is None) != (end.tzinfo is None):
+        return None
+    return (end - start).total_seconds()
 
 
 def epoch(text: str) -> float | None:
     """Seconds since 1970 for a time as written above (None: unreadable)."""
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except (AttributeError, ValueError):
-        return None
+    moment = _parsed(text)
+    return None if moment is None else moment.timestamp()

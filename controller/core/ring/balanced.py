@@ -185,7 +185,9 @@ def _allowed(rows: np.ndarray, candidate: np.ndarray, zones: np.ndarray, cap: in
     return allowed
 
 
-def _may_own(row: np.ndarray, member: int, zones: np.ndarray, cap: int) -> bool:
+def may_own(row: np.ndarray, member: int, zones: np.ndarray, cap: int) -> bool:
+    """Whether ``member`` may take a place in ``row``: not in it already, and its zone under
+    the cap."""
     if member in row:
         return False
     present = row[row >= 0]
@@ -201,7 +203,7 @@ def _walk(row: np.ndarray, start: int, ring_owner: np.ndarray, spare: np.ndarray
         if member in seen:
             continue
         seen.add(member)
-        if spare[member] > 0 and _may_own(row, member, zones, cap):
+        if spare[member] > 0 and may_own(row, member, zones, cap):
             return member
     return None
 
@@ -218,12 +220,12 @@ def _swap(owners: np.ndarray, shard: int, spare: np.ndarray, zones: np.ndarray,
     kept_slots = list(zip(*np.nonzero(~fresh & (owners >= 0)), strict=True))
     for other, slot in fresh_slots + kept_slots:
         donor = int(owners[other, slot])
-        if other == shard or not _may_own(owners[shard], donor, zones, cap):
+        if other == shard or not may_own(owners[shard], donor, zones, cap):
             continue
         without = owners[other].copy()
         without[slot] = VACANT
         for member in roomy:
-            if _may_own(without, member, zones, cap):
+            if may_own(without, member, zones, cap):
                 owners[other, slot] = member
                 spare[member] -= 1
                 return donor

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-VACANT = -1
+from controller.core.ring.balanced import VACANT, may_own
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,6 @@ def imbalance(loads: np.ndarray, fair: np.ndarray) -> float:
     return float((loads / fair).max())
 
 
-def _may_own(row: np.ndarray, member: int, zones: np.ndarray, cap: int) -> bool:
-    if member in row:
-        return False
-    present = row[row >= 0]
-    return int((zones[present] == zones[member]).sum()) < cap
-
-
 def fill_by_load(owners: np.ndarray, shard_load: np.ndarray, weights: np.ndarray,
                  zones: np.ndarray, cap: int) -> tuple[Move, ...]:
     """Fill the vacant slots (-1) of ``owners`` in place: heaviest shard first, each to the member
@@ -88,7 +81,7 @@ def fill_by_load(owners: np.ndarray, shard_load: np.ndarray, weights: np.ndarray
     for shard, slot in zip(vacant_shards[order].tolist(), vacant_slots[order].tolist(),
                            strict=True):
         by_ratio = np.lexsort((np.arange(n), (loads + shard_load[shard]) / safe_fair))
-        target = next((int(m) for m in by_ratio if _may_own(owners[shard], int(m), zones, cap)),
+        target = next((int(m) for m in by_ratio if may_own(owners[shard], int(m), zones, cap)),
                       None)
         if target is None:
             raise ValueError(f"no member may own shard {shard}")  # the count engine's job

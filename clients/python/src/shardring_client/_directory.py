@@ -26,16 +26,15 @@ Path = Union[str, "os.PathLike[str]"]
 
 def _resolved(path: str) -> tuple[str, object]:
     """(the ring.json to open, a cheap stamp that changes with every new version)."""
-    if not os.path.isdir(path):
-        info = os.stat(path)
-        return path, (info.st_ino, info.st_mtime_ns, info.st_size)
-    try:
-        target = os.readlink(os.path.join(path, DATA))
-    except (FileNotFoundError, OSError):  # a plain directory holding ring.json
-        found = os.path.join(path, RING_JSON)
-        info = os.stat(found)
-        return found, (info.st_ino, info.st_mtime_ns, info.st_size)
-    return os.path.join(path, target, RING_JSON), target
+    found = path
+    if os.path.isdir(path):
+        try:
+            target = os.readlink(os.path.join(path, DATA))
+            return os.path.join(path, target, RING_JSON), target
+        except OSError:  # a plain directory holding ring.json
+            found = os.path.join(path, RING_JSON)
+    info = os.stat(found)
+    return found, (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 def _read(path: str) -> tuple[bytes, object]:
