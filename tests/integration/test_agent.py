@@ -16,6 +16,7 @@ from controller.testing.controlplane import free_port
 from controller.testing.scrape import scrape as scrape_url
 from controller.testing.scrapers import AgentProcess
 from tests.operator_helpers import (
+    http_server,
     kubectl,
     quick,
     service_account_kubeconfig,
@@ -395,53 +396,36 @@ def test_an_agent_reports_its_members_load_with_its_acknowledgement(
     """--load-url: the workload's shardring_shard_load gauges (served here with the Python
     client's helper) go into the agent's Lease, for its member's shards only, and follow the
     workload's figures (issue #26)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     import shardring_client
     from controller.core import loads
     served = {shard: float(shard + 1) for shard in range(32)}
+    with http_server(lambda _: shardring_client.load_exposition(served).encode()) as url:
+        _, ports, _ = three_members(consul_helper, rings, 9460)
+        _, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path, ports[:1],
+                                 "--load-url", f"{url}/metrics", "--load-interval", "0.5")
+        leases = k8s.CoordinationV1Api(api_client)
 
-    class Metrics(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            body = shardring_client.load_exposition(served).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _, ports, _ = three_members(consul_helper, rings, 9460)
-    _, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path, ports[:1],
-                             "--load-url", f"http://127.0.0.1:{server.server_port}/metrics",
-                             "--load-interval", "0.5")
-    leases = k8s.CoordinationV1Api(api_client)
-
-    def reported() -> dict[int, float]:
-        notes = leases.read_namespaced_lease("scrapers-ring.scraper-0",
-                                             namespace).metadata.annotations or {}
-        return loads.decode(notes.get(loads.ANNOTATION), 32)
-    try:
-        ring = rings.ring("scrapers-ring")
-        me = next(m for m, e in ring.endpoints.items() if e.port == ports[0])
-        mine = ring.assignment.shards_of(me)
-        wait_for(lambda: reported() == {s: served[s] for s in mine}, "the member's load report")
-        # The operator shows it (one member reports: the others' shards count as the mean;
-        # tests/unit/test_measured_load.py checks the figures).
-        wait_for(lambda: ((rings.get("scrapers").get("status") or {}).get("measuredLoad") or {})
-                 .get("reporting") == 1, "status.measuredLoad")
-        measured = rings.get("scrapers")["status"]["measuredLoad"]
-        assert me in {m["member"] for m in measured["members"]} and measured["imbalance"] >= 1
-        # ... and exports it, for a dashboard or an alert.
-        series = scrape_url(f"http://127.0.0.1:{operator.config.metrics_port}/metrics")
-        assert series[f'shardring_ring_load_imbalance{{namespace="{namespace}",'
-                      f'ring="scrapers"}}'] >= 1
-        served[mine[0]] = 500.0
-        wait_for(lambda: reported().get(mine[0]) == 500.0, "the new load reported")
-    finally:
-        server.shutdown()
-        for agent in agents:
-            agent.stop()
+        def reported() -> dict[int, float]:
+            notes = leases.read_namespaced_lease("scrapers-ring.scraper-0",
+                                                 namespace).metadata.annotations or {}
+            return loads.decode(notes.get(loads.ANNOTATION), 32)
+        try:
+            ring = rings.ring("scrapers-ring")
+            me = next(m for m, e in ring.endpoints.items() if e.port == ports[0])
+            mine = ring.assignment.shards_of(me)
+            wait_for(lambda: reported() == {s: served[s] for s in mine}, "the member's load report")
+            # The operator shows it (one member reports: the others' shards count as the mean;
+            # tests/unit/test_measured_load.py checks the figures).
+            wait_for(lambda: ((rings.get("scrapers").get("status") or {}).get("measuredLoad") or {})
+                     .get("reporting") == 1, "status.measuredLoad")
+            measured = rings.get("scrapers")["status"]["measuredLoad"]
+            assert me in {m["member"] for m in measured["members"]} and measured["imbalance"] >= 1
+            # ... and exports it, for a dashboard or an alert.
+            series = scrape_url(f"http://127.0.0.1:{operator.config.metrics_port}/metrics")
+            assert series[f'shardring_ring_load_imbalance{{namespace="{namespace}",'
+                          f'ring="scrapers"}}'] >= 1
+            served[mine[0]] = 500.0
+            wait_for(lambda: reported().get(mine[0]) == 500.0, "the new load reported")
+        finally:
+            for agent in agents:
+                agent.stop()

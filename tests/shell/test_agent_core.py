@@ -730,32 +730,20 @@ def test_in_prometheus_mode_a_shards_load_is_its_targets_samples(tmp_path):
     hashmod puts the target in (the adapter against a stand-in for Prometheus' query API; the
     real servers are for the balancing proof of issue #26)."""
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from controller.agent.loadreport import LoadUnavailable, prometheus
     from controller.client import shard_of
+    from tests.operator_helpers import http_server
     targets = {"10.0.0.1:9100": 100.0, "10.0.0.2:9100": 5000.0, "10.0.0.3:9100": 7.0}
     asked = []
 
-    class Api(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            asked.append(self.path)
-            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-                {"metric": {"instance": t, "job": "nodes"}, "value": [1.0, str(v)]}
-                for t, v in targets.items()] + [{"metric": {}, "value": [1.0, "9"]}]}}).encode()
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        measured = prometheus(f"http://127.0.0.1:{server.server_port}")(16)
-    finally:
-        server.shutdown()
+    def answer(path: str) -> bytes:
+        asked.append(path)
+        return json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"instance": t, "job": "nodes"}, "value": [1.0, str(v)]}
+            for t, v in targets.items()] + [{"metric": {}, "value": [1.0, "9"]}]}}).encode()
+    with http_server(answer) as url:
+        measured = prometheus(url)(16)
     expected: dict[int, float] = {}
     for target, samples in targets.items():
         expected[shard_of(target, 16)] = expected.get(shard_of(target, 16), 0.0) + samples
