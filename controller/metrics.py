@@ -29,6 +29,9 @@ RING_MEMBERS = Gauge("shardring_ring_members", "Members in the published ring.",
                      registry=REGISTRY)
 RING_VERSION = Gauge("shardring_ring_version", "Published ring version.", RING, registry=REGISTRY)
 RESHARDS = Counter("shardring_reshards_total", "Published ring changes.", RING, registry=REGISTRY)
+REBALANCES = Counter("shardring_rebalances_total",
+                     "Ring versions published to even out measured load (spec.balance.by: load).",
+                     RING, registry=REGISTRY)
 SHARDS_MOVED = Counter("shardring_shards_moved_total", "Shard replicas that changed owner.", RING,
                        registry=REGISTRY)
 CONFIGMAP_WRITES = Counter("shardring_configmap_writes_total", "ConfigMap creates and updates.",
@@ -229,8 +232,8 @@ def serve(port: int, conditions: Callable[[], Iterable[RingCondition]],
 
 def forget_ring(namespace: str, ring: str) -> None:
     """A deleted ring's series go with it."""
-    for metric in (RING_MEMBERS, RING_VERSION, RESHARDS, SHARDS_MOVED, CONFIGMAP_WRITES,
-                   RECONCILE_ERRORS):
+    for metric in (RING_MEMBERS, RING_VERSION, RESHARDS, REBALANCES, SHARDS_MOVED,
+                   CONFIGMAP_WRITES, RECONCILE_ERRORS):
         try:
             metric.remove(namespace, ring)
         except KeyError:

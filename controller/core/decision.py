@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import numpy as np
+
 from controller.core import ringfile
 from controller.core.membership import Membership
 from controller.core.ring import RingError, plan
+from controller.core.ring.engine import plan_by_load, rebalance_by_load
 from controller.core.spec import RingConfig
 
 
@@ -28,6 +31,8 @@ def _with_rules(source: dict[str, Any], config: RingConfig) -> dict[str, Any]:
         source["zoneFrom"] = config.zone_from
     if config.drain_from:
         source["drainFrom"] = config.drain_from
+    if config.balance.by_load:  # (so that switching it is a spec change, applied at once)
+        source["balanceBy"] = "load"
     return source
 
 
@@ -80,19 +85,35 @@ class Decision:
     joined: tuple[str, ...] = ()  # who joined and left with this version, sorted
     left: tuple[str, ...] = ()
     observed: int | None = None  # members the source reports now (None: not known)
+    rebalanced: Rebalanced | None = None  # this version moves shards for their load
+
+
+@dataclass(frozen=True)
+class Rebalanced:
+    """A rebalance by load: how many shard replicas it moves, what share of the load moves with
+    them, and the imbalance (highest load over fair share) before and after."""
+
+    moves: int
+    load_moved: float  # a fraction of the total replica load
+    before: float
+    after: float
+    # A shard alone heavier than any member's allowance, when the tolerance cannot be met.
+    too_heavy: int | None = None
 
 
 def decide(config: RingConfig, membership: Membership, source_index: int,
            previous: ringfile.RingFile | None, *, shard_ring: dict[str, str],
            now: float, seen_at: float, pending_since: float | None,
            last_version: int = 0, not_before: float | None = None,
-           own: bool = False) -> Decision:
+           own: bool = False, shard_load: np.ndarray | None = None) -> Decision:
     """``seen_at``: when the source first reported this membership; ``pending_since``: when the
     membership first differed from the published one; ``last_version``: the highest version ever
     published (from status), so numbering continues even if the ConfigMap was lost;
     ``not_before``: no membership change is published before this time (the operator's minimum
     interval between versions, whatever the window); ``own``: ``previous`` is the ring this
-    operator published itself (so, unchanged inputs, it is the answer as it is)."""
+    operator published itself (so, unchanged inputs, it is the answer as it is);
+    ``shard_load``: the measured load of each shard of ``previous`` when the ring balances by
+    load (None: nothing measured yet)."""
     members = membership.members
     guard = config.stabilization
     needed = max(guard.min_members, config.ring_spec.replication, 1)
@@ -142,7 +163,16 @@ def decide(config: RingConfig, membership: Membership, source_index: int,
     else:
         removed, added = set(), {m.id for m in members}
     try:
-        assignment = plan(members, config.ring_spec, previous.assignment if previous else None)
+        if previous is not None and config.balance.by_load and \
+                previous.assignment.shards == config.ring_spec.shards:
+            # Unmeasured shards weigh the same: the count engine would undo what load moved.
+            assignment = plan_by_load(
+                members, config.ring_spec, previous.assignment,
+                shard_load if shard_load is not None else np.ones(config.ring_spec.shards),
+                config.balance.tolerance)
+        else:
+            assignment = plan(members, config.ring_spec,
+                              previous.assignment if previous else None)
     except RingError as error:
         return Decision(previous, problem=Problem(Reason.INVALID_SPEC, str(error)),
                         observed=len(members))
@@ -161,3 +191,24 @@ def decide(config: RingConfig, membership: Membership, source_index: int,
     return Decision(published, changed=True, moved=moved, added=len(added), removed=len(removed),
                     joined=tuple(sorted(added)), left=tuple(sorted(removed)),
                     observed=len(members))
+
+
+def rebalance(config: RingConfig, previous: ringfile.RingFile, shard_load: np.ndarray,
+              last_version: int, observed: int | None) -> Decision:
+    """A rebalance by load of the published ring (the same members): a new version when shards
+    should move (``rebalanced`` says how it went either way)."""
+    assignment, found = rebalance_by_load(previous.assignment, shard_load,
+                                          config.balance.tolerance,
+                                          config.balance.budget(previous.assignment.table.size))
+    total = float(shard_load.sum()) * previous.assignment.table.shape[1]
+    summary = Rebalanced(len(found.moves),
+                         sum(move.load for move in found.moves) / total if total > 0 else 0.0,
+                         found.before, found.after, found.too_heavy)
+    if not found.moves:
+        return Decision(previous, observed=observed, rebalanced=summary)
+    published = ringfile.RingFile(
+        assignment=assignment, version=max(last_version, previous.version) + 1,
+        source_index=previous.source_index, shard_ring=previous.shard_ring,
+        service=previous.service, endpoints=previous.endpoints, draining=previous.draining)
+    return Decision(published, changed=True, moved=len(found.moves), observed=observed,
+                    rebalanced=summary)

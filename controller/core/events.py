@@ -44,6 +44,15 @@ def resharded(decision: Decision) -> Event:
                  f"{decision.moved} shard replicas moved")
 
 
+def rebalanced(decision: Decision) -> Event:
+    ring, done = decision.ring, decision.rebalanced
+    assert ring is not None and done is not None
+    return Event("Normal", "Rebalanced",
+                 f"ring version {ring.version}: {done.moves} shard replicas move for their "
+                 f"measured load ({done.load_moved:.1%} of it); imbalance {done.before:.2f} -> "
+                 f"{done.after:.2f}")
+
+
 def named(names: tuple[str, ...], count: int) -> str:
     shown = ", ".join(names[:SHOWN_MEMBERS])
     return shown if count <= SHOWN_MEMBERS else f"{shown} and {count - SHOWN_MEMBERS} more"

@@ -3,7 +3,7 @@ whole and returns it whole, so no field of it travels alone. Pure."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controller.core import loads, ringfile
 
@@ -28,12 +28,12 @@ class RingMemory:
     last_publish_bytes: int = 0  # and how big its ConfigMap data was
     loads: loads.Smoothed | None = None  # the members' load reports, smoothed per shard
     watching_since: str | None = None  # when this operator's first pass of the ring ran (wall)
-
+    balance_checked: float | None = None  # when a rebalance by load was last considered
 
     def written(self, ring_json: str | None, verified: Verified) -> RingMemory:
         """After the ConfigMap write: the version it made, and what it holds (the parsed ring
         is kept only if it is the text the plan rendered)."""
         same = ring_json == self.last_published
-        return RingMemory(ring_json, self.last_published_ring if same else None, verified,
-                          self.pending_since, self.handover_since, self.last_publish,
-                          self.last_publish_bytes, self.loads, self.watching_since)
+        return replace(self, last_published=ring_json,
+                       last_published_ring=self.last_published_ring if same else None,
+                       verified=verified)

@@ -19,8 +19,9 @@ import numpy as np
 from controller.core import handover, loads, ringfile
 from controller.core.access import access_problem
 from controller.core.acks import Ack, load_reports
-from controller.core.decision import Decision, Problem, Reason, decide, kept
-from controller.core.events import Event, handover_ended, resharded, warnings
+from controller.core.balance import balance_condition, balance_warning, last_rebalance
+from controller.core.decision import Decision, Problem, Reason, decide, kept, rebalance
+from controller.core.events import Event, handover_ended, rebalanced, resharded, warnings
 from controller.core.limits import Access, Limits
 from controller.core.membership import Membership, MembershipError, members_from
 from controller.core.memory import RingMemory, Verified
@@ -137,9 +138,13 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                         requeue_after=RECHECK, configmap_unowned=True,
                         memory=replace(gathered.memory, handover_since=None))
     previous, from_configmap = _previous(configmap, gathered)
-    decision = _decide(ring, config, source, previous, gathered, now, limits)
-    decision, ending = _handover(decision, previous, config, gathered, now,
-                                 int(ring.status.get("ringVersion") or 0))
+    measured = _shard_loads(previous, gathered, now_text, config.balance.half_life)
+    by_load = measured.per_shard if config.balance.by_load else None
+    decision = _decide(ring, config, source, previous, gathered, now, limits, by_load)
+    last_version = int(ring.status.get("ringVersion") or 0)
+    decision, balance_checked = _rebalance(decision, previous, config, by_load,
+                                           gathered.memory.balance_checked, now, last_version)
+    decision, ending = _handover(decision, previous, config, gathered, now, last_version)
     desired, published = None, previous
     keeps_verified = not decision.changed and from_configmap and configmap is not None and \
         gathered.memory.verified == Verified(configmap.name, configmap.resource_version,
@@ -156,13 +161,21 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                                        config.prometheus_relabel, data_digest(data))
             published = decision.ring
     watching_since = gathered.memory.watching_since or now_text
+    balanced = balance_condition(config, published, by_load)
     status = build_status(ring, config, decision.problem, source, decision, now_text,
-                          acks=gathered.acks, ending=ending, watching_since=watching_since)
-    events = warnings(ring, decision.problem)
+                          acks=gathered.acks, ending=ending, watching_since=watching_since,
+                          also=(balanced,) if balanced is not None else ())
+    events = warnings(ring, decision.problem) + balance_warning(ring, balanced)
     if decision.changed and desired is not None:
         events = (handover_ended(ending, decision) if ending and ending.done else
-                  resharded(decision),) + events
+                  rebalanced(decision) if decision.rebalanced else resharded(decision),) + events
+        if decision.rebalanced is not None and published is not None:
+            status["lastRebalance"] = last_rebalance(decision.rebalanced, published.version,
+                                                     now_text)
     requeue_after = _requeue(decision, now)
+    if balance_checked is not None and _quiet(decision, previous):  # the next rebalance then
+        due = max(0.0, balance_checked + config.balance.interval - now)
+        requeue_after = due if requeue_after is None else min(requeue_after, due)
     handover_since = _handover_since(decision, gathered, now)
     if handover_since is not None and decision.problem is None:
         # (With a problem the handover waits for the problem to go: no timer, no busy loop.)
@@ -179,8 +192,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
     memory = replace(gathered.memory, handover_since=handover_since,
                      watching_since=watching_since,
                      pending_since=_pending_since(decision, gathered.memory.pending_since, now),
-                     loads=_measured_load(status, ring.status.get("measuredLoad"), published,
-                                          gathered, now_text))
+                     loads=measured.smoothed, balance_checked=balance_checked)
+    _show_measured_load(status, ring.status.get("measuredLoad"), published, measured, now_text)
     if desired is not None:
         memory = replace(memory, last_published=desired.data.get("ring.json"),
                          last_published_ring=published, verified=None)
@@ -191,38 +204,79 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                     events=events, requeue_after=requeue_after, memory=memory, change=change)
 
 
-def _measured_load(status: dict[str, Any], shown: Any, published: ringfile.RingFile | None,
-                   gathered: Gathered, now_text: str) -> loads.Smoothed | None:
-    """status.measuredLoad, from the load reports the members' agents write with their
-    acknowledgements (absent while none is fresh; ``shown``: what the status shows now, kept for
-    SHOWN_EVERY seconds); the smoothed reports, to remember."""
-    if published is None:
-        return gathered.memory.loads
-    shards = published.assignment.shards
+@dataclass(frozen=True)
+class MeasuredLoads:
+    smoothed: loads.Smoothed | None  # the members' load reports, smoothed, to remember
+    per_shard: np.ndarray | None = None  # one load per shard of the published ring (None: no
+    # fresh report)
+    reporting: int = 0  # members with a fresh report
+
+
+def _shard_loads(previous: ringfile.RingFile | None, gathered: Gathered, now_text: str,
+                 half_life: float) -> MeasuredLoads:
+    """The load of each shard of the published ring, from the reports the members' agents write
+    with their acknowledgements."""
+    if previous is None:
+        return MeasuredLoads(gathered.memory.loads)
+    shards = previous.assignment.shards
     now = epoch(now_text)
     # An agent's clock ahead of ours would hold its reports back, and keep them fresh forever.
     reports = [replace(r, at=min(r.at, now)) if now is not None else r
                for r in load_reports(gathered.acks, shards)]
     if not reports and gathered.memory.loads is None:
-        return None
-    smoothed = loads.smooth(gathered.memory.loads, reports, loads.HALF_LIFE, shards)
-    per_shard = loads.shard_loads(smoothed, shards, now, loads.STALE_AFTER) \
-        if now is not None else None
-    if per_shard is None:
-        return smoothed
-    fresh = len({r.member for r in reports if now is not None and
-                 now - r.at <= loads.STALE_AFTER})
+        return MeasuredLoads(None)
+    smoothed = loads.smooth(gathered.memory.loads, reports, half_life, shards)
+    if now is None:
+        return MeasuredLoads(smoothed)
+    fresh = len({r.member for r in reports if now - r.at <= loads.STALE_AFTER})
+    return MeasuredLoads(smoothed, loads.shard_loads(smoothed, shards, now, loads.STALE_AFTER),
+                         fresh)
+
+
+def _show_measured_load(status: dict[str, Any], shown: Any,
+                        published: ringfile.RingFile | None, measured: MeasuredLoads,
+                        now_text: str) -> None:
+    """status.measuredLoad, while some report is fresh (``shown``: what the status shows now,
+    kept for SHOWN_EVERY seconds unless who reports changes)."""
+    per_shard = measured.per_shard
+    if published is None or per_shard is None or len(per_shard) != published.assignment.shards:
+        return
     age = seconds_between(str(shown.get("time", "")), now_text) \
         if isinstance(shown, dict) else None
-    if isinstance(shown, dict) and shown.get("reporting") == fresh and age is not None and \
-            0 <= age < loads.SHOWN_EVERY:
+    if isinstance(shown, dict) and shown.get("reporting") == measured.reporting and \
+            age is not None and 0 <= age < loads.SHOWN_EVERY:
         status["measuredLoad"] = shown
-        return smoothed
+        return
     members = published.assignment.members
     weights = np.array([m.weight for m in members], dtype=np.float64)
     status["measuredLoad"] = loads.measured(per_shard, [m.id for m in members], weights,
-                                            published.assignment.table, fresh, now_text)
-    return smoothed
+                                            published.assignment.table, measured.reporting,
+                                            now_text)
+
+
+def _rebalance(decision: Decision, previous: ringfile.RingFile | None, config: RingConfig,
+               shard_load: np.ndarray | None, checked: float | None, now: float,
+               last_version: int) -> tuple[Decision, float | None]:
+    """A rebalance by load, when one is due: the ring balances by load, a load is measured, the
+    published ring is what the source reports (nothing waits, nothing is wrong) and no handover
+    is in flight. The interval counts from the last check (the first pass with loads starts
+    it). Returns the decision and when the last check ran (None: not balancing by load)."""
+    if shard_load is None or previous is None or \
+            len(shard_load) != previous.assignment.shards:
+        return decision, None
+    if checked is None:
+        return decision, now
+    if not _quiet(decision, previous) or now < checked + config.balance.interval:
+        return decision, checked
+    return rebalance(config, previous, shard_load, last_version, decision.observed), now
+
+
+def _quiet(decision: Decision, previous: ringfile.RingFile | None) -> bool:
+    """Nothing else is on its way: the published ring stays as it is (no new version, nothing
+    waiting, nothing wrong, the source answered) and no handover is in flight."""
+    return not decision.changed and decision.problem is None and \
+        decision.wait_until is None and decision.observed is not None and \
+        previous is not None and decision.ring is previous and not previous.handover
 
 
 def _previous(configmap: ConfigMapView | None, gathered: Gathered
@@ -245,7 +299,7 @@ def _previous(configmap: ConfigMapView | None, gathered: Gathered
 
 def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
             previous: ringfile.RingFile | None, gathered: Gathered, now: float,
-            limits: Limits) -> Decision:
+            limits: Limits, shard_load: np.ndarray | None) -> Decision:
     if source is not None and source.refused:
         reason = Reason.INVALID_FILTER if config.query.filter else Reason.INVALID_QUERY
         return Decision(previous, problem=Problem(
@@ -280,7 +334,8 @@ def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,
                   not_before=_not_before(gathered, limits),
                   # Only the ring this operator published itself may be taken as it is; one
                   # edited by someone else, or written by another version, is planned again.
-                  own=previous is not None and previous is gathered.memory.last_published_ring)
+                  own=previous is not None and previous is gathered.memory.last_published_ring,
+                  shard_load=shard_load)
 
 
 def _membership(snapshot: Snapshot, config: RingConfig) -> Membership:

@@ -121,6 +121,22 @@ class Stabilization:
 
 
 @dataclass(frozen=True)
+class Balance:
+    """spec.balance: what shards are balanced by. ``by_load``: what members measured they carry
+    (their agents' load reports), else shard counts."""
+
+    by_load: bool = False
+    tolerance: float = 0.10  # no move while every member carries at most 1.1 x its fair share
+    max_moves_percent: float = 5.0  # of the shard replicas, per rebalance (at least one)
+    interval: float = 300.0  # seconds between rebalances
+    half_life: float = 120.0  # seconds: how fast the smoothed load follows the reports
+
+    def budget(self, replicas: int) -> int:
+        """The most shard replicas one rebalance may move."""
+        return max(1, int(replicas * self.max_moves_percent // 100))
+
+
+@dataclass(frozen=True)
 class RingConfig:
     query: SourceQuery
     ring_spec: RingSpec  # the engine's parameters: shards, replication, algorithm
@@ -135,6 +151,7 @@ class RingConfig:
     prometheus_relabel: bool = False
     suspend: bool = False
     handover_timeout: float = 60.0  # 0: planned moves complete at once (no make-before-break)
+    balance: Balance = field(default_factory=Balance)
 
 
 def value_of(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
@@ -212,7 +229,34 @@ def parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
         suspend=bool(value_of(spec, "suspend", False)),
         handover_timeout=parse_duration(value_of(value_of(spec, "handover", {}), "timeout",
                                                  "60s"), "spec.handover.timeout"),
+        balance=_balance(value_of(spec, "balance", {}), ring),
     )
+
+
+def _balance(balance: Mapping[str, Any], ring: RingSpec) -> Balance:
+    by = value_of(balance, "by", "count")
+    if by not in ("count", "load"):
+        raise SpecError(f"spec.balance.by {by!r} is not count or load")
+    if by == "load" and ring.algorithm is not Algorithm.BALANCED:
+        raise SpecError(f"spec.balance.by: load needs algorithm: balanced ({ring.algorithm.value} "
+                        f"places shards by hash alone, so no shard can be moved for its load)")
+    try:
+        tolerance = float(value_of(balance, "tolerancePercent", 10))
+        moves = float(value_of(balance, "maxMovesPercent", 5))
+    except (TypeError, ValueError):
+        raise SpecError("spec.balance.tolerancePercent and maxMovesPercent are numbers") from None
+    if not 1 <= tolerance <= 100:
+        raise SpecError(f"spec.balance.tolerancePercent {tolerance:g} is not between 1 and 100")
+    if not 0 < moves <= 100:
+        raise SpecError(f"spec.balance.maxMovesPercent {moves:g} is not above 0 and at most 100")
+    interval = parse_duration(value_of(balance, "interval", "5m"), "spec.balance.interval")
+    if interval < 10:
+        raise SpecError("spec.balance.interval must be at least 10s: every rebalance is a "
+                        "handover the members acknowledge")
+    return Balance(by_load=by == "load", tolerance=tolerance / 100,
+                   max_moves_percent=moves, interval=interval,
+                   half_life=parse_duration(value_of(balance, "smoothing", "2m"),
+                                            "spec.balance.smoothing"))
 
 
 def _drain_rule(rule: str | None) -> str | None:

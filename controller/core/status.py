@@ -26,9 +26,11 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
                  source: SourceState | None, decision: Decision | None, now_text: str,
                  suspended: bool = False, acks: tuple[Ack, ...] = (),
                  ending: handover.Progress | None = None,
-                 watching_since: str | None = None) -> dict[str, Any]:
+                 watching_since: str | None = None,
+                 also: tuple[Condition, ...] = ()) -> dict[str, Any]:
     """``watching_since``: when this operator began following the ring (its acknowledgements
-    may not all be listed before that: members are not counted as lagging for longer)."""
+    may not all be listed before that: members are not counted as lagging for longer);
+    ``also``: conditions of a feature the ring uses (Balanced, when it balances by load)."""
     current = dict(ring.status)
     # (measuredLoad: the planner adds it, from this pass's load reports, or not at all.)
     status: dict[str, Any] = {k: v for k, v in current.items()
@@ -66,7 +68,7 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
     converged = _converged(status, published, acks, decision, now_text, current)
     wanted += [converged, *progress_conditions(
         problem, source, decision, published, converged, suspended,
-        _converging_for(status, now_text, watching_since))]
+        _converging_for(status, now_text, watching_since)), *also]
     _handover_status(status, published, ending, decision, now_text, current)
     status["conditions"] = merge(current.get("conditions"), wanted, ring.generation, now_text)
     return status

@@ -188,5 +188,7 @@ class Publisher:
         metrics.SHARDS_MOVED.labels(*labels).inc(change.moved)
         metrics.RING_MEMBERS.labels(*labels).set(len(change.ring.assignment.members))
         metrics.RING_VERSION.labels(*labels).set(change.ring.version)
-        if source is not None and source.snapshot is not None:
+        if change.rebalanced is not None:  # (moved for load: no membership change to time)
+            metrics.REBALANCES.labels(*labels).inc()
+        elif source is not None and source.snapshot is not None:
             metrics.PUBLISH_LATENCY.observe(now - source.snapshot.received)

@@ -18,6 +18,7 @@ from controller.core.ring.loadbalance import (
     imbalance,
     member_loads,
     rebalance,
+    welcome,
 )
 from controller.core.ring.quotas import zone_cap, zone_of
 
@@ -156,3 +157,57 @@ def test_moves_against_an_exhaustive_search_on_small_rings():
     # Measured when written: of 112 rings where 4 moves or fewer meet the tolerance, 1 was
     # missed and 6 took one move more than the optimum (108 took exactly the fewest).
     assert missed <= max(1, feasible // 50) and extra <= feasible // 10
+
+
+@FAST
+@given(rings(), st.sampled_from([0.05, 0.1, 0.25]))
+def test_a_member_that_joins_takes_its_share_at_once_and_only_it_receives(ring, tolerance):
+    """``welcome``: like a join when balancing by count, but by load: only the new member
+    receives shards, it ends within the tolerance of its fair share (unless no shard it may
+    take evens it out), never above it, and the ring stays valid."""
+    table, loads, weights, zones, cap, members = ring
+    n = len(members)
+    grown = np.append(weights, 1.0)
+    zones_grown = np.append(zones, zones.max() + 1)  # a zone of its own: every shard may take it
+    filled = table.copy()
+    moves = welcome(filled, loads, grown, zones_grown, cap, [n], tolerance)
+    assert all(move.target == n for move in moves)
+    assert int((filled != table).sum()) == len(moves)
+    assert valid(filled, zones_grown, cap)
+    fair = fair_shares(loads, grown, table.shape[1])
+    carried = member_loads(filled, loads, n + 1)
+    assert carried[n] <= (1 + tolerance) * fair[n] + 1e-9
+    if carried[n] < (1 - tolerance) * fair[n] - 1e-9:
+        # Short of its share: then no single shard of any member would even it out further.
+        for shard in range(len(loads)):
+            for owner in filled[shard].tolist():
+                if owner == n or n in filled[shard] or loads[shard] <= 0:
+                    continue
+                raised = (carried[n] + loads[shard]) / fair[n]
+                lowered = (carried[owner] - loads[shard]) / fair[owner]
+                assert raised > 1 + tolerance + 1e-9 or \
+                    min(raised, lowered) <= carried[n] / fair[n] + 1e-9
+    again = table.copy()
+    assert welcome(again, loads, grown, zones_grown, cap, [n], tolerance) == moves
+
+
+def test_plan_by_load_moves_only_what_leaves_and_what_the_newcomer_takes():
+    from controller.core.ring.engine import plan_by_load
+    spec = RingSpec(256)
+    members = [Member(f"m{i}") for i in range(4)]
+    before = plan(members, spec)
+    rng = np.random.default_rng(3)
+    loads = rng.pareto(1.2, 256) + 1.0
+    # m1 leaves: only its shards move, each to a member that may take it, least loaded first.
+    after = plan_by_load([m for m in members if m.id != "m1"], spec, before, loads, 0.1)
+    stayed = [s for s in range(256) if before.owners[s] != ("m1",)]
+    assert all(after.owners[s] == before.owners[s] for s in stayed)
+    # m4 joins: only m4 receives, and it carries about its fair share of the load.
+    joined = plan_by_load([*members, Member("m4")], spec, before, loads, 0.1)
+    changed = [s for s in range(256) if joined.owners[s] != before.owners[s]]
+    assert changed and all(joined.owners[s] == ("m4",) for s in changed)
+    share = loads[[s for s in range(256) if joined.owners[s] == ("m4",)]].sum() / loads.sum()
+    assert 0.9 * 0.2 <= share <= 1.1 * 0.2
+    # The count engine would have given m4 its count quota instead, whatever the shards carry.
+    counted = plan([*members, Member("m4")], spec, before)
+    assert counted.loads["m4"] in (51, 52)

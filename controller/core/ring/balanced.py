@@ -23,7 +23,7 @@ import numpy as np
 from controller.core.ring.flow import fill_by_flow
 from controller.core.ring.hashing import mix64_array, shard_positions
 from controller.core.ring.model import Member, RingError
-from controller.core.ring.quotas import integer_quotas, zone_cap, zone_of
+from controller.core.ring.quotas import integer_quotas, zone_cap, zone_indices, zone_of
 from controller.core.ring.vnodes import VnodeRing, member_hashes
 
 BASE_VNODES = 32
@@ -50,12 +50,10 @@ def assign_balanced(members: Sequence[Member], shards: int, replication: int,
         owners = ring.first_distinct(shards, replication)
     bounds = integer_quotas(members, shards, replication, previous_loads, hashes.tolist(), can_fill)
     quotas = np.array(bounds.target, dtype=np.int64)
-    zone_names = sorted({zone_of(m) for m in members})
-    zone_index = {z: i for i, z in enumerate(zone_names)}
-    zones = np.array([zone_index[zone_of(m)] for m in members], dtype=np.int64)
+    zones = zone_indices(members)
     cap = zone_cap(members, replication)
 
-    _drop_invalid(owners, zones, cap)
+    drop_invalid(owners, zones, cap)
     valid = owners.copy()
     _trim_to_quota(owners, quotas, hashes, shards)
     kept = owners.copy()
@@ -82,7 +80,7 @@ def assign_balanced(members: Sequence[Member], shards: int, replication: int,
     return _cyclic(members, quotas, shards, replication)
 
 
-def _drop_invalid(owners: np.ndarray, zones: np.ndarray, cap: int) -> None:
+def drop_invalid(owners: np.ndarray, zones: np.ndarray, cap: int) -> None:
     """Vacate a shard's repeated owner and owners beyond the zone cap (later slots give way)."""
     shards, replication = owners.shape
     if replication == 1:

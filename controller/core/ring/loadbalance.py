@@ -12,6 +12,10 @@ weight); the *imbalance* is the largest ratio, i.e. max/mean when weights are eq
   larger of the two members' new ratios; when no single move helps, it swaps a heavier shard for
   a lighter one (two moves). It stops when neither lowers the highest ratio. Within the
   tolerance it moves nothing, so a steady load never oscillates.
+- ``welcome``: a member that just joined carries nothing, and the others may all be within the
+  tolerance; like a join when balancing by count, it takes its share at once: from the most
+  loaded members, the shards that even each pair best, until it carries at least
+  ``1 - tolerance`` of its fair share (never more than ``1 + tolerance``).
 
 Moves are greedy, not proven minimal (finding the fewest is a bin-packing problem); the property
 tests compare them with an exhaustive search on small rings.
@@ -89,6 +93,66 @@ def fill_by_load(owners: np.ndarray, shard_load: np.ndarray, weights: np.ndarray
         loads[target] += shard_load[shard]
         moves.append(Move(shard, slot, VACANT, target, float(shard_load[shard])))
     return tuple(moves)
+
+
+def welcome(owners: np.ndarray, shard_load: np.ndarray, weights: np.ndarray,
+            zones: np.ndarray, cap: int, joined: list[int], tolerance: float) -> tuple[Move, ...]:
+    """Give the ``joined`` members load, in place (see the module's docstring). Returns the
+    moves made."""
+    n = len(weights)
+    fair = fair_shares(shard_load, weights, owners.shape[1])
+    safe_fair = np.where(fair > 0, fair, 1.0)
+    loads = member_loads(owners, shard_load, n)
+    waiting = sorted(set(joined))
+    moves: list[Move] = []
+    while waiting:
+        ratios = loads / safe_fair
+        target = min(waiting, key=lambda m: (ratios[m], m))
+        move = _best_feed(owners, shard_load, loads, safe_fair, zones, cap, target,
+                          1.0 + tolerance) if ratios[target] < 1.0 - tolerance else None
+        if move is None:  # it has its share, or nothing it may take evens it out
+            waiting.remove(target)
+            continue
+        owners[move.shard, move.slot] = target
+        loads[move.source] -= move.load
+        loads[target] += move.load
+        moves.append(move)
+    return tuple(moves)
+
+
+def _best_feed(table: np.ndarray, shard_load: np.ndarray, loads: np.ndarray, fair: np.ndarray,
+               zones: np.ndarray, cap: int, target: int, ceiling: float) -> Move | None:
+    """The one move to ``target`` that raises the lower of the two members' new ratios most
+    (from the most loaded members first), leaving ``target`` at most at ``ceiling``."""
+    floor = loads[target] / fair[target]
+    ratios = loads / fair
+    best: tuple[float, int, int, int] | None = None  # (-resulting min ratio, source, shard, slot)
+    for source in np.lexsort((np.arange(len(loads)), -ratios)).tolist():
+        if ratios[source] <= floor or (best is not None and ratios[source] <= -best[0]):
+            break  # sources come by ratio: no later one can end above the best found
+        if source == target:
+            continue
+        rows, slots = np.nonzero(table == source)
+        movable = shard_load[rows] > 0
+        rows, slots = rows[movable], slots[movable]
+        allowed = _allowed_for(table, rows, target, source, zones, cap) if rows.size else rows
+        if not np.any(allowed):
+            continue
+        rows, slots = rows[allowed], slots[allowed]
+        moved = shard_load[rows]
+        raised = (loads[target] + moved) / fair[target]
+        value = np.where(raised <= ceiling + 1e-12,
+                         np.minimum(raised, (loads[source] - moved) / fair[source]), -np.inf)
+        pick = int(np.lexsort((rows, -value))[0])  # ties: the lower shard number
+        if value[pick] <= floor + 1e-12:
+            continue
+        key = (-float(value[pick]), source, int(rows[pick]), int(slots[pick]))
+        if best is None or key < best:
+            best = key
+    if best is None:
+        return None
+    _, source, shard, slot = best
+    return Move(shard, slot, source, target, float(shard_load[shard]))
 
 
 def rebalance(owners: np.ndarray, shard_load: np.ndarray, weights: np.ndarray,

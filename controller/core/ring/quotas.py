@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from controller.core.ring.hashing import hash64
 from controller.core.ring.model import Member, RingError
 
@@ -36,6 +38,13 @@ def zone_cap(members: Sequence[Member], replication: int) -> int:
 def zone_of(member: Member) -> str:
     # "\0" cannot appear in a real zone name, so unzoned members never share a zone with one.
     return member.zone if member.zone is not None else "\0" + member.id
+
+
+def zone_indices(members: Sequence[Member]) -> np.ndarray:
+    """Each member's zone as a number (zones sorted by name): what the engines compare."""
+    names = sorted({zone_of(m) for m in members})
+    index = {zone: i for i, zone in enumerate(names)}
+    return np.array([index[zone_of(m)] for m in members], dtype=np.int64)
 
 
 def real_shares(members: Sequence[Member], shards: int, replication: int,
