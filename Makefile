@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools chart alerts lint test test-go test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-ringpage bench-template bench-memory bench-plots bench-loadbalance lock image clean
+.PHONY: all venv tools chart alerts lint test test-go test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-ringpage bench-template bench-memory bench-plots bench-loadbalance bench-balance lock image clean
 
 all: test
 
@@ -104,11 +104,14 @@ bench-memory: venv tools  ## operator RSS against rings, in steps up to 2,000 ->
 bench-loadbalance: venv  ## one rebalance by load, up to 100 members x 65,536 shards -> bench/results/loadbalance.json
 	$(PY) bench/loadbalance_bench.py
 
+bench-balance: venv tools  ## balancing by load on 4 real Prometheus servers: hashmod, count, load -> bench/results/balance.json
+	$(PY) bench/balance_bench.py
+
 bench-plots: venv  ## draw bench/results/*.png from the saved figures (matplotlib)
 	$(PY) bench/plots.py
 
 # The pictures last: each is drawn from the figures just saved.
-bench: bench-ring bench-loadbalance bench-offloop bench-pass bench-imports bench-ringpage bench-e2e bench-memory bench-limits bench-configmaps bench-sources bench-agent bench-template
+bench: bench-ring bench-loadbalance bench-balance bench-offloop bench-pass bench-imports bench-ringpage bench-e2e bench-memory bench-limits bench-configmaps bench-sources bench-agent bench-template
 	$(MAKE) bench-plots
 
 clean:

@@ -4,7 +4,9 @@
   ``shardring_shard_load{shard="17"} 1234`` per shard it serves (the clients' helpers write it);
 - ``--load-from-prometheus``: in Prometheus mode, Prometheus' own ``scrape_samples_scraped`` per
   target, summed into the target's shard with the ring's hashmod of its address (``instance``),
-  so a sharded Prometheus needs no setup.
+  so a sharded Prometheus needs no setup. A shard with a target not scraped yet (just taken
+  over) is *unsettled*: left out of the report, so that it does not read as empty while its
+  previous owner, still scraping it during the handover, reports what it carries.
 A source that does not answer leaves the last report in place.
 """
 
@@ -16,6 +18,7 @@ import re
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from controller.client import shard_of
 
@@ -26,6 +29,12 @@ _SHARD = re.compile(r'(?:^|,)\s*shard="(\d+)"')
 
 class LoadUnavailable(Exception):
     """The source did not answer, or answered nothing usable."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    loads: dict[int, float]  # per shard; a shard served and not listed carries nothing
+    unsettled: frozenset[int] = field(default_factory=frozenset)  # not measured yet: no report
 
 
 def from_exposition(text: str) -> dict[int, float]:
@@ -54,23 +63,33 @@ def _get(url: str) -> str:
         raise LoadUnavailable(f"{url}: {error}") from None
 
 
-def workload(url: str) -> Callable[[int], dict[int, float]]:
+def workload(url: str) -> Callable[[int], Measurement]:
     """Loads the workload exposes; ``shards`` (the ring's K) bounds what is believed."""
-    def measure(shards: int) -> dict[int, float]:
-        return {s: v for s, v in from_exposition(_get(url)).items() if s < shards}
+    def measure(shards: int) -> Measurement:
+        return Measurement({s: v for s, v in from_exposition(_get(url)).items() if s < shards})
     return measure
 
 
-def prometheus(api: str) -> Callable[[int], dict[int, float]]:
+def prometheus(api: str) -> Callable[[int], Measurement]:
     """Samples per scrape of each target of this Prometheus, summed per shard."""
     query = urllib.parse.urlencode({"query": "scrape_samples_scraped"})
+    base = api.rstrip("/")
 
-    def measure(shards: int) -> dict[int, float]:
+    def measure(shards: int) -> Measurement:
         try:
-            answer = json.loads(_get(f"{api.rstrip('/')}/api/v1/query?{query}"))
+            answer = json.loads(_get(f"{base}/api/v1/query?{query}"))
             series = list(answer["data"]["result"])
+            targets = json.loads(_get(f"{base}/api/v1/targets?state=active"))
+            active = list(targets["data"]["activeTargets"])
         except (ValueError, KeyError, TypeError):
             raise LoadUnavailable(f"{api}: not a Prometheus query answer") from None
+        unsettled = set()
+        for target in active:
+            try:
+                if target["health"] == "unknown":  # (never scraped yet)
+                    unsettled.add(shard_of(str(target["labels"]["instance"]), shards))
+            except (KeyError, TypeError):
+                continue
         found: dict[int, float] = {}
         for item in series:
             try:
@@ -81,5 +100,5 @@ def prometheus(api: str) -> Callable[[int], dict[int, float]]:
                 continue
             shard = shard_of(target, shards)
             found[shard] = found.get(shard, 0.0) + value
-        return found
+        return Measurement(found, frozenset(unsettled))
     return measure

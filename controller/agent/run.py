@@ -23,7 +23,7 @@ from controller.agent import metrics
 from controller.agent.feed import ConfigMapFeed, Seen, Unreachable, Update
 from controller.agent.files import AtomicDir
 from controller.agent.lease import LeaseWriter
-from controller.agent.loadreport import LoadUnavailable
+from controller.agent.loadreport import LoadUnavailable, Measurement
 from controller.agent.prometheus import PrometheusOutput, PrometheusRenderer, shares
 from controller.agent.reload import Reload, ReloadFailed, prometheus_targets
 from controller.client import Ring, RingFormatError, parse
@@ -49,7 +49,7 @@ class AgentConfig:
     reload: Reload | None = None
     # Measures the load of the ring's shards (given K); None: no load report (controller.agent.
     # loadreport has the sources). Measured every load_interval seconds.
-    load: Callable[[int], dict[int, float]] | None = None
+    load: Callable[[int], Measurement] | None = None
     load_interval: float = 30.0
 
 
@@ -84,6 +84,14 @@ class Retry:
         self.failures, self.due = 0, None
 
 
+class Measured:
+    """Wakes the loop: a load measurement finished off the loop (``Agent.measurement``)."""
+
+
+def in_thread(job: Callable[[], None]) -> None:
+    threading.Thread(target=job, name="load-measure", daemon=True).start()
+
+
 @dataclass
 class Agent:
     config: AgentConfig
@@ -92,7 +100,10 @@ class Agent:
     sleep: Callable[[float], None] = time.sleep
     targets: Callable[[str], dict[str, Any] | None] = prometheus_targets
     applied: Applied = field(default_factory=Applied)
-    updates: queue.Queue[tuple[float, Update]] = field(default_factory=queue.Queue)
+    updates: queue.Queue[tuple[float, Update | Measured]] = field(default_factory=queue.Queue)
+    # Where a load measurement runs: off the loop, so that a slow load source (up to its 5 s
+    # timeout) never holds a new ring version back.
+    off_loop: Callable[[Callable[[], None]], None] = in_thread
     reachable: bool | None = None
     reload_pending: bool = False
     ack_pending: bool = False
@@ -103,6 +114,9 @@ class Agent:
     load_due: float | None = None
     load_failing: bool = False
     load_written: float | None = None  # when the report last went into the Lease (clock())
+    measuring: bool = False  # a measurement runs off the loop
+    # What it found, for the ring's K: loads, or the error (set off the loop, taken on it).
+    measurement: tuple[int, Measurement | Exception] | None = None
 
     def __post_init__(self) -> None:
         self.files = AtomicDir(self.config.directory)
@@ -113,7 +127,7 @@ class Agent:
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    def deliver(self, update: Update) -> None:
+    def deliver(self, update: Update | Measured) -> None:
         self.updates.put((self.clock(), update))
 
     def run(self, stop: threading.Event, core: k8s.CoreV1Api) -> None:
@@ -149,16 +163,19 @@ class Agent:
     def step(self, timeout: float | None) -> None:
         """Wait for the next update (or a retry falling due) and handle it."""
         try:
-            received, update = self.updates.get(timeout=timeout)
+            taken = [self.updates.get(timeout=timeout)]
         except queue.Empty:
             self._retry()
             return
-        while True:  # only the newest update matters
+        while True:
             try:
-                received, update = self.updates.get_nowait()
+                taken.append(self.updates.get_nowait())
             except queue.Empty:
                 break
-        self._handle(received, update)
+        # Only the newest word from the API matters (a finished measurement only wakes us).
+        news = [(at, update) for at, update in taken if not isinstance(update, Measured)]
+        if news:
+            self._handle(*news[-1])
         self._retry()
 
     def _next_due(self) -> float:
@@ -318,14 +335,16 @@ class Agent:
         now = self.clock()
         if self.reload_pending and self.reloading.due is not None and now >= self.reloading.due:
             self._reload()
-        if self.load_due is not None and now >= self.load_due:
+        if self.load_due is not None and now >= self.load_due and not self.measuring:
             self.load_due = now + self.config.load_interval
             self._measure()
+        if self.measurement is not None:
+            self._report(*self.measurement)
         if self.ack_pending and (self.acking.due is None or now >= self.acking.due):
             self._ack()
 
     def _measure(self) -> None:
-        """Measure this member's shards and, if the report reads differently, acknowledge it."""
+        """Measure this member's shards, off the loop (``_report`` takes the result)."""
         measure, ring, member = self.config.load, self.ring, self.member
         if measure is None or ring is None:
             return
@@ -334,19 +353,38 @@ class Agent:
                 self.applied.load, self.applied.load_at = "", now_rfc3339()
                 self.ack_pending = True
             return
-        try:
-            measured = measure(ring.shards)
-        except Exception as error:  # noqa: BLE001 - a load source never stops the agent
+        shards = ring.shards
+
+        def job() -> None:
+            found: Measurement | Exception
+            try:
+                found = measure(shards)
+            except Exception as error:  # noqa: BLE001 - a load source never stops the agent
+                found = error
+            self.measurement = (shards, found)
+            self.deliver(Measured())
+        self.measuring = True
+        self.off_loop(job)
+
+    def _report(self, shards: int, measured: Measurement | Exception) -> None:
+        """If the measured report reads differently, acknowledge it."""
+        self.measurement, self.measuring = None, False
+        if isinstance(measured, Exception):
             if not self.load_failing:  # once: quiet until it answers again
                 log.warning("load not measured (%s); the last report stands",
-                            error if isinstance(error, LoadUnavailable) else repr(error)[:200])
+                            measured if isinstance(measured, LoadUnavailable)
+                            else repr(measured)[:200])
             self.load_failing = True
             return
         if self.load_failing:
             log.info("load measured again")
         self.load_failing = False
-        serving = ring.shards_of(member)
-        report = loads.encode({shard: measured.get(shard, 0.0) for shard in serving})
+        ring, member = self.ring, self.member
+        if ring is None or not member or ring.shards != shards:
+            return  # measured for a ring no longer applied: the next one counts
+        report = loads.encode({shard: measured.loads.get(shard, 0.0)
+                               for shard in ring.shards_of(member)
+                               if shard not in measured.unsettled})
         now = self.clock()
         # A steady load is written again before the operator would take it for stale.
         if report != self.applied.load or self.load_written is None or \

@@ -97,8 +97,6 @@ class Rebalanced:
     load_moved: float  # a fraction of the total replica load
     before: float
     after: float
-    # A shard alone heavier than any member's allowance, when the tolerance cannot be met.
-    too_heavy: int | None = None
 
 
 def decide(config: RingConfig, membership: Membership, source_index: int,
@@ -203,7 +201,7 @@ def rebalance(config: RingConfig, previous: ringfile.RingFile, shard_load: np.nd
     total = float(shard_load.sum()) * previous.assignment.table.shape[1]
     summary = Rebalanced(len(found.moves),
                          sum(move.load for move in found.moves) / total if total > 0 else 0.0,
-                         found.before, found.after, found.too_heavy)
+                         found.before, found.after)
     if not found.moves:
         return Decision(previous, observed=observed, rebalanced=summary)
     published = ringfile.RingFile(

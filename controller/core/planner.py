@@ -237,21 +237,23 @@ def _show_measured_load(status: dict[str, Any], shown: Any,
                         published: ringfile.RingFile | None, measured: MeasuredLoads,
                         now_text: str) -> None:
     """status.measuredLoad, while some report is fresh (``shown``: what the status shows now,
-    kept for SHOWN_EVERY seconds unless who reports changes)."""
+    kept for SHOWN_EVERY seconds unless who reports or the published version changes)."""
     per_shard = measured.per_shard
     if published is None or per_shard is None or len(per_shard) != published.assignment.shards:
         return
     age = seconds_between(str(shown.get("time", "")), now_text) \
         if isinstance(shown, dict) else None
     if isinstance(shown, dict) and shown.get("reporting") == measured.reporting and \
+            shown.get("ringVersion") == published.version and \
             age is not None and 0 <= age < loads.SHOWN_EVERY:
         status["measuredLoad"] = shown
         return
     members = published.assignment.members
     weights = np.array([m.weight for m in members], dtype=np.float64)
-    status["measuredLoad"] = loads.measured(per_shard, [m.id for m in members], weights,
-                                            published.assignment.table, measured.reporting,
-                                            now_text)
+    status["measuredLoad"] = {
+        **loads.measured(per_shard, [m.id for m in members], weights,
+                         published.assignment.table, measured.reporting, now_text),
+        "ringVersion": published.version}
 
 
 def _rebalance(decision: Decision, previous: ringfile.RingFile | None, config: RingConfig,

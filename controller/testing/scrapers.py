@@ -5,10 +5,12 @@ ring agent beside each one that renders its configuration and reloads it."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,10 +20,14 @@ import consul
 
 from controller.testing.processes import REPO, Process, free_port, http_ok
 
+_HEAD_SERIES = re.compile(rb"^prometheus_tsdb_head_series (\S+)$", re.M)
+
 
 class _Metrics(BaseHTTPRequestHandler):
+    server: _TargetServer
+
     def do_GET(self) -> None:  # noqa: N802 - the http.server interface
-        body = b"# TYPE shardring_test_up gauge\nshardring_test_up 1\n"
+        body = self.server.body
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.send_header("Content-Length", str(len(body)))
@@ -32,12 +38,27 @@ class _Metrics(BaseHTTPRequestHandler):
         pass
 
 
-class Targets:
-    """``count`` HTTP servers on loopback, each answering /metrics."""
+class _TargetServer(ThreadingHTTPServer):
+    daemon_threads = True
+    body = b""
 
-    def __init__(self, count: int):
-        self.servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Metrics) for _ in range(count)]
-        for server in self.servers:
+
+def exposition(series: int) -> bytes:
+    """A /metrics page of ``series`` gauges (``series`` samples per scrape)."""
+    lines = ["# TYPE shardring_test_up gauge"] + \
+        [f'shardring_test_up{{series="{i}"}} 1' for i in range(series)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class Targets:
+    """``count`` HTTP servers on loopback, each answering /metrics: one series each, or as many
+    as ``series`` gives per target (a skewed fleet)."""
+
+    def __init__(self, count: int, series: list[int] | None = None):
+        self.series = series or [1] * count
+        self.servers = [_TargetServer(("127.0.0.1", 0), _Metrics) for _ in range(count)]
+        for server, many in zip(self.servers, self.series, strict=True):
+            server.body = exposition(many)
             threading.Thread(target=server.serve_forever, daemon=True).start()
 
     @property
@@ -49,7 +70,6 @@ class Targets:
             server.shutdown()
             server.server_close()
 
-
 @dataclass
 class PrometheusServer:
     assets: Path
@@ -57,6 +77,7 @@ class PrometheusServer:
     config: Path
     port: int = field(default_factory=free_port)
     process: Process | None = None
+    flags: tuple[str, ...] = ()  # more of Prometheus' flags
 
     @property
     def url(self) -> str:
@@ -69,7 +90,7 @@ class PrometheusServer:
             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
             f"--storage.tsdb.path={self.workdir / 'data'}", "--log.level=warn",
             # Prometheus applies new target sets (after a reload too) on a 5 s tick by default.
-            "--scrape.discovery-reload-interval=1s"],
+            "--scrape.discovery-reload-interval=1s", *self.flags],
             self.workdir / "prometheus.log")
         self.process.start()
 
@@ -86,6 +107,25 @@ class PrometheusServer:
             return None
         return {t["labels"].get("instance", "") for t in found["data"]["activeTargets"]
                 if t["labels"].get("job") == job}
+
+    def samples_scraped(self) -> float | None:
+        """Samples per scrape over every target it scrapes now (its load); None: no answer."""
+        query = urllib.parse.urlencode({"query": "sum(scrape_samples_scraped)"})
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as reply:
+                result = json.load(reply)["data"]["result"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def head_series(self) -> float | None:
+        """Its own ``prometheus_tsdb_head_series``."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as reply:
+                found = _HEAD_SERIES.search(reply.read())
+        except OSError:
+            return None
+        return float(found.group(1)) if found else None
 
     def kill(self) -> None:
         if self.process is not None:
@@ -150,11 +190,13 @@ class ScraperFleet:
 
     def __init__(self, assets: Path, workdir: Path, client: consul.Consul, consul_addr: str,
                  scraper_service: str, target_service: str, configmap: str, env: dict[str, str],
-                 job: str = "targets", check_interval: str = "1s", scrape_interval: str = "1s"):
+                 job: str = "targets", check_interval: str = "1s", scrape_interval: str = "1s",
+                 agent_args: tuple[str, ...] = (), prometheus_flags: tuple[str, ...] = ()):
         self.assets, self.workdir, self.client = assets, workdir, client
         self.scraper_service, self.configmap, self.env, self.job = \
             scraper_service, configmap, env, job
         self.check_interval = check_interval
+        self.agent_args, self.prometheus_flags = agent_args, prometheus_flags
         self.base = workdir / "base.yml"
         workdir.mkdir(parents=True, exist_ok=True)
         self.base.write_text(BASE.format(interval=scrape_interval, job=job, consul=consul_addr,
@@ -163,7 +205,8 @@ class ScraperFleet:
 
     def add(self, name: str) -> Scraper:
         home = self.workdir / name
-        prometheus = PrometheusServer(self.assets, home, home / "prometheus.yml")
+        prometheus = PrometheusServer(self.assets, home, home / "prometheus.yml",
+                                      flags=self.prometheus_flags)
         scraper = Scraper(name, prometheus)
         self.scrapers.append(scraper)
         self.client.agent.service.register(
@@ -180,12 +223,23 @@ class ScraperFleet:
             "--address", "127.0.0.1", "--port", str(prometheus.port),
             "--prometheus-base", str(self.base), "--prometheus-config", str(prometheus.config),
             "--prometheus-job", self.job, "--promtool", str(self.assets / "promtool"),
-            "--reload-url", f"{prometheus.url}/-/reload")
+            "--reload-url", f"{prometheus.url}/-/reload", *self.agent_args)
 
     def active(self) -> dict[str, set[str] | None]:
         """Per running scraper, the targets it scrapes."""
         return {s.name: s.prometheus.active_targets(self.job) for s in self.scrapers
                 if s.prometheus.process is not None and s.prometheus.process.running()}
+
+    def scraped_by(self, targets: list[str]) -> dict[str, list[str]] | None:
+        """Each of ``targets`` -> the running scrapers that scrape it (an empty list: none);
+        None while a server does not answer."""
+        found: dict[str, list[str]] = {target: [] for target in targets}
+        for name, active in self.active().items():
+            if active is None:
+                return None
+            for target in active & found.keys():
+                found[target].append(name)
+        return found
 
     def stop(self) -> None:
         for scraper in self.scrapers:

@@ -253,10 +253,12 @@ def test_started_without_the_api_the_agent_serves_its_last_files_then_catches_up
 def test_a_draining_member_hands_its_shards_over_and_is_drained_once_they_are_applied(
         operator, rings, consul_helper, control_plane, api_client, core_v1, namespace,
         tmp_path):
-    # A 1 s window absorbs the instant in which re-registering (to add the tag) resets the check.
+    # A 2 s window absorbs the instant in which re-registering (to add the tag) resets the check.
+    # (With 1 s, one CI run saw the drain end with no lastHandover, perhaps a reset that outlasted
+    # the window; the versions published are printed below if it happens again.)
     service, ports, ids = three_members(consul_helper, rings, 9450,
                                         members={"drainFrom": "tag:draining"},
-                                        stabilization={"window": "1s", "maxDelay": "2s"})
+                                        stabilization={"window": "2s", "maxDelay": "4s"})
     _, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path, ports)
     try:
         kubectl(control_plane, "wait", "-n", namespace, "--for=condition=Converged",
@@ -267,10 +269,12 @@ def test_a_draining_member_hands_its_shards_over_and_is_drained_once_they_are_ap
         consul_helper.register(service, ids[2], port=ports[2], tags=["draining"])
         status = wait_for(lambda: (rings.get("scrapers").get("status") or {}).get("drained") ==
                           [drainer] and rings.get("scrapers")["status"], "drained")
-        assert status["lastHandover"]["completedBy"] == "Acknowledged"
         # Every version published since: the drain handed over exactly the drainer's shards,
         # and the next one (the same assignment) let go.
         versions = published_since(rings, "scrapers-ring", before)
+        assert "lastHandover" in status, (status, [(r.version, r.draining, dict(r.handover),
+                                                    len(r.assignment.members)) for r in versions])
+        assert status["lastHandover"]["completedBy"] == "Acknowledged"
         handing = next(r for r in versions if r.handover)
         assert set(handing.handover) == {drainer} and set(handing.handover[drainer]) == held
         assert handing.draining == (drainer,)

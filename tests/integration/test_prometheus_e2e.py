@@ -16,21 +16,9 @@ pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
 TARGETS = 60
 
 
-def owners(fleet: ScraperFleet) -> dict[str, list[str]] | None:
-    """Target -> the running scrapers that scrape it; None while a server does not answer."""
-    found: dict[str, list[str]] = {}
-    for name, targets in fleet.active().items():
-        if targets is None:
-            return None
-        for target in targets:
-            found.setdefault(target, []).append(name)
-    return found
-
-
 def split_exactly_once(fleet: ScraperFleet, targets: list[str]) -> dict[str, str] | None:
-    found = owners(fleet)
-    if found is None or sorted(found) != sorted(targets) or \
-            any(len(names) != 1 for names in found.values()):
+    found = fleet.scraped_by(targets)
+    if found is None or any(len(names) != 1 for names in found.values()):
         return None
     return {target: names[0] for target, names in found.items()}
 

@@ -14,6 +14,7 @@ import yaml
 from controller.agent import promconfig
 from controller.agent.feed import Seen, Unreachable
 from controller.agent.files import AtomicDir
+from controller.agent.loadreport import Measurement
 from controller.agent.reload import Command, ReloadFailed
 from controller.agent.run import Agent, AgentConfig, PrometheusOutput
 from controller.client import MountedRing
@@ -211,7 +212,8 @@ def agent_for(tmp_path, member="a", prometheus=True, reload=None, leases=None, c
         else None
     config = AgentConfig(namespace="ns", configmap="r", directory=tmp_path / "ring",
                          member=member, lease="r.pod-0", prometheus=output, reload=reload)
-    return Agent(config, leases=leases, clock=clock or Clock())
+    # Load measurements run in place: each step is deterministic (one test runs them off the loop).
+    return Agent(config, leases=leases, clock=clock or Clock(), off_loop=lambda job: job())
 
 
 def feed(agent, *updates):
@@ -644,7 +646,7 @@ def test_the_load_of_this_members_shards_is_reported_with_its_acknowledgement(tm
 
     def measure(shards):
         calls.append(shards)
-        return dict(measured)
+        return Measurement(dict(measured))
     clock, leases = Clock(), Leases()
     agent = agent_for(tmp_path, prometheus=False, leases=leases, clock=clock)
     agent.config = replace(agent.config, load=measure, load_interval=30.0)
@@ -681,7 +683,7 @@ def test_a_load_source_that_fails_leaves_the_last_report_and_says_so_once(tmp_pa
     def measure(shards):
         if failing[0]:
             raise LoadUnavailable("http://127.0.0.1:1/metrics: connection refused")
-        return {0: 5.0, 1: 5.0}
+        return Measurement({0: 5.0, 1: 5.0})
     clock, leases = Clock(), Leases()
     agent = agent_for(tmp_path, prometheus=False, leases=leases, clock=clock)
     agent.config = replace(agent.config, load=measure, load_interval=30.0)
@@ -735,10 +737,17 @@ def test_in_prometheus_mode_a_shards_load_is_its_targets_samples(tmp_path):
     from controller.client import shard_of
     from tests.operator_helpers import http_server
     targets = {"10.0.0.1:9100": 100.0, "10.0.0.2:9100": 5000.0, "10.0.0.3:9100": 7.0}
+    # Taken over a moment ago: in the target list, never scraped, so no sample yet.
+    fresh = "10.0.0.4:9100"
     asked = []
 
     def answer(path: str) -> bytes:
         asked.append(path)
+        if path.startswith("/api/v1/targets"):
+            return json.dumps({"status": "success", "data": {"activeTargets": [
+                {"labels": {"instance": t, "job": "nodes"}, "health": "up"} for t in targets] +
+                [{"labels": {"instance": fresh, "job": "nodes"}, "health": "unknown"},
+                 {"labels": {}, "health": "unknown"}]}}).encode()
         return json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
             {"metric": {"instance": t, "job": "nodes"}, "value": [1.0, str(v)]}
             for t, v in targets.items()] + [{"metric": {}, "value": [1.0, "9"]}]}}).encode()
@@ -747,10 +756,26 @@ def test_in_prometheus_mode_a_shards_load_is_its_targets_samples(tmp_path):
     expected: dict[int, float] = {}
     for target, samples in targets.items():
         expected[shard_of(target, 16)] = expected.get(shard_of(target, 16), 0.0) + samples
-    assert measured == expected
-    assert asked == ["/api/v1/query?query=scrape_samples_scraped"]
+    assert measured.loads == expected
+    assert measured.unsettled == {shard_of(fresh, 16)}
+    assert asked == ["/api/v1/query?query=scrape_samples_scraped",
+                     "/api/v1/targets?state=active"]
     with pytest.raises(LoadUnavailable):
         prometheus("http://127.0.0.1:1")(16)
+
+
+def test_an_unsettled_shard_is_left_out_of_the_report(tmp_path):
+    """A shard whose targets this member has not scraped yet (it just took it over) is not
+    reported as empty: its previous owner's report stands."""
+    from controller.core import loads
+    leases = Leases()
+    agent = agent_for(tmp_path, prometheus=False, leases=leases)
+    ring = ring_of(["a", "b"])
+    mine = ring.assignment.shards_of("a")
+    agent.config = replace(agent.config, load=lambda shards: Measurement(
+        {s: 3.0 for s in mine[1:]}, frozenset({mine[0]})), load_interval=30.0)
+    feed(agent, Seen(configmap(ring)))
+    assert loads.decode(leases.written[-1].load, 64) == {s: 3.0 for s in mine[1:]}
 
 
 def test_a_steady_load_is_written_again_before_it_would_go_stale_and_nothing_stops_the_agent(
@@ -763,7 +788,7 @@ def test_a_steady_load_is_written_again_before_it_would_go_stale_and_nothing_sto
         answer = answers[0]
         if isinstance(answer, Exception):
             raise answer
-        return dict(answer)
+        return Measurement(dict(answer))
     agent = agent_for(tmp_path, prometheus=False, leases=leases, clock=clock)
     agent.config = replace(agent.config, load=measure, load_interval=30.0)
     feed(agent, Seen(configmap(ring_of(["a", "b"]))))
@@ -779,3 +804,32 @@ def test_a_steady_load_is_written_again_before_it_would_go_stale_and_nothing_sto
     clock.now += 31
     agent.step(0)  # does not raise
     assert "load not measured" in caplog.text
+
+
+def test_a_slow_load_source_never_holds_a_new_ring_version_back(tmp_path):
+    """The measurement runs off the agent's loop: while it hangs, a new version is applied and
+    acknowledged; its result, once it comes, is reported (or dropped if the shard count changed)."""
+    import threading
+
+    from controller.agent.run import in_thread
+    from controller.core import loads
+    release, started = threading.Event(), threading.Event()
+
+    def measure(shards):
+        started.set()
+        assert release.wait(10)
+        return Measurement({s: 2.0 for s in range(shards)})
+    leases = Leases()
+    agent = agent_for(tmp_path, prometheus=False, leases=leases)
+    agent.off_loop = in_thread
+    agent.config = replace(agent.config, load=measure, load_interval=30.0)
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    assert started.wait(5)
+    second = ring_of(["a", "b", "c"], version=2)
+    feed(agent, Seen(configmap(second)))  # applied at once, the measurement still hanging
+    assert leases.written[-1].version == 2 and leases.written[-1].load == ""
+    release.set()
+    agent.step(5)  # woken by the finished measurement
+    mine = second.assignment.shards_of("a")
+    assert loads.decode(leases.written[-1].load, 64) == {s: 2.0 for s in mine}
+    assert leases.written[-1].version == 2
