@@ -45,6 +45,9 @@ type Member struct {
 	Address  string  // "" if not registered with one
 	Port     int     // 0 if none
 	Draining bool
+	// Load is, in a ring balanced by load, the load the member carries under this assignment
+	// as measured when the version was made (in the unit of the load reports); nil otherwise.
+	Load *float64
 }
 
 // Ring is one immutable ring version. Build it with Parse or Load; it is safe for concurrent use.
@@ -264,10 +267,11 @@ func member(e fields, where string, draining bool) (Member, error) {
 		return Member{}, refuse("%s must be an object", where)
 	}
 	var id, key, zone, address *string
-	var weight *float64
+	var weight, load *float64
 	var port *int
 	for _, err := range []error{e.into("id", &id), e.into("key", &key), e.into("zone", &zone),
-		e.into("address", &address), e.into("weight", &weight), e.into("port", &port)} {
+		e.into("address", &address), e.into("weight", &weight), e.into("port", &port),
+		e.into("load", &load)} {
 		if err != nil {
 			return Member{}, refuse("%s.%s", where, err.(*FormatError).Reason)
 		}
@@ -281,6 +285,12 @@ func member(e fields, where string, draining bool) (Member, error) {
 			return Member{}, refuse("%s.weight must be a finite number > 0", where)
 		}
 		m.Weight = *weight
+	}
+	if load != nil {
+		if !(*load >= 0) || math.IsInf(*load, 0) {
+			return Member{}, refuse("%s.load must be a finite number >= 0", where)
+		}
+		m.Load = load
 	}
 	if port != nil {
 		if *port < 0 {

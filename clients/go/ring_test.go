@@ -17,6 +17,7 @@ type expected struct {
 	Draining []string         `json:"draining"`
 	Cases    [][3]any         `json:"cases"`
 	ShardsOf map[string][]int `json:"shardsOf"`
+	Loads    map[string]float64 `json:"loads"`
 	MemberAt []struct {
 		Address string  `json:"address"`
 		Port    *int    `json:"port"`
@@ -45,6 +46,13 @@ func TestVectors(t *testing.T) {
 			if r.Version != want.Version || !reflect.DeepEqual(r.Members, want.Members) ||
 				len(r.Draining) != len(want.Draining) {
 				t.Fatalf("version %d members %v draining %v", r.Version, r.Members, r.Draining)
+			}
+			for _, id := range append(append([]string{}, r.Members...), r.Draining...) {
+				m, _ := r.Member(id)
+				load, loaded := want.Loads[id]
+				if (m.Load != nil) != loaded || (loaded && *m.Load != load) {
+					t.Fatalf("%q: load %v, want %v (%v)", id, m.Load, load, loaded)
+				}
 			}
 			for _, c := range want.Cases {
 				key, shard := c[0].(string), int(c[1].(float64))

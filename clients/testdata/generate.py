@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -101,7 +102,14 @@ def valid() -> dict[str, ringfile.RingFile]:
         "many-shards": ring_file([Member(f"p-{i}") for i in range(5)], RingSpec(65536), 1),
         "handover": handing_over(),
         "draining": draining(),
+        "with-loads": by_load(),
     }
+
+
+def by_load() -> ringfile.RingFile:
+    """A ring balanced by load shows each member's load (a reader may ignore it)."""
+    ring = ring_file([Member(f"s-{i}", weight=(1, 2)[i % 2]) for i in range(4)], RingSpec(256), 7)
+    return replace(ring, member_load={"s-0": 1250, "s-1": 2610.5, "s-2": 0, "s-3": 2480})
 
 
 def expectations(ring: ringfile.RingFile, seed: int) -> dict:
@@ -128,6 +136,7 @@ def expectations(ring: ringfile.RingFile, seed: int) -> dict:
            for address, found in sorted(by_address.items())]
     at.append({"address": "192.0.2.1", "port": None, "member": None})
     return {"version": ring.version, "members": ids, "draining": list(ring.draining),
+            "loads": dict(ring.member_load),
             "cases": cases, "shardsOf": shards_of, "memberAt": at}
 
 
@@ -181,6 +190,9 @@ def invalid(base: str) -> dict[str, str]:
         "assignment-nested-list": changed(assignment=[[[0]], *rows[1:]]),
         "member-id-empty": changed(members=[{**members[0], "id": ""}, *members[1:]]),
         "member-weight-overflow": base.replace('"weight":1', '"weight":1e400', 1),
+        "member-load-negative": changed(members=[{**members[0], "load": -1}, *members[1:]]),
+        "member-load-not-a-number": changed(members=[{**members[0], "load": "12"},
+                                                      *members[1:]]),
         # Keys are matched exactly: "Shards" is another (unknown) field, so shards is missing.
         "field-name-case": base.replace('"shards":', '"Shards":', 1),
         # The same key twice: the last counts (a weight of 0 here).

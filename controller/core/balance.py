@@ -1,5 +1,5 @@
 """How a ring that balances by load (``spec.balance.by: load``) stands, for its status and events:
-the ``Balanced`` condition and ``status.lastRebalance``. Pure.
+the ``Balanced`` condition, ``status.lastRebalance`` and the member loads ring.json shows. Pure.
 
 ``Balanced`` is True while every member carries at most ``1 + tolerance`` of its fair share of
 the measured load; False while one carries more (``Rebalancing``: the next rebalance moves
@@ -12,11 +12,12 @@ so a load that drifts does not rewrite the status: status.measuredLoad has the f
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from controller.core import ringfile
+from controller.core import loads, ringfile
 from controller.core.conditions import Condition
 from controller.core.decision import Rebalanced
 from controller.core.events import Event
@@ -75,3 +76,14 @@ def last_rebalance(done: Rebalanced, version: int, now_text: str) -> dict[str, A
     return {"time": now_text, "ringVersion": version, "moves": done.moves,
             "loadMovedPercent": round(done.load_moved * 100, 2),
             "imbalanceBefore": round(done.before, 3), "imbalanceAfter": round(done.after, 3)}
+
+
+def showing_load(ring: ringfile.RingFile, shard_load: np.ndarray | None) -> ringfile.RingFile:
+    """``ring`` with each member's load under its assignment (ring.json's ``members[].load``),
+    from the measured load of each shard (None, or another shard count: as it is)."""
+    if shard_load is None or len(shard_load) != ring.assignment.shards:
+        return ring
+    members = ring.assignment.members
+    per_member = member_loads(ring.assignment.table, shard_load, len(members))
+    return replace(ring, member_load={member.id: loads.rounded(float(load))
+                                      for member, load in zip(members, per_member, strict=True)})

@@ -178,7 +178,8 @@ def decide(config: RingConfig, membership: Membership, source_index: int,
         assignment=assignment, version=previous.version if previous else last_version,
         source_index=previous.source_index if previous else source_index, shard_ring=shard_ring,
         service=service, endpoints=membership.endpoints, draining=membership.draining)
-    # Equal RingFiles render to the same ring.json (the parser round-trips): nothing to publish.
+    # Equal RingFiles hold the same ring (the parser round-trips; the member loads shown beside
+    # it do not count): nothing to publish.
     if candidate == previous:
         return Decision(previous, observed=len(members))
     published = ringfile.RingFile(

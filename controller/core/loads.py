@@ -33,6 +33,11 @@ def _rounded(value: float) -> str:
     return text if "e" not in text else str(int(float(text)))
 
 
+def rounded(value: float) -> float:
+    """A load as shown and reported: three significant figures (0 for nothing or nonsense)."""
+    return float(_rounded(value))
+
+
 def encode(loads: Mapping[int, float], limit: int = LIMIT) -> str:
     """The annotation's text for these per-shard loads, at most ``limit`` bytes."""
     entries = {shard: _rounded(load) for shard, load in loads.items()}
@@ -145,5 +150,5 @@ def measured(shard_load: np.ndarray, members: list[str], weights: np.ndarray,
     order = np.lexsort((np.arange(len(members)), -ratios))[:SHOWN]
     return {"time": now_text, "imbalance": round(imbalance(per_member, fair), 3),
             "reporting": reporting,
-            "members": [{"member": members[i], "load": float(_rounded(per_member[i])),
+            "members": [{"member": members[i], "load": rounded(per_member[i]),
                          "ofFairShare": round(float(ratios[i]), 3)} for i in order.tolist()]}

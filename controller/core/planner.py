@@ -19,7 +19,12 @@ import numpy as np
 from controller.core import handover, loads, ringfile
 from controller.core.access import access_problem
 from controller.core.acks import Ack, load_reports
-from controller.core.balance import balance_condition, balance_warning, last_rebalance
+from controller.core.balance import (
+    balance_condition,
+    balance_warning,
+    last_rebalance,
+    showing_load,
+)
 from controller.core.decision import Decision, Problem, Reason, decide, kept, rebalance
 from controller.core.events import Event, handover_ended, rebalanced, resharded, warnings
 from controller.core.limits import Access, Limits
@@ -145,6 +150,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
     decision, balance_checked = _rebalance(decision, previous, config, by_load,
                                            gathered.memory.balance_checked, now, last_version)
     decision, ending = _handover(decision, previous, config, gathered, now, last_version)
+    if decision.changed and decision.ring is not None:
+        decision = replace(decision, ring=showing_load(decision.ring, by_load))
     desired, published = None, previous
     keeps_verified = not decision.changed and from_configmap and configmap is not None and \
         gathered.memory.verified == Verified(configmap.name, configmap.resource_version,

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,10 @@ class RingFile:
     # Make-before-break: previous owners that keep serving these shards beside their new owners
     # until the new owners acknowledge this version (member id -> shards, both sorted).
     handover: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # A ring balanced by load: the load each member carries under this assignment, from the
+    # smoothed reports when this version was made. For people and dashboards: it is not what the
+    # ring is made of, so two rings that differ only in it are equal (no version for a drift).
+    member_load: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     @functools.cached_property
     def hash(self) -> str:  # computed once: rendering and status both need it
@@ -136,6 +140,10 @@ def render(ring: RingFile, keys: Mapping[str, str] | None = None) -> str:
         endpoint = ring.endpoints.get(entry["id"])
         if endpoint is not None:
             entry["address"], entry["port"] = endpoint.address, endpoint.port
+        if entry["id"] in ring.member_load:
+            entry["load"] = _number(ring.member_load[entry["id"]])
+    if ring.member_load:
+        document["loadImbalance"] = load_imbalance(ring.assignment.members, ring.member_load)
     document.update(format=FORMAT, ringVersion=ring.version, ringHash=ring.hash,
                     consulIndex=ring.source_index)
     if ring.draining:
@@ -149,6 +157,16 @@ def render(ring: RingFile, keys: Mapping[str, str] | None = None) -> str:
     if ring.service:
         document["service"] = dict(ring.service)
     return canonical_json(document) + "\n"
+
+
+def load_imbalance(members: Sequence[Member], member_load: Mapping[str, float]) -> float:
+    """The highest member load over its weighted fair share of the total (1.0: even)."""
+    total = sum(member_load.get(m.id, 0.0) for m in members)
+    weights = sum(m.weight for m in members)
+    if total <= 0 or weights <= 0:
+        return 1.0
+    return round(max(member_load.get(m.id, 0.0) / (total * m.weight / weights)
+                     for m in members), 3)
 
 
 def _draining_entry(member_id: str, endpoint: Endpoint | None) -> dict[str, Any]:
@@ -181,4 +199,5 @@ def parse(text: str) -> RingFile:
         shard_ring={"namespace": ring.namespace, "name": ring.name} if ring.name else {},
         service=dict(ring.service), draining=ring.draining, handover=dict(ring.handover),
         endpoints={m.id: Endpoint(m.address, m.port or 0) for m in described
-                   if m.address is not None})
+                   if m.address is not None},
+        member_load={m.id: m.load for m in described if m.load is not None})

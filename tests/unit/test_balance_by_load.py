@@ -5,12 +5,13 @@ conditions and events say. Passes are driven by a stepping clock."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from controller.core import loads
+from controller.core import loads, ringfile
 from controller.core.acks import Ack
 from controller.core.planner import Gathered, PassPlan, plan_pass
 from controller.core.spec import SpecError
@@ -189,3 +190,27 @@ def test_balancing_by_load_needs_the_balanced_algorithm():
     with pytest.raises(SpecError, match="needs algorithm: balanced"):
         parse_spec("r", {**SPEC, "algorithm": "rendezvous"})
     assert parse_spec("r", {**SPEC, "algorithm": "rendezvous", "balance": {"by": "count"}})
+
+
+def test_ring_json_shows_each_members_load_under_the_version_it_was_made_with():
+    ring = Ring()
+    ring.run(0.0)
+    ring.run(1.0)
+    moved = ring.run(61.0)  # the first rebalance
+    assert moved.change is not None and moved.change.rebalanced is not None
+    shown = json.loads(moved.configmap.data["ring.json"])
+    table = moved.published.assignment.table
+    carried = np.bincount(table[:, 0], weights=LOAD, minlength=len(MEMBERS))  # R = 1
+    assert {m["id"]: m["load"] for m in shown["members"]} == \
+        {m: loads.rounded(carried[i]) for i, m in enumerate(sorted(MEMBERS))}
+    assert shown["loadImbalance"] == round(carried.max() / carried.mean(), 3)
+    # Read back (an operator restart), the same ring with the same loads: the same text.
+    again = ringfile.parse(moved.configmap.data["ring.json"])
+    assert ringfile.render(again) == moved.configmap.data["ring.json"]
+    # Loads are shown beside the ring, not part of it: a drift alone is no new version.
+    assert again == replace(again, member_load={m: 1.0 for m in MEMBERS})
+    counted = Ring({**SPEC, "balance": {"by": "count"}})
+    counted.run(0.0)
+    first = counted.run(1.0, members=(*MEMBERS, "e"))
+    assert first.change is not None
+    assert all("load" not in m for m in json.loads(first.configmap.data["ring.json"])["members"])

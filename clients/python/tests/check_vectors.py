@@ -22,6 +22,9 @@ def check(testdata: str) -> int:
         assert ring.version == expected["version"], name
         assert list(ring.members) == expected["members"], name
         assert list(ring.draining) == expected["draining"], name
+        for member in (*ring.members, *ring.draining):
+            assert ring.member(member).load == expected["loads"].get(member), (name, member)
+            checks += 1
         for key, shard, owners in expected["cases"]:
             assert ring.shard(key) == shard, (name, key)
             assert ring.owners(key) == owners, (name, key)

@@ -42,6 +42,9 @@ class Member:
     address: str | None = None
     port: int | None = None
     draining: bool = False
+    # A ring balanced by load: the load it carries under this assignment, as measured when the
+    # version was made (in the unit of the load reports). None otherwise.
+    load: float | None = None
 
 
 _short = reprlib.Repr()
@@ -91,14 +94,12 @@ def _member(entry: Any, where: str, draining: bool) -> Member:
     if not member_id:
         raise RingFormatError(f"{where}.id must not be empty")
     weight = _optional(entry, "weight", 1)
-    try:
-        finite = type(weight) in (int, float) and math.isfinite(weight) and \
-            math.isfinite(float(weight))
-    except OverflowError:  # an integer beyond any float
-        finite = False
-    if not finite or not weight > 0:
+    if not _finite(weight) or not weight > 0:
         raise RingFormatError(f"{where}.weight must be a finite number > 0, not "
                               f"{_shown(weight)}")
+    load = entry.get("load")
+    if load is not None and (not _finite(load) or load < 0):
+        raise RingFormatError(f"{where}.load must be a finite number >= 0, not {_shown(load)}")
     zone = entry.get("zone")
     if zone is not None:
         _text(zone, f"{where}.zone")
@@ -110,7 +111,17 @@ def _member(entry: Any, where: str, draining: bool) -> Member:
     key = entry.get("key")
     if key is not None:
         _text(key, f"{where}.key")
-    return Member(member_id, key, float(weight), zone, address, port, draining)
+    return Member(member_id, key, float(weight), zone, address, port, draining,
+                  None if load is None else float(load))
+
+
+def _finite(number: Any) -> bool:
+    """A JSON number (not true) that is a finite float."""
+    try:
+        return type(number) in (int, float) and math.isfinite(number) and \
+            math.isfinite(float(number))
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _table(rows: list[Any], replication: int, members: int) -> tuple[tuple[int, ...], ...]:
