@@ -19,7 +19,7 @@ Prometheus runs with 1-minute blocks (hidden flags meant for tests) so that the 
 a server no longer scrapes leave its head within minutes instead of hours: head series are read
 after they have.
 
-    .venv/bin/python bench/balance_bench.py        (make bench-balance, ~10 min)
+    .venv/bin/python bench/balance_bench.py        (make bench-balance, ~15 min)
 """
 
 from __future__ import annotations
@@ -137,8 +137,9 @@ class BalanceBench(AgentBench):
                 self._wait(scraper.prometheus.config.exists, 30)
                 scraper.prometheus.start()
             names = {s.name for s in scrapers}
-            split = self._until_split(fleet, self.targets.addresses, names, 90)["split"]
-            time.sleep(5)
+            self._until_split(fleet, self.targets.addresses, names, 90)
+            # (While the ring filled up, the first scrapers scraped more than their share.)
+            time.sleep(HEAD_GC_S)
             results["count"] = self.measure(scrapers)
             print("count:", json.dumps(results["count"]), flush=True)
 
@@ -170,6 +171,7 @@ class BalanceBench(AgentBench):
             owned = {t for t, name in split.items() if name == victim.name}
             moved = {t for t in self.targets.addresses if lost["split"].get(t) != split.get(t)}
             survivors = [s for s in scrapers if s is not victim]
+            time.sleep(3)  # every target scraped by its new owner
             results["loss"] = {"targets_moved": len(moved), "victims_targets": len(owned),
                                "only_its_targets_moved": moved <= owned,
                                "unscraped_s": lost["unscraped_s"],

@@ -131,12 +131,40 @@ def unscraped_per_reshard(results: dict) -> Figure:
     return figure
 
 
+def series_per_server(results: dict) -> Figure:
+    """balance.json: each Prometheus server's own head series, with hashmod over the servers,
+    the ring balanced by count, and the ring balanced by load."""
+    ways = [("hashmod", "hashmod over the servers"), ("count", "balanced by count"),
+            ("load", "balanced by load")]
+    if any("head_series" not in results.get(way, {}) for way, _ in ways):
+        raise NotDrawable("balance.json lacks head series: run `make bench-balance`")
+    figure, axes = _figure(f"{results['scrapers']} real Prometheus servers, "
+                           f"{results['targets']} targets (heavy-tailed series), "
+                           f"K = {results['shards']}")
+    width = 0.8 / len(ways)
+    for n, (way, label) in enumerate(ways):
+        found = results[way]["head_series"]
+        positions = [i + (n - 1) * width for i in range(len(found["per_server"]))]
+        axes.bar(positions, found["per_server"], width,
+                 label=f"{label}: max/mean {found['max_over_mean']:.2f}")
+    servers = len(results["load"]["head_series"]["per_server"])
+    mean = sum(results["load"]["head_series"]["per_server"]) / servers
+    axes.axhline(mean, color="0.3", linestyle=":", linewidth=1, label="mean")
+    tallest = max(max(results[way]["head_series"]["per_server"]) for way, _ in ways)
+    axes.set_ylim(0, tallest * 1.35)  # room for the legend above the bars
+    axes.set_xticks(range(servers), [f"server {i + 1}" for i in range(servers)])
+    axes.set_ylabel("prometheus_tsdb_head_series")
+    axes.legend(fontsize=8)
+    return figure
+
+
 # picture -> (results file, how it is drawn)
 PICTURES: dict[str, tuple[str, Callable[[dict], Figure]]] = {
     "propagation.png": ("sources.json", propagation_cdf),
     "moves.png": ("ring.json", moves_vs_hashmod),
     "memory.png": ("memory.json", memory_vs_rings),
     "unscraped.png": ("agent.json", unscraped_per_reshard),
+    "balance.png": ("balance.json", series_per_server),
 }
 
 

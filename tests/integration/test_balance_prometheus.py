@@ -94,6 +94,10 @@ def test_shards_move_for_their_load_until_even_never_unscraped_and_a_loss_moves_
         assert all(0 < moved <= BUDGET for moved in moves.values())
         wait_for(lambda: len(rings.events("Rebalanced")) == len(moves), "a Rebalanced event "
                  "per rebalance")
+        # ring.json shows what each member carries under the version it holds.
+        shown = rings.ring("scrapers-ring")
+        assert sorted(shown.member_load) == sorted(shown.assignment.ids)
+        assert all(load > 0 for load in shown.member_load.values())
 
         # A scraper dies: its targets, and only those, go to the survivors.
         split = split_once(fleet, addresses, names)

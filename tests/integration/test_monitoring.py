@@ -6,6 +6,7 @@ scraping it — so a renamed metric cannot silently break an alert or a panel.""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import subprocess
@@ -16,7 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes import client as k8s
 
+from controller.core import loads
+from controller.core.acks import Ack, build_lease, lease_name
+from controller.core.rfc3339 import rfc3339
 from controller.testing.controlplane import free_port
 from controller.testing.processes import find_assets
 from controller.testing.scrapers import PrometheusServer
@@ -102,6 +107,18 @@ def query(prometheus: PrometheusServer, expr: str) -> list:
     return answer["data"]["result"]
 
 
+def report_load(api_client, namespace: str, published, ring: str) -> None:
+    """A load report for the first member's shards, in the Lease its ring agent would write
+    (built by the agent's own code), so that the ring shows a measured load."""
+    now = rfc3339(datetime.datetime.now(datetime.UTC), micro=True)
+    member = published.assignment.members[0].id
+    report = loads.encode({s: float(s + 1) for s in published.assignment.shards_of(member)})
+    ack = Ack(lease_name(f"{ring}-ring", "load-reporter"), ring, member, published.version,
+              published.hash, "none", now, report, now)
+    k8s.CoordinationV1Api(api_client).create_namespaced_lease(
+        namespace, build_lease(namespace, ack, None))
+
+
 @pytest.mark.controlplane
 def test_what_alerts_and_panels_use_is_exported_and_every_panel_has_data(
         operator, rings, consul_helper, core_v1, namespace, tmp_path):
@@ -116,6 +133,7 @@ def test_what_alerts_and_panels_use_is_exported_and_every_panel_has_data(
     wait_for(lambda: rings.ring("watched-ring").version >= 1, "the first ring")
     wait_for(lambda: (c := rings.condition("stuck", "Stalled")) and c["status"] == "True",
              "stuck")
+    report_load(core_v1.api_client, namespace, rings.ring("watched-ring"), "watched")
 
     port = operator.config.metrics_port
     config = tmp_path / "prometheus.yml"

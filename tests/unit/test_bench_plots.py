@@ -80,6 +80,16 @@ def test_unscraped_time_is_each_reshard_of_the_scrapers_bench():
     assert [bar.get_height() for bar in doubled] == [e["doubled_s"] for e in events]
 
 
+def test_the_balance_bars_are_each_servers_head_series_per_way():
+    saved = results("balance.json")
+    bars = plots.series_per_server(saved).axes[0].containers
+    assert len(bars) == 3
+    for container, way in zip(bars, ("hashmod", "count", "load"), strict=True):
+        assert [bar.get_height() for bar in container] == saved[way]["head_series"]["per_server"]
+        assert container.get_label().endswith(
+            f"{saved[way]['head_series']['max_over_mean']:.2f}")
+
+
 def test_results_without_raw_measurements_leave_the_picture_as_it_was(tmp_path):
     old = {k: v for k, v in results("sources.json").items()}
     for source in plots.SOURCES:

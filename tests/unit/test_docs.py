@@ -123,7 +123,7 @@ def test_every_ring_json_field_is_documented():
                              service={"name": "svc"}, draining=("d",),
                              endpoints={"a": ringfile.Endpoint("10.0.0.1", 9100),
                                         "d": ringfile.Endpoint("10.0.0.4", 9100)},
-                             handover={"c": (1,)})
+                             handover={"c": (1,)}, member_load={"a": 3.0, "b": 5.5, "c": 1.0})
     document = json.loads(ringfile.render(ring))
     row = next(line for line in README.splitlines() if line.startswith("| `ring.json` |"))
     fields = set(document) | {key for member in document["members"] for key in member}
