@@ -67,7 +67,8 @@ def add_parser(commands: Any) -> None:
     load = agent.add_mutually_exclusive_group()
     load.add_argument("--load-url", metavar="URL",
                       help="report the load of this member's shards, read from the workload's "
-                           "metrics here (a gauge shardring_shard_load{shard=\"N\"} per shard)")
+                           "metrics here (a gauge shardring_shard_load{shard=\"N\"} per shard; "
+                           "http://... or file:///path for a file the workload writes)")
     load.add_argument("--load-from-prometheus", action="store_true",
                       help="report the load of this member's shards as Prometheus' own "
                            "scrape_samples_scraped per target (needs --prometheus-url or "

@@ -1,7 +1,8 @@
 """Where the agent measures the load of its member's shards (issue #26), for its load report.
 
 - ``--load-url``: the workload's own metrics endpoint (Prometheus' text format), a gauge
-  ``shardring_shard_load{shard="17"} 1234`` per shard it serves (the clients' helpers write it);
+  ``shardring_shard_load{shard="17"} 1234`` per shard it serves (the clients' helpers write it),
+  or a ``file://`` URL of a file in that format the workload writes;
 - ``--load-from-prometheus``: in Prometheus mode, Prometheus' own ``scrape_samples_scraped`` per
   target, summed into the target's shard with the ring's hashmod of its address (``instance``),
   so a sharded Prometheus needs no setup. A shard with a target not scraped yet (just taken

@@ -43,7 +43,7 @@ class ZooKeeperServer:
         if not java:
             raise ControlPlaneError("java is required for the ZooKeeper server")
         args = [java, "-Xmx256m", "-Dzookeeper.admin.enableServer=false",
-                "-Dzookeeper.4lw.commands.whitelist=ruok", "-cp", f"{zookeeper_jars()}/*",
+                "-Dzookeeper.4lw.commands.whitelist=srvr", "-cp", f"{zookeeper_jars()}/*",
                 "org.apache.zookeeper.server.ZooKeeperServerMain", str(self.port),
                 str(self.workdir / "data")]
         self.process = Process("zookeeper", args, self.workdir / "zookeeper.log")
@@ -51,10 +51,15 @@ class ZooKeeperServer:
         self.process.wait_ready(self.ok)
 
     def ok(self) -> bool:
+        """Serving requests: its database loaded (``ruok`` says imok before that, and clients
+        that connect meanwhile are turned away)."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"ruok")
-                return sock.recv(4) == b"imok"
+                sock.sendall(b"srvr")
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+                return b"Mode: standalone" in answer
         except OSError:
             return False
 

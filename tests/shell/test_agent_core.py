@@ -727,6 +727,17 @@ def test_the_clients_load_exposition_is_what_the_agent_reads():
     assert from_exposition(shardring_client.load_exposition(loads)) == loads
 
 
+def test_loads_are_read_from_a_file_the_workload_writes(tmp_path):
+    import shardring_client
+    from controller.agent.loadreport import LoadUnavailable, workload
+    path = tmp_path / "loads.prom"
+    measure = workload(path.as_uri())
+    with pytest.raises(LoadUnavailable, match="loads.prom"):
+        measure(64)  # not written yet: the last report stays
+    path.write_text(shardring_client.load_exposition({3: 12.0, 70: 5.0, 9: 1.5}))
+    assert measure(64).loads == {3: 12.0, 9: 1.5}  # (70 is beyond the ring's shards)
+
+
 def test_in_prometheus_mode_a_shards_load_is_its_targets_samples(tmp_path):
     """Prometheus' own scrape_samples_scraped per target, summed into the shard the ring's
     hashmod puts the target in (the adapter against a stand-in for Prometheus' query API; the
