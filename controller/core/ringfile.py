@@ -28,6 +28,7 @@ FORMAT = "shardring.io/ring/v1"
 KEY_HASH = "md5-hashmod"  # shard = uint64_be(md5(key)[8:16]) mod shards == Prometheus hashmod
 _UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
 _MAX_KEY = 200  # ConfigMap keys are <= 253 characters, with room for "relabel." and ".yaml"
+_SAFE_KEY = re.compile(rf"[-._a-zA-Z0-9]{{1,{_MAX_KEY}}}")  # an id that is its own key
 
 
 class RingFileError(ValueError):
@@ -79,11 +80,13 @@ def member_keys(ids: list[str]) -> dict[str, str]:
     A safe id is its own key; any other id keeps its safe characters and gains a hash suffix, so two
     ids that differ only in unsafe characters still get different keys.
     """
-    keys: dict[str, str] = {}
-    taken: set[str] = set()
-    for member_id in sorted(ids, key=lambda i: (_UNSAFE.search(i) is not None, i)):
-        key = member_id if member_id and not _UNSAFE.search(member_id) and \
-            len(member_id) <= _MAX_KEY else ""
+    # Safe ids first (each is its own key, and ids are unique), then the others in order, each
+    # avoiding every key taken before it.
+    safe = sorted(i for i in ids if _SAFE_KEY.fullmatch(i))
+    keys: dict[str, str] = dict(zip(safe, safe, strict=True))
+    taken: set[str] = set(safe)
+    for member_id in sorted(i for i in ids if i not in keys):
+        key = ""
         salt = 0
         while not key or key in taken:
             digest = f"{hash64(f'{member_id}#{salt}' if salt else member_id):016x}"
