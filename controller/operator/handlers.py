@@ -17,7 +17,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -242,6 +242,11 @@ async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | No
     # kopf gives every handler its indexes (without it, rings read their ConfigMaps as before).
     memo.configmaps = kwargs.get("configmaps_listed")
     memo.api_health.answered()  # an event came through: the API answers
+    # kopf keeps every ring's last body for its daemon (the very dict of this event): its
+    # managedFields, the API server's record of who set which field, are most of it and nothing
+    # reads them. Dropped here, they are not kept for a thousand rings.
+    raw = cast(dict[str, Any], event.get("object") or {})
+    (raw.get("metadata") or {}).pop("managedFields", None)
     uid = body.get("metadata", {}).get("uid", "")
     if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
         memo.forget(namespace, name, uid)  # a pass in flight ends on the ring's 404, quietly
