@@ -43,6 +43,7 @@ from controller.core.views import (
     RingObject,
     data_digest,
     owner_reference,
+    text_digest,
 )
 
 # For what no event announces: a token Secret appearing, a conflicting ConfigMap going away.
@@ -202,7 +203,7 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                      loads=measured.smoothed, balance_checked=balance_checked)
     _show_measured_load(status, ring.status.get("measuredLoad"), published, measured, now_text)
     if desired is not None:
-        memory = replace(memory, last_published=desired.data.get("ring.json"),
+        memory = replace(memory, last_published_digest=text_digest(desired.data["ring.json"]),
                          last_published_ring=published, verified=None)
     if change is not None and desired is not None:
         memory = replace(memory, last_publish=now,
@@ -292,18 +293,16 @@ def _previous(configmap: ConfigMapView | None, gathered: Gathered
               ) -> tuple[ringfile.RingFile | None, bool]:
     """The published ring: the ConfigMap's (True), else the one this operator last wrote, which
     restores a deleted or mangled ConfigMap. What this operator wrote itself is not parsed again:
-    the worker carries it, parsed, beside its text."""
-    last, parsed = gathered.memory.last_published, gathered.memory.last_published_ring
+    the worker carries it parsed, and knows it by its text's digest."""
+    parsed = gathered.memory.last_published_ring
+    if gathered.memory.holds(configmap):
+        return parsed, True
     if configmap is not None and configmap.ring_json is not None:
-        if parsed is not None and configmap.ring_json == last:
-            return parsed, True
         try:
             return ringfile.parse(configmap.ring_json), True
         except ringfile.RingFileError:
             pass
-    if parsed is not None:
-        return parsed, False
-    return (ringfile.parse(last) if last else None), False
+    return parsed, False
 
 
 def _decide(ring: RingObject, config: RingConfig, source: SourceState | None,

@@ -42,7 +42,8 @@ LEGACY_CREDENTIALS_LABEL = "shardring.io/consul-token"
 @dataclass(frozen=True)
 class ConfigMapView:
     """A ConfigMap's ring.json and a digest of all its data (a thousand full copies of member files
-    cost more memory than they are worth)."""
+    cost more memory than they are worth). ``ring_digest`` identifies ring.json; its text is let
+    go (None) once it is known to be what this operator published, which it keeps parsed."""
 
     name: str
     ring_json: str | None
@@ -50,6 +51,11 @@ class ConfigMapView:
     labels: Mapping[str, str]
     controller_uid: str | None
     resource_version: str
+    ring_digest: str | None = None  # None: no ring.json
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def data_digest(data: Mapping[str, str]) -> str:
@@ -62,10 +68,12 @@ def view_from_dict(body: Mapping[str, Any]) -> ConfigMapView:
     owners = metadata.get("ownerReferences") or []
     controller = next((o.get("uid") for o in owners if o.get("controller")), None)
     data = body.get("data") or {}
-    return ConfigMapView(name=metadata.get("name", ""), ring_json=data.get("ring.json"),
+    ring_json = data.get("ring.json")
+    return ConfigMapView(name=metadata.get("name", ""), ring_json=ring_json,
                          data_digest=data_digest(data),
                          labels=dict(metadata.get("labels") or {}), controller_uid=controller,
-                         resource_version=str(metadata.get("resourceVersion", "")))
+                         resource_version=str(metadata.get("resourceVersion", "")),
+                         ring_digest=text_digest(ring_json) if ring_json is not None else None)
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:

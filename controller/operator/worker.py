@@ -116,12 +116,14 @@ class RingWorker:
         self.wake()
 
     def configmap_seen(self, name: str, view: ConfigMapView | None) -> None:
-        if view is not None and view.ring_json is not None and \
-                view.ring_json == self.memory.last_published:
-            # Our own write coming back: one copy of its text, not one per event.
-            view = replace(view, ring_json=self.memory.last_published)
-        self.seen = SeenConfigMap(name, view)
+        self.seen = SeenConfigMap(name, self._without_our_text(view))
         self.wake()
+
+    def _without_our_text(self, view: ConfigMapView | None) -> ConfigMapView | None:
+        """Our own write coming back: its text is not kept (the ring is, parsed)."""
+        if view is not None and view.ring_json is not None and self.memory.holds(view):
+            return replace(view, ring_json=None)
+        return view
 
     def wake(self) -> None:
         self._wake.set()
@@ -358,11 +360,12 @@ class RingWorker:
         memory = plan.memory  # taken only once the write went through (a conflict forgets it)
         if plan.configmap is not None:
             written = await self.publisher.configmap(plan.configmap, configmap)
-            self.seen = SeenConfigMap(written.name, written)
-            memory = (memory or self.memory).written(written.ring_json, Verified(
+            memory = (memory or self.memory).written(written.ring_digest, Verified(
                 written.name, written.resource_version, plan.configmap.prometheus_relabel))
         if memory is not None:
             self.memory = memory
+        if plan.configmap is not None:
+            self.seen = SeenConfigMap(written.name, self._without_our_text(written))
         self.publisher.events(plan, body, warnings=False)
         self.publisher.measure(plan, source, self.clock.monotonic())
         patched = await self.publisher.status(plan.status, body, self.clock.monotonic())

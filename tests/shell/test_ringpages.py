@@ -18,8 +18,8 @@ class Worker:  # what the page reads of a RingWorker
     name: str
     serving: bool = True
     body: dict[str, Any] | None = field(default_factory=lambda: {"status": {"members": 2}})
-    memory: RingMemory = RingMemory(last_published=ringfile.render(ringfile.RingFile(
-        plan([Member("a"), Member("b")], RingSpec(8, 1)), version=1)))
+    memory: RingMemory = RingMemory(last_published_ring=ringfile.RingFile(
+        plan([Member("a"), Member("b")], RingSpec(8, 1)), version=1))
 
 
 def test_routes_filter_and_a_paused_replica_shows_nothing():

@@ -5,12 +5,15 @@ No control plane: these run in about a second."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
+from controller.core import ringfile
 from controller.core.credentials import Token
 from controller.core.limits import Limits
 from controller.core.source_state import Snapshot, SourceState
+from controller.core.views import view_from_dict
 from tests.shell.fakes import NAME, NAMESPACE, FakeClock, FakeKube, FakeSources, Setup, setup, spec
 
 
@@ -378,4 +381,32 @@ def test_under_churn_the_observed_count_is_written_at_most_every_few_seconds():
         assert s.kube.status_writes == writes + 1
         assert s.kube.ring["status"]["observedMembers"] == 5
         assert s.kube.published().version == 1
+    asyncio.run(scenario())
+
+
+def test_the_worker_keeps_its_own_ring_parsed_not_its_text_and_reads_anyone_elses():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        name = next(iter(s.kube.configmaps))
+        mine = view_from_dict(s.kube.configmaps[name])
+        # Written, and coming back as an event: known by its digest, its text let go.
+        assert s.worker.seen.view.ring_json is None
+        s.worker.configmap_seen(name, mine)
+        assert s.worker.seen.view.ring_json is None
+        assert s.worker.seen.view.ring_digest == mine.ring_digest
+        await s.step()
+        assert s.kube.configmap_writes == 1  # and nothing to write: it is the published ring
+        # Someone else's ring.json is kept, read, and replaced by the ring as it should be.
+        body = s.kube.configmaps[name]
+        document = json.loads(body["data"]["ring.json"])
+        document["assignment"] = [[0] for _ in document["assignment"]]  # all to one member
+        body["data"]["ring.json"] = ringfile.canonical_json(document)
+        body["metadata"]["resourceVersion"] = "edited"
+        s.worker.configmap_seen(name, view_from_dict(body))
+        assert s.worker.seen.view.ring_json == body["data"]["ring.json"]
+        await s.step()
+        assert s.kube.configmap_writes == 2
+        assert len(set(s.kube.published().assignment.table.ravel().tolist())) == 3
+        assert s.worker.seen.view.ring_json is None
     asyncio.run(scenario())

@@ -12,7 +12,7 @@ from controller.core.limits import Access
 from controller.core.memory import RingMemory, Verified
 from controller.core.planner import Gathered, plan_pass, prepare
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.views import RingObject, view_from_dict
+from controller.core.views import RingObject, text_digest, view_from_dict
 from controller.sources.specs import read_spec
 from controller.testing.builders import instances
 
@@ -39,7 +39,8 @@ def published(monkeypatch, edit=None):
     engine = decision.plan
     monkeypatch.setattr(decision, "plan", lambda *a, **k: runs.append(1) or engine(*a, **k))
     gathered = Gathered(view, source, memory=RingMemory(
-        last_published=first.configmap.data["ring.json"], last_published_ring=first.published,
+        last_published_digest=text_digest(first.configmap.data["ring.json"]),
+        last_published_ring=first.published,
         verified=Verified("r-ring", "1", False), last_publish=1.0))
     again = plan_pass(RingObject("team", "r", "uid", 1, SPEC, first.status), config, gathered,
                       50.0, "t")

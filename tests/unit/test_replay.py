@@ -51,12 +51,12 @@ def source_entries(kind: str, spec: dict[str, Any], raw: Any) -> Any:
                  for child in sorted(raw))
 
 
-def acknowledgements(name: str, published: str | None, lagging: int) -> tuple[Ack, ...]:
+def acknowledgements(name: str, ring: ringfile.RingFile | None, lagging: int
+                     ) -> tuple[Ack, ...]:
     """Every member's ring agent has applied the published version, but ``lagging`` of them
     (the first, by id), who still run the version before."""
-    if published is None:
+    if ring is None:
         return ()
-    ring = ringfile.parse(published)
     members = sorted({*ring.assignment.ids, *ring.draining})
     return tuple(Ack(f"ack-{member}", name, member, ring.version - (i < lagging),
                      ring.hash if i >= lagging else "sha256:older", "ok", NOW_TEXT)
@@ -80,7 +80,7 @@ def replay(scenario: dict[str, Any]) -> list[dict[str, Any]]:
             assert intent.config is not None, intent.plan
             source = SourceState(snapshot=Snapshot(index, entries, at))
             view = view_from_dict(configmap) if configmap is not None else None
-            acks = acknowledgements(name, memory.last_published, scenario.get("lagging", 0)) \
+            acks = acknowledgements(name, memory.last_published_ring, scenario.get("lagging", 0)) \
                 if scenario.get("agents") else ()
             plan = plan_pass(ring, intent.config,
                              Gathered(view, source, acks=acks, memory=memory), at, NOW_TEXT)

@@ -13,7 +13,7 @@ from controller.core.memory import RingMemory
 from controller.core.planner import Gathered, plan_pass
 from controller.core.ring import Member, RingSpec, plan
 from controller.core.source_state import Snapshot, SourceState
-from controller.core.views import RingObject
+from controller.core.views import RingObject, text_digest
 from controller.sources.specs import parse_spec
 from controller.testing.builders import instance
 
@@ -44,8 +44,9 @@ def condition(status: dict, kind: str) -> dict:
 
 
 def remembered(published: ringfile.RingFile) -> RingMemory:
-    """The worker's memory after publishing this ring (as text: parsed again when read)."""
-    return RingMemory(last_published=ringfile.render(published))
+    """The worker's memory after publishing this ring."""
+    return RingMemory(last_published_ring=published,
+                      last_published_digest=text_digest(ringfile.render(published)))
 
 
 def test_a_problem_before_the_first_ring_does_not_claim_a_ring_is_kept():
