@@ -143,8 +143,9 @@ def ring_page(view: RingView) -> str:
     total = assignment.shards * assignment.spec.replication
     lagging = set((status.get("convergence") or {}).get("lagging") or [])
     handing = set(ring.handover)
+    owners = assignment.owners if ring.handover else ()
     receiving = {owner for member, shards in ring.handover.items() for shard in shards
-                 for owner in assignment.owners[shard] if owner != member}
+                 for owner in owners[shard] if owner != member}
     # (id, zone, weight, state) of every listed member: owners, then those draining (owning
     # nothing, serving what they still hand over).
     listed = [(m.id, m.zone or "", f"{m.weight:g}", ", ".join(name for name, on in (

@@ -74,13 +74,12 @@ class Assignment:
     """Shard -> owners. ``table[s]`` holds indices into ``members`` (sorted by id), primary
     first."""
 
-    __slots__ = ("members", "table", "spec", "_owners")
+    __slots__ = ("members", "table", "spec")
 
     def __init__(self, members: tuple[Member, ...], table: np.ndarray, spec: RingSpec):
         self.members = members
         self.table = table
         self.spec = spec
-        self._owners: tuple[tuple[str, ...], ...] | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -92,10 +91,11 @@ class Assignment:
 
     @property
     def owners(self) -> tuple[tuple[str, ...], ...]:
-        if self._owners is None:
-            ids = self.ids
-            self._owners = tuple(tuple(ids[i] for i in row) for row in self.table.tolist())
-        return self._owners
+        """Each shard's owners by id. Built on every call, not kept: a published ring stays in
+        memory for every ring, and a tuple per shard would weigh more than the table itself
+        (about 70 KB for 1,024 shards, R=2). Callers read it once."""
+        ids = self.ids
+        return tuple(tuple(ids[i] for i in row) for row in self.table.tolist())
 
     @property
     def loads(self) -> dict[str, int]:
