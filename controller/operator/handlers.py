@@ -30,6 +30,7 @@ from controller.operator import ringpages
 from controller.operator.planning import PlanningThreads
 from controller.operator.publish import KubeAdapter
 from controller.operator.settings import OperatorConfig
+from controller.operator.trim import Trimmer, glibc_trim
 from controller.operator.worker import RingWorker
 from controller.sources.base import SourceRegistry, SourceRouter
 from controller.sources.consul.watch import WatcherRegistry
@@ -61,6 +62,7 @@ class Operator:
     # Our ConfigMaps by (namespace, name), from kopf's index of them: kopf serves no ring before
     # its first listing is complete (None until a handler has been given it).
     configmaps: Mapping[Any, Any] | None = None
+    trimmer: Trimmer = field(default_factory=lambda: Trimmer(trim=glibc_trim()))
 
     def __copy__(self) -> Operator:
         return self  # kopf copies the memo per object; all of them must share this one
@@ -80,6 +82,7 @@ class Operator:
         self.planning = PlanningThreads(2)
 
     async def close(self) -> None:
+        self.trimmer.stop()
         self.workers.clear()
         if self.sources is not None:
             await self.sources.close()
@@ -102,7 +105,8 @@ class Operator:
                 connections=self.config.access(), limits=self.config.limits, passes=self.passes,
                 background=self.background, planning=self.planning,
                 acks=self.acks.setdefault(key, {}), uid=uid,
-                listed=self._listed if self.configmaps is not None else None)
+                listed=self._listed if self.configmaps is not None else None,
+                after_pass=self.trimmer.worked)
         return existing
 
     def _listed(self, namespace: str, name: str) -> bool:

@@ -64,7 +64,8 @@ class RingWorker:
                  clock: Clock | None = None, passes: asyncio.Semaphore | None = None,
                  background: set[asyncio.Task[None]] | None = None,
                  planning: Executor | None = None, acks: Mapping[str, Ack] | None = None,
-                 uid: str = "", listed: Callable[[str, str], bool] | None = None):
+                 uid: str = "", listed: Callable[[str, str], bool] | None = None,
+                 after_pass: Callable[[], None] | None = None):
         self.namespace, self.name = namespace, name
         self.uid = uid  # which ShardRing of this name it serves (a re-created one is another)
         self.kube, self.sources, self.connections = kube, sources, connections
@@ -74,6 +75,7 @@ class RingWorker:
         self.publisher = Publisher(kube, namespace, name, self.log,
                                    background if background is not None else set())
         self._passes = passes or asyncio.Semaphore(1)
+        self._after_pass = after_pass  # (the operator's memory trimmer)
         self._planning = planning
         self.body: dict[str, Any] | None = None
         self._spec: tuple[tuple[str, int], RingConfig | SpecError] | None = None  # as last read
@@ -270,6 +272,8 @@ class RingWorker:
             inputs = self._inputs()
             self.fingerprint = None
             timeout = await self.run_pass()
+        if self._after_pass is not None:
+            self._after_pass()
         self.deadline = None if timeout is None else self.clock.monotonic() + timeout
         self.fingerprint = inputs
         return timeout
