@@ -21,3 +21,24 @@ def test_no_handler_compares_essences_so_none_is_built():
 def test_daemons_guard_their_rings_with_no_finalizer():
     registry = kopf.get_default_registry()
     assert [h.requires_finalizer for h in registry._spawning._handlers] == [False]
+
+
+def test_the_body_kopf_keeps_for_a_rings_daemon_loses_its_managed_fields():
+    """kopf keeps each ring's last event body (the very dict) for its daemon: the ring handler
+    drops its managedFields, which nothing reads, so a thousand rings do not keep them."""
+    import asyncio
+
+    from controller.operator.settings import OperatorConfig
+    from tests.shell.fakes import FakeClock, FakeKube, FakeSources, spec
+
+    raw = {"apiVersion": "shardring.io/v1alpha1", "kind": "ShardRing",
+           "metadata": {"namespace": "ns", "name": "r", "uid": "u1", "resourceVersion": "7",
+                        "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
+           "spec": spec(), "status": {}}
+    kept = kopf.Body(raw)  # what kopf hands the daemon: a view of the same dict
+    operator = handlers.Operator(OperatorConfig(), kube=FakeKube(spec()),
+                                 sources=FakeSources(FakeClock()))
+    asyncio.run(handlers._ring_event(event={"type": "ADDED", "object": raw}, body=kept,
+                                     namespace="ns", name="r", memo=operator))
+    assert "managedFields" not in kept["metadata"] and kept["metadata"]["uid"] == "u1"
+    assert operator.workers[("ns", "r")].body["spec"] == spec()
