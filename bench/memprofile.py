@@ -98,6 +98,9 @@ def main() -> None:
     out = Path(os.environ.get("MEMPROFILE_OUT", "memprofile.txt"))
     signal.signal(signal.SIGUSR1, lambda *_: out.write_text(report()))
     sys.argv = ["controller", *sys.argv[1:]]
+    # The checkout this file is in (as `python -m controller` from it would), not whichever one
+    # the virtualenv's editable install points at.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     runpy.run_module("controller", run_name="__main__", alter_sys=True)
 
 
