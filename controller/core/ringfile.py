@@ -23,6 +23,7 @@ import numpy as np
 
 import shardring_client as client
 from controller.core.ring import Algorithm, Assignment, Member, RingError, RingSpec, hash64
+from controller.core.ring.loadbalance import imbalance
 
 FORMAT = "shardring.io/ring/v1"
 KEY_HASH = "md5-hashmod"  # shard = uint64_be(md5(key)[8:16]) mod shards == Prometheus hashmod
@@ -163,13 +164,11 @@ def render(ring: RingFile, keys: Mapping[str, str] | None = None) -> str:
 
 
 def load_imbalance(members: Sequence[Member], member_load: Mapping[str, float]) -> float:
-    """The highest member load over its weighted fair share of the total (1.0: even)."""
-    total = sum(member_load.get(m.id, 0.0) for m in members)
-    weights = sum(m.weight for m in members)
-    if total <= 0 or weights <= 0:
-        return 1.0
-    return round(max(member_load.get(m.id, 0.0) / (total * m.weight / weights)
-                     for m in members), 3)
+    """The highest member load over its weighted fair share of the total (1.0: even), as the
+    load balancer reckons it."""
+    carried = np.array([member_load.get(m.id, 0.0) for m in members], dtype=np.float64)
+    weights = np.array([m.weight for m in members], dtype=np.float64)
+    return round(imbalance(carried, carried.sum() * weights / weights.sum()), 3)
 
 
 def _draining_entry(member_id: str, endpoint: Endpoint | None) -> dict[str, Any]:
