@@ -488,3 +488,27 @@ def test_each_member_file_lists_exactly_the_shards_it_serves(ids, shards, replic
                           set(handed.get(m, ()))) for m in owners}
     assert member_shards(ring) == {**expected, "zz-draining": []}
     assert list(member_shards(ring)) == [*owners, "zz-draining"]
+
+
+def test_a_kept_assignment_holds_two_bytes_an_owner_and_hands_out_exact_indices():
+    """Every ring's published assignment stays in memory: its table is kept small, and what it
+    hands out is the engine's int64, so arithmetic on it (index * shards) cannot overflow."""
+    import tracemalloc
+
+    import numpy as np
+
+    from controller.core.ring.model import Assignment
+    members = [Member(f"m-{i:02d}") for i in range(10)]
+    spec = RingSpec(shards=1024, replication=2)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = plan(members, spec)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert held < 1024 * 2 * 8  # the int64 table alone: 16 KB
+    assert kept.table.dtype == np.int64 and kept == plan(members, spec)
+    many = tuple(Member(f"m-{i:05d}") for i in range(40_000))
+    wide = Assignment(many, np.array([[39_999], [32_768]]), RingSpec(shards=2, replication=1))
+    assert wide.table.tolist() == [[39_999], [32_768]]
+    assert (wide.table * 2**20).tolist() == [[39_999 * 2**20], [32_768 * 2**20]]
+    assert wide.loads["m-39999"] == 1 and wide.shards_of("m-32768") == [1]
