@@ -33,8 +33,16 @@ class SeenConfigMap:
     view: ConfigMapView | None
 
 
-def plain_body(body: Mapping[str, Any]) -> dict[str, Any]:
+def plain_body(body: Mapping[str, Any], written: Mapping[str, Any] | None = None
+               ) -> dict[str, Any]:
     """A copy of the ring's body nobody else mutates, without managedFields (never read, and most
-    of a small object's size)."""
+    of a small object's size). ``written``: the status this operator last wrote (never mutated
+    either); a body that holds that very status keeps it instead of a copy of its own, so a ring
+    keeps one status, not two."""
     metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
-    return copy.deepcopy({**body, "metadata": metadata})  # (managedFields are not even copied)
+    status = body.get("status")
+    if written is None or status != written:
+        return copy.deepcopy({**body, "metadata": metadata})  # (managedFields are not copied)
+    copied = copy.deepcopy({**body, "metadata": metadata, "status": None})
+    copied["status"] = written
+    return copied

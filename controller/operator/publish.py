@@ -84,7 +84,8 @@ class Publisher:
         self.namespace, self.name = namespace, name
         self.log = log
         self._background = background  # Events in flight, kept referenced until posted
-        self._written_status: dict[str, Any] | None = None
+        # The status last written (plan.status itself: never mutated, shared with the body).
+        self.written_status: dict[str, Any] | None = None
         # The problem last warned about. The planner warns when a problem begins, judged by the
         # status in the ring's body; a body that arrives while a pass is writing (another
         # writer's event) can predate our status and would make it warn twice.
@@ -114,11 +115,11 @@ class Publisher:
         patched object, or None when nothing was written (``observed_due``: when a count held
         back is due)."""
         self.observed_due = None
-        if status == body.get("status") or status == self._written_status:
+        if status == body.get("status") or status == self.written_status:
             return None
         # Against what the ring holds now: our last write (its echo may still be on its way;
         # nobody else writes the status), else the body's.
-        holds = self._written_status if self._written_status is not None else \
+        holds = self.written_status if self.written_status is not None else \
             body.get("status") or {}
         if _without_observed(status) == _without_observed(holds) and \
                 now < self._status_written_at + OBSERVED_EVERY:
@@ -143,7 +144,7 @@ class Publisher:
             patched = await self.kube.patch_status(
                 self.namespace, self.name, merge_patch(fresh.get("status") or {}, status),
                 fresh_metadata.get("resourceVersion"))
-        self._written_status = status
+        self.written_status = status
         self._status_written_at = now
         return patched
 

@@ -114,7 +114,7 @@ class RingWorker:
     # ---- what wakes it --------------------------------------------------------------------------
 
     def observe(self, body: Mapping[str, Any]) -> None:
-        self.body = plain_body(body)
+        self.body = plain_body(body, self.publisher.written_status)
         self.wake()
 
     def configmap_seen(self, name: str, view: ConfigMapView | None) -> None:
@@ -375,7 +375,8 @@ class RingWorker:
         patched = await self.publisher.status(plan.status, body, self.clock.monotonic())
         if patched is not None and self.body is body:  # a newer body that came meanwhile wins
             self.body = plain_body({**body, "status": patched.get("status", plan.status),
-                                    "metadata": patched.get("metadata", body.get("metadata"))})
+                                    "metadata": patched.get("metadata", body.get("metadata"))},
+                                   self.publisher.written_status)
         self.publisher.events(plan, body, warnings=True)
 
     # ---- the membership subscription ----------------------------------------------------------

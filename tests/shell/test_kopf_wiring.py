@@ -23,9 +23,10 @@ def test_daemons_guard_their_rings_with_no_finalizer():
     assert [h.requires_finalizer for h in registry._spawning._handlers] == [False]
 
 
-def test_the_body_kopf_keeps_for_a_rings_daemon_loses_its_managed_fields():
+def test_the_body_kopf_keeps_for_a_rings_daemon_is_only_its_metadata():
     """kopf keeps each ring's last event body (the very dict) for its daemon: the ring handler
-    drops its managedFields, which nothing reads, so a thousand rings do not keep them."""
+    drops its managedFields, which nothing reads, and its spec and status, which the worker has
+    copied, so a thousand rings do not keep them twice."""
     import asyncio
 
     from controller.operator.settings import OperatorConfig
@@ -34,11 +35,13 @@ def test_the_body_kopf_keeps_for_a_rings_daemon_loses_its_managed_fields():
     raw = {"apiVersion": "shardring.io/v1alpha1", "kind": "ShardRing",
            "metadata": {"namespace": "ns", "name": "r", "uid": "u1", "resourceVersion": "7",
                         "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
-           "spec": spec(), "status": {}}
+           "spec": spec(), "status": {"ringVersion": 3}}
     kept = kopf.Body(raw)  # what kopf hands the daemon: a view of the same dict
     operator = handlers.Operator(OperatorConfig(), kube=FakeKube(spec()),
                                  sources=FakeSources(FakeClock()))
     asyncio.run(handlers._ring_event(event={"type": "ADDED", "object": raw}, body=kept,
                                      namespace="ns", name="r", memo=operator))
     assert "managedFields" not in kept["metadata"] and kept["metadata"]["uid"] == "u1"
+    assert "spec" not in raw and "status" not in raw
     assert operator.workers[("ns", "r")].body["spec"] == spec()
+    assert operator.workers[("ns", "r")].body["status"] == {"ringVersion": 3}

@@ -410,3 +410,20 @@ def test_the_worker_keeps_its_own_ring_parsed_not_its_text_and_reads_anyone_else
         assert len(set(s.kube.published().assignment.table.ravel().tolist())) == 3
         assert s.worker.seen.view.ring_json is None
     asyncio.run(scenario())
+
+
+def test_the_worker_keeps_one_status_the_one_it_wrote_not_a_copy_per_echo():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        written = s.worker.publisher.written_status
+        assert written is not None and s.worker.body["status"] is written
+        s.observe()  # our own patch coming back: the same status, so the same dict
+        assert s.worker.body["status"] is written
+        s.kube.ring["status"] = {**s.kube.ring["status"], "ringVersion": 99}  # someone else's
+        s.observe()
+        assert s.worker.body["status"] is not written
+        assert s.worker.body["status"]["ringVersion"] == 99 and written["ringVersion"] == 1
+        s.kube.ring["status"]["ringVersion"] = 98  # and the copy is the worker's own
+        assert s.worker.body["status"]["ringVersion"] == 99
+    asyncio.run(scenario())
