@@ -100,13 +100,16 @@ def member_keys(ids: list[str]) -> dict[str, str]:
 
 
 def _assignment_core(assignment: Assignment) -> dict[str, Any]:
+    """The assignment's document, its table left out (``_TABLE`` holds its place): the table is
+    most of the text, and the ring's hash and its ring.json both hold it, so it is encoded once
+    (``_table_json``) and put in place by ``_with_table``."""
     spec = assignment.spec
     core: dict[str, Any] = {
         "algorithm": spec.algorithm.value,
         "keyHash": KEY_HASH,
         "shards": spec.shards,
         "replicationFactor": spec.replication,
-        "assignment": assignment.table.tolist(),
+        "assignment": _TABLE,
         "members": [_member_core(m) for m in assignment.members],
     }
     if spec.algorithm is Algorithm.CONSISTENT:
@@ -129,14 +132,35 @@ def canonical_json(document: Any) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def ring_hash(assignment: Assignment) -> str:
-    """sha256 of the canonical assignment (members, shards, owners), independent of the version."""
-    core = canonical_json(_assignment_core(assignment))
+# Where the table goes in a document's canonical text: "algorithm" is the only key sorted before
+# "assignment", and its value is one of the algorithms' names, so the first occurrence is it.
+_TABLE = 0
+_TABLE_PLACE = '"assignment":0'
+
+
+def _table_json(assignment: Assignment) -> str:
+    return json.dumps(assignment.table.tolist(), separators=(",", ":"))
+
+
+def _with_table(document: dict[str, Any], table_json: str) -> str:
+    """canonical_json of ``document`` with its table in place: the same bytes as encoding it
+    whole."""
+    return canonical_json(document).replace(_TABLE_PLACE, '"assignment":' + table_json, 1)
+
+
+def ring_hash(assignment: Assignment, table_json: str | None = None) -> str:
+    """sha256 of the canonical assignment (members, shards, owners), independent of the version
+    (``table_json``: ``_table_json(assignment)``, when the caller has it)."""
+    core = _with_table(_assignment_core(assignment),
+                       _table_json(assignment) if table_json is None else table_json)
     return "sha256:" + hashlib.sha256(core.encode()).hexdigest()
 
 
 def render(ring: RingFile, keys: Mapping[str, str] | None = None) -> str:
     """The canonical ring.json text (``keys``: ``ring.keys()``, when the caller has them)."""
+    table_json = _table_json(ring.assignment)
+    if "hash" not in ring.__dict__:  # (where functools.cached_property keeps it)
+        ring.__dict__["hash"] = ring_hash(ring.assignment, table_json)
     document = _assignment_core(ring.assignment)
     keys = ring.keys() if keys is None else keys
     for entry in document["members"]:
@@ -160,7 +184,7 @@ def render(ring: RingFile, keys: Mapping[str, str] | None = None) -> str:
         document["ring"] = dict(ring.shard_ring)
     if ring.service:
         document["service"] = dict(ring.service)
-    return canonical_json(document) + "\n"
+    return _with_table(document, table_json) + "\n"
 
 
 def load_imbalance(members: Sequence[Member], member_load: Mapping[str, float]) -> float:
