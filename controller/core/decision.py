@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from controller.core import ringfile
 from controller.core.membership import Membership
-from controller.core.ring import RingError, plan
+from controller.core.ring import Assignment, RingError, plan
 from controller.core.ring.engine import plan_by_load, rebalance_by_load
 from controller.core.spec import RingConfig
 
@@ -169,8 +169,7 @@ def decide(config: RingConfig, membership: Membership, source_index: int,
                 shard_load if shard_load is not None else np.ones(config.ring_spec.shards),
                 config.balance.tolerance)
         else:
-            assignment = plan(members, config.ring_spec,
-                              previous.assignment if previous else None)
+            assignment = _planned(membership, config, previous)
     except RingError as error:
         return Decision(previous, problem=Problem(Reason.INVALID_SPEC, str(error)),
                         observed=len(members))
@@ -190,6 +189,19 @@ def decide(config: RingConfig, membership: Membership, source_index: int,
     return Decision(published, changed=True, moved=moved, added=len(added), removed=len(removed),
                     joined=tuple(sorted(added)), left=tuple(sorted(removed)),
                     observed=len(members))
+
+
+def _planned(membership: Membership, config: RingConfig, previous: ringfile.RingFile | None
+             ) -> Assignment:
+    """The engine's assignment of the members, once for every ring with the same spec and
+    previous ring (a thousand rings over a hundred services start as a hundred computations, and
+    share their tables). Equal hashes are equal assignments: members, shards and owners."""
+    key = (config.ring_spec, previous.hash if previous is not None else None)
+    found = membership.planned.get(key)
+    if found is None:
+        found = membership.planned[key] = plan(
+            membership.members, config.ring_spec, previous.assignment if previous else None)
+    return cast(Assignment, found)
 
 
 def rebalance(config: RingConfig, previous: ringfile.RingFile, shard_load: np.ndarray,

@@ -8,8 +8,9 @@ instances only never report one) and then weighs its warning weight.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from controller.core.instance import CRITICAL, WARNING, Instance
 from controller.core.ring import Member
@@ -26,6 +27,11 @@ class Membership:
     members: tuple[Member, ...]  # sorted by id, like the seed's sorted node list
     endpoints: Mapping[str, Endpoint]  # of members and draining members
     draining: tuple[str, ...] = ()  # draining instances' ids, sorted: listed, owning nothing
+    # What the ring engine made of these members, by (spec, hash of the previous ring): rings
+    # that read one snapshot with the same rules share this membership, and those with the
+    # same spec and previous ring share one assignment (the engine is pure), computed once.
+    # Not part of the value.
+    planned: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ids(self) -> tuple[str, ...]:

@@ -98,3 +98,26 @@ def test_rings_reading_one_snapshot_share_one_reading_of_its_members(monkeypatch
         ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
         assert ready["reason"] == "InvalidMembership" and "share identity" in ready["message"]
     assert len(reads) == 3
+
+
+def test_rings_reading_one_snapshot_with_one_spec_share_one_computation(monkeypatch):
+    """A thousand rings over a hundred services start as a hundred engine runs, and share their
+    tables; another spec, or another previous ring, is its own computation."""
+    runs = []
+    engine = decision.plan
+    monkeypatch.setattr(decision, "plan", lambda *a, **k: runs.append(a[1]) or engine(*a, **k))
+    source = SourceState(Snapshot(1, instances(4), 0.0))
+
+    def first_publish(name: str, spec: dict) -> ringfile.RingFile:
+        ring = RingObject("team", name, f"uid-{name}", 1, spec, {})
+        config = prepare(ring, CONNECTIONS, "t", read_spec).config
+        return plan_pass(ring, config, Gathered(None, source), 1.0, "t").published
+    one, two = first_publish("one", SPEC), first_publish("two", SPEC)
+    assert len(runs) == 1 and one.assignment is two.assignment
+    assert one.shard_ring != two.shard_ring  # each its own ring all the same
+    other = first_publish("three", {**SPEC, "shards": 32})
+    assert len(runs) == 2 and other.assignment.shards == 32
+    unshared = plan_pass(RingObject("team", "four", "uid-4", 1, SPEC, {}), prepare(
+        RingObject("team", "four", "uid-4", 1, SPEC, {}), CONNECTIONS, "t", read_spec).config,
+        Gathered(None, SourceState(Snapshot(1, instances(4), 0.0))), 1.0, "t").published
+    assert len(runs) == 3 and unshared.assignment == one.assignment  # a new snapshot: its own
