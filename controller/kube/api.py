@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import json
 import logging
@@ -34,12 +35,15 @@ from controller.core.views import (
     view_from_dict,
 )
 from controller.kube.apihealth import ApiHealth, ApiUnreachable
+from controller.kube.inflight import InFlight
 
 _HOSTNAME = os.environ.get("HOSTNAME", "")
 # How long a marked Secret's data, as its watch events showed it, is used without a read: a
 # relisting watch does not report what was deleted meanwhile, so a revoked Secret goes within this.
 SECRET_CONFIRMED_FOR = 300.0
 REQUESTS = 8  # requests in flight at once (the operator's PARALLEL_PASSES)
+# How long an Event waits for a moment when none of the rings' requests is in flight (inflight.py).
+EVENT_PATIENCE = 30.0
 log = logging.getLogger("shardring.kube")
 
 
@@ -101,6 +105,7 @@ class Kube:
         # (the default executor has 6 on 2 cores, and others share it).
         self._requests = ThreadPoolExecutor(max_workers=REQUESTS, thread_name_prefix="kube")
         self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
+        self.in_flight = InFlight()  # the rings' requests (Events are not counted: they wait)
         # The marked Secrets' data (base64, as the API gives it) and when it was last confirmed,
         # from their watch events (or a read).
         self.secrets: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
@@ -113,8 +118,10 @@ class Kube:
         loop = asyncio.get_running_loop()
         sent = self.health.now()
         try:
-            answer = await loop.run_in_executor(executor or self._requests,
-                                                functools.partial(fn, *args, **kwargs))
+            with self.in_flight.request() if executor is not self._events else \
+                    contextlib.nullcontext():
+                answer = await loop.run_in_executor(executor or self._requests,
+                                                    functools.partial(fn, *args, **kwargs))
         except (urllib3.exceptions.HTTPError, OSError) as error:
             self.health.failed(type(error).__name__)
             raise ApiUnreachable(type(error).__name__) from None
@@ -197,7 +204,8 @@ class Kube:
         """One Event about the ring, tried once: an Event is information, and its namespace may
         be going away (then nothing is posted, quietly)."""
         metadata = ring.get("metadata") or {}
-        now = now_rfc3339()
+        now = now_rfc3339()  # when it happened, not when it is posted
+        await self.in_flight.quiet(EVENT_PATIENCE)
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{metadata.get('name')}.",
