@@ -26,7 +26,7 @@ from controller.core.acks import ACK_LABEL, Ack, ack_from_lease
 from controller.core.views import CREDENTIALS_LABEL, MANAGED_BY, RING_LABEL, view_from_dict
 from controller.kube.api import Kube, ensure_cluster_peering
 from controller.kube.apihealth import ApiHealth
-from controller.operator import ringpages
+from controller.operator import collector, ringpages
 from controller.operator.planning import PlanningThreads
 from controller.operator.publish import KubeAdapter
 from controller.operator.settings import OperatorConfig
@@ -201,6 +201,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
                       memo.config.metrics_address,
                       ringpages.pages(lambda: memo.workers) if memo.config.ring_page else None,
                       memo.imbalances)
+    collector.settle()  # everything is imported and set up: none of it is garbage
 
 
 class NoEssence(kopf.AnnotationsDiffBaseStorage):
