@@ -56,6 +56,7 @@ RINGS = int(os.environ.get("BENCH_RINGS", 1000))
 DEFAULT_PHASES = ["propagation", "scale", "churn", "restart"]
 # BENCH_RINGS=10000 BENCH_SERVICES=1000 BENCH_INSTANCES=10 BENCH_PHASES=scale: saved on its own.
 TEN_TIMES = (1000, 10, 10000)
+TEN_TIMES_RUN = (SERVICES, INSTANCES, RINGS) == TEN_TIMES
 PHASES = os.environ.get("BENCH_PHASES", ",".join(DEFAULT_PHASES)).split(",")
 # A path: run the operator under tracemalloc (bench/memprofile.py) and write its memory report
 # there after the scale phase's steady state. Its RSS figures are then tracemalloc's, not ours.
@@ -68,7 +69,7 @@ FLOOR = os.environ.get("BENCH_FLOOR", "1") != "0"  # measure the floor in the sa
 # The scale phase is the noisiest (a cold start on 2 shared cores): run it this many times, each on
 # a fresh control plane, and report the median with min and max. Profiles and 10,000 rings: once.
 REPEAT = int(os.environ.get("BENCH_REPEAT", 1 if MEMPROFILE or CPU_PROFILE or
-                            (SERVICES, INSTANCES, RINGS) == TEN_TIMES else 3))
+                            TEN_TIMES_RUN else 3))
 # The figures of each scale run that are summarised as median, min and max.
 REPEATED = ("all_ready_seconds", "all_ready_over_floor", "rss_mb",
             "cold_start_operator_cpu_seconds", "consul_connections_peak",
@@ -401,9 +402,12 @@ class Bench:
                 "rss_mb": round(self.rss_mb(), 1), "idle_cpu_cores": round(idle_cpu, 4),
                 "api_writes_60s_steady": steady_writes["total"],
                 "api_writes_60s_steady_by_request": steady_writes["by_request"],
-                "targets": {"consul_queries": SERVICES, "rss_mb": 200, "api_writes": 0,
-                            "all_ready_over_floor": 1.5, "consul_connections_peak": 64}}, \
-            instances
+                "targets": {"consul_queries": SERVICES, "api_writes": 0,
+                            "consul_connections_peak": 64,
+                            # issue #23: 10,000 rings Ready within 60 s in 1 GB; 1,000 within
+                            # 1.5x the floor in 200 MB
+                            **({"rss_mb": 1024, "all_ready_seconds": 60} if TEN_TIMES_RUN else
+                               {"rss_mb": 200, "all_ready_over_floor": 1.5})}}, instances
 
     def churn(self, instances: list[str]) -> dict:
         """Flip 1 % of the fleet each second for 60 s, then restore it; watch every ConfigMap.
@@ -659,7 +663,7 @@ def main() -> int:
         bench.install()
         bench.start_operator()
         try:
-            if "propagation" in PHASES:
+            if "propagation" in PHASES and not TEN_TIMES_RUN:
                 print("propagation latency ...", flush=True)
                 results["propagation"] = bench.propagation()
                 print(json.dumps(results["propagation"]), flush=True)
@@ -674,6 +678,12 @@ def main() -> int:
             results["scale"], instances = bench.scale(window="5s")
             print(json.dumps(results["scale"]), flush=True)
             results["scale"]["repeated"] = repeated([*earlier_runs, results["scale"]])
+            if TEN_TIMES_RUN:
+                # issue #23: one flipped instance reaches its ring's ConfigMap while the other
+                # 10,000 rings are idle
+                print("propagation beside 10,000 idle rings ...", flush=True)
+                results["propagation_beside_idle_rings"] = bench.propagation()
+                print(json.dumps(results["propagation_beside_idle_rings"]), flush=True)
             if "churn" in PHASES:
                 print("churn ...", flush=True)
                 results["churn"] = bench.churn(instances)
@@ -686,8 +696,7 @@ def main() -> int:
             results["sigterm_to_exit_seconds"] = bench.stop_operator()
     results["complete"] = not MEMPROFILE and not CPU_PROFILE and PHASES == DEFAULT_PHASES and \
         (FLIPS, SERVICES, INSTANCES, RINGS) == (200, 100, 100, 1000) and REPEAT >= 3
-    if not MEMPROFILE and not CPU_PROFILE and PHASES == ["scale"] and \
-            (SERVICES, INSTANCES, RINGS) == TEN_TIMES:
+    if not MEMPROFILE and not CPU_PROFILE and PHASES == ["scale"] and TEN_TIMES_RUN:
         save("e2e_10k", results)  # ten times the rings, on one replica (issue #23)
         return 0
     if not MEMPROFILE and not CPU_PROFILE and PHASES == ["scale"] and REPEAT >= 3 and \
