@@ -145,9 +145,15 @@ class Bench:
 
     def metrics(self) -> dict[str, float]:
         try:
-            return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
+            return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=60)
         except OSError:
             return {}
+
+    def metrics_scrape(self) -> dict:
+        """One scrape of the operator's /metrics, as Prometheus would (default timeout 10 s)."""
+        start = time.monotonic()
+        series = len(self.metrics())
+        return {"seconds": round(time.monotonic() - start, 2), "series": series}
 
     def api_writes(self) -> Counter:
         """The API server's own count of writes, by "verb resource[/subresource] code"."""
@@ -378,6 +384,7 @@ class Bench:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
             profiler.wait(60)
         time.sleep(10)
+        scraped = self.metrics_scrape()
         queries = self.metrics().get("shardring_consul_queries_active", 0)
         writes_before, cpu_before = self.api_writes(), self.cpu_seconds()
         for _ in range(12):  # the steady minute
@@ -393,7 +400,7 @@ class Bench:
         return {"instances": len(instances), "rings": RINGS, "services": SERVICES,
                 "floor": floor, "all_ready_over_floor":
                     round(all_ready / floor["seconds"], 2) if floor else None,
-                "register_seconds": round(registered, 1),
+                "register_seconds": round(registered, 1), "metrics_scrape": scraped,
                 "all_ready_seconds": round(all_ready, 1), "consul_queries": int(queries),
                 "cold_start_writes": cold_writes["total"],
                 "cold_start_operator_cpu_seconds": round(cold_cpu, 1),
@@ -409,7 +416,7 @@ class Bench:
                             **({"rss_mb": 1024, "all_ready_seconds": 60} if TEN_TIMES_RUN else
                                {"rss_mb": 200, "all_ready_over_floor": 1.5})}}, instances
 
-    def churn(self, instances: list[str]) -> dict:
+    def churn(self, instances: list[str], floor: dict | None = None) -> dict:
         """Flip 1 % of the fleet each second for 60 s, then restore it; watch every ConfigMap.
 
         Once churn stops every instance is passing again, so each ring's last ConfigMap must list
@@ -473,6 +480,11 @@ class Bench:
                              "settled_by_second": dict(Counter(
                                  int(v) for v in sorted(settled.values())))},
                 "api_writes_by_request": api_writes["by_request"],
+                # What the API server itself needs for the settling rings' writes (a ConfigMap
+                # and a status each) at the floor's speed, measured in the scale phase: the
+                # settling cannot end sooner than the window and this.
+                "floor_seconds_for_settling_writes": round(
+                    len(settled) * floor["seconds"] / floor["rings"], 1) if floor else None,
                 # issue #23: settled within the window (5 s) + 3 s, p99
                 "targets": {"settle_p99_ms": 8000, "writes_per_ring_max": 2, "stale_rings": 0}}
 
@@ -686,7 +698,7 @@ def main() -> int:
                 print(json.dumps(results["propagation_beside_idle_rings"]), flush=True)
             if "churn" in PHASES:
                 print("churn ...", flush=True)
-                results["churn"] = bench.churn(instances)
+                results["churn"] = bench.churn(instances, results["scale"]["floor"])
                 print(json.dumps(results["churn"]), flush=True)
             if "restart" in PHASES:
                 print("restart ...", flush=True)
