@@ -35,17 +35,15 @@ from controller.core.views import (
     view_from_dict,
 )
 from controller.kube.apihealth import ApiHealth, ApiUnreachable
-from controller.kube.lanes import REPORT, URGENT, Lanes
+from controller.kube.inflight import InFlight
 
 _HOSTNAME = os.environ.get("HOSTNAME", "")
 # How long a marked Secret's data, as its watch events showed it, is used without a read: a
 # relisting watch does not report what was deleted meanwhile, so a revoked Secret goes within this.
 SECRET_CONFIRMED_FOR = 300.0
 REQUESTS = 8  # requests in flight at once (the operator's PARALLEL_PASSES)
-# How long an Event waits for a moment when none of the rings' requests is in flight or waiting,
-# and a status patch for the ConfigMaps waiting before it (lanes.py).
+# How long an Event waits for a moment when none of the rings' requests is in flight (inflight.py).
 EVENT_PATIENCE = 30.0
-STATUS_PATIENCE = 5.0
 log = logging.getLogger("shardring.kube")
 
 
@@ -107,8 +105,7 @@ class Kube:
         # (the default executor has 6 on 2 cores, and others share it).
         self._requests = ThreadPoolExecutor(max_workers=REQUESTS, thread_name_prefix="kube")
         self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
-        # The rings' requests, the ConfigMaps first (Events are not counted: they wait).
-        self.lanes = Lanes(REQUESTS, STATUS_PATIENCE)
+        self.in_flight = InFlight()  # the rings' requests (Events are not counted: they wait)
         # The marked Secrets' data (base64, as the API gives it) and when it was last confirmed,
         # from their watch events (or a read).
         self.secrets: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
@@ -117,14 +114,12 @@ class Kube:
     async def _call(self, fn, *args, **kwargs) -> Any:
         return await self._in(None, fn, *args, **kwargs)
 
-    async def _in(self, executor: ThreadPoolExecutor | None, fn, *args, lane: int = URGENT,
-                  **kwargs) -> Any:
+    async def _in(self, executor: ThreadPoolExecutor | None, fn, *args, **kwargs) -> Any:
         loop = asyncio.get_running_loop()
         sent = self.health.now()
         try:
-            async with self.lanes.slot(lane) if executor is not self._events else \
+            with self.in_flight.request() if executor is not self._events else \
                     contextlib.nullcontext():
-                sent = self.health.now()  # (not while it waited for a slot)
                 answer = await loop.run_in_executor(executor or self._requests,
                                                     functools.partial(fn, *args, **kwargs))
         except (urllib3.exceptions.HTTPError, OSError) as error:
@@ -143,14 +138,13 @@ class Kube:
         self.health.answered(sent)
         return answer
 
-    async def _json(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None,
-                    lane: int = URGENT) -> Any:
+    async def _json(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None) -> Any:
         """The reply as plain JSON: the client's models would be built only to be turned back
         into dicts (for a ConfigMap of a big ring, most of a write's CPU time)."""
         def call() -> Any:
             reply = fn(*args, _preload_content=False)
             return json.loads(reply.data) if reply.data else None
-        return await self._in(executor, call, lane=lane)
+        return await self._in(executor, call)
 
     async def api_answers(self) -> bool:
         """GET /version, for ApiHealth's probe while the API is down."""
@@ -190,7 +184,7 @@ class Kube:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
             return await self._json(self.custom.patch_namespaced_custom_object_status, GROUP,
-                                    VERSION, namespace, PLURAL, name, body, lane=REPORT)
+                                    VERSION, namespace, PLURAL, name, body)
         except k8s.ApiException as error:
             if error.status == 404:
                 raise RingGone(name) from None
@@ -211,7 +205,7 @@ class Kube:
         be going away (then nothing is posted, quietly)."""
         metadata = ring.get("metadata") or {}
         now = now_rfc3339()  # when it happened, not when it is posted
-        await self.lanes.quiet(EVENT_PATIENCE)
+        await self.in_flight.quiet(EVENT_PATIENCE)
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{metadata.get('name')}.",

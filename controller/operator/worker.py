@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import replace
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from controller import metrics
 from controller.core.acks import Ack
@@ -51,13 +51,6 @@ class Stopped(Protocol):
     def __bool__(self) -> bool: ...
 
     def wait(self) -> Awaitable[Any]: ...
-
-
-class Carried(NamedTuple):
-    """A pass carried out but for its status: the plan, and the body it was planned from."""
-
-    plan: PassPlan
-    body: dict[str, Any]
 
 
 class RingLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -278,12 +271,7 @@ class RingWorker:
             # runs (a source reply, our own ConfigMap write) makes the next wake run a pass.
             inputs = self._inputs()
             self.fingerprint = None
-            carried = await self.run_pass()
-        # The pass's slot goes to the next ring before this ring's status is written: a status
-        # waits behind the ConfigMaps other rings are writing (kube.lanes), and a slot held
-        # meanwhile would keep those rings from writing theirs. (Still this step: nothing else
-        # of this ring runs until its status is written.)
-        timeout = await self._report(carried) if carried is not None else None
+            timeout = await self.run_pass()
         if self._after_pass is not None:
             self._after_pass()
         self.deadline = None if timeout is None else self.clock.monotonic() + timeout
@@ -292,16 +280,15 @@ class RingWorker:
 
     # ---- one pass -------------------------------------------------------------------------------
 
-    async def run_pass(self) -> Carried | None:
-        """Gather, plan, carry out all but the status (``_report``). None: nothing to report
-        until the source's first reply wakes the ring."""
+    async def run_pass(self) -> float | None:
+        """Gather, plan, carry out. Returns seconds until it must run again (None: when woken)."""
         body = self.body or {}
         ring = RingObject.from_body(body)
         intent = prepare(ring, self.connections, self.clock.wall(), self._read_spec)
         if intent.plan is not None:
             await self.unsubscribe()
             await self._carry_out(intent.plan, None, None, body)
-            return Carried(intent.plan, body)
+            return self._due(intent.plan)
         config = intent.config
         assert config is not None
         gathered = await self._gather(config)
@@ -310,19 +297,6 @@ class RingWorker:
         plan = await plan_off_loop(ring, config, gathered, self.clock.monotonic(),
                                    self.clock.wall(), self.limits, self._planning)
         await self._carry_out(plan, gathered.configmap, gathered.source, body)
-        return Carried(plan, body)
-
-    async def _report(self, carried: Carried) -> float | None:
-        """The pass's status, then its warnings (once the status recording the problem is
-        written, so a failing patch does not repeat them). Returns seconds until the next pass
-        (None: when woken)."""
-        plan, body = carried
-        patched = await self.publisher.status(plan.status, body, self.clock.monotonic())
-        if patched is not None and self.body is body:  # a newer body that came meanwhile wins
-            self.body = plain_body({**body, "status": patched.get("status", plan.status),
-                                    "metadata": patched.get("metadata", body.get("metadata"))},
-                                   self.publisher.written_status)
-        self.publisher.events(plan, body, warnings=True)
         return self._due(plan)
 
     def _due(self, plan: PassPlan) -> float | None:
@@ -398,6 +372,12 @@ class RingWorker:
             self.seen = SeenConfigMap(written.name, self._without_our_text(written))
         self.publisher.events(plan, body, warnings=False)
         self.publisher.measure(plan, source, self.clock.monotonic())
+        patched = await self.publisher.status(plan.status, body, self.clock.monotonic())
+        if patched is not None and self.body is body:  # a newer body that came meanwhile wins
+            self.body = plain_body({**body, "status": patched.get("status", plan.status),
+                                    "metadata": patched.get("metadata", body.get("metadata"))},
+                                   self.publisher.written_status)
+        self.publisher.events(plan, body, warnings=True)
 
     # ---- the membership subscription ----------------------------------------------------------
 

@@ -215,14 +215,12 @@ class Setup:
 
 
 def setup(ring_spec: dict[str, Any], limits: Limits = Limits(min_publish_interval=0),
-          listed: Callable[[str, str], bool] | None = None,
-          passes: asyncio.Semaphore | None = None) -> Setup:
-    """``passes``: the operator's pass slots, when a test shares them between rings."""
+          listed: Callable[[str, str], bool] | None = None) -> Setup:
     clock = FakeClock()
     kube, sources = FakeKube(ring_spec), FakeSources(clock)
     worker = RingWorker(NAMESPACE, NAME, kube=kube, sources=sources,
                         connections={("consul", "default"): Access()}, limits=limits, clock=clock,
-                        listed=listed, passes=passes)
+                        listed=listed)
     made = Setup(kube, sources, clock, worker)
     run_pass = worker.run_pass
 

@@ -427,31 +427,3 @@ def test_the_worker_keeps_one_status_the_one_it_wrote_not_a_copy_per_echo():
         s.kube.ring["status"]["ringVersion"] = 98  # and the copy is the worker's own
         assert s.worker.body["status"]["ringVersion"] == 99
     asyncio.run(scenario())
-
-
-def test_a_ring_waiting_to_write_its_status_leaves_its_pass_slot_to_the_next_ring():
-    """Statuses wait behind other rings' ConfigMaps (kube.lanes): a ring holding its pass slot
-    while it waits would keep the next ring from writing its ConfigMap at all."""
-    async def scenario():
-        slot = asyncio.Semaphore(1)
-        first, second = setup(spec(), passes=slot), setup(spec(), passes=slot)
-        for s in (first, second):
-            await s.step()
-            s.sources.members(3)
-        status_may_go = asyncio.Event()
-        patch = first.kube.patch_status
-
-        async def held_back(*args):
-            await status_may_go.wait()
-            return await patch(*args)
-        first.kube.patch_status = held_back
-        waiting = asyncio.create_task(first.step())
-        await asyncio.sleep(0.01)
-        assert first.kube.configmap_writes == 1 and first.kube.status_writes == 0
-        await asyncio.wait_for(second.step(), 1)
-        assert second.kube.configmap_writes == 1 and second.kube.status_writes == 1
-        status_may_go.set()
-        await asyncio.wait_for(waiting, 1)
-        assert first.kube.status_writes == 1
-        assert first.kube.condition("Ready") == ("True", "Published")
-    asyncio.run(scenario())
