@@ -741,6 +741,9 @@ def samples_ms(values: list[float]) -> list[float]:
 def save(name: str, results: dict) -> None:
     """bench/results/<name>.json, and a table of its figures in <name>.md."""
     RESULTS.mkdir(exist_ok=True)
+    results = {**results, "commit": subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True,
+        check=False).stdout.strip()}
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     lines = ["| benchmark | figures |", "|---|---|"]
     lines += [f"| {key} | `{json.dumps(summaries(value), sort_keys=True)}` |" for key, value in
