@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -199,9 +199,10 @@ def _planned(membership: Membership, config: RingConfig, previous: ringfile.Ring
     key = (config.ring_spec, previous.hash if previous is not None else None)
     found = membership.planned.get(key)
     if found is None:
-        found = membership.planned[key] = plan(
-            membership.members, config.ring_spec, previous.assignment if previous else None)
-    return cast(Assignment, found)
+        # (Two planning threads may both compute it: the first one kept is everyone's.)
+        found = membership.planned.setdefault(key, plan(
+            membership.members, config.ring_spec, previous.assignment if previous else None))
+    return found
 
 
 def rebalance(config: RingConfig, previous: ringfile.RingFile, shard_load: np.ndarray,
@@ -210,8 +211,10 @@ def rebalance(config: RingConfig, previous: ringfile.RingFile, shard_load: np.nd
     should move (``rebalanced`` says how it went either way)."""
     assignment, found = rebalance_by_load(previous.assignment, shard_load,
                                           config.balance.tolerance,
-                                          config.balance.budget(previous.assignment.table.size))
-    total = float(shard_load.sum()) * previous.assignment.table.shape[1]
+                                          config.balance.budget(
+                                              previous.assignment.shards *
+                                              previous.assignment.spec.replication))
+    total = float(shard_load.sum()) * previous.assignment.spec.replication
     summary = Rebalanced(len(found.moves),
                          sum(move.load for move in found.moves) / total if total > 0 else 0.0,
                          found.before, found.after)

@@ -8,12 +8,11 @@ instances only never report one) and then weighs its warning weight.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from controller.core.instance import CRITICAL, WARNING, Instance
-from controller.core.ring import Member
+from controller.core.ring import Assignment, Member, RingSpec
 from controller.core.ringfile import Endpoint
 from controller.core.spec import DEFAULT_IDENTITY
 
@@ -31,7 +30,9 @@ class Membership:
     # that read one snapshot with the same rules share this membership, and those with the
     # same spec and previous ring share one assignment (the engine is pure), computed once.
     # Not part of the value.
-    planned: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+    # (Not an argument: a membership made from another never inherits its assignments.)
+    planned: dict[tuple[RingSpec, str | None], Assignment] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def ids(self) -> tuple[str, ...]:

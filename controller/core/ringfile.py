@@ -139,13 +139,17 @@ _TABLE_PLACE = '"assignment":0'
 
 
 def _table_json(assignment: Assignment) -> str:
-    return json.dumps(assignment.table.tolist(), separators=(",", ":"))
+    return json.dumps(assignment.owner_lists(), separators=(",", ":"))
 
 
 def _with_table(document: dict[str, Any], table_json: str) -> str:
     """canonical_json of ``document`` with its table in place: the same bytes as encoding it
     whole."""
-    return canonical_json(document).replace(_TABLE_PLACE, '"assignment":' + table_json, 1)
+    text = canonical_json(document)
+    head = '{"algorithm":' + json.dumps(document["algorithm"]) + ","
+    if not text.startswith(head + _TABLE_PLACE):  # a key sorted before "assignment" came
+        raise AssertionError("the table's place in the document moved; see _TABLE_PLACE")
+    return head + '"assignment":' + table_json + text[len(head) + len(_TABLE_PLACE):]
 
 
 def ring_hash(assignment: Assignment, table_json: str | None = None) -> str:

@@ -18,6 +18,7 @@ class InFlight:
         self._count = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._stopped = False
 
     @property
     def count(self) -> int:
@@ -27,13 +28,19 @@ class InFlight:
     def request(self) -> Iterator[None]:
         """Around one of the rings' requests (on the event loop's side)."""
         self._count += 1
-        self._quiet.clear()
+        if not self._stopped:
+            self._quiet.clear()
         try:
             yield
         finally:
             self._count -= 1
             if not self._count:
                 self._quiet.set()
+
+    def stop_waiting(self) -> None:
+        """The operator is exiting: whatever waits goes now, and nothing waits any more."""
+        self._stopped = True
+        self._quiet.set()
 
     async def quiet(self, patience: float) -> None:
         """Returns once no request is in flight, or after ``patience`` seconds."""

@@ -42,6 +42,8 @@ from controller.sources.zookeeper.watch import ZooKeeperRegistry
 # Passes in flight at once. More than the client's worker threads (6 on 2 cores) only queue up
 # holding rendered rings, and starve the event loop of turns for the watches.
 PARALLEL_PASSES = 8
+# How long an exit waits for Events still being posted (and old subscriptions ending).
+BACKGROUND_AT_EXIT = 2.0
 
 
 @dataclass
@@ -84,6 +86,11 @@ class Operator:
     async def close(self) -> None:
         self.trimmer.stop()
         self.workers.clear()
+        if isinstance(self.kube, Kube):
+            self.kube.in_flight.stop_waiting()  # the Events still waiting for a quiet moment
+        pending = [task for task in self.background if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=BACKGROUND_AT_EXIT)
         if self.sources is not None:
             await self.sources.close()
         if self.planning is not None:
@@ -248,9 +255,10 @@ async def _ring_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | No
     memo.configmaps = kwargs.get("configmaps_listed")
     memo.api_health.answered()  # an event came through: the API answers
     # kopf keeps every ring's last body for its daemon (the very dict of this event), and the
-    # daemon reads only its metadata. The worker keeps its own copy of the spec and status, so
-    # kopf's loses them here, and its managedFields (the API server's record of who set which
-    # field, read by nobody): a thousand rings do not keep them twice.
+    # daemon needs only its metadata (a worker that starts without a body reads the ring). The
+    # worker keeps its own copy of the spec and status, so kopf's loses them here, and its
+    # managedFields (the API server's record of who set which field, read by nobody): a
+    # thousand rings do not keep them twice.
     raw = cast(dict[str, Any], event.get("object") or {})
     (raw.get("metadata") or {}).pop("managedFields", None)
     uid = body.get("metadata", {}).get("uid", "")
@@ -270,7 +278,14 @@ async def _ring_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: 
     uid = body.get("metadata", {}).get("uid", "")
     worker = memo.worker(namespace, name, uid)
     if worker.body is None:
-        worker.observe(body)
+        # A worker made after the event that fed the last one (kopf's kept body has no spec or
+        # status once a worker copied them): the ring as it is now.
+        assert memo.kube is not None
+        fresh = body if "spec" in body else await memo.kube.read_ring(namespace, name)
+        if fresh is None:
+            memo.forget(namespace, name, uid)
+            return
+        worker.observe(fresh)
     await worker.serve(stopped)
     if worker.retired and memo.workers.get((namespace, name)) is worker:
         memo.forget(namespace, name, uid)  # it found the ring gone (a deletion we never saw)

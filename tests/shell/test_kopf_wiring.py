@@ -45,3 +45,49 @@ def test_the_body_kopf_keeps_for_a_rings_daemon_is_only_its_metadata():
     assert "spec" not in raw and "status" not in raw
     assert operator.workers[("ns", "r")].body["spec"] == spec()
     assert operator.workers[("ns", "r")].body["status"] == {"ringVersion": 3}
+
+
+def test_a_daemon_whose_worker_has_no_body_reads_the_ring_when_kopfs_lost_its_spec():
+    """kopf's kept body is only metadata once a worker copied it: a worker made later (the old
+    one retired) starts from the ring as the API server has it, never from a spec-less body."""
+    import asyncio
+
+    from controller.operator.settings import OperatorConfig
+    from tests.shell.fakes import FakeClock, FakeKube, FakeSources, spec
+
+    kube = FakeKube(spec())
+    kube.ring["metadata"]["uid"] = "u1"
+    operator = handlers.Operator(OperatorConfig(), kube=kube, sources=FakeSources(FakeClock()))
+    kept = kopf.Body({"metadata": {"namespace": kube.ring["metadata"]["namespace"],
+                                   "name": kube.ring["metadata"]["name"], "uid": "u1"}})
+
+    class Stopped:
+        def __bool__(self) -> bool:
+            return True
+
+        async def wait(self) -> None:
+            return None
+    namespace, name = kept["metadata"]["namespace"], kept["metadata"]["name"]
+    asyncio.run(handlers._ring_daemon(stopped=Stopped(), body=kept, namespace=namespace,
+                                      name=name, memo=operator))
+    assert operator.workers[(namespace, name)].body["spec"] == spec()
+
+
+def test_an_exit_waits_a_moment_for_events_still_being_posted():
+    import asyncio
+
+    from controller.operator.settings import OperatorConfig
+    from tests.shell.fakes import FakeClock, FakeKube, FakeSources, spec
+
+    async def scenario() -> list[str]:
+        operator = handlers.Operator(OperatorConfig(), kube=FakeKube(spec()),
+                                     sources=FakeSources(FakeClock()))
+        posted: list[str] = []
+
+        async def post() -> None:
+            await asyncio.sleep(0.05)
+            posted.append("Resharded")
+        operator.background.add(asyncio.create_task(post()))
+        await operator.close()
+        return posted
+    assert asyncio.run(scenario()) == ["Resharded"]

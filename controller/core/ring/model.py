@@ -79,7 +79,7 @@ class Assignment:
     def __init__(self, members: tuple[Member, ...], table: np.ndarray, spec: RingSpec):
         self.members = members
         # Kept in the smallest integer type that holds every index: each ring's published table
-        # stays in memory, and 16 bits are a quarter of the engine's 64 (6 KB less a ring at
+        # stays in memory, and 16 bits are a quarter of the engine's 64 (12 KB less a ring at
         # 1,024 shards, R=2).
         self._table = table.astype(np.int16 if len(members) <= np.iinfo(np.int16).max
                                    else np.int32)
@@ -94,6 +94,10 @@ class Assignment:
     @property
     def ids(self) -> list[str]:
         return [m.id for m in self.members]
+
+    def owner_lists(self) -> list[list[int]]:
+        """The table as lists (each shard's owners' indices, primary first), for JSON."""
+        return self._table.tolist()  # type: ignore[no-any-return]
 
     @property
     def shards(self) -> int:
