@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from controller import metrics
@@ -79,8 +79,12 @@ def _degraded(status: Mapping[str, Any]) -> bool:
 
 class Publisher:
     def __init__(self, kube: KubeAdapter, namespace: str, name: str,
-                 log: logging.LoggerAdapter[Any], background: set[asyncio.Task[None]]):
+                 log: logging.LoggerAdapter[Any], background: set[asyncio.Task[None]],
+                 after_post: Callable[[], None] | None = None):
         self.kube = kube
+        # Told when an Event was posted (the memory trimmer: Events wait for the rings' writes,
+        # so a burst's last ones are posted after its last pass).
+        self._after_post = after_post
         self.namespace, self.name = namespace, name
         self.log = log
         self._background = background  # Events in flight, kept referenced until posted
@@ -179,6 +183,8 @@ class Publisher:
             pass  # the outage is said once for the operator (apihealth)
         except Exception as error:  # noqa: BLE001 - an Event is information, never a failure
             self.log.warning("could not post the %s event: %s", event.reason, safe_text(error))
+        if self._after_post is not None:
+            self._after_post()
 
     def measure(self, plan: PassPlan, source: SourceState | None, now: float) -> None:
         change = plan.change

@@ -73,7 +73,8 @@ class RingWorker:
         self.clock: Clock = clock or SystemClock()
         self.log = RingLog(log, {"ring": f"{namespace}/{name}"})
         self.publisher = Publisher(kube, namespace, name, self.log,
-                                   background if background is not None else set())
+                                   background if background is not None else set(),
+                                   after_post=after_pass)
         self._passes = passes or asyncio.Semaphore(1)
         self._after_pass = after_pass  # (the operator's memory trimmer)
         self._planning = planning

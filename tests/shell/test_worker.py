@@ -427,3 +427,26 @@ def test_the_worker_keeps_one_status_the_one_it_wrote_not_a_copy_per_echo():
         s.kube.ring["status"]["ringVersion"] = 98  # and the copy is the worker's own
         assert s.worker.body["status"]["ringVersion"] == 99
     asyncio.run(scenario())
+
+
+def test_the_memory_trimmer_hears_of_each_event_posted():
+    """Events wait for the rings' writes, so a burst's last ones are posted after its last pass:
+    what they freed is given back too."""
+    import logging
+
+    from controller.core.events import Event
+    from controller.core.planner import PassPlan
+    from controller.operator.publish import Publisher
+
+    async def scenario() -> list[str]:
+        heard: list[str] = []
+        kube = FakeKube(spec())
+        publisher = Publisher(kube, NAMESPACE, NAME, logging.LoggerAdapter(
+            logging.getLogger("test"), {}), set(), after_post=lambda: heard.append("posted"))
+        publisher.events(PassPlan(status={}, events=(Event("Normal", "Resharded", "v1"),)),
+                         kube.ring, warnings=False)
+        assert heard == []
+        await asyncio.sleep(0.01)
+        assert ("Normal", "Resharded") in kube.events
+        return heard
+    assert asyncio.run(scenario()) == ["posted"]
