@@ -113,7 +113,7 @@ class Operator:
                 background=self.background, planning=self.planning,
                 acks=self.acks.setdefault(key, {}), uid=uid,
                 listed=self._listed if self.configmaps is not None else None,
-                after_pass=self.trimmer.worked)
+                worked=self.trimmer.worked)
         return existing
 
     def _listed(self, namespace: str, name: str) -> bool:

@@ -65,7 +65,7 @@ class RingWorker:
                  background: set[asyncio.Task[None]] | None = None,
                  planning: Executor | None = None, acks: Mapping[str, Ack] | None = None,
                  uid: str = "", listed: Callable[[str, str], bool] | None = None,
-                 after_pass: Callable[[], None] | None = None):
+                 worked: Callable[[], None] | None = None):
         self.namespace, self.name = namespace, name
         self.uid = uid  # which ShardRing of this name it serves (a re-created one is another)
         self.kube, self.sources, self.connections = kube, sources, connections
@@ -74,9 +74,10 @@ class RingWorker:
         self.log = RingLog(log, {"ring": f"{namespace}/{name}"})
         self.publisher = Publisher(kube, namespace, name, self.log,
                                    background if background is not None else set(),
-                                   after_post=after_pass)
+                                   after_post=worked)
         self._passes = passes or asyncio.Semaphore(1)
-        self._after_pass = after_pass  # (the operator's memory trimmer)
+        # Told after each pass and each Event posted (the operator's memory trimmer).
+        self._worked = worked
         self._planning = planning
         self.body: dict[str, Any] | None = None
         self._spec: tuple[tuple[str, int], RingConfig | SpecError] | None = None  # as last read
@@ -273,8 +274,8 @@ class RingWorker:
             inputs = self._inputs()
             self.fingerprint = None
             timeout = await self.run_pass()
-        if self._after_pass is not None:
-            self._after_pass()
+        if self._worked is not None:
+            self._worked()
         self.deadline = None if timeout is None else self.clock.monotonic() + timeout
         self.fingerprint = inputs
         return timeout

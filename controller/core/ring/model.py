@@ -109,7 +109,7 @@ class Assignment:
         memory for every ring, and a tuple per shard would weigh more than the table itself
         (about 70 KB for 1,024 shards, R=2). Callers read it once."""
         ids = self.ids
-        return tuple(tuple(ids[i] for i in row) for row in self._table.tolist())
+        return tuple(tuple(ids[i] for i in row) for row in self.owner_lists())
 
     @property
     def loads(self) -> dict[str, int]:
