@@ -470,6 +470,10 @@ class Bench:
         return {"flips_per_second": flips, "seconds": 60, "window": "5s", "maxDelay": "30s",
                 "writes_per_ring_max": max(writes, default=0),
                 "writes_per_ring_mean": round(statistics.mean(writes), 2) if writes else 0,
+                # How many rings wrote their ConfigMap how often: a ring can publish once its
+                # service was quiet for a window, then at maxDelay, then after the stop.
+                "rings_by_writes": {str(int(n)): count for n, count in
+                                    sorted(Counter(writes).items())},
                 "settle_after_churn": {**percentiles(list(settled.values())),
                                        "already_settled": already},
                 "stale_rings": stale,

@@ -35,6 +35,7 @@ from controller.core.views import (
     view_from_dict,
 )
 from controller.kube.apihealth import ApiHealth, ApiUnreachable
+from controller.kube.eventqueue import EventQueue, Waiting
 from controller.kube.inflight import InFlight
 
 _HOSTNAME = os.environ.get("HOSTNAME", "")
@@ -42,7 +43,7 @@ _HOSTNAME = os.environ.get("HOSTNAME", "")
 # relisting watch does not report what was deleted meanwhile, so a revoked Secret goes within this.
 SECRET_CONFIRMED_FOR = 300.0
 REQUESTS = 8  # requests in flight at once (the operator's PARALLEL_PASSES)
-# How long an Event waits for a moment when none of the rings' requests is in flight (inflight.py).
+# How long an Event waits for a moment with none of the rings' requests in flight (eventqueue.py).
 EVENT_PATIENCE = 30.0
 log = logging.getLogger("shardring.kube")
 
@@ -106,6 +107,7 @@ class Kube:
         self._requests = ThreadPoolExecutor(max_workers=REQUESTS, thread_name_prefix="kube")
         self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
         self.in_flight = InFlight()  # the rings' requests (Events are not counted: they wait)
+        self.event_queue = EventQueue(self.in_flight, self._post_event, EVENT_PATIENCE)
         # The marked Secrets' data (base64, as the API gives it) and when it was last confirmed,
         # from their watch events (or a read).
         self.secrets: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
@@ -202,26 +204,29 @@ class Kube:
     async def post_event(self, ring: Mapping[str, Any], kind: str, reason: str,
                          message: str) -> None:
         """One Event about the ring, tried once: an Event is information, and its namespace may
-        be going away (then nothing is posted, quietly)."""
+        be going away (then nothing is posted, quietly). It waits its turn (eventqueue.py)."""
         metadata = ring.get("metadata") or {}
-        now = now_rfc3339()  # when it happened, not when it is posted
-        await self.in_flight.quiet(EVENT_PATIENCE)
+        reference = {k: metadata.get(k) for k in ("namespace", "name", "uid")}
+        # Stamped when it happened, not when it is posted.
+        await self.event_queue.post(reference, kind, reason, message, now_rfc3339())
+
+    async def _post_event(self, waiting: Waiting) -> None:
+        ring = waiting.ring
         event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{metadata.get('name')}.",
-                         "namespace": metadata.get("namespace")},
+            "metadata": {"generateName": f"{ring['name']}.", "namespace": ring["namespace"]},
             "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ShardRing",
-                               "name": metadata.get("name"),
-                               "namespace": metadata.get("namespace"),
-                               "uid": metadata.get("uid")},
-            "type": kind, "reason": reason, "message": message[:1024], "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now,
+                               "name": ring["name"], "namespace": ring["namespace"],
+                               "uid": ring["uid"]},
+            "type": waiting.type, "reason": waiting.reason, "message": waiting.message,
+            "count": waiting.count, "firstTimestamp": waiting.first,
+            "lastTimestamp": waiting.last,
             "source": {"component": "shardring-operator"},
             "reportingComponent": "shardring-operator", "reportingInstance": _HOSTNAME,
         }
         try:
             # One thread of their own: Events never queue ahead of the rings' writes.
-            await self._json(self.core.create_namespaced_event, metadata.get("namespace"), event,
+            await self._json(self.core.create_namespaced_event, ring["namespace"], event,
                              executor=self._events)
         except NamespaceTerminating:
             pass

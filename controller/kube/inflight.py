@@ -3,7 +3,8 @@
 Events are information; the rings' ConfigMaps and statuses are the product. When a thousand rings
 start at once, a thousand Events posted beside their writes are a third more work for the API
 server, which is what a cold start waits for: an Event waits for a moment when no ring's request
-is in flight (or its patience runs out), so the rings are Ready first and their Events follow.
+is in flight (or its patience runs out), so the rings are Ready first and their Events follow
+(eventqueue.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class InFlight:
         self._quiet.set()
 
     async def quiet(self, patience: float) -> None:
-        """Returns once no request is in flight, or after ``patience`` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._quiet.wait(), patience)
+        """Returns when no request is in flight, or after ``patience`` seconds. (Woken by a
+        moment with none, it looks again: another may have started before it ran.)"""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while self._count and not self._stopped and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), deadline - loop.time())

@@ -38,10 +38,12 @@ def test_a_ring_before_its_service_exists_then_joins_and_the_last_member_dies(
 
     ids = [consul_helper.register(service, f"{service}-{i}", port=9100 + i) for i in range(2)]
     rings.wait_ring("early-ring", lambda r: len(r.assignment.members) == 2, "both members")
-    # They joined in one version or in two: every Resharded event names who joined with it.
+    # They joined in one version or in two: every Resharded event names who joined with it (an
+    # Event that joined a waiting one of the same reason carries its message too).
     def joined() -> set[str]:
-        return {name for event in rings.events("Resharded") if "joined: " in event.message
-                for name in event.message.split("joined: ")[1].split(")")[0].split(", ")}
+        return {name for event in rings.events("Resharded")
+                for said in event.message.split("joined: ")[1:]
+                for name in said.split(")")[0].split(", ")}
     wait_for(lambda: joined() == set(ids), "both named as joined")
     assert set(rings.get("early")["status"]["lastChange"]["joined"]) <= set(ids)
     assert len(rings.events("NotEnoughMembers")) == len(warnings) == 1  # once, not per pass

@@ -53,3 +53,24 @@ def test_once_the_operator_exits_nothing_waits():
             with in_flight.request():
                 await asyncio.wait_for(in_flight.quiet(60), 1)
     asyncio.run(scenario())
+
+
+def test_a_moment_with_none_in_flight_that_has_passed_does_not_count():
+    async def scenario():
+        in_flight, order = InFlight(), []
+
+        async def event() -> None:
+            await in_flight.quiet(60)
+            order.append("event")
+
+        first = in_flight.request()
+        first.__enter__()
+        waiting = asyncio.create_task(event())
+        await asyncio.sleep(0.01)
+        first.__exit__(None, None, None)  # none in flight for a moment ...
+        with in_flight.request():  # ... but another began before the event's turn came
+            await asyncio.sleep(0.01)
+            order.append("second done")
+        await asyncio.wait_for(waiting, 1)
+        assert order == ["second done", "event"]
+    asyncio.run(scenario())

@@ -1,0 +1,107 @@
+"""Events go one at a time, each in a moment with none of the rings' requests in flight (or when
+their patience runs out); a repeat of one still waiting joins it (count, first and last time)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from controller.kube.eventqueue import MESSAGE_LIMIT, EventQueue, Waiting
+from controller.kube.inflight import InFlight
+
+A = {"namespace": "ns", "name": "a", "uid": "1"}
+B = {"namespace": "ns", "name": "b", "uid": "2"}
+
+
+def test_repeats_of_a_waiting_event_join_it_and_each_ring_keeps_its_own():
+    async def scenario():
+        in_flight, posted = InFlight(), []
+
+        async def post(waiting: Waiting) -> None:
+            posted.append(waiting)
+
+        queue = EventQueue(in_flight, post, patience=60)
+        with in_flight.request():  # a ring's write in flight: the Events wait
+            first = asyncio.create_task(queue.post(A, "Normal", "Resharded", "v1", "t1"))
+            other = asyncio.create_task(queue.post(B, "Normal", "Resharded", "b1", "t2"))
+            warning = asyncio.create_task(queue.post(A, "Warning", "NoMembers", "w", "t3"))
+            await asyncio.sleep(0.01)
+            second = asyncio.create_task(queue.post(A, "Normal", "Resharded", "v2", "t4"))
+            await asyncio.sleep(0.01)
+            third = asyncio.create_task(queue.post(A, "Normal", "Resharded", "v3", "t5"))
+            same = asyncio.create_task(queue.post(A, "Warning", "NoMembers", "w", "t6"))
+            await asyncio.wait_for(first, 1)  # carried by the later ones: its poster goes on
+            assert not posted and len(queue) == 3
+        await asyncio.wait_for(asyncio.gather(second, third, other, warning, same), 1)
+        assert [(w.ring["name"], w.type, w.message, w.count, w.first, w.last)
+                for w in posted] == [("a", "Normal", "v3; before that: v2; before that: v1",
+                                      3, "t1", "t5"),
+                                     ("b", "Normal", "b1", 1, "t2", "t2"),
+                                     ("a", "Warning", "w", 2, "t3", "t6")]  # said once
+    asyncio.run(scenario())
+
+
+def test_a_message_is_cut_at_the_limit_however_many_join():
+    async def scenario():
+        posted = []
+
+        async def post(waiting: Waiting) -> None:
+            posted.append(waiting.message)
+
+        in_flight = InFlight()
+        queue = EventQueue(in_flight, post, patience=60)
+        with in_flight.request():
+            tasks = [asyncio.create_task(queue.post(A, "Normal", "Resharded", f"{i}" * 700, "t"))
+                     for i in range(3)]
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(*tasks), 1)
+        assert len(posted) == 1 and len(posted[0]) == MESSAGE_LIMIT
+        assert posted[0].startswith("2" * 700 + "; before that: 1")
+    asyncio.run(scenario())
+
+
+def test_events_go_one_at_a_time_each_after_a_moment_with_no_request_in_flight():
+    async def scenario():
+        in_flight, order = InFlight(), []
+        release = asyncio.Event()
+        held: list[asyncio.Task[None]] = []
+
+        async def ring_write() -> None:
+            with in_flight.request():
+                await release.wait()
+            order.append("write done")
+
+        async def post(waiting: Waiting) -> None:
+            order.append(waiting.message)
+            if waiting.message == "first":  # a ring's write starts while it is posted
+                held.append(asyncio.create_task(ring_write()))
+                await asyncio.sleep(0)
+
+        queue = EventQueue(in_flight, post, patience=60)
+        posts = asyncio.gather(queue.post(A, "Normal", "Resharded", "first", "t1"),
+                               queue.post(B, "Normal", "Resharded", "second", "t2"))
+        await asyncio.sleep(0.05)
+        assert order == ["first"]  # the second waits for the write that began meanwhile
+        release.set()
+        await asyncio.wait_for(posts, 1)
+        assert order == ["first", "write done", "second"]
+    asyncio.run(scenario())
+
+
+def test_an_event_goes_when_its_patience_runs_out_and_a_failed_post_is_its_posters():
+    async def scenario():
+        in_flight, posted = InFlight(), []
+
+        async def post(waiting: Waiting) -> None:
+            if waiting.reason == "Broken":
+                raise OSError("refused")
+            posted.append(waiting.reason)
+
+        queue = EventQueue(in_flight, post, patience=0.05)
+        with in_flight.request():  # busy all along
+            with pytest.raises(OSError):
+                await asyncio.wait_for(queue.post(A, "Warning", "Broken", "m", "t"), 1)
+            await asyncio.wait_for(queue.post(A, "Normal", "Resharded", "m", "t"), 1)
+        assert posted == ["Resharded"] and len(queue) == 0
+    asyncio.run(scenario())
