@@ -22,17 +22,18 @@ class RingTooLarge(ValueError):
 def member_shards(ring: ringfile.RingFile) -> dict[str, list[int]]:
     """Each member's shards, draining members included: those it owns and those it still serves
     while they are handed over to their new owners."""
-    table = ring.assignment.table
     members = ring.assignment.members
-    count, replicas = table.shape
-    # Every (owner, shard) pair once, sorted by owner then shard: each member's shards are one
-    # slice of it (one sort, instead of a scan of the whole table per member).
-    pairs = np.unique(table.ravel() * count + np.repeat(np.arange(count), replicas))
-    owners, owned = np.divmod(pairs, count)
-    bounds = np.searchsorted(owners, np.arange(len(members) + 1))
+    owners = ring.assignment.table.ravel()
+    # The table's places sorted by owner, stably (so by shard within an owner): each member's
+    # shards are one slice of them (one sort, instead of a scan of the whole table per member).
+    # A shard's owners are different members (the engines' rule, and the parser's), so no shard
+    # appears twice in a slice.
+    places = np.argsort(owners, kind="stable")
+    owned = (places // ring.assignment.replicas).tolist()
+    bounds = np.searchsorted(owners[places], np.arange(len(members) + 1)).tolist()
     shards: dict[str, list[int]] = {}
     for index, member in enumerate(members):
-        shards[member.id] = owned[bounds[index]:bounds[index + 1]].tolist()
+        shards[member.id] = owned[bounds[index]:bounds[index + 1]]
     for draining in ring.draining:
         shards[draining] = []
     for previous_owner, handed in ring.handover.items():

@@ -4,7 +4,6 @@ data from JSON bodies (watch events, or client models after ``sanitize_for_seria
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,8 +58,15 @@ def text_digest(text: str) -> str:
 
 
 def data_digest(data: Mapping[str, str]) -> str:
-    """Identifies a ConfigMap's data: equal digests, equal data (keys and values)."""
-    return hashlib.sha256(json.dumps(dict(data), sort_keys=True).encode()).hexdigest()
+    """Identifies a ConfigMap's data: equal digests, equal data (keys and values). Each key and
+    value goes in with its length before it, so no two different data read alike (and no JSON
+    encoding of every value first: it took twice as long, for each ring's every write)."""
+    digest = hashlib.sha256()
+    for key in sorted(data):
+        name, value = key.encode(), data[key].encode()
+        digest.update(b"%d:%s%d:" % (len(name), name, len(value)))
+        digest.update(value)
+    return digest.hexdigest()
 
 
 def view_from_dict(body: Mapping[str, Any]) -> ConfigMapView:

@@ -515,3 +515,18 @@ def test_a_kept_assignment_holds_two_bytes_an_owner_and_hands_out_exact_indices(
     assert wide.table.tolist() == [[39_999], [32_768]]
     assert (wide.table * 2**20).tolist() == [[39_999 * 2**20], [32_768 * 2**20]]
     assert wide.loads["m-39999"] == 1 and wide.shards_of("m-32768") == [1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 300), st.integers(1, 3),
+       st.sampled_from(list(Algorithm)))
+def test_ring_json_encodes_the_table_as_json_would(members, shards, replication, algorithm):
+    import json
+
+    from controller.core import ringfile
+    assume(replication <= members)
+    assignment = plan([Member(f"m{i}") for i in range(members)],
+                      RingSpec(shards=shards, replication=replication, algorithm=algorithm))
+    assert ringfile._table_json(assignment) == json.dumps(assignment.owner_lists(),
+                                                           separators=(",", ":"))
+

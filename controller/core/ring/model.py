@@ -99,9 +99,18 @@ class Assignment:
         """The table as lists (each shard's owners' indices, primary first), for JSON."""
         return self._table.tolist()  # type: ignore[no-any-return]
 
+    def owner_indices(self) -> list[int]:
+        """Every shard's owners' indices in one list, shard after shard (``replicas`` each)."""
+        return self._table.ravel().tolist()
+
     @property
     def shards(self) -> int:
         return int(self._table.shape[0])
+
+    @property
+    def replicas(self) -> int:
+        """Owners a shard (the table's width)."""
+        return int(self._table.shape[1])
 
     @property
     def owners(self) -> tuple[tuple[str, ...], ...]:
