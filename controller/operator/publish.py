@@ -97,6 +97,7 @@ class Publisher:
         self.writes = 0  # ConfigMap writes (tests and metrics)
         self._status_written_at = float("-inf")
         self.observed_due: float | None = None  # a status held back is due then (monotonic)
+        self._observed_since: float | None = None  # when the count held back first changed
 
     async def configmap(self, desired: DesiredConfigMap,
                         current: ConfigMapView | None) -> ConfigMapView:
@@ -112,26 +113,35 @@ class Publisher:
         self.log.info("ConfigMap %s %s", desired.name, "updated" if current else "created")
         return written
 
-    async def status(self, status: dict[str, Any], body: Mapping[str, Any], now: float
-                     ) -> dict[str, Any] | None:
+    async def status(self, status: dict[str, Any], body: Mapping[str, Any], now: float,
+                     next_pass: float | None = None) -> dict[str, Any] | None:
         """Patch the status at the body's resourceVersion if it differs from the body's (and from
         what this worker last wrote: an older event can still be on its way). Returns the
         patched object, or None when nothing was written (``observed_due``: when a count held
-        back is due)."""
+        back is due). ``next_pass``: seconds until the plan's next pass (a window's end)."""
         self.observed_due = None
         if status == body.get("status") or status == self.written_status:
+            self._observed_since = None
             return None
         # Against what the ring holds now: our last write (its echo may still be on its way;
         # nobody else writes the status), else the body's.
         holds = self.written_status if self.written_status is not None else \
             body.get("status") or {}
-        if _without_observed(status) == _without_observed(holds) and \
-                now < self._status_written_at + OBSERVED_EVERY:
-            # Only the count the source reports changed, again: under churn every flip would be
-            # a status write for every ring over the service, and the API server's queue of
-            # them held up the writes that matter (a new version, a condition).
-            self.observed_due = self._status_written_at + OBSERVED_EVERY
-            return None
+        if _without_observed(status) == _without_observed(holds):
+            # Only the count the source reports changed: under churn every flip would be a
+            # status write for every ring over the service, and the API server's queue of them
+            # held up the writes that matter (a new version, a condition). It waits until
+            # OBSERVED_EVERY after the last status write; and when the pass that ends the
+            # change's window comes within OBSERVED_EVERY of the count's change, for that pass
+            # (it writes the status anyway: one write, not two, for each ring as churn stops).
+            since = now if self._observed_since is None else self._observed_since
+            due = self._status_written_at + OBSERVED_EVERY
+            if next_pass is not None and now + next_pass <= since + OBSERVED_EVERY:
+                due = max(due, now + next_pass)
+            if now < due:
+                self._observed_since = since
+                self.observed_due = due
+                return None
         metadata = body.get("metadata") or {}
         patch = merge_patch(body.get("status") or {}, status)
         try:
@@ -150,6 +160,7 @@ class Publisher:
                 fresh_metadata.get("resourceVersion"))
         self.written_status = status
         self._status_written_at = now
+        self._observed_since = None
         return patched
 
     def events(self, plan: PassPlan, body: Mapping[str, Any], warnings: bool) -> None:

@@ -374,7 +374,8 @@ class RingWorker:
             self.seen = SeenConfigMap(written.name, self._without_our_text(written))
         self.publisher.events(plan, body, warnings=False)
         self.publisher.measure(plan, source, self.clock.monotonic())
-        patched = await self.publisher.status(plan.status, body, self.clock.monotonic())
+        patched = await self.publisher.status(plan.status, body, self.clock.monotonic(),
+                                              plan.requeue_after)
         if patched is not None and self.body is body:  # a newer body that came meanwhile wins
             self.body = plain_body({**body, "status": patched.get("status", plan.status),
                                     "metadata": patched.get("metadata", body.get("metadata"))},
