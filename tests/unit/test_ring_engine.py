@@ -530,3 +530,16 @@ def test_ring_json_encodes_the_table_as_json_would(members, shards, replication,
     assert ringfile._table_json(assignment) == json.dumps(assignment.owner_lists(),
                                                            separators=(",", ":"))
 
+
+@pytest.mark.parametrize("algorithm", [Algorithm.BALANCED])  # (the one that spreads zones)
+@pytest.mark.parametrize("shards", [4, 5, 16, 64])
+def test_two_heavy_members_of_one_zone_stay_within_its_share_of_each_shard(algorithm, shards):
+    """Three zones, R=3: each shard needs one replica in each zone. Both members of z0 weigh
+    enough to own every shard by themselves; together they may still hold only one replica of
+    each (found by a property test: they held two, and z1's only member half its shards)."""
+    members = members_of(["m0", "m1", "m2", "m3"], weights={"m0": 2, "m1": 0.5, "m2": 1, "m3": 2},
+                         zones={"m0": "z0", "m1": "z1", "m2": "z2", "m3": "z0"})
+    assignment = plan(members, RingSpec(shards, 3, algorithm))
+    zone = {m.id: m.zone for m in members}
+    for owners in assignment.owners:
+        assert sorted(zone[owner] for owner in owners) == ["z0", "z1", "z2"]

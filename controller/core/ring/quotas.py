@@ -75,13 +75,15 @@ def real_shares(members: Sequence[Member], shards: int, replication: int,
         zone_sum: dict[str, float] = {}
         for i in range(n):
             zone_sum[zones[i]] = zone_sum.get(zones[i], 0.0) + share[i]
-        full = {z for z, s in zone_sum.items()
-                if s > zone_limit * (1 + 1e-12)
-                and any(not fixed[i] for i in range(n) if zones[i] == z)}
+        full = {z for z, s in zone_sum.items() if s > zone_limit * (1 + 1e-12)}
         if not full:
             return share
         for z in full:
+            # Shared anew, its members' caps included: members fixed at K by their own weight
+            # can still be together over the zone's limit (two heavy members of one zone).
             inside = [i for i in range(n) if zones[i] == z]
+            for i in inside:
+                fixed[i] = False
             _fill_zone(members, inside, share, fixed, zone_limit, shards)
 
 
