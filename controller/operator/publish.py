@@ -131,12 +131,15 @@ class Publisher:
             # Only the count the source reports changed: under churn every flip would be a
             # status write for every ring over the service, and the API server's queue of them
             # held up the writes that matter (a new version, a condition). It waits until
-            # OBSERVED_EVERY after the last status write; and when the pass that ends the
-            # change's window comes within OBSERVED_EVERY of the count's change, for that pass
-            # (it writes the status anyway: one write, not two, for each ring as churn stops).
+            # OBSERVED_EVERY after the last status write; and, when the plan's next pass (the
+            # end of the change's window) is that near, for that pass, which writes the status
+            # anyway: one write, not two, for each ring as churn stops (the source's last
+            # replies, a second apart, each move the window). Never more than twice
+            # OBSERVED_EVERY after the count first changed.
             since = now if self._observed_since is None else self._observed_since
             due = self._status_written_at + OBSERVED_EVERY
-            if next_pass is not None and now + next_pass <= since + OBSERVED_EVERY:
+            if next_pass is not None and next_pass <= OBSERVED_EVERY and \
+                    now + next_pass <= since + 2 * OBSERVED_EVERY:
                 due = max(due, now + next_pass)
             if now < due:
                 self._observed_since = since

@@ -401,12 +401,39 @@ def test_a_count_that_changes_as_a_window_begins_goes_with_the_pass_that_ends_it
         timeout = await s.step()
         assert s.kube.status_writes == writes and s.kube.ring["status"]["observedMembers"] == 4
         assert timeout == pytest.approx(2)  # the window's end: the count goes with the publish
+        s.clock.now += 1
+        s.sources.members(6)  # the source's next reply a second later moves the window again
+        timeout = await s.step()
+        assert s.kube.status_writes == writes and timeout == pytest.approx(5)
         s.clock.now += timeout
         await s.step()
         assert s.kube.published().version == 2
         assert s.kube.status_writes == writes + 1
-        assert s.kube.ring["status"]["observedMembers"] == 5
+        assert s.kube.ring["status"]["observedMembers"] == 6
         assert s.kube.condition("Stable")[0] == "True"
+    asyncio.run(scenario())
+
+
+def test_under_steady_churn_a_held_count_still_goes_out_within_twice_observed_every():
+    from controller.operator.publish import OBSERVED_EVERY
+
+    async def scenario():
+        s = setup(spec(window="5s", max_delay="120s"))
+        await published_with(s, 3)
+        s.clock.now += 30
+        s.sources.members(4)  # Stable turns False: written at once
+        await s.step()
+        writes, first = s.kube.status_writes, None
+        for count in range(5, 20):  # a reply every 2 s: the window never ends
+            s.clock.now += 2
+            s.sources.members(count)
+            await s.step()
+            first = first if first is not None else s.clock.now
+            if s.kube.status_writes > writes:
+                break
+        assert s.kube.status_writes == writes + 1
+        assert s.clock.now - first <= 2 * OBSERVED_EVERY
+        assert s.kube.published().version == 1
     asyncio.run(scenario())
 
 
