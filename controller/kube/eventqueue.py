@@ -2,9 +2,9 @@
 
 An Event is information; the rings' ConfigMaps and statuses are the product. Under a cold start or
 churn every ring's write has an Event beside it, a third or more of the API server's work, so
-Events wait for a quiet moment (``InFlight.quiet``) or until their patience runs out, counted from
-when the first of them happened. They go one at a time, each after its own quiet moment: a burst
-of them released at once would crowd the rings' writes again.
+Events wait for a quiet moment (``InFlight.quiet``) or until their patience runs out. They go one
+at a time, each after its own quiet moment: a burst of them released at once would crowd the
+rings' writes again.
 
 While an Event waits, the same one again (same ring, type and reason: a ring resharded twice under
 churn) joins it, as Kubernetes' own event recorder aggregates repeats: one Event with a count, the
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -36,7 +38,8 @@ class Waiting:
     first: str  # RFC 3339: when the first of them happened
     last: str  # and the latest
     count: int
-    since: float  # monotonic: when the first of them came (its patience counts from there)
+    since: float  # monotonic: when the first of them came
+    due: float  # monotonic: when it goes even if the rings' requests never pause
 
 
 class EventQueue:
@@ -44,9 +47,10 @@ class EventQueue:
                  patience: float, monotonic: Callable[[], float] = time.monotonic):
         self._in_flight, self._post, self._patience = in_flight, post, patience
         self._monotonic = monotonic
-        # Oldest first (a repeat takes the place of the one it joins); with each, the future
-        # its poster awaits.
-        self._waiting: dict[tuple[str, ...], tuple[Waiting, asyncio.Future[None]]] = {}
+        # By Event: what waits, the future its poster awaits, and its place in the heap.
+        self._waiting: dict[tuple[str, ...], tuple[Waiting, asyncio.Future[None], int]] = {}
+        self._heap: list[tuple[float, int, tuple[str, ...]]] = []  # (due, place, Event)
+        self._places = itertools.count()
         self._poster: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -55,30 +59,52 @@ class EventQueue:
     async def post(self, ring: Mapping[str, Any], kind: str, reason: str, message: str,
                    when: str) -> None:
         """Returns once the Event is posted (raising what the post raised), or at once if a
-        later one of the same joined it (that one carries it, and its outcome)."""
+        later one of the same joined it (that one carries it, and its outcome).
+
+        It goes in the first moment with no ring's request in flight, or ``patience`` after it
+        came. A repeat gives the Event that much patience again, up to twice ``patience`` after
+        the first: the rings resharded at maxDelay under churn resharded again as it stopped,
+        and their Events, due then, crowded the last writes of every ring at once."""
         key = (*(str(ring.get(k)) for k in ("namespace", "name", "uid")), kind, reason)
         future = asyncio.get_running_loop().create_future()
+        now = self._monotonic()
         earlier = self._waiting.get(key)
         if earlier is None:
-            waiting = Waiting(ring, kind, reason, message[:MESSAGE_LIMIT], when, when, 1,
-                              self._monotonic())
+            waiting = Waiting(ring, kind, reason, message[:MESSAGE_LIMIT], when, when, 1, now,
+                              now + self._patience)
         else:
             before = earlier[0].message
             joined = message if before == message else f"{message}; before that: {before}"
             waiting = replace(earlier[0], message=joined[:MESSAGE_LIMIT], last=when,
-                              count=earlier[0].count + 1)
+                              count=earlier[0].count + 1,
+                              due=min(earlier[0].since + 2 * self._patience,
+                                      now + self._patience))
             _settle(earlier[1], None)
-        self._waiting[key] = (waiting, future)
+        place = next(self._places)
+        self._waiting[key] = (waiting, future, place)
+        heapq.heappush(self._heap, (waiting.due, place, key))
         if self._poster is None or self._poster.done():
             self._poster = asyncio.create_task(self._post_all())
         await future
 
+    def _next(self) -> tuple[float, tuple[str, ...]] | None:
+        """The Event due first, and when (places left by a repeat are dropped on the way)."""
+        while self._heap:
+            due, place, key = self._heap[0]
+            entry = self._waiting.get(key)
+            if entry is not None and entry[2] == place:
+                return due, key
+            heapq.heappop(self._heap)
+        return None
+
     async def _post_all(self) -> None:
-        while self._waiting:
-            oldest, _ = next(iter(self._waiting.values()))
-            await self._in_flight.quiet(oldest.since + self._patience - self._monotonic())
-            key = next(iter(self._waiting))
-            waiting, future = self._waiting.pop(key)
+        while (head := self._next()) is not None:
+            await self._in_flight.quiet(head[0] - self._monotonic())
+            head = self._next()  # (one due sooner may have come meanwhile)
+            if head is None:
+                continue
+            heapq.heappop(self._heap)
+            waiting, future, _ = self._waiting.pop(head[1])
             try:
                 await self._post(waiting)
             except Exception as error:  # noqa: BLE001 - its poster says what went wrong

@@ -34,10 +34,11 @@ def test_repeats_of_a_waiting_event_join_it_and_each_ring_keeps_its_own():
             await asyncio.wait_for(first, 1)  # carried by the later ones: its poster goes on
             assert not posted and len(queue) == 3
         await asyncio.wait_for(asyncio.gather(second, third, other, warning, same), 1)
+        # (Posted by when each is due: a repeat gives its Event more patience.)
         assert [(w.ring["name"], w.type, w.message, w.count, w.first, w.last)
-                for w in posted] == [("a", "Normal", "v3; before that: v2; before that: v1",
+                for w in posted] == [("b", "Normal", "b1", 1, "t2", "t2"),
+                                     ("a", "Normal", "v3; before that: v2; before that: v1",
                                       3, "t1", "t5"),
-                                     ("b", "Normal", "b1", 1, "t2", "t2"),
                                      ("a", "Warning", "w", 2, "t3", "t6")]  # said once
     asyncio.run(scenario())
 
@@ -104,4 +105,27 @@ def test_an_event_goes_when_its_patience_runs_out_and_a_failed_post_is_its_poste
                 await asyncio.wait_for(queue.post(A, "Warning", "Broken", "m", "t"), 1)
             await asyncio.wait_for(queue.post(A, "Normal", "Resharded", "m", "t"), 1)
         assert posted == ["Resharded"] and len(queue) == 0
+    asyncio.run(scenario())
+
+
+def test_a_repeat_gives_an_event_more_patience_up_to_twice_its_own():
+    async def scenario():
+        in_flight, posted, now = InFlight(), [], [0.0]
+
+        async def post(waiting: Waiting) -> None:
+            posted.append(waiting)
+
+        queue = EventQueue(in_flight, post, patience=10, monotonic=lambda: now[0])
+        with in_flight.request():
+            tasks = [asyncio.create_task(queue.post(A, "Normal", "Resharded", "v1", "t1"))]
+            await asyncio.sleep(0)
+            now[0] = 8.0  # a repeat: due 10 s from now
+            tasks.append(asyncio.create_task(queue.post(A, "Normal", "Resharded", "v2", "t2")))
+            await asyncio.sleep(0)
+            now[0] = 15.0  # another: due at 20, twice the patience after the first, not 25
+            tasks.append(asyncio.create_task(queue.post(A, "Normal", "Resharded", "v3", "t3")))
+            await asyncio.sleep(0.01)
+            assert not posted
+        await asyncio.wait_for(asyncio.gather(*tasks), 1)
+        assert [(w.count, w.since, w.due) for w in posted] == [(3, 0.0, 20.0)]
     asyncio.run(scenario())
