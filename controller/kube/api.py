@@ -159,11 +159,12 @@ class Kube:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        request = self.api.param_serialize(
-            method=method, resource_path="/api/v1/namespaces/{namespace}/" + path,
-            path_params=params, header_params=headers, body=body, auth_settings=["BearerToken"])
 
-        def call() -> Any:
+        def call() -> Any:  # (all of it in the request thread: the body's encoding, the token)
+            request = self.api.param_serialize(
+                method=method, resource_path="/api/v1/namespaces/{namespace}/" + path,
+                path_params=params, header_params=headers, body=body,
+                auth_settings=["BearerToken"])
             reply = self.api.call_api(*request)
             reply.read()
             if not 200 <= reply.status <= 299:
