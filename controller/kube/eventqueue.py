@@ -98,19 +98,29 @@ class EventQueue:
         return None
 
     async def _post_all(self) -> None:
-        while (head := self._next()) is not None:
-            await self._in_flight.quiet(head[0] - self._monotonic())
-            head = self._next()  # (one due sooner may have come meanwhile)
-            if head is None:
-                continue
-            heapq.heappop(self._heap)
-            waiting, future, _ = self._waiting.pop(head[1])
-            try:
-                await self._post(waiting)
-            except Exception as error:  # noqa: BLE001 - its poster says what went wrong
-                _settle(future, error)
-            else:
-                _settle(future, None)
+        future: asyncio.Future[None] | None = None  # the Event being posted
+        try:
+            while (head := self._next()) is not None:
+                quiet = await self._in_flight.quiet(head[0] - self._monotonic())
+                head = self._next()  # (one due sooner may have come meanwhile)
+                if head is None or not quiet and head[0] > self._monotonic():
+                    continue  # a repeat gave it more patience while the rings stayed busy
+                heapq.heappop(self._heap)
+                waiting, future, _ = self._waiting.pop(head[1])
+                try:
+                    await self._post(waiting)
+                except Exception as error:  # noqa: BLE001 - its poster says what went wrong
+                    _settle(future, error)
+                else:
+                    _settle(future, None)
+        finally:
+            # Cancelled (the operator exits): nobody waits for what will not be posted.
+            for _waiting, left, _place in self._waiting.values():
+                left.cancel()
+            if future is not None:
+                future.cancel()  # (nothing, if it was settled)
+            self._waiting.clear()
+            self._heap.clear()
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -43,11 +43,13 @@ class InFlight:
         self._stopped = True
         self._quiet.set()
 
-    async def quiet(self, patience: float) -> None:
-        """Returns when no request is in flight, or after ``patience`` seconds. (Woken by a
-        moment with none, it looks again: another may have started before it ran.)"""
+    async def quiet(self, patience: float) -> bool:
+        """Returns when no request is in flight (True: also once the operator exits), or after
+        ``patience`` seconds (False). (Woken by a moment with none, it looks again: another may
+        have started before it ran.)"""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
         while self._count and not self._stopped and loop.time() < deadline:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._quiet.wait(), deadline - loop.time())
+        return not self._count or self._stopped

@@ -129,3 +129,42 @@ def test_a_repeat_gives_an_event_more_patience_up_to_twice_its_own():
         await asyncio.wait_for(asyncio.gather(*tasks), 1)
         assert [(w.count, w.since, w.due) for w in posted] == [(3, 0.0, 20.0)]
     asyncio.run(scenario())
+
+
+def test_while_the_rings_stay_busy_a_repeat_holds_its_event_back_until_its_new_due():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        in_flight, posted = InFlight(), []
+
+        async def post(waiting: Waiting) -> None:
+            posted.append(loop.time())
+
+        queue = EventQueue(in_flight, post, patience=0.3, monotonic=loop.time)
+        start = loop.time()
+        with in_flight.request():  # busy all along
+            first = asyncio.create_task(queue.post(A, "Normal", "Resharded", "v1", "t1"))
+            await asyncio.sleep(0.2)
+            repeat = asyncio.create_task(queue.post(A, "Normal", "Resharded", "v2", "t2"))
+            await asyncio.sleep(0.2)  # past the first one's due (0.3), short of the new (0.5)
+            assert not posted
+            await asyncio.wait_for(asyncio.gather(first, repeat), 5)
+        assert len(posted) == 1 and posted[0] - start >= 0.5
+    asyncio.run(scenario())
+
+
+def test_an_exit_while_events_wait_leaves_none_of_their_posters_waiting():
+    async def scenario():
+        in_flight = InFlight()
+
+        async def post(waiting: Waiting) -> None:
+            await asyncio.sleep(60)
+
+        queue = EventQueue(in_flight, post, patience=60)
+        with in_flight.request():
+            posters = [asyncio.create_task(queue.post(ring, "Normal", "Resharded", "m", "t"))
+                       for ring in (A, B)]
+            await asyncio.sleep(0.01)
+            queue._poster.cancel()  # what the loop's end does to a task still running
+            done, pending = await asyncio.wait(posters, timeout=1)
+        assert not pending and all(task.cancelled() for task in done) and len(queue) == 0
+    asyncio.run(scenario())
