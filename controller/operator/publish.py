@@ -118,7 +118,7 @@ class Publisher:
         """Patch the status at the body's resourceVersion if it differs from the body's (and from
         what this worker last wrote: an older event can still be on its way). Returns the
         patched object, or None when nothing was written (``observed_due``: when a count held
-        back is due). ``next_pass``: seconds until the plan's next pass (a window's end)."""
+        back is due). ``next_pass``: seconds until the plan's next pass, if it has one."""
         self.observed_due = None
         if status == body.get("status") or status == self.written_status:
             self._observed_since = None
@@ -131,11 +131,11 @@ class Publisher:
             # Only the count the source reports changed: under churn every flip would be a
             # status write for every ring over the service, and the API server's queue of them
             # held up the writes that matter (a new version, a condition). It waits until
-            # OBSERVED_EVERY after the last status write; and, when the plan's next pass (the
-            # end of the change's window) is that near, for that pass, which writes the status
-            # anyway: one write, not two, for each ring as churn stops (the source's last
-            # replies, a second apart, each move the window). Never more than twice
-            # OBSERVED_EVERY after the count first changed.
+            # OBSERVED_EVERY after the last status write; and, when the plan's next pass is that
+            # near (under churn: the end of the change's window, which publishes and writes the
+            # status anyway), for that pass: one write, not two, for each ring as churn stops
+            # (the source's last replies, a second apart, each move the window). Never more
+            # than twice OBSERVED_EVERY after the count first changed.
             since = now if self._observed_since is None else self._observed_since
             due = self._status_written_at + OBSERVED_EVERY
             if next_pass is not None and next_pass <= OBSERVED_EVERY and \
