@@ -356,6 +356,17 @@ def test_a_configmap_the_listing_does_not_have_is_created_without_a_read():
     asyncio.run(scenario())
 
 
+async def stabilizing(window: str) -> tuple[Setup, int]:
+    """A ring published with 3 members; 30 s later a fourth joins and Stable turns False, which
+    is written at once. Returns the setup and its status writes so far."""
+    s = setup(spec(window=window, max_delay="120s"))
+    await published_with(s, 3)
+    s.clock.now += 30
+    s.sources.members(4)
+    await s.step()
+    return s, s.kube.status_writes
+
+
 def test_under_churn_the_observed_count_is_written_at_most_every_few_seconds():
     """A change that only moves status.observedMembers (the ring already stabilizing) is held
     back OBSERVED_EVERY seconds after the last status write, then written by a pass that comes
@@ -363,12 +374,7 @@ def test_under_churn_the_observed_count_is_written_at_most_every_few_seconds():
     from controller.operator.publish import OBSERVED_EVERY
 
     async def scenario():
-        s = setup(spec(window="60s", max_delay="120s"))
-        await published_with(s, 3)
-        s.clock.now += 30
-        s.sources.members(4)  # Stable turns False: written at once
-        await s.step()
-        writes = s.kube.status_writes
+        s, writes = await stabilizing("60s")
         assert s.kube.condition("Stable") == ("False", "Stabilizing")
         assert s.kube.ring["status"]["observedMembers"] == 4
         s.clock.now += 1
@@ -389,12 +395,7 @@ def test_a_count_that_changes_as_a_window_begins_goes_with_the_pass_that_ends_it
     written at once, then again by the publish a window later, it was two status writes a ring
     when the API server is busiest. Held for that pass instead: one."""
     async def scenario():
-        s = setup(spec(window="5s", max_delay="120s"))
-        await published_with(s, 3)
-        s.clock.now += 30
-        s.sources.members(4)  # Stable turns False: written at once
-        await s.step()
-        writes = s.kube.status_writes
+        s, writes = await stabilizing("5s")
         s.clock.now += 3
         s.sources.members(5)  # the window begins again; its end comes within OBSERVED_EVERY
         s.clock.now += 3  # (and the last status write is more than OBSERVED_EVERY ago)
@@ -418,12 +419,8 @@ def test_under_steady_churn_a_held_count_still_goes_out_within_twice_observed_ev
     from controller.operator.publish import OBSERVED_EVERY
 
     async def scenario():
-        s = setup(spec(window="5s", max_delay="120s"))
-        await published_with(s, 3)
-        s.clock.now += 30
-        s.sources.members(4)  # Stable turns False: written at once
-        await s.step()
-        writes, first = s.kube.status_writes, None
+        s, writes = await stabilizing("5s")
+        first = None
         for count in range(5, 20):  # a reply every 2 s: the window never ends
             s.clock.now += 2
             s.sources.members(count)
