@@ -110,7 +110,14 @@ class PrometheusServer:
 
     def samples_scraped(self) -> float | None:
         """Samples per scrape over every target it scrapes now (its load); None: no answer."""
-        query = urllib.parse.urlencode({"query": "sum(scrape_samples_scraped)"})
+        return self._scalar("sum(scrape_samples_scraped)")
+
+    def targets_scraped(self) -> float | None:
+        """How many targets it has scraped at least once; None: no answer."""
+        return self._scalar("count(scrape_samples_scraped)")
+
+    def _scalar(self, expression: str) -> float | None:
+        query = urllib.parse.urlencode({"query": expression})
         try:
             with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as reply:
                 result = json.load(reply)["data"]["result"]
