@@ -36,11 +36,15 @@ PROBE_EVERY = 2.0  # seconds between asking the API server whether it is back
 # is ready: kopf's watches then get "storage is (re)initializing"): a failure this soon after it
 # came back continues the outage already said, without a second pair of lines.
 SETTLE = 10.0
+# What a server whose watch cache is still filling answers: the operator started at the same time
+# as its API server, or just after a CRD was created (`make cluster`, then `make run`).
+WARMING_UP = "APITooManyRequestsError"
 
 
 class ApiHealth:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
+        self._started = clock()
         self.down_since: float | None = None
         self._back_at: float | None = None  # when it was last said to be back
         self._said = False  # the outage in progress was announced
@@ -58,9 +62,11 @@ class ApiHealth:
                 self._say_down(why)  # not a brief relapse after all
             return
         relapse = self._back_at is not None and now - self._back_at < SETTLE
+        # A cache warming up as the operator starts is no outage either (said if it lasts).
+        warming_up = why == WARMING_UP and now - self._started < SETTLE
         self.down_since = now
         self._said = False
-        if not relapse:
+        if not (relapse or warming_up):
             self._say_down(why)
         if self.probe is not None and self.loop is not None and not self.loop.is_closed():
             # (kopf's log lines may come from another thread than the loop's)

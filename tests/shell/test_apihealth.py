@@ -99,6 +99,29 @@ def test_a_failure_just_after_the_return_continues_the_outage_already_said(caplo
         == [(True, False), (False, True)]
 
 
+def test_a_cache_warming_up_as_the_operator_starts_is_not_an_outage(caplog):
+    """`make cluster` then `make run`: the watch of a CRD created moments before is answered
+    "storage is (re)initializing" for a second or two. Said only if it lasts."""
+    caplog.set_level(logging.INFO, logger="shardring")
+    now = [100.0]
+    health = ApiHealth(clock=lambda: now[0])
+    now[0] += 0.5
+    health.failed(apihealth.WARMING_UP)
+    now[0] += 2
+    health.answered()
+    assert said(caplog) == []
+    health.failed(apihealth.WARMING_UP)  # again, and this time for good
+    now[0] += apihealth.SETTLE
+    health.failed(apihealth.WARMING_UP)
+    assert len(said(caplog)) == 1 and "cannot be reached (APITooManyRequestsError)" in \
+        said(caplog)[0]
+    health.answered()
+    now[0] += apihealth.SETTLE * 3  # long after the start, the same answer is an outage at once
+    health.failed(apihealth.WARMING_UP)
+    assert [("cannot be reached" in line, "reachable again" in line) for line in said(caplog)] \
+        == [(True, False), (False, True), (True, False)]
+
+
 def test_an_answer_to_a_request_sent_before_the_outage_does_not_end_it(caplog):
     """A request in flight as the server went away can still be answered after another one
     failed: that says nothing about the outage's end (it would be said over in SETTLE s)."""

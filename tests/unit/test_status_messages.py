@@ -62,6 +62,22 @@ def test_a_problem_before_the_first_ring_does_not_claim_a_ring_is_kept():
     assert "The last published ring is kept." in condition(later.status, "Ready")["message"]
 
 
+def test_no_members_names_what_the_spec_narrowed_the_service_to():
+    """Instances registered without the example's tag: the message says the tag."""
+    narrowed = {**SPEC, "service": {"name": "svc", "tags": ["scraper"], "onlyPassing": False,
+                                    "nodeMeta": {"rack": "r1"}, "datacenter": "dc2",
+                                    "filter": 'Service.Port == 9100'}}
+    plan_ = plan_pass(RingObject("team", "r", "uid-1", 1, narrowed, {}),
+                      parse_spec("r", narrowed), Gathered(None, source_with()), 0.0, "t")
+    message = condition(plan_.status, "Ready")["message"]
+    assert message.startswith(
+        "Consul reports 0 instance(s) of 'svc', tagged 'scraper', on nodes with rack=r1, "
+        "matching 'Service.Port == 9100', in datacenter 'dc2' (with Consul ACLs"), message
+    plain = plan_pass(ring_object(), CONFIG, Gathered(None, source_with()), 0.0, "t")
+    assert condition(plain.status, "Ready")["message"].startswith(
+        "Consul reports 0 healthy instance(s) of 'svc' (with Consul ACLs")
+
+
 def test_the_source_count_sits_beside_the_published_count():
     first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a", "b")), 0.0, "t")
     assert (first.status["members"], first.status["observedMembers"]) == (2, 2)

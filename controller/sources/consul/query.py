@@ -36,7 +36,23 @@ class ServiceQuery:
         return self.service
 
     def members_found(self, count: int) -> str:
-        return f"Consul reports {count} healthy instance(s) of {self.service!r}"
+        what = "healthy instance(s)" if self.only_passing else "instance(s)"
+        return f"Consul reports {count} {what} of {self.service!r}{self._narrowed()}"
+
+    def _narrowed(self) -> str:
+        """The spec's narrowing, said with the count: a new user's instances registered without
+        the example's tag are otherwise "0 healthy instances" of a service Consul lists."""
+        said = []
+        if self.tags:
+            said.append("tagged " + " and ".join(repr(tag) for tag in self.tags))
+        if self.node_meta:
+            said.append("on nodes with " + ", ".join(f"{key}={value}"
+                                                     for key, value in self.node_meta))
+        if self.filter:
+            said.append(f"matching {self.filter!r}")
+        if self.datacenter:
+            said.append(f"in datacenter {self.datacenter!r}")
+        return "".join(f", {part}" for part in said)
 
     def describe(self) -> str:
         return f"consul:{self.service}"
