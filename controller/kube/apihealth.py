@@ -48,6 +48,7 @@ class ApiHealth:
         self.down_since: float | None = None
         self._back_at: float | None = None  # when it was last said to be back
         self._said = False  # the outage in progress was announced
+        self._warming = False  # ... or is, so far, the start's watch cache warming up
         # Set while the operator runs: a cheap request (GET /version) and the loop it runs on.
         # With it, "reachable again" is said even when nothing else would ask (no rings, or
         # kopf's watches resuming without an event), and the next outage is said again.
@@ -58,19 +59,24 @@ class ApiHealth:
     def failed(self, why: str) -> None:
         now = self._clock()
         if self.down_since is not None:
-            if not self._said and now - self.down_since >= SETTLE:
-                self._say_down(why)  # not a brief relapse after all
+            if not self._said and (now - self.down_since >= SETTLE or
+                                   (self._warming and why != WARMING_UP)):
+                self._say_down(why)  # not a brief relapse (or a warm-up) after all
             return
         relapse = self._back_at is not None and now - self._back_at < SETTLE
         # A cache warming up as the operator starts is no outage either (said if it lasts).
-        warming_up = why == WARMING_UP and now - self._started < SETTLE
+        self._warming = why == WARMING_UP and now - self._started < SETTLE
         self.down_since = now
         self._said = False
-        if not (relapse or warming_up):
+        if not (relapse or self._warming):
             self._say_down(why)
         if self.probe is not None and self.loop is not None and not self.loop.is_closed():
             # (kopf's log lines may come from another thread than the loop's)
             self.loop.call_soon_threadsafe(self._start_probing)
+
+    def started(self) -> None:
+        """The operator's watches start now: a warm-up's 429s are expected for SETTLE."""
+        self._started = self._clock()
 
     def _say_down(self, why: str) -> None:
         self._said = True

@@ -201,6 +201,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     if isinstance(memo.kube, Kube):
         memo.api_health.probe = memo.kube.api_answers
         memo.api_health.loop = asyncio.get_running_loop()
+    memo.api_health.started()  # kopf's watches start once the startup handlers are done
     if memo.config.metrics_port:
         metrics.serve(memo.config.metrics_port, memo.conditions,
                       lambda: memo.sources.active_by_kind()

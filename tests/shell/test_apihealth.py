@@ -116,10 +116,23 @@ def test_a_cache_warming_up_as_the_operator_starts_is_not_an_outage(caplog):
     assert len(said(caplog)) == 1 and "cannot be reached (APITooManyRequestsError)" in \
         said(caplog)[0]
     health.answered()
+    assert len(said(caplog)) == 2
     now[0] += apihealth.SETTLE * 3  # long after the start, the same answer is an outage at once
     health.failed(apihealth.WARMING_UP)
     assert [("cannot be reached" in line, "reachable again" in line) for line in said(caplog)] \
         == [(True, False), (False, True), (True, False)]
+
+
+def test_another_failure_during_a_warm_up_is_said_at_once(caplog):
+    caplog.set_level(logging.INFO, logger="shardring")
+    now = [100.0]
+    health = ApiHealth(clock=lambda: now[0])
+    health.started()
+    health.failed(apihealth.WARMING_UP)
+    assert said(caplog) == []
+    now[0] += 1
+    health.failed("ClientConnectorError")  # the server went away meanwhile: a real outage
+    assert len(said(caplog)) == 1 and "(ClientConnectorError)" in said(caplog)[0]
 
 
 def test_an_answer_to_a_request_sent_before_the_outage_does_not_end_it(caplog):

@@ -64,15 +64,21 @@ def test_a_problem_before_the_first_ring_does_not_claim_a_ring_is_kept():
 
 def test_no_members_names_what_the_spec_narrowed_the_service_to():
     """Instances registered without the example's tag: the message says the tag."""
-    narrowed = {**SPEC, "service": {"name": "svc", "tags": ["scraper"], "onlyPassing": False,
-                                    "nodeMeta": {"rack": "r1"}, "datacenter": "dc2",
-                                    "filter": 'Service.Port == 9100'}}
+    narrowed = {**SPEC, "service": {"name": "svc", "tags": ["scraper", "a", "b"],
+                                    "onlyPassing": False, "nodeMeta": {"rack": "r1", "zone": "z"},
+                                    "datacenter": "dc2", "filter": 'Service.Port == 9100'}}
     plan_ = plan_pass(RingObject("team", "r", "uid-1", 1, narrowed, {}),
                       parse_spec("r", narrowed), Gathered(None, source_with()), 0.0, "t")
     message = condition(plan_.status, "Ready")["message"]
     assert message.startswith(
-        "Consul reports 0 instance(s) of 'svc', tagged 'scraper', on nodes with rack=r1, "
-        "matching 'Service.Port == 9100', in datacenter 'dc2' (with Consul ACLs"), message
+        "Consul reports 0 passing or warning instance(s) of 'svc', tagged 'a', 'b' and "
+        "'scraper', on nodes with rack='r1' and zone='z', matching 'Service.Port == 9100', in "
+        "datacenter 'dc2' (with Consul ACLs"), message
+    long = {**SPEC, "service": {"name": "svc", "filter": "Service.Port == 1 or " * 100}}
+    message = condition(plan_pass(RingObject("team", "r", "uid-1", 1, long, {}),
+                                  parse_spec("r", long), Gathered(None, source_with()), 0.0,
+                                  "t").status, "Ready")["message"]
+    assert len(message) < 400 and "Service.Port ==…'" in message, message
     plain = plan_pass(ring_object(), CONFIG, Gathered(None, source_with()), 0.0, "t")
     assert condition(plain.status, "Ready")["message"].startswith(
         "Consul reports 0 healthy instance(s) of 'svc' (with Consul ACLs")

@@ -36,20 +36,21 @@ class ServiceQuery:
         return self.service
 
     def members_found(self, count: int) -> str:
-        what = "healthy instance(s)" if self.only_passing else "instance(s)"
-        return f"Consul reports {count} {what} of {self.service!r}{self._narrowed()}"
+        # Without onlyPassing, instances in warning count (critical ones never do).
+        what = "healthy" if self.only_passing else "passing or warning"
+        return f"Consul reports {count} {what} instance(s) of {self.service!r}{self._narrowed()}"
 
     def _narrowed(self) -> str:
         """The spec's narrowing, said with the count: a new user's instances registered without
         the example's tag are otherwise "0 healthy instances" of a service Consul lists."""
         said = []
         if self.tags:
-            said.append("tagged " + " and ".join(repr(tag) for tag in self.tags))
+            said.append("tagged " + _listed([repr(tag) for tag in self.tags]))
         if self.node_meta:
-            said.append("on nodes with " + ", ".join(f"{key}={value}"
-                                                     for key, value in self.node_meta))
+            said.append("on nodes with " + _listed([f"{key}={value!r}"
+                                                    for key, value in self.node_meta]))
         if self.filter:
-            said.append(f"matching {self.filter!r}")
+            said.append(f"matching {_cut(self.filter)!r}")
         if self.datacenter:
             said.append(f"in datacenter {self.datacenter!r}")
         return "".join(f", {part}" for part in said)
@@ -71,6 +72,15 @@ class ServiceQuery:
         if self.filter:
             record["filter"] = self.filter
         return record
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    """A filter may be long (2,048 characters): a message quotes its start."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
