@@ -30,6 +30,7 @@ from controller.operator import collector, ringpages
 from controller.operator.planning import PlanningThreads
 from controller.operator.publish import KubeAdapter
 from controller.operator.settings import OperatorConfig
+from controller.operator.slots import PassSlots
 from controller.operator.trim import Trimmer, glibc_trim
 from controller.operator.worker import RingWorker
 from controller.sources.base import SourceRegistry, SourceRouter
@@ -39,8 +40,9 @@ from controller.sources.kubernetes.api import connection_from_client
 from controller.sources.kubernetes.watch import KubernetesRegistry
 from controller.sources.zookeeper.watch import ZooKeeperRegistry
 
-# Passes in flight at once. More than the client's worker threads (6 on 2 cores) only queue up
-# holding rendered rings, and starve the event loop of turns for the watches.
+# Passes in flight at once (slots.py: while passes wait, statuses wait for them). More than the
+# client's worker threads (6 on 2 cores) only queue up holding rendered rings, and starve the
+# event loop of turns for the watches.
 PARALLEL_PASSES = 8
 # How long an exit waits for Events still being posted (and old subscriptions ending).
 BACKGROUND_AT_EXIT = 2.0
@@ -55,7 +57,7 @@ class Operator:
     sources: SourceRegistry | None = None
     workers: dict[tuple[str, str], RingWorker] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
-    passes: asyncio.Semaphore | None = None
+    passes: PassSlots | None = None
     planning: PlanningThreads | None = None
     # Ring agents' acknowledgements by (namespace, ring), then by Lease name.
     acks: dict[tuple[str, str], dict[str, Ack]] = field(default_factory=dict)
@@ -80,7 +82,7 @@ class Operator:
             "kubernetes": KubernetesRegistry(
                 connection_from_client(self.kube.api.configuration)
                 if isinstance(self.kube, Kube) else None, limit)})
-        self.passes = asyncio.Semaphore(PARALLEL_PASSES)
+        self.passes = PassSlots(PARALLEL_PASSES)
         self.planning = PlanningThreads(2)
 
     async def close(self) -> None:

@@ -113,16 +113,16 @@ class Publisher:
         self.log.info("ConfigMap %s %s", desired.name, "updated" if current else "created")
         return written
 
-    async def status(self, status: dict[str, Any], body: Mapping[str, Any], now: float,
-                     next_pass: float | None = None) -> dict[str, Any] | None:
-        """Patch the status at the body's resourceVersion if it differs from the body's (and from
-        what this worker last wrote: an older event can still be on its way). Returns the
-        patched object, or None when nothing was written (``observed_due``: when a count held
-        back is due). ``next_pass``: seconds until the plan's next pass, if it has one."""
+    def status_due(self, status: dict[str, Any], body: Mapping[str, Any], now: float,
+                   next_pass: float | None = None) -> bool:
+        """Whether the status is to be written now: it differs from the body's (and from what
+        this worker last wrote: an older event can still be on its way), by more than a count
+        held back (``observed_due``: when that is due). ``next_pass``: seconds until the
+        plan's next pass, if it has one."""
         self.observed_due = None
         if status == body.get("status") or status == self.written_status:
             self._observed_since = None
-            return None
+            return False
         # Against what the ring holds now: our last write (its echo may still be on its way;
         # nobody else writes the status), else the body's.
         holds = self.written_status if self.written_status is not None else \
@@ -144,7 +144,12 @@ class Publisher:
             if now < due:
                 self._observed_since = since
                 self.observed_due = due
-                return None
+                return False
+        return True
+
+    async def write_status(self, status: dict[str, Any], body: Mapping[str, Any],
+                           now: float) -> dict[str, Any]:
+        """Patch the status at the body's resourceVersion; returns the patched object."""
         metadata = body.get("metadata") or {}
         patch = merge_patch(body.get("status") or {}, status)
         try:

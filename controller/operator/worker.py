@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from controller import metrics
@@ -37,12 +37,15 @@ from controller.operator.clock import Clock, SystemClock, Timer
 from controller.operator.inputs import Inputs, SeenConfigMap, plain_body
 from controller.operator.planning import plan_off_loop
 from controller.operator.publish import KubeAdapter, Publisher, safe_text
+from controller.operator.slots import PassSlots
 from controller.sources.base import SourceRegistry, Subscription
 from controller.sources.specs import read_spec
 
 log = logging.getLogger("shardring")
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
 ACK_COALESCE = 0.25
+# How long a status waits for the passes waiting for a slot before it takes its turn with them.
+STATUS_PATIENCE = 5.0
 
 
 class Stopped(Protocol):
@@ -53,6 +56,15 @@ class Stopped(Protocol):
     def wait(self) -> Awaitable[Any]: ...
 
 
+@dataclass(frozen=True)
+class HeldStatus:
+    """A pass's status, held while other rings' passes wait for a slot (slots.py)."""
+
+    plan: PassPlan
+    body: dict[str, Any]
+    since: float  # when the first status still unwritten was held (monotonic)
+
+
 class RingLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[{self.extra['ring'] if self.extra else ''}] {msg}", kwargs
@@ -61,7 +73,7 @@ class RingLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 class RingWorker:
     def __init__(self, namespace: str, name: str, *, kube: KubeAdapter, sources: SourceRegistry,
                  connections: Mapping[tuple[str, str], Access], limits: Limits = Limits(),
-                 clock: Clock | None = None, passes: asyncio.Semaphore | None = None,
+                 clock: Clock | None = None, passes: PassSlots | None = None,
                  background: set[asyncio.Task[None]] | None = None,
                  planning: Executor | None = None, acks: Mapping[str, Ack] | None = None,
                  uid: str = "", listed: Callable[[str, str], bool] | None = None,
@@ -75,7 +87,8 @@ class RingWorker:
         self.publisher = Publisher(kube, namespace, name, self.log,
                                    background if background is not None else set(),
                                    after_post=worked)
-        self._passes = passes or asyncio.Semaphore(1)
+        self._slots = passes or PassSlots(1)
+        self._held: HeldStatus | None = None
         # Told after each pass and each Event posted (the operator's memory trimmer).
         self._worked = worked
         self._planning = planning
@@ -173,11 +186,17 @@ class RingWorker:
             while not stopped and not self.retired:
                 self._wake.clear()
                 timeout = await self.step()
+                if self._held is not None:
+                    written, timeout = await self._write_held(timeout)
+                    if not written:
+                        continue  # woken, or the next pass is due: it plans the status again
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:
                     pass
         finally:
+            if self._held is not None:  # not written: the next serve() plans it again
+                self._held, self.fingerprint = None, None
             self.serving = False
             stopper.cancel()
             await self.unsubscribe()
@@ -188,9 +207,15 @@ class RingWorker:
         """Handle one wake-up; returns seconds until the next one is due (None: when woken)."""
         self.passes += 1
         if not self._serving():
+            self._held = None
             return None
+        return await self._guarded(self._pass_if_needed)
+
+    async def _guarded(self, action: Callable[[], Awaitable[float | None]]) -> float | None:
+        """A pass (or a held status's write), its failures handled: returns seconds until the
+        next wake is due (None: when woken)."""
         try:
-            timeout = await self._pass_if_needed()
+            timeout = await action()
         except RingGone:
             self._gone()
             return None
@@ -268,7 +293,7 @@ class RingWorker:
         due = self.deadline is not None and now >= self.deadline
         if not due and self.fingerprint is not None and self.fingerprint == self._inputs():
             return None if self.deadline is None else self.deadline - now
-        async with self._passes:
+        async with self._slots.passing():
             # The inputs as they were when this pass started: anything that changes while it
             # runs (a source reply, our own ConfigMap write) makes the next wake run a pass.
             inputs = self._inputs()
@@ -373,10 +398,50 @@ class RingWorker:
         if plan.configmap is not None:
             self.seen = SeenConfigMap(written.name, self._without_our_text(written))
         self.publisher.events(plan, body, warnings=False)
-        self.publisher.measure(plan, source, self.clock.monotonic())
-        patched = await self.publisher.status(plan.status, body, self.clock.monotonic(),
-                                              plan.requeue_after)
-        if patched is not None and self.body is body:  # a newer body that came meanwhile wins
+        now = self.clock.monotonic()
+        self.publisher.measure(plan, source, now)
+        held, self._held = self._held, None
+        if self.publisher.status_due(plan.status, body, now, plan.requeue_after):
+            if self._slots.contended:  # the rings waiting publish first; a newer pass replaces it
+                self._held = HeldStatus(plan, body, held.since if held else now)
+            else:
+                await self._write_status(plan, body)
+
+    async def _write_held(self, timeout: float | None) -> tuple[bool, float | None]:
+        """Write the held status once no pass waits for a slot (or, once it has waited
+        STATUS_PATIENCE, in its turn with them). Returns whether it was written (not when woken
+        first, or when the next pass, due in ``timeout`` seconds, comes first), and the seconds
+        until the next pass is due."""
+        held = self._held
+        assert held is not None
+        started = self.clock.monotonic()
+        patience = held.since + STATUS_PATIENCE - started
+        if patience > 0:
+            wait = patience if timeout is None else min(timeout, patience)
+            if not await self._slots.for_status(self._wake, wait):
+                return False, timeout
+            try:
+                failed = await self._held_status(held)
+            finally:
+                self._slots.release()
+        else:
+            async with self._slots.passing():
+                failed = await self._held_status(held)
+        if failed is not None:  # the pass runs again once the failure's backoff is over
+            self.fingerprint = None
+            return True, failed
+        return True, None if timeout is None else \
+            max(0.0, timeout - (self.clock.monotonic() - started))
+
+    async def _held_status(self, held: HeldStatus) -> float | None:
+        self._held = None
+        if not self._serving():
+            return None
+        return await self._guarded(lambda: self._write_status(held.plan, held.body))
+
+    async def _write_status(self, plan: PassPlan, body: dict[str, Any]) -> None:
+        patched = await self.publisher.write_status(plan.status, body, self.clock.monotonic())
+        if self.body is body:  # a newer body that came meanwhile wins
             self.body = plain_body({**body, "status": patched.get("status", plan.status),
                                     "metadata": patched.get("metadata", body.get("metadata"))},
                                    self.publisher.written_status)

@@ -14,6 +14,7 @@ from controller.core import ringfile
 from controller.core.limits import Access, Limits
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import Conflict, SecretMissing, view_from_dict
+from controller.operator.slots import PassSlots
 from controller.operator.worker import RingWorker
 from controller.sources.base import Subscription
 from controller.testing.builders import instances
@@ -215,12 +216,13 @@ class Setup:
 
 
 def setup(ring_spec: dict[str, Any], limits: Limits = Limits(min_publish_interval=0),
-          listed: Callable[[str, str], bool] | None = None) -> Setup:
+          listed: Callable[[str, str], bool] | None = None,
+          passes: PassSlots | None = None) -> Setup:
     clock = FakeClock()
     kube, sources = FakeKube(ring_spec), FakeSources(clock)
     worker = RingWorker(NAMESPACE, NAME, kube=kube, sources=sources,
                         connections={("consul", "default"): Access()}, limits=limits, clock=clock,
-                        listed=listed)
+                        listed=listed, passes=passes)
     made = Setup(kube, sources, clock, worker)
     run_pass = worker.run_pass
 
