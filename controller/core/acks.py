@@ -15,6 +15,7 @@ from typing import Any
 
 from controller.core import loads
 from controller.core.conditions import Condition
+from controller.core.printable import printable
 from controller.core.rfc3339 import epoch
 from controller.core.ringfile import RingFile
 
@@ -143,8 +144,8 @@ def convergence(ring: RingFile, acks: Iterable[Ack], since: str) -> Convergence:
         condition = Condition("Converged", False, "NotAcknowledged",
                               f"no member has acknowledged ring version {ring.version} yet")
     else:
-        shown = ", ".join(lagging[:SHOWN_LAGGING]) + (", …" if len(lagging) > SHOWN_LAGGING
-                                                        else "")
+        shown = ", ".join(map(printable, lagging[:SHOWN_LAGGING])) + \
+            (", …" if len(lagging) > SHOWN_LAGGING else "")
         condition = Condition("Converged", False, "Lagging",
                               f"{len(applied)} of {len(everyone)} members applied ring version "
                               f"{ring.version} (published {since}); not yet: {shown}")

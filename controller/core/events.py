@@ -10,6 +10,7 @@ from typing import Any
 from controller.core import handover
 from controller.core.acks import SHOWN_LAGGING
 from controller.core.decision import SHOWN_MEMBERS, Decision, Problem
+from controller.core.printable import printable
 from controller.core.views import RingObject
 
 
@@ -28,8 +29,8 @@ def handover_ended(state: handover.Progress, decision: Decision) -> Event:
                      f"shards; their previous owners let go")
     return Event("Warning", "HandoverTimedOut",
                  f"ring version {decision.ring.version}: spec.handover.timeout passed before "
-                 f"{', '.join(state.waiting_for[:SHOWN_LAGGING])} acknowledged; their previous "
-                 f"owners let go anyway")
+                 f"{', '.join(map(printable, state.waiting_for[:SHOWN_LAGGING]))} acknowledged; "
+                 f"their previous owners let go anyway")
 
 
 def resharded(decision: Decision) -> Event:
@@ -54,7 +55,7 @@ def rebalanced(decision: Decision) -> Event:
 
 
 def named(names: tuple[str, ...], count: int) -> str:
-    shown = ", ".join(names[:SHOWN_MEMBERS])
+    shown = ", ".join(map(printable, names[:SHOWN_MEMBERS]))
     return shown if count <= SHOWN_MEMBERS else f"{shown} and {count - SHOWN_MEMBERS} more"
 
 

@@ -8,6 +8,7 @@ instances only never report one) and then weighs its warning weight.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -70,14 +71,20 @@ def _weight(instance: Instance, rule: str | None, identity: str) -> float:
         if raw is None:
             raise MembershipError(f"instance {identity!r} has no service meta {rule[5:]!r} "
                                   f"for spec.members.weightFrom")
-    try:
-        weight = float(raw)
-    except (TypeError, ValueError):
+    # A number as people write one: Python's float() also takes "1_000", "inf" and other
+    # scripts' digits.
+    if isinstance(raw, str) and not _NUMBER.fullmatch(raw.strip()):
         raise MembershipError(f"instance {identity!r}: weight {raw!r} from {rule} is not a "
-                              f"number") from None
-    if not math.isfinite(weight) or weight <= 0:
-        raise MembershipError(f"instance {identity!r}: weight {raw!r} from {rule} must be > 0")
+                              f"number")
+    weight = float(raw)
+    if not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT:
+        raise MembershipError(f"instance {identity!r}: weight {raw!r} from {rule} must be > 0 "
+                              f"and at most {MAX_WEIGHT:.0e}")
     return weight
+
+
+_NUMBER = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+MAX_WEIGHT = 1e15  # (a whole number that large is still exact, and ring.json writes it so)
 
 
 def _zone(instance: Instance, rule: str | None) -> str | None:
@@ -125,10 +132,10 @@ def members_from(instances: Iterable[Instance], identity: str = DEFAULT_IDENTITY
     endpoints: dict[str, Endpoint] = {}
     seen: dict[str, Instance] = {}
     for instance in instances:
+        if not _is_member(instance, weight_from):
+            continue  # (a critical instance's registration is not read: it is no member)
         if instance.invalid:
             raise MembershipError(f"{instance.origin}: {instance.invalid}")
-        if not _is_member(instance, weight_from):
-            continue
         member_id = _identity(instance, identity)
         if not member_id:
             raise MembershipError(f"instance {instance.origin} has no value for "

@@ -172,6 +172,28 @@ class Kube:
             return json.loads(reply.data) if reply.data else None
         return await self._in(executor, call)
 
+    async def may_list(self, group: str, version: str, plural: str, namespace: str) -> bool:
+        """Whether the API server lets the operator list these objects in ``namespace`` (one
+        list of at most one object; False when it answers 403)."""
+        prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+
+        def call() -> None:
+            request = self.api.param_serialize(
+                method="GET", resource_path=prefix + "/namespaces/{namespace}/" + plural,
+                path_params={"namespace": namespace}, query_params=[("limit", 1)],
+                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+            reply = self.api.call_api(*request)
+            reply.read()
+            if not 200 <= reply.status <= 299:
+                k8s.ApiException.from_response(http_resp=reply, body=None, data=None)
+        try:
+            await self._in(self._events, call)
+        except k8s.ApiException as error:
+            if error.status == 403:
+                return False
+            raise
+        return True
+
     async def api_answers(self) -> bool:
         """GET /version, for ApiHealth's probe while the API is down."""
         version = k8s.VersionApi(self.api)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -26,7 +26,7 @@ from controller.core.acks import ACK_LABEL, Ack, ack_from_lease
 from controller.core.views import CREDENTIALS_LABEL, MANAGED_BY, RING_LABEL, view_from_dict
 from controller.kube.api import Kube, ensure_cluster_peering
 from controller.kube.apihealth import ApiHealth
-from controller.operator import collector, ringpages
+from controller.operator import collector, refusals, ringpages
 from controller.operator.planning import PlanningThreads
 from controller.operator.publish import KubeAdapter
 from controller.operator.settings import OperatorConfig
@@ -63,6 +63,7 @@ class Operator:
     acks: dict[tuple[str, str], dict[str, Ack]] = field(default_factory=dict)
     api_health: ApiHealth = field(default_factory=ApiHealth)
     quiet_retries: logging.Filter | None = None  # on the log handlers while it runs
+    unwrap_watches: Callable[[], None] | None = None  # refusals.install's undo while it runs
     # Our ConfigMaps by (namespace, name), from kopf's index of them: kopf serves no ring before
     # its first listing is complete (None until a handler has been given it).
     configmaps: Mapping[Any, Any] | None = None
@@ -127,6 +128,9 @@ class Operator:
             return  # another ring of that name has taken its place (or it is gone already)
         metrics.forget_ring(namespace, name)
         del self.workers[(namespace, name)]
+        if not worker.retired and not worker.namespace_terminating:  # (else it said so)
+            worker.log.info("the ShardRing was deleted; it is no longer published (its "
+                            "ConfigMap goes with it)")
         worker.retire()
         if not self.acks.get((namespace, name)):
             self.acks.pop((namespace, name), None)
@@ -201,6 +205,9 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
         await asyncio.to_thread(ensure_cluster_peering, settings.peering.name)
     memo.start()
     if isinstance(memo.kube, Kube):
+        # A namespace served without its RoleBinding is said once and waits: the others are
+        # served (kopf would retry its watches there for a minute, then stop the operator).
+        memo.unwrap_watches = refusals.install(refusals.Refusals(memo.kube.may_list))
         memo.api_health.probe = memo.kube.api_answers
         memo.api_health.loop = asyncio.get_running_loop()
     memo.api_health.started()  # kopf's watches start once the startup handlers are done
@@ -237,6 +244,8 @@ def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.cleanup()
 async def _cleanup(memo: Operator, **_: Any) -> None:
     memo.api_health.stop()
+    if memo.unwrap_watches is not None:
+        memo.unwrap_watches()
     await memo.close()
     if memo.quiet_retries is not None:
         for handler in logging.getLogger().handlers:

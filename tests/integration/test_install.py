@@ -163,6 +163,55 @@ def test_cluster_wide_to_namespaced_then_uninstall_with_the_operator_stopped(pla
     assert time.monotonic() - started < 60
 
 
+def bind(plane: ControlPlane, namespace: str) -> None:
+    """The RoleBinding examples/namespaced-tenants gives each namespace it serves."""
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "shardring-operator", "namespace": namespace},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "shardring-operator-namespace"},
+               "subjects": [{"kind": "ServiceAccount", "name": "shardring-operator",
+                             "namespace": SYSTEM}]}
+    result = subprocess.run([str(plane.assets / "kubectl"), "--kubeconfig",
+                             str(plane.kubeconfig), "apply", "-f", "-"],
+                            input=yaml.safe_dump(binding), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_served_namespace_without_its_rolebinding_is_said_once_and_the_others_are_served(
+        plane, tmp_path):
+    applied(plane, REPO / "manifests" / "namespaced")
+    prefix = f"ten-{uuid.uuid4().hex[:4]}"
+    bound, unbound = f"{prefix}-a", f"{prefix}-c"
+    for namespace in (bound, unbound):
+        ok(plane, "create", "namespace", namespace)
+    bind(plane, bound)
+    service = f"svc-{uuid.uuid4().hex[:6]}"
+    helper = register(plane, service)
+    running = operator(plane, tmp_path, "--namespace", f"{prefix}-*")
+    try:
+        published_ring(plane, bound, "served", service)  # not held up by the other namespace
+        api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
+        waiting = Rings(api, unbound)
+        waiting.create("waiting", {"service": {"name": service}, "shards": 8})
+        wait_for(lambda: f"namespace {unbound} is to be served" in running.output(),
+                 "the refusal said", 30)
+        time.sleep(5)  # kopf would be retrying its refused watches by now: it is not asked to
+        assert running.process.poll() is None
+        assert not waiting.get("waiting").get("status")
+        bind(plane, unbound)  # onboarded: served without a restart
+        wait_for(lambda: len(waiting.ring("waiting-ring").assignment.members) == 2,
+                 "published once allowed", 60)
+    finally:
+        log = stop(running)
+        helper.cleanup()
+    assert log.count(f"namespace {unbound} is to be served") == 1, log[-3000:]
+    assert f"namespace {unbound}: the operator is allowed there now" in log, log[-3000:]
+    assert "Request attempt" not in log and "Traceback" not in log, log[-3000:]
+    ok(plane, "delete", "-k", str(REPO / "manifests" / "namespaced"), "--timeout=90s",
+       timeout=120)
+
+
 def test_a_ring_left_with_a_finalizer_by_an_older_version_is_released_and_crds_delete(
         plane, tmp_path):
     applied(plane, REPO / "manifests")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
@@ -500,3 +501,17 @@ def test_the_memory_trimmer_hears_of_each_event_posted():
         assert ("Normal", "Resharded") in kube.events
         return heard
     assert asyncio.run(scenario()) == ["posted"]
+
+
+def test_a_deleted_ring_is_one_info_line(caplog):
+    from controller.operator.handlers import Operator
+    from controller.operator.settings import OperatorConfig
+
+    operator = Operator(OperatorConfig(), kube=FakeKube(spec()), sources=FakeSources(FakeClock()))
+    operator.worker(NAMESPACE, NAME, "uid-1")
+    with caplog.at_level(logging.INFO, logger="shardring"):
+        operator.forget(NAMESPACE, NAME, "uid-1")  # its deletionTimestamp
+        operator.forget(NAMESPACE, NAME, "uid-1")  # then its DELETED event
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [("INFO", f"[{NAMESPACE}/{NAME}] the ShardRing was deleted; it is no longer "
+                             "published (its ConfigMap goes with it)")]

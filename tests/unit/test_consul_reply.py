@@ -47,3 +47,18 @@ def test_the_query_parameters_follow_the_spec():
     # A hub's listings block until the index moves; the first one answers at once.
     assert blocking(42, "dc2") == [("index", "42"), ("wait", "55s"), ("dc", "dc2")]
     assert blocking(0) == []
+
+
+@pytest.mark.parametrize("port", [-5, 65536, 99999, "9100", 1.5])
+def test_a_port_no_reader_accepts_refuses_the_membership_and_names_the_instance(port):
+    from controller.core.membership import MembershipError, members_from
+    entries = reply_entries(3)
+    entries[1]["Service"]["Port"] = port
+    instances = instances_from_health(entries)
+    with pytest.raises(MembershipError, match=rf"'web-1' on node 'n1': port {port!r} is not a"):
+        members_from(instances)
+    entries[1]["Checks"] = [{"Status": "critical"}]  # no member: its registration is not read
+    assert len(members_from(instances_from_health(entries)).members) == 2
+    for valid in (0, 65535):
+        entries[1]["Service"]["Port"], entries[1]["Checks"] = valid, []
+        assert len(members_from(instances_from_health(entries)).members) == 3

@@ -3,6 +3,8 @@ endpoint listed in two slices while they are updated one at a time."""
 
 from __future__ import annotations
 
+import pytest
+
 from controller.core.instance import CRITICAL, PASSING
 from controller.core.membership import members_from
 from controller.sources.kubernetes.query import KubernetesQuery
@@ -92,3 +94,19 @@ def test_an_endpoint_readable_in_one_slice_is_kept_over_an_unreadable_listing():
     good = slice_("b", ep("10.0.0.1", "p"))
     (only,) = instances_from_slices([bad_ports, good], QUERY)
     assert only.invalid is None and only.port == 9100
+
+
+@pytest.mark.parametrize("port", [-1, 0, 70000, "Bad Name!", "", "a--b", "-metrics", "9100",
+                                  "a-port-name-too-long", True])
+def test_a_port_no_service_could_have_is_an_invalid_spec(port):
+    from controller.core.spec import SpecError
+    from controller.sources.specs import parse_spec
+    with pytest.raises(SpecError, match="spec.kubernetes.port is a port's name"):
+        parse_spec("r", {"kubernetes": {"service": "web", "port": port}, "shards": 8})
+
+
+@pytest.mark.parametrize("port", [1, 9100, 65535, "metrics", "http-2", "h2c"])
+def test_a_port_a_service_could_have_is_read(port):
+    from controller.sources.specs import parse_spec
+    assert parse_spec("r", {"kubernetes": {"service": "web", "port": port}, "shards": 8}
+                      ).query.port == port

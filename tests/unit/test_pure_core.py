@@ -146,9 +146,26 @@ def test_membership_problems_are_named():
 
 def test_weights_and_zones():
     membership = members_from([entry("a", weight=3, node_meta={"zone": "z1"}),
-                               entry("b", meta={"zone": "z2"})],
+                               entry("b", node_meta={"zone": "z2"})],
                               "id", weight_from="weights", zone_from="node-meta:zone")
-    assert membership.members == (Member("a", 3.0, "z1"), Member("b", 1.0, None))
+    assert membership.members == (Member("a", 3.0, "z1"), Member("b", 1.0, "z2"))
+    membership = members_from([entry("a", node_meta={"zone": "z1"}),
+                               entry("b", meta={"zone": "z2"})], "id", zone_from="node-meta:zone")
+    assert membership.members == (Member("a", 1.0, "z1"), Member("b", 1.0, None))
+
+
+@pytest.mark.parametrize("written", ["1_000", "inf", "nan", "1e309", "\u0663", "0", "-2", "1e16",
+                                     "", " "])
+def test_a_weight_is_a_plain_finite_number_within_bounds(written):
+    with pytest.raises(MembershipError, match="weight"):
+        members_from([entry("a", meta={"w": written})], "id", weight_from="meta:w")
+
+
+@pytest.mark.parametrize("written, weight", [("2", 2.0), (" 1.5 ", 1.5), ("3e2", 300.0),
+                                             (".5", 0.5), ("1e15", 1e15)])
+def test_a_weight_people_write_is_read(written, weight):
+    assert members_from([entry("a", meta={"w": written})], "id",
+                        weight_from="meta:w").members[0].weight == weight
 
 
 # ---- reconcile decision --------------------------------------------------------------------------

@@ -111,6 +111,16 @@ def test_a_reshard_names_who_joined_and_left_in_the_event_and_in_last_change():
     assert "+1 -1: joined: d; left: b" in event.message
 
 
+def test_a_registered_name_with_a_newline_or_a_nul_cannot_forge_a_line_of_its_own():
+    forged = "evil\n2026-12-03 16:00:00,000 ERROR shardring FAKE"
+    first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with("a", forged, "b\x00")),
+                      0.0, "t")
+    [event] = [e for e in first.events if e.reason == "Resharded"]
+    assert "\n" not in event.message and "\x00" not in event.message
+    assert "evil\\n2026-12-03" in event.message and "b\\x00" in event.message
+    assert forged in first.status["lastChange"]["joined"]  # (JSON: escaped by its encoding)
+
+
 def test_many_joiners_are_named_up_to_a_bound_and_counted():
     ids = [f"m{i:02d}" for i in range(SHOWN_MEMBERS + 5)]
     first = plan_pass(ring_object(), CONFIG, Gathered(None, source_with(*ids)), 0.0, "t")

@@ -30,12 +30,16 @@ def instance_from_health(entry: Mapping[str, Any]) -> Instance:
     node = entry.get("Node") or {}
     service = entry.get("Service") or {}
     weights = service.get("Weights")
+    port = service.get("Port") or 0
+    # The catalog takes any integer; a ring publishes only what its readers accept.
+    valid_port = isinstance(port, int) and 0 <= port < 65536
     return Instance(
         origin=f"{service.get('ID')!r} on node {node.get('Node')!r}",
         name=str(service.get("ID") or ""),
         node=str(node.get("Node") or ""),
         address=service.get("Address") or node.get("Address") or "",
-        port=int(service.get("Port") or 0),
+        port=port if valid_port else 0,
+        invalid=None if valid_port else f"port {port!r} is not a port number",
         health=health_status(entry.get("Checks")),
         weights=Weights(weights.get("Passing", 1), weights.get("Warning", 1)) if weights
         else None,

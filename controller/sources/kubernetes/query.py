@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -57,9 +58,24 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
         raise SpecError("spec.kubernetes.service is required: the name of a Service in the "
                         "ring's namespace")
     port = value_of(kubernetes, "port")
-    if port is not None and not isinstance(port, str | int) or port == "":
-        raise SpecError("spec.kubernetes.port is a port's name or number")
+    if port is not None and not _a_port(port):
+        raise SpecError(f"spec.kubernetes.port is a port's name (as a Service names its ports: "
+                        f"lowercase letters, digits and '-', at most 15 characters) or number "
+                        f"(1-65535), not {port!r}")
     return KubernetesQuery(namespace=namespace, service=service, port=port), None, None
 
 
 SPEC = SourceSpec(field="kubernetes", title="spec.kubernetes", parse=parse)
+
+
+# A Service port's name (Kubernetes' IANA_SVC_NAME): at least one letter, no '-' at either end or
+# twice in a row.
+_PORT_NAME = re.compile(r"(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?!-))*(?<!-)")
+
+
+def _a_port(port: object) -> bool:
+    if isinstance(port, bool):
+        return False
+    if isinstance(port, int):
+        return 0 < port < 65536
+    return isinstance(port, str) and len(port) <= 15 and _PORT_NAME.fullmatch(port) is not None

@@ -1,0 +1,99 @@
+"""A served namespace the API server refuses to the operator: said once, asked again, the others
+served meanwhile.
+
+In namespaced mode the operator serves names and patterns (``SHARDRING_NAMESPACES``), and each
+namespace needs its RoleBinding. kopf watches every resource in every served namespace; a watch
+the API server refuses (403) it retries for about a minute and then stops the whole operator,
+and until every namespace's ConfigMaps are listed (the index) it hands no ring to any worker.
+So each of kopf's per-namespace watches starts only once one list of the resource there is
+allowed: while refused, the namespace is said once, the index does not wait for it, and it is
+asked again every ``RECHECK`` seconds; a watch refused later (its RoleBinding removed) goes
+back to waiting the same way.
+
+kopf has no public hook for this: the wrap replaces its watcher function while the operator
+runs (``install``), and does nothing if kopf's internals are not as expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger("shardring")
+RECHECK = 10.0
+
+# Whether the operator may list (group, version, plural) in a namespace: False when refused.
+MayList = Callable[[str, str, str, str], Awaitable[bool]]
+
+
+class Refusals:
+    def __init__(self, may_list: MayList, recheck: float = RECHECK) -> None:
+        self._may_list = may_list
+        self._recheck = recheck
+        self.refused: dict[str, set[str]] = {}  # namespace -> plurals refused there
+
+    def wrap(self, watcher: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        async def watch(*, namespace: str | None, resource: Any, **kwargs: Any) -> None:
+            if namespace is None:
+                return await watcher(namespace=namespace, resource=resource, **kwargs)
+            while True:
+                await self._allowed(namespace, resource, kwargs)
+                try:
+                    return await watcher(namespace=namespace, resource=resource, **kwargs)
+                except Exception as error:
+                    if getattr(error, "status", None) != 403:
+                        raise
+                    self._refuse(namespace, resource.plural)  # its RoleBinding went away
+        return watch
+
+    async def _allowed(self, namespace: str, resource: Any, kwargs: dict[str, Any]) -> None:
+        """Returns once the operator may list the resource in the namespace."""
+        while not await self._asked(namespace, resource):
+            self._refuse(namespace, resource.plural)
+            indexed, toggle = kwargs.get("operator_indexed"), kwargs.get("resource_indexed")
+            if indexed is not None and toggle is not None:
+                await indexed.drop_toggle(toggle)  # the other namespaces' rings go ahead
+                kwargs["resource_indexed"] = None
+            await asyncio.sleep(self._recheck)
+        plurals = self.refused.get(namespace)
+        if plurals is not None and resource.plural in plurals:
+            plurals.discard(resource.plural)
+            if not plurals:
+                del self.refused[namespace]
+                log.info("namespace %s: the operator is allowed there now; serving it", namespace)
+
+    async def _asked(self, namespace: str, resource: Any) -> bool:
+        try:
+            return await self._may_list(resource.group, resource.version, resource.plural,
+                                        namespace)
+        except Exception:  # noqa: BLE001 - not a refusal (an outage): kopf's watch retries it
+            return True
+
+    def _refuse(self, namespace: str, plural: str) -> None:
+        if namespace not in self.refused:
+            log.warning("namespace %s is to be served, but the API server refuses the operator "
+                        "there (403 listing %s): it needs a RoleBinding to the ClusterRole "
+                        "shardring-operator-namespace in that namespace (see "
+                        "examples/namespaced-tenants); the other namespaces are served, and this "
+                        "one once it is allowed (asked again every %.0f s)",
+                        namespace, plural, self._recheck)
+        self.refused.setdefault(namespace, set()).add(plural)
+
+
+def install(refusals: Refusals) -> Callable[[], None]:
+    """Wrap kopf's per-namespace watches; returns what undoes it (nothing, if kopf's internals
+    are not as expected: then a refused namespace is kopf's to handle, as before)."""
+    try:
+        from kopf._core.reactor import queueing
+    except ImportError:
+        return lambda: None
+    original = getattr(queueing, "watcher", None)
+    if original is None:
+        return lambda: None
+    queueing.watcher = refusals.wrap(original)  # type: ignore[assignment]
+
+    def undo() -> None:
+        queueing.watcher = original
+    return undo
