@@ -177,6 +177,21 @@ def test_filter_expressions_select_members_share_watchers_and_report_errors(
     wait_for(lambda: member_ids(rings, "second-ring") == chosen + [f"{service}-5"], "followed")
 
 
+def test_a_datacenter_consul_does_not_know_is_the_specs_to_fix_not_an_outage(
+        operator, rings, consul_helper):
+    service = service_name()
+    consul_helper.register(service, f"{service}-0", port=9300)
+    rings.create("remote", {**quick(service),
+                            "service": {"name": service, "datacenter": "dc-typo"}})
+    degraded = wait_for(lambda: (c := rings.condition("remote", "Degraded")) and
+                        c["reason"] == "InvalidQuery" and c, "InvalidQuery", 30)
+    assert "Consul knows no datacenter 'dc-typo' (it knows '" in degraded["message"]
+    reachable = rings.condition("remote", "SourceReachable")
+    assert (reachable["status"], reachable["reason"]) == ("True", "QueryRefused")
+    rings.patch("remote", {"service": {"name": service, "datacenter": None}})  # the agent's own
+    wait_for(lambda: rings.condition("remote", "Ready")["status"] == "True", "fixed", 30)
+
+
 class Captured(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

@@ -51,6 +51,22 @@ def describe(error: BaseException, token: str | None) -> Failure:
                    denied=denied, refused=refused, over_limit=over_limit)
 
 
+# Consul's answer (HTTP 500) for a datacenter its WAN pool does not hold: a datacenter whose
+# servers are all gone, or a name nobody has (a typo in the spec).
+NO_PATH = "No path to datacenter"
+
+
+def no_path(error: BaseException) -> bool:
+    return isinstance(error, consul.ConsulException) and NO_PATH in str(error)
+
+
+def unknown_datacenter(datacenter: str, known: list[str]) -> Failure:
+    """A datacenter the agent knows no path to and does not list either: the spec's to fix."""
+    shown = ", ".join(repr(name) for name in sorted(known)[:10])
+    return Failure(f"Consul knows no datacenter {datacenter!r} (it knows {shown or 'none'}); "
+                   f"check spec.service.datacenter", error_reason(refused=True), refused=True)
+
+
 def _refusal(error: BaseException, token: str | None) -> str:
     """Consul's explanation (py-consul's text is "<code> <body>"), one line, bounded, and never
     carrying the token, should Consul ever echo it."""

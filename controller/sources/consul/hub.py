@@ -33,7 +33,7 @@ import consul.aio
 from controller.sources.base import Backoff, stop_task
 from controller.sources.consul.changes import Unhealthy, changed, disagrees, unhealthy
 from controller.sources.consul.client import WAIT_SECONDS, blocking, health_reply
-from controller.sources.consul.failures import Failure, describe
+from controller.sources.consul.failures import Failure, describe, no_path, unknown_datacenter
 
 log = logging.getLogger("shardring.consul")
 
@@ -46,6 +46,7 @@ RECOVERY_TIMEOUT = 2.0
 NOT_PASSING = 'Status != "passing"'
 TABLES = {"health": "/v1/health/state/any", "catalog": "/v1/catalog/services",
           "nodes": "/v1/catalog/nodes"}
+DATACENTERS_EVERY = 30.0  # how long the agent's list of datacenters is taken as current
 
 
 class Reader(Protocol):
@@ -78,6 +79,7 @@ class Hub:
         self._listed: dict[str, bool] = dict.fromkeys(TABLES, False)
         self._unhealthy: Unhealthy | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._datacenters: tuple[float, list[str] | None] | None = None  # (when, as listed)
 
     @property
     def ready(self) -> bool:
@@ -128,7 +130,7 @@ class Hub:
                 self._listed[table] = False
                 if not (isinstance(error, TimeoutError) and self.failure is not None):
                     # (A listing abandoned while recovering leaves the outage as first said.)
-                    self._failed(describe(error, self.token))
+                    self._failed(await self.explain(error))
                 await asyncio.sleep(backoff.wait())
                 continue
             backoff.reset()
@@ -163,6 +165,26 @@ class Hub:
         self.everyone += 1
         for reader in list(self.readers):
             reader.read_again()
+
+    async def explain(self, error: BaseException) -> Failure:
+        """What a failed request means for the rings: as ``describe`` says, but Consul's "No path
+        to datacenter" for a datacenter the agent does not list (a typo) is the spec's to fix,
+        not an outage to wait out."""
+        failure = describe(error, self.token)
+        if self.datacenter is None or not no_path(error):
+            return failure
+        now = time.monotonic()
+        if self._datacenters is None or now - self._datacenters[0] > DATACENTERS_EVERY:
+            try:
+                async with asyncio.timeout(RECOVERY_TIMEOUT):
+                    known = list(await self.client.catalog.datacenters())
+            except Exception:  # noqa: BLE001 - unknown: the failure stays as Consul said it
+                known = None
+            self._datacenters = (now, known)
+        known = self._datacenters[1]
+        if known is None or self.datacenter in known:
+            return failure
+        return unknown_datacenter(self.datacenter, known)
 
     def _failed(self, failure: Failure) -> None:
         if self.failure is None or self.failure.message != failure.message:

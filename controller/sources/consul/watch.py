@@ -42,7 +42,7 @@ from controller.sources.consul.client import (
     new_client,
 )
 from controller.sources.consul.decode import instances_from_reply
-from controller.sources.consul.failures import Failure, describe
+from controller.sources.consul.failures import Failure
 from controller.sources.consul.hub import Hub, hub_name
 from controller.sources.consul.query import ServiceQuery
 
@@ -120,7 +120,7 @@ class Watcher(SourceWatcher):
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure: report, back off, retry
-                failure = describe(error, self._hub.token)
+                failure = await self._hub.explain(error)
                 metrics.source_error(query, failure.reason)
                 self._report(failure)
                 if self._hub.failure is None:  # else the hub's recovery reads again
