@@ -161,7 +161,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
         try:
             data = configmap_data(decision.ring, config.prometheus_relabel)
         except RingTooLarge as error:
-            decision = Decision(previous, problem=Problem(Reason.RING_TOO_LARGE, str(error)))
+            decision = Decision(previous, problem=Problem(Reason.RING_TOO_LARGE, str(error)),
+                                observed=decision.observed)
         else:
             desired = DesiredConfigMap(config.configmap, data,
                                        {**MANAGED_BY, RING_LABEL: ring.name},

@@ -156,6 +156,7 @@ def test_a_ring_too_large_keeps_the_previous_configmap():
         assert s.kube.configmaps[f"{NAME}-ring"] == before
         assert s.kube.condition("Degraded") == ("True", "RingTooLarge")
         assert ("Warning", "RingTooLarge") in s.kube.events
+        assert s.kube.ring["status"]["observedMembers"] == 200  # (kubectl get's OBSERVED)
         s.sources.members(201)  # still too large
         await s.step()
         assert s.kube.configmaps[f"{NAME}-ring"] == before
