@@ -43,6 +43,12 @@ _HOSTNAME = os.environ.get("HOSTNAME", "")
 # relisting watch does not report what was deleted meanwhile, so a revoked Secret goes within this.
 SECRET_CONFIRMED_FOR = 300.0
 REQUESTS = 8  # requests in flight at once (the operator's PARALLEL_PASSES)
+# Seconds to connect and to wait for an answer. Without them a request to an API server that
+# hangs (a stopped process, a dead peer without a reset) waited for ever, holding its pass slot,
+# and nothing was said; after them the outage is said once (apihealth) and the pass backs off.
+# A write that timed out may still have been applied: the next one, conditional on what the
+# pass saw, finds out (409) and reads again.
+REQUEST_TIMEOUT = (5.0, 30.0)
 # How long an Event waits for a moment with none of the rings' requests in flight (eventqueue.py).
 EVENT_PATIENCE = 30.0
 log = logging.getLogger("shardring.kube")
@@ -145,7 +151,7 @@ class Kube:
         """The reply as plain JSON: the client's models would be built only to be turned back
         into dicts (for a ConfigMap of a big ring, most of a write's CPU time)."""
         def call() -> Any:
-            reply = fn(*args, _preload_content=False)
+            reply = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
             return json.loads(reply.data) if reply.data else None
         return await self._in(executor, call)
 
@@ -165,7 +171,7 @@ class Kube:
                 method=method, resource_path="/api/v1/namespaces/{namespace}/" + path,
                 path_params=params, header_params=headers, body=body,
                 auth_settings=["BearerToken"])
-            reply = self.api.call_api(*request)
+            reply = self.api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
             reply.read()
             if not 200 <= reply.status <= 299:
                 k8s.ApiException.from_response(http_resp=reply, body=None, data=None)
@@ -182,7 +188,7 @@ class Kube:
                 method="GET", resource_path=prefix + "/namespaces/{namespace}/" + plural,
                 path_params={"namespace": namespace}, query_params=[("limit", 1)],
                 header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-            reply = self.api.call_api(*request)
+            reply = self.api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
             reply.read()
             if not 200 <= reply.status <= 299:
                 k8s.ApiException.from_response(http_resp=reply, body=None, data=None)

@@ -15,7 +15,7 @@ from kubernetes import client as k8s
 from kubernetes.client import rest
 
 from controller.core.views import CREDENTIALS_LABEL, Conflict, SecretMissing
-from controller.kube.api import Kube
+from controller.kube.api import REQUEST_TIMEOUT, Kube
 
 
 @dataclass
@@ -32,10 +32,12 @@ class Server:
     def __init__(self, *answers: tuple[int, Any]) -> None:
         self.answers = list(answers)
         self.sent: list[tuple[str, str, Any, dict[str, str]]] = []
+        self.timeouts: list[Any] = []
 
     def request(self, method, url, headers=None, body=None, post_params=None,
                 _request_timeout=None):
         self.sent.append((method, url, body, dict(headers or {})))
+        self.timeouts.append(_request_timeout)
         status, payload = self.answers.pop(0)
         return rest.RESTResponse(Answer(status, json.dumps(payload).encode()))
 
@@ -110,3 +112,41 @@ def test_an_event_into_a_terminating_namespace_is_dropped_quietly():
     assert (method, url) == ("POST", "https://api.test/api/v1/namespaces/ns/events")
     assert (body["reason"], body["count"], body["involvedObject"]["uid"]) == \
         ("NoMembers", 1, "u")
+
+
+def test_every_request_of_a_pass_has_a_timeout():
+    ring = {"metadata": {"name": "r", "resourceVersion": "3"}, "status": {}}
+    cm = {"metadata": {"name": "r-ring", "resourceVersion": "7"}, "data": {}}
+    server = Server((200, cm), (200, cm), (200, ring), (200, ring))
+    adapter = kube(server)
+
+    async def scenario():
+        await adapter.read_configmap("ns", "r-ring")
+        await adapter.write_configmap("ns", "r-ring", {}, {}, {}, "7")
+        await adapter.patch_status("ns", "r", {"members": 1}, "3")
+        await adapter.read_ring("ns", "r")
+    asyncio.run(scenario())
+    assert server.timeouts == [REQUEST_TIMEOUT] * 4
+
+
+def test_an_api_server_that_never_answers_is_an_outage_not_a_hang(monkeypatch):
+    import socket
+
+    from controller.kube import api as api_module
+    from controller.kube.apihealth import ApiUnreachable
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()  # accepts (the kernel does), never answers: a stopped API server
+    monkeypatch.setattr(api_module, "REQUEST_TIMEOUT", (1.0, 0.3))
+    adapter = Kube(api=k8s.ApiClient(k8s.Configuration(
+        host=f"http://127.0.0.1:{listener.getsockname()[1]}")))
+
+    async def scenario():
+        with pytest.raises(ApiUnreachable):
+            await asyncio.wait_for(adapter.read_ring("ns", "r"), 5)
+        with pytest.raises(ApiUnreachable):
+            await asyncio.wait_for(adapter.read_configmap("ns", "r-ring"), 5)
+    try:
+        asyncio.run(scenario())
+    finally:
+        listener.close()
