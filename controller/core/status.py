@@ -37,7 +37,11 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
                               if k not in ("conditions", "measuredLoad")}
     status["observedGeneration"] = ring.generation
     if config is not None:
-        status["configMapName"] = config.configmap
+        # Where the ring is published: while the spec's name is taken by a ConfigMap not its
+        # own, that is still where it was (if anywhere).
+        if problem is None or problem.reason != Reason.CONFIGMAP_CONFLICT or \
+                "configMapName" not in current:
+            status["configMapName"] = config.configmap
         status["source"] = config.query.describe()
     published = decision.ring if decision else None
     if published is not None:

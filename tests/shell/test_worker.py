@@ -358,6 +358,26 @@ def test_a_configmap_the_listing_does_not_have_is_created_without_a_read():
     asyncio.run(scenario())
 
 
+def test_renamed_onto_a_configmap_not_its_own_the_status_names_where_the_ring_still_is():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        assert s.kube.ring["status"]["configMapName"] == f"{NAME}-ring"
+        s.kube.configmaps["taken"] = {"metadata": {"name": "taken", "resourceVersion": "1"},
+                                      "data": {"someone": "else's"}}
+        s.kube.edit_spec(configMap={"name": "taken"})
+        s.observe()
+        await s.step()
+        assert s.kube.condition("Ready") == ("False", "ConfigMapConflict")
+        assert s.kube.ring["status"]["configMapName"] == f"{NAME}-ring"  # (kubectl: where)
+        s.kube.edit_spec(configMap={"name": "free"})
+        s.observe()
+        await s.step()
+        assert s.kube.ring["status"]["configMapName"] == "free"
+        assert s.kube.condition("Ready") == ("True", "Published")
+    asyncio.run(scenario())
+
+
 async def stabilizing(window: str) -> tuple[Setup, int]:
     """A ring published with 3 members; 30 s later a fourth joins and Stable turns False, which
     is written at once. Returns the setup and its status writes so far."""
