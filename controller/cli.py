@@ -13,6 +13,7 @@ from controller.agent.command import AgentUsageError
 from controller.agent.command import add_parser as add_agent_parser
 from controller.core import ringfile
 from controller.core.ring import Algorithm, Member, RingError, RingSpec, plan
+from shardring_client import RingFormatError
 
 
 class UsageError(Exception):
@@ -68,8 +69,15 @@ def _read_ring(args: argparse.Namespace):
         namespace, _, name = args.configmap.rpartition("/")
         import asyncio
 
+        from kubernetes.config import ConfigException
+
         from controller.kube.api import Kube
-        found = asyncio.run(Kube().read_configmap(namespace or "default", name))
+        try:
+            kube = Kube()
+        except ConfigException as error:
+            raise UsageError(f"--configmap needs a Kubernetes configuration (KUBECONFIG, "
+                             f"~/.kube/config, or a pod's service account): {error}") from None
+        found = asyncio.run(kube.read_configmap(namespace or "default", name))
         if found is None or found.ring_json is None:
             raise UsageError(f"ConfigMap {args.configmap} with a ring.json not found")
         return parse(found.ring_json)
@@ -219,6 +227,11 @@ def run_operator(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, metrics_address=args.metrics_address)
     if getattr(args, "no_ring_page", False):
         config = dataclasses.replace(config, ring_page=False)
+    refused = _ports_refused(config.metrics_port, config.metrics_address,
+                             getattr(args, "liveness", None))
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     if getattr(args, "log_format", "plain") == "json":
         kopf.configure(log_format=kopf.LogFormat.JSON)
     else:
@@ -238,6 +251,29 @@ def run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ports_refused(metrics_port: int | None, address: str, liveness: str | None) -> str | None:
+    """Why the metrics endpoint cannot listen, said before kopf starts (whose liveness endpoint
+    would otherwise fail on a port taken, with a traceback, after the operator began)."""
+    import socket
+    from urllib.parse import urlsplit
+    if not metrics_port:
+        return None
+    try:
+        probe_port = urlsplit(liveness).port if liveness else None
+    except ValueError:
+        probe_port = None
+    if probe_port == metrics_port:
+        return f"the metrics port {metrics_port} is also the --liveness endpoint's port"
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, metrics_port))
+        except OSError as error:
+            return f"cannot listen on {address}:{metrics_port} for metrics: {error.strerror}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -248,3 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, AgentUsageError, RingError, ringfile.RingFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RingFormatError as error:  # (read by the ring client: a file that is no ring)
+        print(f"error: not a ring: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `... | head`: the reader had enough
+        # What is left in stdout's buffer goes nowhere (flushed at exit, it would fail again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

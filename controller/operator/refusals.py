@@ -8,7 +8,9 @@ and until every namespace's ConfigMaps are listed (the index) it hands no ring t
 So each of kopf's per-namespace watches starts only once one list of the resource there is
 allowed: while refused, the namespace is said once, the index does not wait for it, and it is
 asked again every ``RECHECK`` seconds; a watch refused later (its RoleBinding removed) goes
-back to waiting the same way.
+back to waiting the same way. A watch whose resource is not found (its CRD deleted under the
+operator) would stop kopf too, when it fails before kopf sees the CRD go: it waits instead, and
+kopf ends it (or, the resource still there, it is watched again).
 
 kopf has no public hook for this: the wrap replaces its watcher function while the operator
 runs (``install``), and does nothing if kopf's internals are not as expected.
@@ -36,16 +38,24 @@ class Refusals:
 
     def wrap(self, watcher: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         async def watch(*, namespace: str | None, resource: Any, **kwargs: Any) -> None:
-            if namespace is None:
-                return await watcher(namespace=namespace, resource=resource, **kwargs)
             while True:
-                await self._allowed(namespace, resource, kwargs)
+                if namespace is not None:
+                    await self._allowed(namespace, resource, kwargs)
                 try:
                     return await watcher(namespace=namespace, resource=resource, **kwargs)
                 except Exception as error:
-                    if getattr(error, "status", None) != 403:
+                    status = getattr(error, "status", None)
+                    if status == 403 and namespace is not None:
+                        self._refuse(namespace, resource.plural)  # its RoleBinding went away
+                    elif status == 404:
+                        # The resource itself is gone (its CRD deleted): kopf stops this watch
+                        # once it sees the CRD go, and would stop the operator if the watch
+                        # failed first. Should the resource still be there, it is watched again.
+                        log.debug("%s: not found; watched again in %.0f s", resource.plural,
+                                  self._recheck)
+                        await asyncio.sleep(self._recheck)
+                    else:
                         raise
-                    self._refuse(namespace, resource.plural)  # its RoleBinding went away
         return watch
 
     async def _allowed(self, namespace: str, resource: Any, kwargs: dict[str, Any]) -> None:

@@ -389,6 +389,8 @@ class RingWorker:
         if plan.configmap_unowned:
             self.seen = None  # not ours, so not watched: read it again next time
         memory = plan.memory  # taken only once the write went through (a conflict forgets it)
+        if plan.configmap is not None and configmap is None and self.memory.verified is not None:
+            await self._still_there()
         if plan.configmap is not None:
             written = await self.publisher.configmap(plan.configmap, configmap)
             memory = (memory or self.memory).written(written.ring_digest, Verified(
@@ -432,6 +434,15 @@ class RingWorker:
             return True, failed
         return True, None if timeout is None else \
             max(0.0, timeout - (self.clock.monotonic() - started))
+
+    async def _still_there(self) -> None:
+        """The ConfigMap this worker published is gone: deleted by hand (it is put back), or
+        collected with its ring, which may be gone without a deletion event ever coming (its CRD
+        deleted: kopf stops watching rings, and a ConfigMap recreated for a ring that no longer
+        exists is collected again, and again). So the ring is looked at before."""
+        ring = await self.kube.read_ring(self.namespace, self.name)
+        if ring is None or ((ring.get("metadata") or {}).get("uid") != self.uid != ""):
+            raise RingGone(self.name)
 
     async def _held_status(self, held: HeldStatus) -> float | None:
         self._held = None

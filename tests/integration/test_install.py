@@ -230,12 +230,22 @@ def test_a_ring_left_with_a_finalizer_by_an_older_version_is_released_and_crds_d
         published_ring(plane, namespace, "fresh", service)
         wait_for(lambda: not rings.get("legacy")["metadata"].get("finalizers"),
                  "the old finalizer removed", 30)
-        # The CRDs deleted under the running operator: their rings go, nothing hangs.
+        # The CRDs deleted under the running operator: their rings go, nothing hangs, and the
+        # rings' ConfigMaps go with them (no deletion event comes for a ring whose CRD went: its
+        # worker must not put back what the garbage collector takes, again and again).
         ok(plane, "delete", "-k", str(REPO / "crds"), "--timeout=60s", timeout=90)
+        core = k8s.CoreV1Api(api)
+        wait_for(lambda: not core.list_namespaced_config_map(
+            namespace, label_selector="app.kubernetes.io/managed-by=shardring-operator").items,
+            "the ring's ConfigMap collected", 60)
+        time.sleep(3)
+        assert not core.list_namespaced_config_map(
+            namespace, label_selector="app.kubernetes.io/managed-by=shardring-operator").items
     finally:
         log = stop(running)
         helper.cleanup()
     assert "Traceback" not in log, log[-3000:]
+    assert log.count("ConfigMap fresh-ring created") == 1, log[-3000:]
     ok(plane, "delete", "-k", str(REPO / "manifests"), "--ignore-not-found", "--timeout=90s",
        timeout=120)
 
@@ -322,7 +332,8 @@ def test_the_chart_lints_strictly_refuses_unknown_values_and_renders_what_kustom
     for name in VALUES:
         linted = helm("lint", "--strict", str(CHART), "-f", str(values_file(tmp_path, name)))
         assert linted.returncode == 0, f"{name}: {linted.stdout}{linted.stderr}"
-    for wrong in ("replica=2", "installMode=everywhere", "metrics.serviceMonitor.enable=true"):
+    for wrong in ("replica=2", "installMode=everywhere", "metrics.serviceMonitor.enable=true",
+                  "metrics.port=8080"):  # (the liveness probe's port)
         refused = helm("template", str(CHART), "--set", wrong)
         assert refused.returncode != 0 and "schema" in refused.stderr.lower(), wrong
 
@@ -359,6 +370,9 @@ def test_the_chart_lints_strictly_refuses_unknown_values_and_renders_what_kustom
     assert env["SHARDRING_MAX_MEMBERS"] == "5000" and env["SHARDRING_MIN_PUBLISH_INTERVAL"] == \
         "0.5" and env["TZ"] == "UTC" and "SHARDRING_MAX_REPLY_BYTES" not in env
     assert env["SHARDRING_MAX_RING_WORK"] == "64000000"  # not 6.4e+07, which the operator refuses
+    no_minimum = helm("template", str(CHART), "--set", "limits.minPublishInterval=0")
+    assert no_minimum.returncode == 0 and \
+        '{name: SHARDRING_MIN_PUBLISH_INTERVAL, value: "0"}' in no_minimum.stdout
     assert not [o for o in rendered(helm, tmp_path, "no-crds")
                 if o["kind"] == "CustomResourceDefinition"]
 

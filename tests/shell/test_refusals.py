@@ -104,3 +104,31 @@ def test_a_watch_refused_later_waits_again_and_other_failures_are_kopfs():
         await Refusals(unreachable).wrap(watcher)(namespace="team-a", resource=CONFIGMAPS)
         assert runs == [1, 0, 0]  # an outage is not a refusal: kopf's watch retries it
     asyncio.run(scenario())
+
+
+def test_a_watch_whose_resource_is_gone_waits_for_kopf_to_end_it():
+    async def scenario():
+        failures: list[Exception] = [type("NotFound", (Exception,), {"status": 404})()]
+        runs: list[str | None] = []
+
+        async def watcher(*, namespace, **_):
+            runs.append(namespace)
+            if failures:
+                raise failures.pop()
+
+        async def yes(*_: str) -> bool:
+            return True
+        watch = Refusals(yes, recheck=0.001).wrap(watcher)
+        await watch(namespace=None, resource=RINGS)  # (cluster-wide: namespace None)
+        assert runs == [None, None]  # not found once, watched again (not a crash)
+
+        async def ended_by_kopf(**_):
+            raise type("NotFound", (Exception,), {"status": 404})()
+        waiting = asyncio.create_task(Refusals(yes, recheck=60).wrap(ended_by_kopf)(
+            namespace="team-a", resource=RINGS))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # waiting, until kopf cancels it as the CRD goes
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    asyncio.run(scenario())

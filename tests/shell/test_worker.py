@@ -536,3 +536,26 @@ def test_a_deleted_ring_is_one_info_line(caplog):
     said = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert said == [("INFO", f"[{NAMESPACE}/{NAME}] the ShardRing was deleted; it is no longer "
                              "published (its ConfigMap goes with it)")]
+
+
+def test_a_configmap_gone_is_put_back_unless_its_ring_is_gone_too():
+    """Deleted by hand: put back. Collected with its ring, whose deletion event never came (its
+    CRD deleted under the operator): the worker stops, rather than recreate it for ever."""
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        reads = s.kube.configmap_writes
+        del s.kube.configmaps[f"{NAME}-ring"]
+        s.worker.configmap_seen(f"{NAME}-ring", None)  # its DELETED event
+        await s.step()
+        assert s.kube.configmap_writes == reads + 1 and not s.worker.retired
+        await s.step()  # (the write's echo: the confirming pass)
+
+        async def gone(namespace: str, name: str) -> None:
+            return None
+        s.kube.read_ring = gone  # type: ignore[method-assign]
+        del s.kube.configmaps[f"{NAME}-ring"]
+        s.worker.configmap_seen(f"{NAME}-ring", None)
+        await s.step()
+        assert s.kube.configmap_writes == reads + 1 and s.worker.retired
+    asyncio.run(scenario())

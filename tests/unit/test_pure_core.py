@@ -371,6 +371,45 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, members, args, message):
         assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("text, message", [('{"format": "bogus"}', "format must be"),
+                                           ("", "not UTF-8 JSON")])
+def test_showing_a_file_that_is_no_ring_is_one_clear_line(tmp_path, text, message):
+    path = tmp_path / "ring.json"
+    path.write_text(text)
+    for command in ("show", "lookup"):
+        result = subprocess.run([sys.executable, "-m", "controller", "ring", command, str(path),
+                                 *(["--member", "a"] if command == "lookup" else [])],
+                                capture_output=True, text=True)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path):
+    ring = run_cli(tmp_path, [{"id": "a"}, {"id": "b"}], "--shards", "65536")
+    (tmp_path / "ring.json").write_text(ring.stdout)
+    shown = subprocess.run(f"{sys.executable} -m controller ring lookup "
+                           f"{tmp_path / 'ring.json'} --member a | head -c 10; "
+                           f"exit ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
+                           capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+
+
+def test_a_metrics_port_that_cannot_listen_is_said_before_the_operator_starts():
+    import socket
+
+    from controller.cli import _ports_refused
+    assert _ports_refused(18080, "127.0.0.1", "http://127.0.0.1:18080/healthz") == \
+        "the metrics port 18080 is also the --liveness endpoint's port"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = _ports_refused(port, "127.0.0.1", "http://0.0.0.0:8080/healthz")
+        assert refused is not None and refused.startswith(f"cannot listen on 127.0.0.1:{port}")
+    assert _ports_refused(None, "0.0.0.0", None) is None
+    assert _ports_refused(port, "127.0.0.1", None) is None  # free again
+
+
 def test_switching_the_identity_rule_publishes_at_once_despite_the_loss_guard():
     by_id = config_for(members={"identity": "id"},
                        stabilization={"window": "1h", "maxDelay": "2h"})
