@@ -76,7 +76,11 @@ def _weight(instance: Instance, rule: str | None, identity: str) -> float:
     if isinstance(raw, str) and not _NUMBER.fullmatch(raw.strip()):
         raise MembershipError(f"instance {identity!r}: weight {raw!r} from {rule} is not a "
                               f"number")
-    weight = float(raw)
+    try:
+        weight = float(raw)
+    except (OverflowError, TypeError, ValueError):  # (an integer too large for a float)
+        raise MembershipError(f"instance {identity!r}: weight {raw!r} from {rule} is not a "
+                              f"number") from None
     if not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT:
         raise MembershipError(f"instance {identity!r}: weight {raw!r} from {rule} must be > 0 "
                               f"and at most {MAX_WEIGHT:.0e}")

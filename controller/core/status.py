@@ -39,8 +39,7 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
     if config is not None:
         # Where the ring is published: while the spec's name is taken by a ConfigMap not its
         # own, that is still where it was (if anywhere).
-        if problem is None or problem.reason != Reason.CONFIGMAP_CONFLICT or \
-                "configMapName" not in current:
+        if problem is None or problem.reason != Reason.CONFIGMAP_CONFLICT:
             status["configMapName"] = config.configmap
         status["source"] = config.query.describe()
     published = decision.ring if decision else None

@@ -198,7 +198,33 @@ class Kube:
             if error.status == 403:
                 return False
             raise
-        return True
+        return await self._may_watch(group, plural, namespace)
+
+    async def _may_watch(self, group: str, plural: str, namespace: str) -> bool:
+        """A list allowed says nothing of a watch: the API server is asked (a
+        SelfSubjectAccessReview, which every authenticated user may make; if it cannot be
+        made, the list's answer stands)."""
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                  "spec": {"resourceAttributes": {"namespace": namespace, "verb": "watch",
+                                                  "group": group, "resource": plural}}}
+
+        def call() -> Any:
+            request = self.api.param_serialize(
+                method="POST",
+                resource_path="/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                header_params={"Accept": "application/json",
+                               "Content-Type": "application/json"},
+                body=review, auth_settings=["BearerToken"])
+            reply = self.api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
+            reply.read()
+            if not 200 <= reply.status <= 299:
+                k8s.ApiException.from_response(http_resp=reply, body=None, data=None)
+            return json.loads(reply.data or b"{}")
+        try:
+            answer = await self._in(self._events, call)
+        except k8s.ApiException:
+            return True
+        return bool((answer.get("status") or {}).get("allowed", True))
 
     async def api_answers(self) -> bool:
         """GET /version, for ApiHealth's probe while the API is down."""

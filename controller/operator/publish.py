@@ -16,7 +16,7 @@ from controller import metrics
 from controller.core.events import Event
 from controller.core.planner import DesiredConfigMap, PassPlan
 from controller.core.source_state import SourceState
-from controller.core.views import ConfigMapView, Conflict
+from controller.core.views import ConfigMapView, Conflict, RingGone
 from controller.kube.apihealth import ApiUnreachable
 
 
@@ -161,7 +161,9 @@ class Publisher:
             # lastChange would otherwise be lost); after a spec edit the pass is planned again.
             fresh = await self.kube.read_ring(self.namespace, self.name)
             fresh_metadata = (fresh or {}).get("metadata") or {}
-            if fresh is None or fresh_metadata.get("generation") != metadata.get("generation"):
+            if fresh is None or fresh_metadata.get("uid") != metadata.get("uid"):
+                raise RingGone(self.name) from None  # (re-created: another ring's status)
+            if fresh_metadata.get("generation") != metadata.get("generation"):
                 raise
             patched = await self.kube.patch_status(
                 self.namespace, self.name, merge_patch(fresh.get("status") or {}, status),

@@ -47,6 +47,7 @@ class Refusals:
                     status = getattr(error, "status", None)
                     if status == 403 and namespace is not None:
                         self._refuse(namespace, resource.plural)  # its RoleBinding went away
+                        await asyncio.sleep(self._recheck)  # (whatever the pre-check says)
                     elif status == 404:
                         # The resource itself is gone (its CRD deleted): kopf stops this watch
                         # once it sees the CRD go, and would stop the operator if the watch
@@ -100,9 +101,11 @@ def install(refusals: Refusals) -> Callable[[], None]:
     except ImportError:
         return lambda: None
     original = getattr(queueing, "watcher", None)
-    if original is None:
-        return lambda: None
-    queueing.watcher = refusals.wrap(original)  # type: ignore[assignment]
+    if original is None or getattr(original, "wrapped_by_shardring", False):
+        return lambda: None  # (kopf retried a startup that had wrapped it already)
+    wrapped = refusals.wrap(original)
+    wrapped.wrapped_by_shardring = True  # type: ignore[attr-defined]
+    queueing.watcher = wrapped  # type: ignore[assignment]
 
     def undo() -> None:
         queueing.watcher = original

@@ -4,7 +4,7 @@ A ring's ConfigMap is what its workloads read; its status is what people and too
 When a burst of changes ends, a thousand rings publish at once and the API server's writes are
 what they all wait for: a status then waits for a slot no pass is waiting for, so every ring's
 new ConfigMap goes out before the statuses that describe them (the worker holds the status, and
-a newer pass replaces it). A pass is never held up by a status.
+a newer pass replaces it). A pass waits behind no status that is waiting for its slot.
 """
 
 from __future__ import annotations

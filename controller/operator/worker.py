@@ -117,6 +117,7 @@ class RingWorker:
         self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
         self.failures = self.conflicts = 0
         self._wake = asyncio.Event()
+        self._stopped: Stopped | bool = False  # serve()'s: a held status is not written after
         self.retired = False  # the ring is gone: serve() returns
         # serve() is running: a replica that peering paused keeps its workers but reports none
         # of them (metrics, ring page): the active replica's word is the current one.
@@ -182,6 +183,7 @@ class RingWorker:
             self.wake()
         stopper = asyncio.create_task(wake_on_stop())
         self.serving = True
+        self._stopped = stopped
         try:
             while not stopped and not self.retired:
                 self._wake.clear()
@@ -239,7 +241,8 @@ class RingWorker:
         return timeout
 
     def _gone(self) -> None:
-        self.log.info("the ShardRing is gone; its worker stops")
+        if not self.retired:  # (else its deletion was said: Operator.forget)
+            self.log.info("the ShardRing is gone; its worker stops")
         self.retire()
 
     def _failed(self, error: Exception) -> float:
@@ -294,6 +297,9 @@ class RingWorker:
         if not due and self.fingerprint is not None and self.fingerprint == self._inputs():
             return None if self.deadline is None else self.deadline - now
         async with self._slots.passing():
+            if self.retired or self._stopped:  # while it waited for the slot: nothing to do
+                self.fingerprint = None
+                return None
             # The inputs as they were when this pass started: anything that changes while it
             # runs (a source reply, our own ConfigMap write) makes the next wake run a pass.
             inputs = self._inputs()
@@ -446,8 +452,8 @@ class RingWorker:
 
     async def _held_status(self, held: HeldStatus) -> float | None:
         self._held = None
-        if not self._serving():
-            return None
+        if not self._serving() or self.retired or self._stopped:
+            return None  # (deleted, re-created, or paused while it waited: not ours to write)
         return await self._guarded(lambda: self._write_status(held.plan, held.body))
 
     async def _write_status(self, plan: PassPlan, body: dict[str, Any]) -> None:

@@ -150,3 +150,26 @@ def test_an_api_server_that_never_answers_is_an_outage_not_a_hang(monkeypatch):
         asyncio.run(scenario())
     finally:
         listener.close()
+
+
+def test_a_namespace_where_the_operator_may_list_but_not_watch_is_refused():
+    review = {"kind": "SelfSubjectAccessReview", "status": {"allowed": False}}
+    server = Server((200, {"items": []}), (201, review),  # listed, may not watch
+                    (403, status(403, "Forbidden")),  # may not list
+                    (200, {"items": []}), (403, status(403, "Forbidden")),  # no review: list
+                    (200, {"items": []}), (201, {"status": {"allowed": True}}))
+    adapter = kube(server)
+
+    async def scenario():
+        return [await adapter.may_list("shardring.io", "v1alpha1", "shardrings", "team-a")
+                for _ in range(4)]
+    assert asyncio.run(scenario()) == [False, False, True, True]
+    (method, url, _, _), (method2, url2, body, _) = server.sent[:2]
+    assert (method, url.split("?")[0]) == (
+        "GET", "https://api.test/apis/shardring.io/v1alpha1/namespaces/team-a/shardrings")
+    assert "limit=1" in url
+    assert (method2, url2) == (
+        "POST", "https://api.test/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+    assert body["spec"]["resourceAttributes"] == {"namespace": "team-a", "verb": "watch",
+                                                  "group": "shardring.io",
+                                                  "resource": "shardrings"}

@@ -10,6 +10,7 @@ from typing import Any
 from controller.operator import worker as worker_module
 from controller.operator.slots import PassSlots
 from tests.shell.fakes import Setup, setup, spec
+from tests.shell.test_worker import published_with
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -240,4 +241,40 @@ def test_a_held_status_that_fails_is_planned_again_after_the_backoff():
         await until(lambda: a.kube.status_writes == 1)
         assert a.kube.condition("Ready") == ("True", "Published") and a.kube.configmap_writes == 1
         await stopped(running, tasks)
+    asyncio.run(scenario())
+
+
+def test_a_held_status_queued_with_the_passes_is_dropped_if_its_ring_went_meanwhile():
+    async def scenario():
+        slots, order, gate = PassSlots(1), [], asyncio.Event()
+        a, b, c = (setup(spec(), passes=slots) for _ in range(3))
+        record(a, "a", order)
+        record(b, "b", order, gate)
+        record(c, "c", order)
+        running, tasks = await serving(a, b, c)
+        for ring in (a, b, c):
+            ring.sources.members(3)
+        await until(lambda: order == ["a configmap 1"] and a.worker._held is not None)
+        a.clock.now += worker_module.STATUS_PATIENCE
+        a.worker.wake()  # its patience is over: it queues (and a confirming pass) with the passes
+        await asyncio.sleep(0.01)
+        a.worker.retire()  # deleted (or re-created under its name: another ring) meanwhile
+        gate.set()
+        await until(lambda: len([o for o in order if "status" in o]) == 2)
+        await asyncio.sleep(0.01)
+        assert a.kube.status_writes == 0 and "a status 1" not in order
+        await stopped(running, tasks)
+    asyncio.run(scenario())
+
+
+def test_a_status_conflicting_with_a_ring_created_again_under_its_name_is_not_written():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        writes = s.kube.status_writes
+        s.kube.conflicts.append("status")
+        s.kube.ring["metadata"]["uid"] = "another-ring"  # deleted and created again
+        s.sources.members(4)
+        await s.step()
+        assert s.worker.retired and s.kube.status_writes == writes
     asyncio.run(scenario())

@@ -96,8 +96,8 @@ def test_an_endpoint_readable_in_one_slice_is_kept_over_an_unreadable_listing():
     assert only.invalid is None and only.port == 9100
 
 
-@pytest.mark.parametrize("port", [-1, 0, 70000, "Bad Name!", "", "a--b", "-metrics", "9100",
-                                  "a-port-name-too-long", True])
+@pytest.mark.parametrize("port", [-1, 0, 70000, "Bad Name!", "", "-metrics", "metrics-",
+                                  "Metrics", "a" * 64, True])
 def test_a_port_no_service_could_have_is_an_invalid_spec(port):
     from controller.core.spec import SpecError
     from controller.sources.specs import parse_spec
@@ -105,7 +105,8 @@ def test_a_port_no_service_could_have_is_an_invalid_spec(port):
         parse_spec("r", {"kubernetes": {"service": "web", "port": port}, "shards": 8})
 
 
-@pytest.mark.parametrize("port", [1, 9100, 65535, "metrics", "http-2", "h2c"])
+@pytest.mark.parametrize("port", [1, 9100, 65535, "metrics", "http-2", "h2c",
+                                  "prometheus-metrics", "http--admin", "a" * 63])
 def test_a_port_a_service_could_have_is_read(port):
     from controller.sources.specs import parse_spec
     assert parse_spec("r", {"kubernetes": {"service": "web", "port": port}, "shards": 8}

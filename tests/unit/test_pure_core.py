@@ -161,6 +161,11 @@ def test_a_weight_is_a_plain_finite_number_within_bounds(written):
         members_from([entry("a", meta={"w": written})], "id", weight_from="meta:w")
 
 
+def test_a_weight_too_large_for_a_float_is_refused_not_a_traceback():
+    with pytest.raises(MembershipError, match="is not a number"):
+        members_from([entry("a", weight=10 ** 400)], "id", weight_from="weights")
+
+
 @pytest.mark.parametrize("written, weight", [("2", 2.0), (" 1.5 ", 1.5), ("3e2", 300.0),
                                              (".5", 0.5), ("1e15", 1e15)])
 def test_a_weight_people_write_is_read(written, weight):

@@ -60,7 +60,7 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
     port = value_of(kubernetes, "port")
     if port is not None and not _a_port(port):
         raise SpecError(f"spec.kubernetes.port is a port's name (as a Service names its ports: "
-                        f"lowercase letters, digits and '-', at most 15 characters) or number "
+                        f"lowercase letters, digits and '-', at most 63 characters) or number "
                         f"(1-65535), not {port!r}")
     return KubernetesQuery(namespace=namespace, service=service, port=port), None, None
 
@@ -68,9 +68,8 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
 SPEC = SourceSpec(field="kubernetes", title="spec.kubernetes", parse=parse)
 
 
-# A Service port's name (Kubernetes' IANA_SVC_NAME): at least one letter, no '-' at either end or
-# twice in a row.
-_PORT_NAME = re.compile(r"(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?!-))*(?<!-)")
+# A Service port's name (ServicePort.name, EndpointPort.name): a DNS label.
+_PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def _a_port(port: object) -> bool:
@@ -78,4 +77,4 @@ def _a_port(port: object) -> bool:
         return False
     if isinstance(port, int):
         return 0 < port < 65536
-    return isinstance(port, str) and len(port) <= 15 and _PORT_NAME.fullmatch(port) is not None
+    return isinstance(port, str) and len(port) <= 63 and _PORT_NAME.fullmatch(port) is not None
