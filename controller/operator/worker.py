@@ -411,7 +411,10 @@ class RingWorker:
         held, self._held = self._held, None
         if self.publisher.status_due(plan.status, body, now, plan.requeue_after):
             if self._slots.contended:  # the rings waiting publish first; a newer pass replaces it
-                self._held = HeldStatus(plan, body, held.since if held else now)
+                # (Only what the status write needs: a thousand held plans' rendered ConfigMaps
+                # and rings weighed tens of MB at a cold start.)
+                slim = replace(plan, configmap=None, published=None, memory=None, change=None)
+                self._held = HeldStatus(slim, body, held.since if held else now)
             else:
                 await self._write_status(plan, body)
 
