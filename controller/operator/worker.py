@@ -456,7 +456,10 @@ class RingWorker:
     async def _held_status(self, held: HeldStatus) -> float | None:
         self._held = None
         if not self._serving() or self.retired or self._stopped:
-            return None  # (deleted, re-created, or paused while it waited: not ours to write)
+            # Deleted, re-created, or paused while it waited: not ours to write (a worker that
+            # serves again plans it again).
+            self.fingerprint = None
+            return None
         return await self._guarded(lambda: self._write_status(held.plan, held.body))
 
     async def _write_status(self, plan: PassPlan, body: dict[str, Any]) -> None:
