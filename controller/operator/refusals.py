@@ -5,8 +5,9 @@ In namespaced mode the operator serves names and patterns (``SHARDRING_NAMESPACE
 namespace needs its RoleBinding. kopf watches every resource in every served namespace; a watch
 the API server refuses (403) it retries for about a minute and then stops the whole operator,
 and until every namespace's ConfigMaps are listed (the index) it hands no ring to any worker.
-So each of kopf's per-namespace watches starts only once one list of the resource there is
-allowed: while refused, the namespace is said once, the index does not wait for it, and it is
+So each of kopf's per-namespace watches starts only once the operator may list and watch the
+resource there (``Kube.may_list``: a list of at most one object, and a SelfSubjectAccessReview
+for the watch): while refused, the namespace is said once, the index does not wait for it, and it is
 asked again every ``RECHECK`` seconds; a watch refused later (its RoleBinding removed) goes
 back to waiting the same way. A watch whose resource is not found (its CRD deleted under the
 operator) would stop kopf too, when it fails before kopf sees the CRD go: it waits instead, and
@@ -26,7 +27,7 @@ from typing import Any
 log = logging.getLogger("shardring")
 RECHECK = 10.0
 
-# Whether the operator may list (group, version, plural) in a namespace: False when refused.
+# Whether the operator may list and watch (group, version, plural) in a namespace.
 MayList = Callable[[str, str, str, str], Awaitable[bool]]
 
 
