@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from controller.operator import worker as worker_module
@@ -134,6 +135,30 @@ async def stopped(running: Running, tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.wait_for(asyncio.gather(*tasks), 1)
 
 
+@dataclass
+class Held:
+    """Rings ``a``, ``b`` (its ConfigMap write waits for ``gate``) and more sharing one slot, all
+    served: ``a`` has written its ConfigMap and holds its status, as ``b``'s pass waits."""
+
+    rings: list[Setup]
+    order: list[str]
+    gate: asyncio.Event
+    running: Running
+    tasks: list[asyncio.Task[None]]
+
+
+async def a_status_held(count: int = 2) -> Held:
+    slots, order, gate = PassSlots(1), [], asyncio.Event()
+    rings = [setup(spec(), passes=slots) for _ in range(count)]
+    for index, ring in enumerate(rings):
+        record(ring, "abc"[index], order, gate if index == 1 else None)
+    running, tasks = await serving(*rings)
+    for ring in rings:
+        ring.sources.members(3)
+    await until(lambda: order == ["a configmap 1"] and rings[0].worker._held is not None)
+    return Held(rings, order, gate, running, tasks)
+
+
 def test_while_passes_wait_every_rings_configmap_goes_out_before_the_statuses():
     async def scenario():
         slots, order = PassSlots(1), []
@@ -153,61 +178,43 @@ def test_while_passes_wait_every_rings_configmap_goes_out_before_the_statuses():
 
 def test_a_held_status_is_replaced_by_the_next_passs_and_written_once():
     async def scenario():
-        slots, order, gate = PassSlots(1), [], asyncio.Event()
-        a, b = setup(spec(), passes=slots), setup(spec(), passes=slots)
-        record(a, "a", order)
-        record(b, "b", order, gate)
-        running, tasks = await serving(a, b)
-        a.sources.members(3)
-        b.sources.members(3)
-        await until(lambda: order == ["a configmap 1"] and a.worker._held is not None)
+        held = await a_status_held()
+        a = held.rings[0]
         a.sources.members(4)  # while its status waits, a's membership moves on
         await asyncio.sleep(0.01)
-        gate.set()
-        await until(lambda: len(order) == 5)
-        assert order == ["a configmap 1", "b configmap 1", "a configmap 2", "a status 2",
-                         "b status 1"]
+        held.gate.set()
+        await until(lambda: len(held.order) == 5)
+        assert held.order == ["a configmap 1", "b configmap 1", "a configmap 2", "a status 2",
+                              "b status 1"]
         assert a.kube.status_writes == 1 and a.kube.ring["status"]["members"] == 4
-        await stopped(running, tasks)
+        await stopped(held.running, held.tasks)
     asyncio.run(scenario())
 
 
 def test_a_status_that_waited_its_patience_takes_its_turn_with_the_passes(monkeypatch):
     async def scenario():
-        slots, order, gate = PassSlots(1), [], asyncio.Event()
-        a, b, c = (setup(spec(), passes=slots) for _ in range(3))
-        record(a, "a", order)
-        record(b, "b", order, gate)
-        record(c, "c", order)
-        running, tasks = await serving(a, b, c)
-        for ring in (a, b, c):
-            ring.sources.members(3)
-        await until(lambda: order == ["a configmap 1"] and a.worker._held is not None)
+        held = await a_status_held(3)
+        a = held.rings[0]
         a.clock.now += worker_module.STATUS_PATIENCE
         a.worker.wake()  # (its patience is kept by the stepping clock, not the loop's)
         await asyncio.sleep(0.01)
-        gate.set()
-        await until(lambda: len(order) == 6)
+        held.gate.set()
+        await until(lambda: len(held.order) == 6)
         # a queued as a pass behind c: its status went before b's and c's, held for a's.
-        assert order[:4] == ["a configmap 1", "b configmap 1", "c configmap 1", "a status 1"]
-        await stopped(running, tasks)
+        assert held.order[:4] == ["a configmap 1", "b configmap 1", "c configmap 1",
+                                  "a status 1"]
+        await stopped(held.running, held.tasks)
     asyncio.run(scenario())
 
 
 def test_a_worker_stopped_with_a_status_held_runs_its_pass_again_when_it_serves_again():
     async def scenario():
-        slots, order, gate = PassSlots(1), [], asyncio.Event()
-        a, b = setup(spec(), passes=slots), setup(spec(), passes=slots)
-        record(a, "a", order)
-        record(b, "b", order, gate)
-        running, tasks = await serving(a, b)
-        a.sources.members(3)
-        b.sources.members(3)
-        await until(lambda: order == ["a configmap 1"] and a.worker._held is not None)
-        running.stop.set()  # paused (peering) or exiting, with a's status unwritten
-        await until(lambda: tasks[0].done())
-        gate.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 1)
+        held = await a_status_held()
+        a = held.rings[0]
+        held.running.stop.set()  # paused (peering) or exiting, with a's status unwritten
+        await until(lambda: held.tasks[0].done())
+        held.gate.set()
+        await asyncio.wait_for(asyncio.gather(*held.tasks), 1)
         assert a.kube.status_writes == 0 and a.worker._held is None
         running, tasks = await serving(a)
         a.sources.members(3)  # (the fake's watch ended with the subscription)
@@ -219,10 +226,8 @@ def test_a_worker_stopped_with_a_status_held_runs_its_pass_again_when_it_serves_
 
 def test_a_held_status_that_fails_is_planned_again_after_the_backoff():
     async def scenario():
-        slots, order, gate = PassSlots(1), [], asyncio.Event()
-        a, b = setup(spec(), passes=slots), setup(spec(), passes=slots)
-        record(a, "a", order)
-        record(b, "b", order, gate)
+        held = await a_status_held()
+        a = held.rings[0]
         patch_status = a.kube.patch_status
         failures = [OSError("connection reset")]
 
@@ -231,39 +236,28 @@ def test_a_held_status_that_fails_is_planned_again_after_the_backoff():
                 raise failures.pop()
             return await patch_status(*args)
         a.kube.patch_status = failing  # type: ignore[method-assign]
-        running, tasks = await serving(a, b)
-        a.sources.members(3)
-        b.sources.members(3)
-        await until(lambda: order == ["a configmap 1"] and a.worker._held is not None)
-        gate.set()
+        held.gate.set()
         await until(lambda: a.worker.failures == 1)
         assert a.worker.fingerprint is None  # its pass runs again (the backoff: 1 s)
         await until(lambda: a.kube.status_writes == 1)
         assert a.kube.condition("Ready") == ("True", "Published") and a.kube.configmap_writes == 1
-        await stopped(running, tasks)
+        await stopped(held.running, held.tasks)
     asyncio.run(scenario())
 
 
 def test_a_held_status_queued_with_the_passes_is_dropped_if_its_ring_went_meanwhile():
     async def scenario():
-        slots, order, gate = PassSlots(1), [], asyncio.Event()
-        a, b, c = (setup(spec(), passes=slots) for _ in range(3))
-        record(a, "a", order)
-        record(b, "b", order, gate)
-        record(c, "c", order)
-        running, tasks = await serving(a, b, c)
-        for ring in (a, b, c):
-            ring.sources.members(3)
-        await until(lambda: order == ["a configmap 1"] and a.worker._held is not None)
+        held = await a_status_held(3)
+        a, order = held.rings[0], held.order
         a.clock.now += worker_module.STATUS_PATIENCE
         a.worker.wake()  # its patience is over: it queues (and a confirming pass) with the passes
         await asyncio.sleep(0.01)
         a.worker.retire()  # deleted (or re-created under its name: another ring) meanwhile
-        gate.set()
+        held.gate.set()
         await until(lambda: len([o for o in order if "status" in o]) == 2)
         await asyncio.sleep(0.01)
         assert a.kube.status_writes == 0 and "a status 1" not in order
-        await stopped(running, tasks)
+        await stopped(held.running, held.tasks)
     asyncio.run(scenario())
 
 
