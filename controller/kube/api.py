@@ -162,14 +162,22 @@ class Kube:
         ApiException, as its own calls do."""
         params = {"namespace": namespace} if name is None else \
             {"namespace": namespace, "name": name}
+        return await self._request(method, "/api/v1/namespaces/{namespace}/" + path, params,
+                                   body=body, executor=executor)
+
+    async def _request(self, method: str, path: str, params: Mapping[str, str],
+                       query: list[tuple[str, Any]] | None = None, body: Any = None,
+                       executor: ThreadPoolExecutor | None = None) -> Any:
+        """One request through the API client itself (``path`` with ``{...}`` for ``params``);
+        the reply as plain JSON; an error answer raises the client's ApiException."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
 
         def call() -> Any:  # (all of it in the request thread: the body's encoding, the token)
             request = self.api.param_serialize(
-                method=method, resource_path="/api/v1/namespaces/{namespace}/" + path,
-                path_params=params, header_params=headers, body=body,
+                method=method, resource_path=path, path_params=dict(params),
+                query_params=query, header_params=headers, body=body,
                 auth_settings=["BearerToken"])
             reply = self.api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
             reply.read()
@@ -179,21 +187,14 @@ class Kube:
         return await self._in(executor, call)
 
     async def may_list(self, group: str, version: str, plural: str, namespace: str) -> bool:
-        """Whether the API server lets the operator list these objects in ``namespace`` (one
-        list of at most one object; False when it answers 403)."""
+        """Whether the API server lets the operator list (and watch) these objects in
+        ``namespace``: one list of at most one object (False when it answers 403), then
+        ``_may_watch``. (On the Events' thread: not one of the rings' requests.)"""
         prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
-
-        def call() -> None:
-            request = self.api.param_serialize(
-                method="GET", resource_path=prefix + "/namespaces/{namespace}/" + plural,
-                path_params={"namespace": namespace}, query_params=[("limit", 1)],
-                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-            reply = self.api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-            reply.read()
-            if not 200 <= reply.status <= 299:
-                k8s.ApiException.from_response(http_resp=reply, body=None, data=None)
         try:
-            await self._in(self._events, call)
+            await self._request("GET", prefix + "/namespaces/{namespace}/" + plural,
+                                {"namespace": namespace}, query=[("limit", 1)],
+                                executor=self._events)
         except k8s.ApiException as error:
             if error.status == 403:
                 return False
@@ -207,24 +208,13 @@ class Kube:
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
                   "spec": {"resourceAttributes": {"namespace": namespace, "verb": "watch",
                                                   "group": group, "resource": plural}}}
-
-        def call() -> Any:
-            request = self.api.param_serialize(
-                method="POST",
-                resource_path="/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                header_params={"Accept": "application/json",
-                               "Content-Type": "application/json"},
-                body=review, auth_settings=["BearerToken"])
-            reply = self.api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-            reply.read()
-            if not 200 <= reply.status <= 299:
-                k8s.ApiException.from_response(http_resp=reply, body=None, data=None)
-            return json.loads(reply.data or b"{}")
         try:
-            answer = await self._in(self._events, call)
+            answer = await self._request(
+                "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", {},
+                body=review, executor=self._events)
         except k8s.ApiException:
             return True
-        return bool((answer.get("status") or {}).get("allowed", True))
+        return bool(((answer or {}).get("status") or {}).get("allowed", True))
 
     async def api_answers(self) -> bool:
         """GET /version, for ApiHealth's probe while the API is down."""
