@@ -268,10 +268,7 @@ class RingWorker:
         ConfigMap, read the ring again and run the pass again (at once the first time)."""
         self.conflicts += 1
         self.seen, self.fingerprint = None, None
-        fresh = await self.kube.read_ring(self.namespace, self.name)
-        if fresh is None or (fresh.get("metadata") or {}).get("uid") != self.uid != "":
-            raise RingGone(self.name)  # deleted meanwhile (perhaps re-created: another ring)
-        self.body = plain_body(fresh)
+        self.body = plain_body(await self._own_ring())
         return 0.0 if self.conflicts == 1 else min(RETRY_MAX, 2.0 ** (self.conflicts - 2))
 
     def _inputs(self) -> Inputs:
@@ -396,7 +393,7 @@ class RingWorker:
             self.seen = None  # not ours, so not watched: read it again next time
         memory = plan.memory  # taken only once the write went through (a conflict forgets it)
         if plan.configmap is not None and configmap is None and self.memory.verified is not None:
-            await self._still_there()
+            await self._own_ring()  # (see _own_ring: gone with its ring, perhaps)
         if plan.configmap is not None:
             written = await self.publisher.configmap(plan.configmap, configmap)
             memory = (memory or self.memory).written(written.ring_digest, Verified(
@@ -444,14 +441,16 @@ class RingWorker:
         return True, None if timeout is None else \
             max(0.0, timeout - (self.clock.monotonic() - started))
 
-    async def _still_there(self) -> None:
-        """The ConfigMap this worker published is gone: deleted by hand (it is put back), or
-        collected with its ring, which may be gone without a deletion event ever coming (its CRD
-        deleted: kopf stops watching rings, and a ConfigMap recreated for a ring that no longer
-        exists is collected again, and again). So the ring is looked at before."""
+    async def _own_ring(self) -> dict[str, Any]:
+        """The ring as it is now; RingGone if it was deleted (perhaps re-created: another ring).
+        Read after a conflict, and before putting back a ConfigMap this worker published that
+        is gone: deleted by hand (it is put back), or collected with its ring, which may be gone
+        without a deletion event ever coming (its CRD deleted: kopf stops watching rings, and a
+        ConfigMap recreated for a ring that no longer exists is collected again, and again)."""
         ring = await self.kube.read_ring(self.namespace, self.name)
-        if ring is None or ((ring.get("metadata") or {}).get("uid") != self.uid != ""):
+        if ring is None or (ring.get("metadata") or {}).get("uid") != self.uid != "":
             raise RingGone(self.name)
+        return ring
 
     async def _held_status(self, held: HeldStatus) -> float | None:
         self._held = None
