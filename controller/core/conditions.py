@@ -14,6 +14,16 @@ class Condition:
     message: str = ""
 
 
+# A condition's message, at most (Kubernetes' own Condition allows 32,768): a message quoting
+# what a registrant wrote stays readable, and four of them never make a status too large to
+# write.
+MESSAGE_MAX = 2048
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MESSAGE_MAX else message[:MESSAGE_MAX - 1] + "…"
+
+
 def _status(value: bool | None) -> str:
     return "Unknown" if value is None else ("True" if value else "False")
 
@@ -28,7 +38,7 @@ def merge(existing: list[dict[str, Any]] | None, wanted: list[Condition], genera
         status = _status(condition.status)
         merged.append({
             "type": condition.type, "status": status, "reason": condition.reason,
-            "message": condition.message, "observedGeneration": generation,
+            "message": _cut(condition.message), "observedGeneration": generation,
             "lastTransitionTime": before.get("lastTransitionTime", now)
             if before.get("status") == status else now,
         })

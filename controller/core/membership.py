@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller.core.instance import CRITICAL, WARNING, Instance
+from controller.core.printable import shown
 from controller.core.ring import Assignment, Member, RingSpec
 from controller.core.ringfile import Endpoint
 from controller.core.spec import DEFAULT_IDENTITY
@@ -38,6 +39,18 @@ class Membership:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(m.id for m in self.members)
+
+
+def _not_unicode(text: str | None) -> bool:
+    """A lone surrogate (JSON's "\\ud800", an etcd key's bytes that are not UTF-8): no UTF-8 for
+    it, so no hash, no ConfigMap, no reader takes it."""
+    if text is None or text.isascii():
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _identity(instance: Instance, rule: str) -> str:
@@ -69,21 +82,21 @@ def _weight(instance: Instance, rule: str | None, identity: str) -> float:
     else:
         raw = instance.labels.get(rule[5:])
         if raw is None:
-            raise MembershipError(f"instance {identity!r} has no service meta {rule[5:]!r} "
-                                  f"for spec.members.weightFrom")
+            raise MembershipError(f"instance {shown(identity)} has no service meta "
+                                  f"{shown(rule[5:])} for spec.members.weightFrom")
     # A number as people write one: Python's float() also takes "1_000", "inf" and other
     # scripts' digits.
     if isinstance(raw, str) and not _NUMBER.fullmatch(raw.strip()):
-        raise MembershipError(f"instance {identity!r}: weight {raw!r} from {rule} is not a "
-                              f"number")
+        raise MembershipError(f"instance {shown(identity)}: weight {shown(raw)} from {rule} is "
+                              f"not a number")
     try:
         weight = float(raw)
     except (OverflowError, TypeError, ValueError):  # (an integer too large for a float)
-        raise MembershipError(f"instance {identity!r}: weight {raw!r} from {rule} is not a "
-                              f"number") from None
+        raise MembershipError(f"instance {shown(identity)}: weight {shown(raw)} from "
+                              f"{rule} is not a number") from None
     if not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT:
-        raise MembershipError(f"instance {identity!r}: weight {raw!r} from {rule} must be > 0 "
-                              f"and at most {MAX_WEIGHT:.0e}")
+        raise MembershipError(f"instance {shown(identity)}: weight {shown(raw)} from "
+                              f"{rule} must be > 0 and at most {MAX_WEIGHT:.0e}")
     return weight
 
 
@@ -146,15 +159,18 @@ def members_from(instances: Iterable[Instance], identity: str = DEFAULT_IDENTITY
                                   f"identity {identity!r}")
         if member_id in members or member_id in draining:
             raise MembershipError(
-                f"two instances share identity {member_id!r} ({seen[member_id].origin} "
+                f"two instances share identity {shown(member_id)} ({seen[member_id].origin} "
                 f"and {instance.origin}); choose a more specific spec.members.identity "
                 f"({DEFAULT_IDENTITY!r} is unique for every Consul instance)")
+        zone = _zone(instance, zone_from)
+        if _not_unicode(member_id) or _not_unicode(zone) or _not_unicode(instance.address):
+            raise MembershipError(f"instance {instance.origin}: its id, zone or address is not "
+                                  f"UTF-8 text (bytes that are not, or a lone surrogate escape)")
         seen[member_id] = instance
         endpoints[member_id] = Endpoint(instance.address, instance.port)
         if is_draining(instance, drain_from):
             draining.append(member_id)
             continue
-        members[member_id] = Member(member_id, _weight(instance, weight_from, member_id),
-                                    _zone(instance, zone_from))
+        members[member_id] = Member(member_id, _weight(instance, weight_from, member_id), zone)
     ordered = tuple(members[k] for k in sorted(members))
     return Membership(ordered, endpoints, tuple(sorted(draining)))

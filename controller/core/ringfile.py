@@ -124,8 +124,15 @@ def _member_core(member: Member) -> dict[str, Any]:
     return core
 
 
+_EXACT = 2.0**53  # past it a float no longer holds every integer
+IMBALANCE_MAX = 1e9
+
+
 def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else float(value)
+    """A whole number as an integer (weight 2, not 2.0), while a float holds it exactly: a load
+    of 1e20 written out as 21 digits is refused by the readers' integer rules."""
+    number = float(value)
+    return int(number) if number.is_integer() and abs(number) < _EXACT else number
 
 
 def canonical_json(document: Any) -> str:
@@ -200,10 +207,13 @@ def render(ring: RingFile, keys: Mapping[str, str] | None = None) -> str:
 
 def load_imbalance(members: Sequence[Member], member_load: Mapping[str, float]) -> float:
     """The highest member load over its weighted fair share of the total (1.0: even), as the
-    load balancer reckons it."""
+    load balancer reckons it; at most IMBALANCE_MAX (a member with load whose fair share is too
+    small for a float, a weight of 5e-324, would be infinitely over it: not a JSON number)."""
     carried = np.array([member_load.get(m.id, 0.0) for m in members], dtype=np.float64)
     weights = np.array([m.weight for m in members], dtype=np.float64)
-    return round(imbalance(carried, carried.sum() * weights / weights.sum()), 3)
+    with np.errstate(all="ignore"):
+        value = imbalance(carried, carried.sum() * weights / weights.sum())
+    return round(min(value, IMBALANCE_MAX), 3) if value == value else IMBALANCE_MAX
 
 
 def _draining_entry(member_id: str, endpoint: Endpoint | None) -> dict[str, Any]:

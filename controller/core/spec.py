@@ -15,28 +15,39 @@ from controller.core.ring import Algorithm, RingError, RingSpec
 
 # <host>/<name>: the source's unique key for an instance (Consul's node and service ID).
 DEFAULT_IDENTITY = "node/id"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+)(?:\.(\d+))?(ms|s|m|h)")
+_LONGEST_NS = 2**63 - 1  # Go's time.Duration
+_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
 class SpecError(ValueError):
     """The spec cannot be acted on; the message names the field and what to change."""
 
 
-def parse_duration(text: str, field_name: str) -> float:
-    """Go-style duration ("1m30s", "250ms", "0s") in seconds."""
+def duration_ns(text: str, field_name: str) -> int:
+    """Go-style duration ("1m30s", "250ms", "0s") in whole nanoseconds, as the CRD's CEL rules
+    and Go read it: so "700ms" and "0.7s" are equal here too (summed as floats they were not,
+    and a maxDelay the API server had admitted as equal to the window was refused)."""
     text = str(text).strip()
     if text == "0":
-        return 0.0
-    position, total = 0, 0.0
+        return 0
+    position, total = 0, 0
     for match in _DURATION.finditer(text):
         if match.start() != position:
             break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
+        whole, fraction, unit = match.group(1), match.group(2) or "", _UNIT_NS[match.group(3)]
+        total += int(whole) * unit + int(fraction or 0) * unit // 10 ** len(fraction)
         position = match.end()
     if position != len(text) or not text:
         raise SpecError(f"{field_name}: {text!r} is not a duration like 10s, 1m30s or 500ms")
+    if total > _LONGEST_NS:
+        raise SpecError(f"{field_name}: {text!r} is longer than Go's longest duration (2562047h)")
     return total
+
+
+def parse_duration(text: str, field_name: str) -> float:
+    """Go-style duration ("1m30s", "250ms", "0s") in seconds."""
+    return duration_ns(text, field_name) / 10**9
 
 
 IN_CLUSTER = "in-cluster"  # the Kubernetes source's one connection: the operator's own API server
@@ -187,6 +198,20 @@ class SourceSpec:
 def parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
                sources: Sequence[SourceSpec]) -> RingConfig:
     """``namespace``: the ring's; ``sources``: every source kind the operator follows."""
+    try:
+        return _parse_spec(name, spec, namespace, sources)
+    except SpecError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as error:
+        # A field of the wrong type or shape: the CRD's schema refuses these at apply time, so
+        # the ring was stored without it (an older CRD, or none). Said as InvalidSpec, as the
+        # schema would have, rather than a failing pass.
+        raise SpecError(f"the spec does not match the ShardRing schema ({type(error).__name__}: "
+                        f"{error}); apply this operator's CRD, which checks every field") from None
+
+
+def _parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
+                sources: Sequence[SourceSpec]) -> RingConfig:
     named = [source for source in sources if spec.get(source.field) is not None]
     if len(named) != 1:
         titles = [source.title for source in sources]
@@ -203,10 +228,9 @@ def parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
                         virtual_nodes=int(value_of(spec, "virtualNodes", 160)))
     except (RingError, ValueError) as error:
         raise SpecError(f"spec: {error}") from None
-    window = parse_duration(value_of(stabilization, "window", "10s"),
-                            "spec.stabilization.window")
-    max_delay = parse_duration(value_of(stabilization, "maxDelay", "60s"),
-                               "spec.stabilization.maxDelay")
+    window = duration_ns(value_of(stabilization, "window", "10s"), "spec.stabilization.window")
+    max_delay = duration_ns(value_of(stabilization, "maxDelay", "60s"),
+                            "spec.stabilization.maxDelay")
     if max_delay < window:
         raise SpecError("spec.stabilization.maxDelay must be at least spec.stabilization.window")
     query, token, credentials = named[0].parse(spec, namespace)
@@ -221,7 +245,7 @@ def parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
         token=token,
         credentials=credentials,
         stabilization=Stabilization(
-            window=window, max_delay=max_delay,
+            window=window / 10**9, max_delay=max_delay / 10**9,
             min_members=int(value_of(stabilization, "minMembers", 1)),
             max_member_loss_percent=int(value_of(stabilization, "maxMemberLossPercent", 50))),
         prometheus_relabel=bool(value_of(value_of(spec, "outputs", {}), "prometheusRelabel",

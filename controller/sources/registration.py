@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from controller.core.instance import Instance, Weights, frozen
+from controller.core.printable import shown
 
 
 def from_registration(origin: str, name: str, value: bytes,
@@ -31,14 +32,21 @@ def _decoded(origin: str, name: str, value: bytes, address_field: str) -> Instan
     if document is _NOT_JSON:
         return Instance(origin, name, invalid="the value starts like JSON but is not valid JSON")
     if document is None:
-        host, port = _host_port(text.strip())
-        if not host or port is None:
+        host, digits = _host_port(text.strip())
+        if not host or digits is None:
             return Instance(origin, name, invalid="the value is neither JSON nor host:port")
+        port = _port(digits)
+        if port is None:
+            return Instance(origin, name, invalid=f"port {shown(digits)} is not a port number")
         return Instance(origin, name, address=host, port=port)
     problem = _registration_problem(document, address_field)
     if problem:
         return Instance(origin, name, invalid=problem)
-    host, port = _host_port(str(document[address_field]))
+    host, digits = _host_port(str(document[address_field]))
+    port = _port(digits) if digits is not None else None
+    if digits is not None and port is None and document.get("port") is None:
+        return Instance(origin, name, invalid=f"port {shown(digits)} in \"{address_field}\" is "
+                                              f"not a port number")
     weight = document.get("weight")
     metadata = document.get("metadata")
     zone = document.get("zone")
@@ -77,7 +85,8 @@ def _registration_problem(document: Any, address_field: str) -> str | None:
     if not isinstance(document.get(address_field), str) or not document[address_field]:
         return f"the JSON value has no \"{address_field}\""
     port = document.get("port")
-    if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or
+                             not 0 < port < 65536):
         return f"port {port!r} is not a port number"
     weight = document.get("weight")
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)):
@@ -87,9 +96,17 @@ def _registration_problem(document: Any, address_field: str) -> str | None:
     return None
 
 
-def _host_port(text: str) -> tuple[str, int | None]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); a bare host has no port (None)."""
+def _host_port(text: str) -> tuple[str, str | None]:
+    """``host:port`` or ``[v6]:port`` -> (host, the port's digits); a bare host has no port
+    (None)."""
     host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or (":" in host and not host.startswith("[")):
+    if not colon or not (port.isascii() and port.isdigit()) or \
+            (":" in host and not host.startswith("[")):
         return text, None
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), port
+
+
+def _port(digits: str) -> int | None:
+    """The port the digits write, if they write one (1-65535)."""
+    port = int(digits) if len(digits) <= 5 else 0
+    return port if 0 < port < 65536 else None

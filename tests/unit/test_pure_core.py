@@ -81,6 +81,60 @@ def test_spec_errors_are_clear():
         parse_spec("r", {"service": {"name": "s"}, "shards": 0})
 
 
+@pytest.mark.parametrize("window,max_delay", [("700ms", "0.7s"), ("9ms", "0.009s"),
+                                              ("1400ms", "1.4s"), ("252s", "0.07h")])
+def test_a_max_delay_equal_to_the_window_in_other_units_is_admitted(window, max_delay):
+    # The CRD's CEL rule compares them as Go durations (whole nanoseconds): equal, so admitted.
+    config = parse_spec("r", {"service": {"name": "s"},
+                              "stabilization": {"window": window, "maxDelay": max_delay}})
+    assert config.stabilization.window == config.stabilization.max_delay
+
+
+def test_a_duration_longer_than_go_allows_is_refused():
+    assert parse_duration("2562047h", "f") == 2562047 * 3600
+    with pytest.raises(SpecError, match="longest duration"):
+        parse_duration("9" * 400 + "h", "spec.handover.timeout")
+
+
+@pytest.mark.parametrize("spec", [
+    {"service": {"name": "s"}, "shards": [1]},
+    {"service": {"name": "s"}, "shards": float("inf")},
+    {"service": {"name": "s"}, "stabilization": "fast"},
+    {"service": {"name": "s"}, "stabilization": {"minMembers": []}},
+    {"service": {"name": "s", "tags": [1, "a"]}},
+    {"service": "web"},
+    {"etcd": ["/s/"]},
+    "not a mapping",
+])
+def test_a_spec_stored_without_the_crds_schema_is_an_invalid_spec(spec):
+    # (The CRD refuses these at apply time; a ring stored under an older CRD, or none, says so
+    # as InvalidSpec rather than failing every pass with a traceback.)
+    with pytest.raises(SpecError, match="does not match the ShardRing schema"):
+        parse_spec("r", spec)
+
+
+@pytest.mark.parametrize("path", ["//", "/a//b", "/a/./b", "/..", "/a/b\n"])
+def test_a_zookeeper_path_that_names_no_node_is_refused(path):
+    # "//" became "", the root: its children (zookeeper itself) became the members.
+    with pytest.raises(SpecError, match="not a ZooKeeper node's path"):
+        parse_spec("r", {"zookeeper": {"path": path}})
+    assert parse_spec("r", {"zookeeper": {"path": "/svc/web/"}}).query.path == "/svc/web"
+
+
+def test_an_etcd_prefix_that_does_not_print_is_refused():
+    with pytest.raises(SpecError, match=r"/svc\\n\\x1b\[31m holds characters"):
+        parse_spec("r", {"etcd": {"prefix": "/svc\n\x1b[31m"}})
+    assert parse_spec("r", {"etcd": {"prefix": "/svc/é"}}).query.prefix == "/svc/é/"
+
+
+def test_a_kubernetes_port_written_as_digits_is_the_number():
+    # A port name has a letter (IANA service names): "8080" quoted in YAML means the number.
+    assert parse_spec("r", {"kubernetes": {"service": "s", "port": "8080"}}).query.port == 8080
+    assert parse_spec("r", {"kubernetes": {"service": "s", "port": "web"}}).query.port == "web"
+    with pytest.raises(SpecError, match="spec.kubernetes.port"):
+        parse_spec("r", {"kubernetes": {"service": "s", "port": "70000"}})
+
+
 def test_equal_queries_are_equal_whatever_the_tag_order():
     a = parse_spec("a", {"service": {"name": "s", "tags": ["x", "y"]}})
     b = parse_spec("b", {"service": {"name": "s", "tags": ["y", "x", "x"]}})
@@ -260,6 +314,23 @@ def test_versions_continue_from_status_when_the_configmap_was_lost():
 
 # ---- rendering -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("weights,shard_load", [
+    ((1, 1), (1e20, 5.0)),  # a load past 2**53 was written as 21 digits: readers refuse them
+    ((1, 5e-324), (100.0,)),  # a fair share of 0: loadImbalance was Infinity, not JSON
+])
+def test_a_ring_showing_extreme_loads_reads_back(weights, shard_load):
+    import numpy as np
+
+    from controller.core.balance import showing_load
+    members = [Member("a", weight=weights[0]), Member("b", weight=weights[1])]
+    spec = RingSpec(len(shard_load), 3 - len(shard_load))
+    ring = showing_load(ringfile.RingFile(plan(members, spec)), np.array(shard_load))
+    text = ringfile.render(ring)
+    document = json.loads(text, parse_constant=pytest.fail)  # (Infinity and NaN are not JSON)
+    assert ringfile.parse(text).member_load == ring.member_load
+    assert 0 < document["loadImbalance"] <= ringfile.IMBALANCE_MAX
+
+
 def test_ring_json_is_canonical_and_round_trips():
     assignment = plan([Member("b", 2), Member("a", zone="z")], RingSpec(32, 2))
     ring = ringfile.RingFile(assignment, version=3, source_index=9,
@@ -323,6 +394,13 @@ def test_condition_transition_time_moves_only_on_status_change():
     flipped = merge(same, [Condition("Ready", False, "MemberLoss")], 3, "t3")
     assert same[0]["lastTransitionTime"] == "t1" and same[0]["observedGeneration"] == 2
     assert flipped[0]["lastTransitionTime"] == "t3" and flipped[0]["status"] == "False"
+
+
+def test_a_condition_message_is_cut_to_a_readable_length():
+    merged = merge(None, [Condition("Ready", False, "InvalidMembership", "x" * 600_000)], 1, "t")
+    assert len(merged[0]["message"]) == 2048 and merged[0]["message"].endswith("…")
+    short = merge(None, [Condition("Ready", True, "Published", "fine")], 1, "t")
+    assert short[0]["message"] == "fine"
 
 
 def test_consul_connections(tmp_path):

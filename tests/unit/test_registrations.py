@@ -38,6 +38,13 @@ def test_plain_and_json_values_become_members_with_endpoints_weights_and_zones()
     (json.dumps({"address": "h", "port": "80"}), "not a port number"),
     (json.dumps({"address": "h:1", "weight": "heavy"}), "not a number"),
     (b"\xff\xfe", "not UTF-8"),
+    # Ports outside 1-65535, written any way, are refused (as Consul's are), never published
+    # in a ring.json its readers refuse.
+    ("h:70000", "port '70000' is not a port number"), ("h:0", "port '0' is not"),
+    ("10.0.0.1:99999999999999999999999", "port '99999999999999999999999' is not"),
+    (json.dumps({"address": "h:9223372036854775808"}), "in \"address\" is not a port"),
+    (json.dumps({"address": "h", "port": True}), "port True is not a port number"),
+    ("h:\u0665", "neither JSON nor host:port"),  # (Arabic-Indic five: int() reads it)
     # Nested deeper than the JSON parser recurses: RecursionError, not ValueError.
     ("[" * 5000 + "]" * 5000, "cannot be read (RecursionError)"),
     ('{"address": "h:1", "metadata": {"deep": ' + "[" * 5000 + "]" * 5000 + "}}",
@@ -79,3 +86,25 @@ def test_the_address_field_is_the_rings_choice():
     member = from_registration("ZooKeeper node '/s/x'", "x", value, "frontend")
     assert (member.address, member.port) == ("10.0.0.9", 8080)
     assert 'no "address"' in from_registration("n", "x", value).invalid
+
+
+def test_an_id_that_is_not_unicode_text_is_refused_not_a_crash():
+    # JSON's lone surrogate escape decodes, but has no UTF-8: the ring's hash failed on it.
+    lone = entry("a", rb'{"address": "10.0.0.1:80", "metadata": {"id": "web-\ud800"}}')
+    with pytest.raises(MembershipError, match="not UTF-8 text"):
+        members_from([lone], "meta:id")
+    # An etcd key's bytes that are not UTF-8 (decoded with surrogateescape: two such keys stay
+    # two keys) used as the id.
+    key = b"/s/\xff".decode(errors="surrogateescape")
+    with pytest.raises(MembershipError, match="not UTF-8 text"):
+        members_from([from_registration(f"etcd key {key!r}", key[3:], b"10.0.0.1:80")], "id")
+
+
+def test_a_huge_id_is_quoted_short_in_the_message():
+    long_id = "x" * 200_000
+    twins = [entry(name, json.dumps({"address": "h:1", "metadata": {"id": long_id}}))
+             for name in ("a", "b")]
+    with pytest.raises(MembershipError) as refused:
+        members_from(twins, "meta:id")
+    assert "share identity" in str(refused.value) and "(200000 characters)" in str(refused.value)
+    assert len(str(refused.value)) < 1000

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from controller.core.instance import CRITICAL, PASSING, WARNING, Health, Instance, Weights, frozen
+from controller.core.printable import shown
 
 _SEVERITY: dict[str, int] = {PASSING: 0, WARNING: 1, CRITICAL: 2}
 
@@ -34,7 +35,7 @@ def instance_from_health(entry: Mapping[str, Any]) -> Instance:
     # The catalog takes any integer; a ring publishes only what its readers accept.
     valid_port = isinstance(port, int) and 0 <= port < 65536
     return Instance(
-        origin=f"{service.get('ID')!r} on node {node.get('Node')!r}",
+        origin=f"{shown(service.get('ID'))} on node {shown(node.get('Node'))}",
         name=str(service.get("ID") or ""),
         node=str(node.get("Node") or ""),
         address=service.get("Address") or node.get("Address") or "",

@@ -111,7 +111,7 @@ class Gateway:
         reply = await self.call("/v3/kv/range",
                                 {"key": b64(key), "range_end": b64(prefix_end(key))}, token)
         revision = int((reply.get("header") or {}).get("revision") or 0)
-        return revision, {base64.b64decode(kv["key"]).decode(errors="replace"):
+        return revision, {base64.b64decode(kv["key"]).decode(errors="surrogateescape"):
                           base64.b64decode(kv.get("value") or "") for kv in reply.get("kvs") or []}
 
     async def watch(self, prefix: str, start_revision: int, token: str | None

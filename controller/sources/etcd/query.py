@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from controller.core.printable import printable
 from controller.core.spec import (
     ParsedSource,
     SourceSpec,
@@ -49,6 +50,9 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
     if not prefix or not str(prefix).startswith("/"):
         raise SpecError("spec.etcd.prefix is required and starts with / (for example "
                         "/services/web/)")
+    if not str(prefix).isprintable():  # (shown in the SOURCE column and in log lines)
+        raise SpecError(f"spec.etcd.prefix {printable(str(prefix))} holds characters that do not "
+                        f"print (a newline, an escape): write the prefix itself")
     # A prefix is a directory: /svc/web would also match /svc/webadmin/x.
     prefix = str(prefix) if str(prefix).endswith("/") else f"{prefix}/"
     return EtcdQuery(connection=value_of(etcd, "connection", "default"), prefix=prefix), None, \

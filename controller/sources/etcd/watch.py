@@ -23,6 +23,7 @@ from typing import Any
 from controller import metrics
 from controller.core.credentials import Credentials, UserPassword, digest
 from controller.core.instance import Instance
+from controller.core.printable import shown
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import SourceQuery
 from controller.sources.base import (
@@ -105,7 +106,7 @@ class Watcher(SourceWatcher):
     def _apply(self, result: dict[str, Any]) -> None:
         for event in result.get("events") or []:
             kv = event.get("kv") or {}
-            key = base64.b64decode(kv.get("key") or "").decode(errors="replace")
+            key = base64.b64decode(kv.get("key") or "").decode(errors="surrogateescape")
             if event.get("type") == "DELETE":
                 self._keys.pop(key, None)
                 self._instances.pop(key, None)
@@ -118,7 +119,7 @@ class Watcher(SourceWatcher):
             self._publish()
 
     def _instance(self, key: str, value: bytes) -> Instance:
-        return from_registration(f"etcd key {key!r}", key[len(self.key.query.prefix):], value)
+        return from_registration(f"etcd key {shown(key)}", key[len(self.key.query.prefix):], value)
 
     def _publish(self) -> None:
         prefix = self.key.query.prefix

@@ -27,6 +27,7 @@ from aiozk.states import States
 from controller import metrics
 from controller.core.credentials import Credentials, UserPassword, digest
 from controller.core.instance import Instance
+from controller.core.printable import shown
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.spec import SourceQuery
 from controller.sources.base import (
@@ -140,7 +141,7 @@ class Watcher(SourceWatcher):
         self._unwatch(wanted)
         values = await asyncio.gather(*(self._data(client, p) for p in paths.values()))
         metrics.source_reply(query, sum(len(v) for v in values if v is not None))
-        return tuple(from_registration(f"ZooKeeper node {paths[child]!r}", child, value,
+        return tuple(from_registration(f"ZooKeeper node {shown(paths[child])}", child, value,
                                        query.address_field)
                      for child, value in zip(children, values, strict=True) if value is not None)
 
