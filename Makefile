@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: all venv tools chart alerts lint test test-go test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-ringpage bench-template bench-memory bench-plots bench-loadbalance bench-balance lock image clean
+.PHONY: all venv tools control-plane chart alerts lint test test-go test-unit test-fast cluster run demo bench bench-ring bench-offloop bench-e2e bench-limits bench-configmaps bench-sources bench-agent bench-pass bench-imports bench-ringpage bench-template bench-memory bench-plots bench-loadbalance bench-balance lock image clean
 
 all: test
 
@@ -27,6 +27,9 @@ tools:  ## build (first run) or find the control-plane binaries and ZooKeeper; p
 	@echo "helm: $$(bash hack/helm.sh)"
 	@echo "monitoring CRDs: $$(bash hack/monitoring-crds.sh)"
 	@echo "chromium: $$(bash hack/chromium.sh)"
+
+control-plane:  ## build (first run) or find only what `make demo` and `make cluster` run: the control-plane binaries
+	@bash hack/build-tools.sh
 
 chart: tools  ## helm lint --strict and render the chart (the suite also installs it on a real API server)
 	@helm="$$(bash hack/helm.sh)" && "$$helm" lint --strict charts/shardring-operator && \
@@ -56,13 +59,13 @@ test-unit: venv  ## the pure core and the shell against fakes, in seconds, with 
 test-fast: venv tools  ## everything but the slow fault tests
 	$(PY) -m pytest -m "not slow"
 
-cluster: venv tools  ## a local control plane to experiment with; Ctrl-C tears it down
+cluster: venv control-plane  ## a local control plane to experiment with; Ctrl-C tears it down
 	$(PY) -m controller.testing.cluster
 
 run: venv  ## the operator against $$KUBECONFIG and $$CONSUL_HTTP_ADDR (see `make cluster`)
 	$(PY) -m controller run
 
-demo: venv tools  ## the whole story in two minutes on a local control plane
+demo: venv control-plane  ## the whole story in two minutes on a local control plane
 	$(PY) -m controller.testing.demo
 
 bench-ring: venv  ## ring engine benchmark -> bench/results/ring.json

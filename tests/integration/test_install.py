@@ -367,6 +367,12 @@ def test_the_chart_lints_strictly_refuses_unknown_values_and_renders_what_kustom
     rule = find(monitored, "PrometheusRule", "shardring-operator")
     urls = [r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert urls and all(u.startswith("https://docs.example/docs/operations.md#") for u in urls)
+    # The series' namespace label is the ring's: without honorLabels Prometheus puts the
+    # operator's own there, and the alerts name every ring in shardring-system.
+    endpoints = [*find(monitored, "ServiceMonitor", "shardring-operator")["spec"]["endpoints"],
+                 *find(monitored, "PodMonitor", "shardring-operator")["spec"][
+                     "podMetricsEndpoints"]]
+    assert len(endpoints) == 2 and all(e.get("honorLabels") is True for e in endpoints)
     env = {e["name"]: e.get("value") for e in
            find(monitored, "Deployment", "shardring-operator")["spec"]["template"]["spec"][
                "containers"][0]["env"]}
