@@ -57,8 +57,9 @@ def encode(loads: Mapping[int, float], limit: int = LIMIT) -> str:
     return "v1 " + " ".join(f"{shard}={entries[shard]}" for shard in sorted(chosen))
 
 
-# A shard's load, at most (as a weight): a member's sum over 65,536 shards stays far from a
-# float's limit (1e308 loads summed to infinity, and every fair share with it).
+# A shard's load, at most (as a weight; more reads as this much): a member's sum over 65,536
+# shards stays far from a float's limit (1e308 loads summed to infinity, and every fair share
+# with it).
 LOAD_MAX = 1e15
 
 
@@ -74,8 +75,8 @@ def decode(text: str | None, shards: int) -> dict[int, float]:
             number, load = int(shard), float(value)
         except ValueError:
             continue
-        if 0 <= number < shards and 0 <= load <= LOAD_MAX:
-            found[number] = load
+        if 0 <= number < shards and math.isfinite(load) and load >= 0:
+            found[number] = min(load, LOAD_MAX)
     return found
 
 

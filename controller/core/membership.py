@@ -101,7 +101,10 @@ def _weight(instance: Instance, rule: str | None, identity: str) -> float:
 
 
 _NUMBER = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
-MAX_WEIGHT = 1e15  # (a whole number that large is still exact, and ring.json writes it so)
+MAX_WEIGHT = 1e15
+# The longest member id: the status lists up to ten of them (lastChange, convergence), and
+# ring.json each; a 200,000-character id made a status too large to write.
+MAX_ID = 1024  # (a whole number that large is still exact, and ring.json writes it so)
 
 
 def _zone(instance: Instance, rule: str | None) -> str | None:
@@ -162,6 +165,9 @@ def members_from(instances: Iterable[Instance], identity: str = DEFAULT_IDENTITY
                 f"two instances share identity {shown(member_id)} ({seen[member_id].origin} "
                 f"and {instance.origin}); choose a more specific spec.members.identity "
                 f"({DEFAULT_IDENTITY!r} is unique for every Consul instance)")
+        if len(member_id) > MAX_ID:
+            raise MembershipError(f"instance {instance.origin}: its id ({shown(member_id)}) is "
+                                  f"{len(member_id)} characters long, more than {MAX_ID}")
         zone = _zone(instance, zone_from)
         if _not_unicode(member_id) or _not_unicode(zone) or _not_unicode(instance.address):
             raise MembershipError(f"instance {instance.origin}: its id, zone or address is not "

@@ -23,7 +23,6 @@ import numpy as np
 
 import shardring_client as client
 from controller.core.ring import Algorithm, Assignment, Member, RingError, RingSpec, hash64
-from controller.core.ring.loadbalance import imbalance
 
 FORMAT = "shardring.io/ring/v1"
 KEY_HASH = "md5-hashmod"  # shard = uint64_be(md5(key)[8:16]) mod shards == Prometheus hashmod
@@ -211,9 +210,14 @@ def load_imbalance(members: Sequence[Member], member_load: Mapping[str, float]) 
     small for a float, a weight of 5e-324, would be infinitely over it: not a JSON number)."""
     carried = np.array([member_load.get(m.id, 0.0) for m in members], dtype=np.float64)
     weights = np.array([m.weight for m in members], dtype=np.float64)
-    with np.errstate(all="ignore"):
-        value = imbalance(carried, carried.sum() * weights / weights.sum())
-    return round(min(value, IMBALANCE_MAX), 3) if value == value else IMBALANCE_MAX
+    fair = carried.sum() * weights / weights.sum()
+    if not len(carried) or fair.sum() <= 0:
+        return 1.0
+    # A member carrying nothing is at 0 whatever its share (0/0 is not "infinitely over").
+    with np.errstate(over="ignore"):
+        ratios = np.divide(carried, fair, out=np.where(carried > 0, np.inf, 0.0),
+                           where=fair > 0)
+    return round(min(float(ratios.max()), IMBALANCE_MAX), 3)
 
 
 def _draining_entry(member_id: str, endpoint: Endpoint | None) -> dict[str, Any]:

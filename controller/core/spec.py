@@ -25,9 +25,10 @@ class SpecError(ValueError):
 
 
 def duration_ns(text: str, field_name: str) -> int:
-    """Go-style duration ("1m30s", "250ms", "0s") in whole nanoseconds, as the CRD's CEL rules
-    and Go read it: so "700ms" and "0.7s" are equal here too (summed as floats they were not,
-    and a maxDelay the API server had admitted as equal to the window was refused)."""
+    """Go-style duration ("1m30s", "250ms", "0s") in whole nanoseconds, as Go's
+    time.ParseDuration reads it (and so the CRD's CEL rules): "700ms" and "0.7s" are equal here
+    too (summed as floats they were not, and a maxDelay the API server had admitted as equal to
+    the window was refused)."""
     text = str(text).strip()
     if text == "0":
         return 0
@@ -36,13 +37,24 @@ def duration_ns(text: str, field_name: str) -> int:
         if match.start() != position:
             break
         whole, fraction, unit = match.group(1), match.group(2) or "", _UNIT_NS[match.group(3)]
-        total += int(whole) * unit + int(fraction or 0) * unit // 10 ** len(fraction)
+        total += int(whole) * unit + _fraction_ns(fraction, unit)
         position = match.end()
     if position != len(text) or not text:
         raise SpecError(f"{field_name}: {text!r} is not a duration like 10s, 1m30s or 500ms")
     if total > _LONGEST_NS:
         raise SpecError(f"{field_name}: {text!r} is longer than Go's longest duration (2562047h)")
     return total
+
+
+def _fraction_ns(digits: str, unit: int) -> int:
+    """A number's fraction times its unit, as Go computes it: the digits that fit an int64, in
+    float64 arithmetic, truncated (so "0.99999999999999999s" is 1s there, and here)."""
+    fraction, scale = 0, 1.0
+    for digit in digits:
+        if fraction > (2**63 - 1) // 10 or fraction * 10 + int(digit) > 2**63:
+            break  # (Go ignores the digits past what an int64 holds)
+        fraction, scale = fraction * 10 + int(digit), scale * 10
+    return int(float(fraction) * (float(unit) / scale)) if fraction else 0
 
 
 def parse_duration(text: str, field_name: str) -> float:
@@ -237,10 +249,13 @@ def _parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
     return RingConfig(
         query=query,
         ring_spec=ring,
-        configmap=value_of(value_of(spec, "configMap", {}), "name", f"{name}-ring"),
-        identity=value_of(members, "identity", DEFAULT_IDENTITY),
-        weight_from=value_of(members, "weightFrom"),
-        zone_from=value_of(members, "zoneFrom"),
+        configmap=_text(value_of(value_of(spec, "configMap", {}), "name", f"{name}-ring"),
+                        "spec.configMap.name"),
+        identity=_rule(value_of(members, "identity", DEFAULT_IDENTITY), _IDENTITY,
+                       "spec.members.identity"),
+        weight_from=_rule(value_of(members, "weightFrom"), _WEIGHT_FROM,
+                          "spec.members.weightFrom"),
+        zone_from=_rule(value_of(members, "zoneFrom"), _ZONE_FROM, "spec.members.zoneFrom"),
         drain_from=_drain_rule(value_of(members, "drainFrom")),
         token=token,
         credentials=credentials,
@@ -248,13 +263,40 @@ def _parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
             window=window / 10**9, max_delay=max_delay / 10**9,
             min_members=int(value_of(stabilization, "minMembers", 1)),
             max_member_loss_percent=int(value_of(stabilization, "maxMemberLossPercent", 50))),
-        prometheus_relabel=bool(value_of(value_of(spec, "outputs", {}), "prometheusRelabel",
-                                         False)),
-        suspend=bool(value_of(spec, "suspend", False)),
+        prometheus_relabel=_flag(value_of(value_of(spec, "outputs", {}), "prometheusRelabel",
+                                          False), "spec.outputs.prometheusRelabel"),
+        suspend=_flag(value_of(spec, "suspend", False), "spec.suspend"),
         handover_timeout=parse_duration(value_of(value_of(spec, "handover", {}), "timeout",
                                                  "60s"), "spec.handover.timeout"),
         balance=_balance(value_of(spec, "balance", {}), ring),
     )
+
+
+# The CRD's patterns for the member rules: a ring stored without its schema is held to them here
+# (a rule of another shape failed every pass deep in the membership code).
+_IDENTITY = re.compile(r"node/id|id|address|address:port|node|meta:[A-Za-z0-9_-]{1,128}")
+_WEIGHT_FROM = re.compile(r"weights|meta:[A-Za-z0-9_-]{1,128}")
+_ZONE_FROM = re.compile(r"(node-meta|meta):[A-Za-z0-9_-]{1,128}")
+
+
+def _rule(value: Any, pattern: re.Pattern[str], field_name: str) -> Any:
+    if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+        raise SpecError(f"{field_name} {value!r} is not one of the rules the CRD describes "
+                        f"(kubectl explain shardring.{field_name})")
+    return value
+
+
+def _text(value: Any, field_name: str) -> str:
+    if not isinstance(value, str):
+        raise SpecError(f"{field_name} {value!r} is not a string")
+    return value
+
+
+def _flag(value: Any, field_name: str) -> bool:
+    """true or false, as YAML writes them: the string "false" is not false's opposite."""
+    if not isinstance(value, bool):
+        raise SpecError(f"{field_name} {value!r} is not true or false")
+    return value
 
 
 def _balance(balance: Mapping[str, Any], ring: RingSpec) -> Balance:

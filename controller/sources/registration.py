@@ -86,11 +86,11 @@ def _registration_problem(document: Any, address_field: str) -> str | None:
         return f"the JSON value has no \"{address_field}\""
     port = document.get("port")
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or
-                             not 0 < port < 65536):
-        return f"port {port!r} is not a port number"
+                             not 0 <= port < 65536):
+        return f"port {shown(port)} is not a port number"
     weight = document.get("weight")
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)):
-        return f"weight {weight!r} is not a number"
+        return f"weight {shown(weight)} is not a number"
     if document.get("metadata") is not None and not isinstance(document["metadata"], dict):
         return "metadata is not an object"
     return None
@@ -107,6 +107,7 @@ def _host_port(text: str) -> tuple[str, str | None]:
 
 
 def _port(digits: str) -> int | None:
-    """The port the digits write, if they write one (1-65535)."""
-    port = int(digits) if len(digits) <= 5 else 0
-    return port if 0 < port < 65536 else None
+    """The port the digits write, if they write one (0-65535; 0: any, as ring.json reads it)."""
+    digits = digits.lstrip("0") or "0"
+    port = int(digits) if len(digits) <= 5 else 65536
+    return port if port < 65536 else None

@@ -66,6 +66,13 @@ def test_ports_fqdn_slices_and_zones():
     assert (named.address, named.port, named.invalid) == ("10.0.0.1", 9100, None)
     (numbered,) = instances_from_slices([two_ports], KubernetesQuery("team", "web", 80))
     assert numbered.port == 80
+    # "80" quoted in YAML is the number, unless a port is named "80" (names may be all digits)
+    (quoted,) = instances_from_slices([two_ports], KubernetesQuery("team", "web", "80"))
+    assert quoted.port == 80
+    digits_named = slice_("d", ep("10.0.0.1", "p"), ports=({"name": "80", "port": 8080},
+                                                          {"name": "http", "port": 80}))
+    (by_name,) = instances_from_slices([digits_named], KubernetesQuery("team", "web", "80"))
+    assert by_name.port == 8080
     (missing,) = instances_from_slices([two_ports], KubernetesQuery("team", "web", "grpc"))
     assert missing.invalid == "the Service has no port 'grpc'"
     assert instances_from_slices([slice_("f", ep("web.example"), address_type="FQDN")],

@@ -40,8 +40,9 @@ def test_a_report_over_the_limit_leaves_the_lightest_shards_out():
 def test_what_cannot_be_read_is_left_out():
     assert loads.decode(None, 8) == {} and loads.decode("v2 1=3", 8) == {}
     assert loads.decode("v1 1=3 x=2 2=nan 3=-1 4=inf 9=1 5=2.5 6=", 8) == {1: 3.0, 5: 2.5}
-    # Past a weight's limit: 1e308 loads summed to infinity (and every fair share with them).
-    assert loads.decode("v1 0=1e15 1=1.1e15 2=1e308", 8) == {0: 1e15}
+    # Past a weight's limit, the limit: 1e308 loads summed to infinity (and every fair share
+    # with them).
+    assert loads.decode("v1 0=1e15 1=1.1e15 2=1e308", 8) == {0: 1e15, 1: 1e15, 2: 1e15}
 
 
 def test_smoothing_weighs_a_report_by_the_time_since_the_last():

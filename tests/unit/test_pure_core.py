@@ -82,7 +82,9 @@ def test_spec_errors_are_clear():
 
 
 @pytest.mark.parametrize("window,max_delay", [("700ms", "0.7s"), ("9ms", "0.009s"),
-                                              ("1400ms", "1.4s"), ("252s", "0.07h")])
+                                              ("1400ms", "1.4s"), ("252s", "0.07h"),
+                                              # Go reads the fraction in float64: 1s there
+                                              ("1s", "0.99999999999999999s")])
 def test_a_max_delay_equal_to_the_window_in_other_units_is_admitted(window, max_delay):
     # The CRD's CEL rule compares them as Go durations (whole nanoseconds): equal, so admitted.
     config = parse_spec("r", {"service": {"name": "s"},
@@ -121,18 +123,26 @@ def test_a_zookeeper_path_that_names_no_node_is_refused(path):
     assert parse_spec("r", {"zookeeper": {"path": "/svc/web/"}}).query.path == "/svc/web"
 
 
-def test_an_etcd_prefix_that_does_not_print_is_refused():
-    with pytest.raises(SpecError, match=r"/svc\\n\\x1b\[31m holds characters"):
+def test_an_etcd_prefix_with_control_characters_is_refused():
+    with pytest.raises(SpecError, match=r"/svc\\n\\x1b\[31m holds control characters"):
         parse_spec("r", {"etcd": {"prefix": "/svc\n\x1b[31m"}})
-    assert parse_spec("r", {"etcd": {"prefix": "/svc/é"}}).query.prefix == "/svc/é/"
+    for fine in ("/svc/é", "/svc/a\u00a0b", "/svc/👩\u200d💻"):  # (they print, or join)
+        assert parse_spec("r", {"etcd": {"prefix": fine}}).query.prefix == f"{fine}/"
 
 
-def test_a_kubernetes_port_written_as_digits_is_the_number():
-    # A port name has a letter (IANA service names): "8080" quoted in YAML means the number.
-    assert parse_spec("r", {"kubernetes": {"service": "s", "port": "8080"}}).query.port == 8080
-    assert parse_spec("r", {"kubernetes": {"service": "s", "port": "web"}}).query.port == "web"
-    with pytest.raises(SpecError, match="spec.kubernetes.port"):
-        parse_spec("r", {"kubernetes": {"service": "s", "port": "70000"}})
+@pytest.mark.parametrize("members,field", [
+    ({"identity": 5}, "identity"), ({"zoneFrom": "zone"}, "zoneFrom"),
+    ({"weightFrom": "meta:"}, "weightFrom")])
+def test_a_member_rule_of_another_shape_is_an_invalid_spec(members, field):
+    # (It failed every pass deep in the membership code, with a traceback.)
+    with pytest.raises(SpecError, match=f"spec.members.{field} .* is not one of the rules"):
+        parse_spec("r", {"service": {"name": "s"}, "members": members})
+
+
+@pytest.mark.parametrize("spec", [{"suspend": "false"}, {"outputs": {"prometheusRelabel": "no"}}])
+def test_a_flag_written_as_a_string_is_refused_not_read_as_true(spec):
+    with pytest.raises(SpecError, match="is not true or false"):
+        parse_spec("r", {"service": {"name": "s"}, **spec})
 
 
 def test_equal_queries_are_equal_whatever_the_tag_order():
@@ -329,6 +339,14 @@ def test_a_ring_showing_extreme_loads_reads_back(weights, shard_load):
     document = json.loads(text, parse_constant=pytest.fail)  # (Infinity and NaN are not JSON)
     assert ringfile.parse(text).member_load == ring.member_load
     assert 0 < document["loadImbalance"] <= ringfile.IMBALANCE_MAX
+
+
+def test_load_imbalance_is_finite_and_a_member_carrying_nothing_is_not_over():
+    from controller.core.ringfile import IMBALANCE_MAX, load_imbalance
+    tiny = [Member("a", weight=1), Member("b", weight=5e-324)]
+    assert load_imbalance(tiny, {"a": 0.1}) == 1.0  # (0/0 for b: nothing carried)
+    assert load_imbalance(tiny, {"a": 50, "b": 50}) == IMBALANCE_MAX
+    assert load_imbalance([Member("a"), Member("b")], {"a": 30, "b": 10}) == 1.5
 
 
 def test_ring_json_is_canonical_and_round_trips():

@@ -40,7 +40,7 @@ def test_plain_and_json_values_become_members_with_endpoints_weights_and_zones()
     (b"\xff\xfe", "not UTF-8"),
     # Ports outside 1-65535, written any way, are refused (as Consul's are), never published
     # in a ring.json its readers refuse.
-    ("h:70000", "port '70000' is not a port number"), ("h:0", "port '0' is not"),
+    ("h:70000", "port '70000' is not a port number"), ("h:65536", "port '65536' is not"),
     ("10.0.0.1:99999999999999999999999", "port '99999999999999999999999' is not"),
     (json.dumps({"address": "h:9223372036854775808"}), "in \"address\" is not a port"),
     (json.dumps({"address": "h", "port": True}), "port True is not a port number"),
@@ -100,11 +100,23 @@ def test_an_id_that_is_not_unicode_text_is_refused_not_a_crash():
         members_from([from_registration(f"etcd key {key!r}", key[3:], b"10.0.0.1:80")], "id")
 
 
-def test_a_huge_id_is_quoted_short_in_the_message():
-    long_id = "x" * 200_000
+def test_a_huge_id_is_refused_and_quoted_short():
+    # (Quoted whole in four conditions, and listed in the status, it made a status too large
+    # to write.)
+    huge = entry("a", json.dumps({"address": "h:1", "metadata": {"id": "x" * 200_000}}))
+    with pytest.raises(MembershipError) as refused:
+        members_from([huge], "meta:id")
+    assert "200000 characters long, more than 1024" in str(refused.value)
+    assert len(str(refused.value)) < 1000
+    long_id = "y" * 1024  # the longest taken; two of them share it
     twins = [entry(name, json.dumps({"address": "h:1", "metadata": {"id": long_id}}))
              for name in ("a", "b")]
-    with pytest.raises(MembershipError) as refused:
+    with pytest.raises(MembershipError) as shared:
         members_from(twins, "meta:id")
-    assert "share identity" in str(refused.value) and "(200000 characters)" in str(refused.value)
-    assert len(str(refused.value)) < 1000
+    assert "share identity" in str(shared.value) and "(1024 characters)" in str(shared.value)
+    assert len(str(shared.value)) < 1000
+
+
+def test_port_0_is_any_port_as_ring_json_reads_it():
+    assert (entry("z", "h:0").port, entry("p", "h:000080").port) == (0, 80)
+    assert entry("j", json.dumps({"address": "h", "port": 0})).invalid is None

@@ -50,9 +50,10 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
     if not prefix or not str(prefix).startswith("/"):
         raise SpecError("spec.etcd.prefix is required and starts with / (for example "
                         "/services/web/)")
-    if not str(prefix).isprintable():  # (shown in the SOURCE column and in log lines)
-        raise SpecError(f"spec.etcd.prefix {printable(str(prefix))} holds characters that do not "
-                        f"print (a newline, an escape): write the prefix itself")
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in str(prefix)):
+        # (shown as is in the SOURCE column and in log lines)
+        raise SpecError(f"spec.etcd.prefix {printable(str(prefix))} holds control characters "
+                        f"(a newline, an escape): write the prefix itself")
     # A prefix is a directory: /svc/web would also match /svc/webadmin/x.
     prefix = str(prefix) if str(prefix).endswith("/") else f"{prefix}/"
     return EtcdQuery(connection=value_of(etcd, "connection", "default"), prefix=prefix), None, \

@@ -58,8 +58,6 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
         raise SpecError("spec.kubernetes.service is required: the name of a Service in the "
                         "ring's namespace")
     port = value_of(kubernetes, "port")
-    if isinstance(port, str) and port.isascii() and port.isdigit() and len(port) <= 5:
-        port = int(port)  # "8080", quoted in YAML: a port name has a letter, so it is the number
     if port is not None and not _a_port(port):
         raise SpecError(f"spec.kubernetes.port is a port's name (as a Service names its ports: "
                         f"lowercase letters, digits and '-', at most 63 characters) or number "

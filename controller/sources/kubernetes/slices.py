@@ -27,8 +27,12 @@ def _port(slice_: Mapping[str, Any], wanted: str | int | None) -> tuple[int | No
             return None, "the Service has several ports: set spec.kubernetes.port to one of them"
         chosen = ports[0] if ports else None
     else:
-        chosen = next((p for p in ports if p.get("name") == wanted or
-                       (isinstance(wanted, int) and p.get("port") == wanted)), None)
+        # By name first; then by number: 8080, or "8080" quoted in YAML (a Service's port may
+        # be named with digits only, and that name wins).
+        number = int(wanted) if isinstance(wanted, int) or wanted.isdecimal() and \
+            wanted.isascii() else None
+        chosen = next((p for p in ports if p.get("name") == wanted), None) or \
+            next((p for p in ports if number is not None and p.get("port") == number), None)
         if chosen is None:
             return None, f"the Service has no port {wanted!r}"
     port = chosen.get("port") if chosen else None
