@@ -115,6 +115,8 @@ def test_bad_values_degrade_naming_the_key_and_keep_the_last_ring(
     # Nested too deep for the JSON parser (RecursionError, not ValueError): still that key's.
     registrar.put("broken", "[" * 5000 + "]" * 5000)
     degraded_by("broken", "cannot be read (RecursionError)")
+    registrar.put("broken", "10.0.0.3:70000")  # (was published, a port no reader takes)
+    degraded_by("broken", "port '70000' is not a port number")
     assert (rings.condition("strict", "SourceReachable") or {}).get("status") == "True"
     assert core_v1.read_namespaced_config_map("strict-ring", namespace).metadata \
         .resource_version == kept
