@@ -427,8 +427,11 @@ def _requeue(decision: Decision, now: float) -> float | None:
 
 
 def _pending_since(decision: Decision, pending_since: float | None, now: float) -> float | None:
+    """When the change waiting out its window began: maxDelay counts from it. A pass that
+    publishes, or keeps the last ring for a problem, ends it: a guard holding the ring through an
+    outage is no churn, and the members returning wait out the window (its clock would have run
+    through the outage, and the first membership the guards let through, half of them, was
+    published at once)."""
     if decision.wait_until is not None:  # (a handover's release can publish while stabilizing)
         return now if pending_since is None else pending_since
-    if decision.changed:
-        return None
-    return None if decision.problem is None else pending_since
+    return None

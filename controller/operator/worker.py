@@ -201,7 +201,12 @@ class RingWorker:
                 self._held, self.fingerprint = None, None
             self.serving = False
             stopper.cancel()
-            await self.unsubscribe()
+            try:
+                await self.unsubscribe()
+            except Exception as error:  # noqa: BLE001 - a worker's end never fails: kopf would
+                # start the daemon again, for a ring that may be gone, and it would publish
+                self.log.warning("its membership subscription did not end cleanly: %s",
+                                 safe_text(error))
 
     # ---- one wake-up ----------------------------------------------------------------------------
 

@@ -121,3 +121,33 @@ def test_rings_reading_one_snapshot_with_one_spec_share_one_computation(monkeypa
         RingObject("team", "four", "uid-4", 1, SPEC, {}), CONNECTIONS, "t", read_spec).config,
         Gathered(None, SourceState(Snapshot(1, instances(4), 0.0))), 1.0, "t").published
     assert len(runs) == 3 and unshared.assignment == one.assignment  # a new snapshot: its own
+
+
+def test_members_returning_after_a_held_outage_wait_out_the_window_not_max_delay():
+    """maxDelay bounds churn that keeps a change from holding; a guard holding the last ring
+    through an outage is no such churn. (Its clock ran through the outage, so the first
+    membership the guards let through was published at once: two versions, shards moved twice,
+    as instances came back one by one.)"""
+    spec = {"service": {"name": "web"}, "shards": 16,
+            "stabilization": {"window": "3s", "maxDelay": "10s"}}
+    ring = RingObject("team", "r", "uid", 1, spec, {})
+    config = prepare(ring, CONNECTIONS, "t", read_spec).config
+    everyone = instances(3)
+    memory = RingMemory()
+    status: dict = {}
+
+    def a_pass(now: float, present: tuple, seen_at: float):
+        nonlocal memory, status
+        plan = plan_pass(RingObject("team", "r", "uid", 1, spec, status), config,
+                         Gathered(None, SourceState(Snapshot(1, present, seen_at)),
+                                  memory=memory), now, "t")
+        memory, status = plan.memory or memory, plan.status
+        return plan
+    assert a_pass(1.0, everyone, 1.0).change is not None  # the first ring
+    assert a_pass(2.0, everyone[1:], 2.0).requeue_after == 3.0  # one failed: it waits
+    assert a_pass(2.2, (), 2.2).change is None  # then all: NotEnoughMembers, the last ring kept
+    assert a_pass(20.0, everyone[:1], 20.0).change is None  # MemberLoss: still kept
+    back = a_pass(20.5, everyone[:2], 20.5)  # the guards let this one through: it waits
+    assert back.change is None and back.requeue_after == 3.0
+    assert a_pass(21.0, everyone, 21.0).change is None  # all back
+    assert a_pass(24.0, everyone, 21.0).change is None  # the window held: nothing to publish

@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import consul.aio
@@ -49,6 +50,14 @@ TABLES = {"health": "/v1/health/state/any", "catalog": "/v1/catalog/services",
 DATACENTERS_EVERY = 30.0  # how long the agent's list of datacenters is taken as current
 
 
+@dataclass
+class Outage:
+    """An outage said for a hub name, and the hubs (by id) that still fail with it."""
+
+    message: str
+    hubs: set[int]
+
+
 class Reader(Protocol):
     """A watcher, as its hub sees it."""
 
@@ -69,8 +78,12 @@ class Reader(Protocol):
 
 class Hub:
     def __init__(self, name: str, client: consul.aio.Consul, token: str | None,
-                 datacenter: str | None, reads: asyncio.Semaphore):
+                 datacenter: str | None, reads: asyncio.Semaphore,
+                 said: dict[str, Outage] | None = None):
         self.name = name  # for logs: the connection and datacenter, never the token
+        # The outages said, by name, shared by the hubs of one registry: the hubs of several
+        # tokens on one connection fail together, and the outage is one line (and so is its end).
+        self._said = said if said is not None else {}
         self.client, self.token, self.datacenter, self.reads = client, token, datacenter, reads
         self.readers: set[Reader] = set()
         self.listings = 0  # replies of the three tables (a test counts them)
@@ -92,6 +105,8 @@ class Hub:
 
     async def stop(self) -> None:
         await asyncio.gather(*(stop_task(task, task.get_name()) for task in self._tasks))
+        if self.failure is not None:  # (gone while failing: its outage is not said to end)
+            self._forget_failure()
 
     def join(self, reader: Reader) -> None:
         self.readers.add(reader)
@@ -187,17 +202,32 @@ class Hub:
         return unknown_datacenter(self.datacenter, known)
 
     def _failed(self, failure: Failure) -> None:
-        if self.failure is None or self.failure.message != failure.message:
+        outage = self._said.get(self.name)
+        if outage is None or outage.message != failure.message:
             log.warning("%s (%s)", failure.message, self.name)
+            outage = Outage(failure.message, outage.hubs if outage is not None else set())
+            self._said[self.name] = outage
+        outage.hubs.add(id(self))
         self.failure = failure
         for reader in list(self.readers):
             reader.unreachable(failure)
 
     def _reached(self) -> None:
-        if self.failure is not None:
+        if self.failure is not None and self._forget_failure():
             log.info("Consul answers again (%s)", self.name)
         self.failure = None
         self._everyone()
+
+    def _forget_failure(self) -> bool:
+        """This hub no longer fails: True if no other hub of its name does either."""
+        outage = self._said.get(self.name)
+        if outage is None:
+            return False
+        outage.hubs.discard(id(self))
+        if outage.hubs:
+            return False
+        del self._said[self.name]
+        return True
 
 
 def hub_name(connection: str, datacenter: str | None) -> str:

@@ -43,7 +43,7 @@ from controller.sources.consul.client import (
 )
 from controller.sources.consul.decode import instances_from_reply
 from controller.sources.consul.failures import Failure
-from controller.sources.consul.hub import Hub, hub_name
+from controller.sources.consul.hub import Hub, Outage, hub_name
 from controller.sources.consul.query import ServiceQuery
 
 log = logging.getLogger("shardring.consul")
@@ -165,6 +165,7 @@ class WatcherRegistry(PooledRegistry):
     clients: dict[str, consul.aio.Consul] = field(default_factory=dict)
     hubs: dict[tuple[str, str | None, str], Hub] = field(default_factory=dict)
     _reads: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _said: dict[str, Outage] = field(default_factory=dict)  # outages said, by hub name (hub.py)
 
     @property
     def watchers(self) -> dict[WatchKey, Watcher]:
@@ -193,20 +194,22 @@ class WatcherRegistry(PooledRegistry):
                 self._reads[query.connection] = asyncio.Semaphore(READS)
             hub = Hub(hub_name(query.connection, query.datacenter),
                       self.clients[query.connection], token, query.datacenter,
-                      self._reads[query.connection])
+                      self._reads[query.connection], self._said)
             hub.start()
             self.hubs[name] = hub
         return self.hubs[name]
 
     async def released(self, watcher: SourceWatcher) -> None:
-        """A hub no watcher uses any more stops (its token rotated, its rings gone)."""
+        """A hub no watcher uses any more stops (its token rotated, its rings gone). Rings
+        deleted together release at once: each hub is taken by one of them (the others found
+        it gone, KeyError, and their workers failed)."""
         for name, hub in list(self.hubs.items()):
-            if not hub.readers:
+            if not hub.readers and self.hubs.get(name) is hub:
                 del self.hubs[name]
                 await hub.stop()
 
     async def close_clients(self) -> None:
-        for hub in self.hubs.values():
+        for hub in list(self.hubs.values()):  # (a release may take one meanwhile)
             await hub.stop()
         self.hubs.clear()
         for client in self.clients.values():

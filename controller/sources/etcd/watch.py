@@ -178,6 +178,6 @@ class EtcdRegistry(PooledRegistry):
         return self.gateways[connection]
 
     async def close_clients(self) -> None:
-        for gateway in self.gateways.values():
+        for gateway in list(self.gateways.values()):  # (a release may take one meanwhile)
             await gateway.close()
         self.gateways.clear()

@@ -237,7 +237,7 @@ class ZooKeeperRegistry(PooledRegistry):
                 await ensemble.close()
 
     async def close_clients(self) -> None:
-        for ensemble in self.ensembles.values():
+        for ensemble in list(self.ensembles.values()):  # (a release may take one meanwhile)
             await ensemble.close()
         self.ensembles.clear()
 
