@@ -100,7 +100,7 @@ def _weight(instance: Instance, rule: str | None, identity: str) -> float:
     return weight
 
 
-_NUMBER = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 MAX_WEIGHT = 1e15
 # The longest member id: the status lists up to ten of them (lastChange, convergence), and
 # ring.json each; a 200,000-character id made a status too large to write.

@@ -225,6 +225,11 @@ def test_a_weight_is_a_plain_finite_number_within_bounds(written):
         members_from([entry("a", meta={"w": written})], "id", weight_from="meta:w")
 
 
+def test_a_negative_weight_says_it_must_be_above_0():
+    with pytest.raises(MembershipError, match="weight '-1' from meta:w must be > 0"):
+        members_from([entry("a", meta={"w": "-1"})], "id", weight_from="meta:w")
+
+
 def test_a_weight_too_large_for_a_float_is_refused_not_a_traceback():
     with pytest.raises(MembershipError, match="is not a number"):
         members_from([entry("a", weight=10 ** 400)], "id", weight_from="weights")
