@@ -86,3 +86,22 @@ def test_an_outage_seen_by_the_hubs_of_several_tokens_is_one_line_and_its_end_on
                      "Consul answers again (connection 'default')",
                      "Consul query failed: TimeoutError (connection 'default')"]
     assert not any("secret" in line for line in lines)
+
+
+def test_a_tokens_denial_does_not_hide_the_end_of_an_outage(caplog):
+    from controller.sources.consul.failures import Failure
+    from controller.sources.consul.hub import Hub as ConsulHub
+
+    async def outage() -> None:
+        said: dict = {}
+        reads = asyncio.Semaphore(1)
+        anonymous, denied = (ConsulHub("connection 'default'", None, t, None, reads, said)
+                             for t in (None, "revoked"))  # type: ignore[arg-type]
+        denied._failed(Failure("Consul refused the token (HTTP 403)", "permission_denied",
+                               denied=True))
+        anonymous._failed(Failure("Consul query failed: TimeoutError", "unreachable"))
+        anonymous._reached()
+    with caplog.at_level(logging.INFO, logger="shardring.consul"):
+        asyncio.run(outage())
+    assert [r.getMessage() for r in caplog.records][-1] == \
+        "Consul answers again (connection 'default')"

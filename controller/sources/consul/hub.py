@@ -26,7 +26,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 import consul.aio
@@ -50,14 +49,6 @@ TABLES = {"health": "/v1/health/state/any", "catalog": "/v1/catalog/services",
 DATACENTERS_EVERY = 30.0  # how long the agent's list of datacenters is taken as current
 
 
-@dataclass
-class Outage:
-    """An outage said for a hub name, and the hubs (by id) that still fail with it."""
-
-    message: str
-    hubs: set[int]
-
-
 class Reader(Protocol):
     """A watcher, as its hub sees it."""
 
@@ -79,10 +70,11 @@ class Reader(Protocol):
 class Hub:
     def __init__(self, name: str, client: consul.aio.Consul, token: str | None,
                  datacenter: str | None, reads: asyncio.Semaphore,
-                 said: dict[str, Outage] | None = None):
+                 said: dict[str, dict[int, str]] | None = None):
         self.name = name  # for logs: the connection and datacenter, never the token
-        # The outages said, by name, shared by the hubs of one registry: the hubs of several
-        # tokens on one connection fail together, and the outage is one line (and so is its end).
+        # What each hub of a name fails with (by id), shared by the hubs of one registry: the
+        # hubs of several tokens on one connection fail together, and the outage is one line
+        # (and so is its end).
         self._said = said if said is not None else {}
         self.client, self.token, self.datacenter, self.reads = client, token, datacenter, reads
         self.readers: set[Reader] = set()
@@ -202,12 +194,11 @@ class Hub:
         return unknown_datacenter(self.datacenter, known)
 
     def _failed(self, failure: Failure) -> None:
-        outage = self._said.get(self.name)
-        if outage is None or outage.message != failure.message:
+        failing = self._said.setdefault(self.name, {})
+        if failing.get(id(self)) != failure.message and \
+                failure.message not in failing.values():
             log.warning("%s (%s)", failure.message, self.name)
-            outage = Outage(failure.message, outage.hubs if outage is not None else set())
-            self._said[self.name] = outage
-        outage.hubs.add(id(self))
+        failing[id(self)] = failure.message
         self.failure = failure
         for reader in list(self.readers):
             reader.unreachable(failure)
@@ -219,15 +210,12 @@ class Hub:
         self._everyone()
 
     def _forget_failure(self) -> bool:
-        """This hub no longer fails: True if no other hub of its name does either."""
-        outage = self._said.get(self.name)
-        if outage is None:
-            return False
-        outage.hubs.discard(id(self))
-        if outage.hubs:
-            return False
-        del self._said[self.name]
-        return True
+        """This hub no longer fails: True if no other hub of its name fails as it did."""
+        failing = self._said.get(self.name, {})
+        message = failing.pop(id(self), None)
+        if not failing:
+            self._said.pop(self.name, None)
+        return message is not None and message not in failing.values()
 
 
 def hub_name(connection: str, datacenter: str | None) -> str:

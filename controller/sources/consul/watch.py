@@ -43,7 +43,7 @@ from controller.sources.consul.client import (
 )
 from controller.sources.consul.decode import instances_from_reply
 from controller.sources.consul.failures import Failure
-from controller.sources.consul.hub import Hub, Outage, hub_name
+from controller.sources.consul.hub import Hub, hub_name
 from controller.sources.consul.query import ServiceQuery
 
 log = logging.getLogger("shardring.consul")
@@ -165,7 +165,7 @@ class WatcherRegistry(PooledRegistry):
     clients: dict[str, consul.aio.Consul] = field(default_factory=dict)
     hubs: dict[tuple[str, str | None, str], Hub] = field(default_factory=dict)
     _reads: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    _said: dict[str, Outage] = field(default_factory=dict)  # outages said, by hub name (hub.py)
+    _said: dict[str, dict[int, str]] = field(default_factory=dict)  # failing hubs (hub.py)
 
     @property
     def watchers(self) -> dict[WatchKey, Watcher]:
