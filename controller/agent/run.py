@@ -148,7 +148,12 @@ class Agent:
         stored = self.files.read()
         if stored is None or "ring.json" not in stored:
             if self.prometheus is not None:
-                self.prometheus.keep_nothing()
+                try:
+                    self.prometheus.keep_nothing()
+                except (OSError, ValueError) as error:  # (a base that cannot be read or used)
+                    # Said as a version's refusal is: the agent goes on following the ring,
+                    # and each version is rendered from the base again.
+                    log.error("no Prometheus configuration rendered yet: %s", error)
             return
         try:
             ring = parse(stored["ring.json"])

@@ -82,8 +82,10 @@ def _json_document(text: str) -> Any:
 def _registration_problem(document: Any, address_field: str) -> str | None:
     if not isinstance(document, dict):
         return "the JSON value is not an object"
-    if not isinstance(document.get(address_field), str) or not document[address_field]:
+    if document.get(address_field) in (None, ""):
         return f"the JSON value has no \"{address_field}\""
+    if not isinstance(document[address_field], str) or not document[address_field].strip():
+        return f"\"{address_field}\" {shown(document[address_field])} is not a host or host:port"
     port = document.get("port")
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or
                              not 0 <= port < 65536):
@@ -93,7 +95,17 @@ def _registration_problem(document: Any, address_field: str) -> str | None:
         return f"weight {shown(weight)} is not a number"
     if document.get("metadata") is not None and not isinstance(document["metadata"], dict):
         return "metadata is not an object"
+    # (A zone or metadata value that is an object or a list was published as Python's text of it.)
+    if not _scalar(document.get("zone")):
+        return f"zone {shown(document['zone'])} is not a string"
+    odd = [key for key, value in (document.get("metadata") or {}).items() if not _scalar(value)]
+    if odd:
+        return f"metadata {shown(str(odd[0]))} is not a string"
     return None
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float)
 
 
 def _host_port(text: str) -> tuple[str, str | None]:

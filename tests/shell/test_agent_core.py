@@ -332,6 +332,23 @@ def test_with_no_ring_yet_the_workload_gets_a_configuration_that_keeps_nothing(t
     assert nodes["relabel_configs"][1]["regex"] == "" and "relabel_configs" not in own
 
 
+@pytest.mark.parametrize("base, says", [
+    (None, "No such file"), ("scrape_configs: [\n  - {", "not YAML"),
+    ("scrape_configs: [{job_name: other}]", "no scrape job named nodes")])
+def test_a_base_that_cannot_be_used_at_start_is_one_error_and_the_agent_goes_on(
+        tmp_path, caplog, base, says):
+    # (It raised out of start(): a traceback and an abort, a sidecar crash-looping.)
+    agent = agent_for(tmp_path)
+    path = tmp_path / "base.yml"
+    path.unlink() if base is None else path.write_text(base)
+    agent.start()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and says in errors[0].getMessage() and errors[0].exc_info is None
+    path.write_text(BASE)  # fixed: the next version renders
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    assert (tmp_path / "prometheus.yml").exists()
+
+
 def targets_reply(active, dropped, job="nodes"):
     def entry(address):
         return {"discoveredLabels": {"__address__": address, "job": job}, "scrapePool": job}

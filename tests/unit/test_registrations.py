@@ -45,6 +45,10 @@ def test_plain_and_json_values_become_members_with_endpoints_weights_and_zones()
     (json.dumps({"address": "h:9223372036854775808"}), "in \"address\" is not a port"),
     (json.dumps({"address": "h", "port": True}), "port True is not a port number"),
     ("h:\u0665", "neither JSON nor host:port"),  # (Arabic-Indic five: int() reads it)
+    # Objects where text goes were published as Python's text of them ("{'a': 1}").
+    (json.dumps({"address": "h:1", "zone": {"a": 1}}), "zone {'a': 1} is not a string"),
+    (json.dumps({"address": "h:1", "metadata": {"x": [1]}}), "metadata 'x' is not a string"),
+    (json.dumps({"address": 5}), '"address" 5 is not a host or host:port'),
     # Nested deeper than the JSON parser recurses: RecursionError, not ValueError.
     ("[" * 5000 + "]" * 5000, "cannot be read (RecursionError)"),
     ('{"address": "h:1", "metadata": {"deep": ' + "[" * 5000 + "]" * 5000 + "}}",
