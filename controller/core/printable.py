@@ -12,6 +12,14 @@ def printable(name: str) -> str:
     return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
 
 
+
+def has_control_characters(text: str) -> bool:
+    """C0 or C1 control characters (a newline, an escape): what a terminal or a log line acts
+    on. Other characters that do not print alone (a no-break space, a zero-width joiner) are
+    text."""
+    return any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in text)
+
+
 # How much of a name a message quotes: a 200,000-character id, quoted whole in four conditions,
 # made a status too large to write.
 SHOWN = 120

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from controller.core.printable import printable
+from controller.core.printable import has_control_characters, printable
 from controller.core.spec import (
     ParsedSource,
     SourceSpec,
@@ -50,7 +50,7 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
     if not prefix or not str(prefix).startswith("/"):
         raise SpecError("spec.etcd.prefix is required and starts with / (for example "
                         "/services/web/)")
-    if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in str(prefix)):
+    if has_control_characters(str(prefix)):
         # (shown as is in the SOURCE column and in log lines)
         raise SpecError(f"spec.etcd.prefix {printable(str(prefix))} holds control characters "
                         f"(a newline, an escape): write the prefix itself")

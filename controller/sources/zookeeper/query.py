@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from controller.core.printable import printable
+from controller.core.printable import has_control_characters, printable
 from controller.core.spec import (
     ParsedSource,
     SourceSpec,
@@ -56,7 +56,7 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
     # have become the root, whose children (zookeeper itself among them) became the members.
     steps = path.rstrip("/").split("/")[1:]
     if not steps or any(step in ("", ".", "..") for step in steps) or \
-            any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in path):
+            has_control_characters(path):
         raise SpecError(f"spec.zookeeper.path {printable(path)} is not a ZooKeeper node's path "
                         f"(steps separated by single slashes, none empty, '.' or '..', no "
                         f"control characters; for example /services/web)")
