@@ -101,10 +101,10 @@ def _weight(instance: Instance, rule: str | None, identity: str) -> float:
 
 
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
-MAX_WEIGHT = 1e15
+MAX_WEIGHT = 1e15  # (a whole number that large is still exact, and ring.json writes it so)
 # The longest member id: the status lists up to ten of them (lastChange, convergence), and
 # ring.json each; a 200,000-character id made a status too large to write.
-MAX_ID = 1024  # (a whole number that large is still exact, and ring.json writes it so)
+MAX_ID = 1024
 
 
 def _zone(instance: Instance, rule: str | None) -> str | None:
