@@ -112,18 +112,26 @@ class PrometheusServer:
         """Samples per scrape over every target it scrapes now (its load); None: no answer."""
         return self._scalar("sum(scrape_samples_scraped)")
 
-    def targets_scraped(self) -> float | None:
-        """How many targets it has scraped at least once; None: no answer."""
-        return self._scalar("count(scrape_samples_scraped)")
+    def scraped_instances(self) -> set[str] | None:
+        """The ``instance`` of every target whose last scrape counts in its load now: one it
+        stopped scraping counts until Prometheus marks its series stale, just over two scrape
+        intervals later; None: no answer."""
+        result = self._query("scrape_samples_scraped")
+        return None if result is None else {r["metric"].get("instance", "") for r in result}
 
     def _scalar(self, expression: str) -> float | None:
+        result = self._query(expression)
+        if result is None:
+            return None
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def _query(self, expression: str) -> list[dict] | None:
         query = urllib.parse.urlencode({"query": expression})
         try:
             with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as reply:
-                result = json.load(reply)["data"]["result"]
+                return list(json.load(reply)["data"]["result"])
         except (OSError, ValueError, KeyError):
             return None
-        return float(result[0]["value"][1]) if result else 0.0
 
     def head_series(self) -> float | None:
         """Its own ``prometheus_tsdb_head_series``."""
@@ -236,6 +244,16 @@ class ScraperFleet:
         """Per running scraper, the targets it scrapes."""
         return {s.name: s.prometheus.active_targets(self.job) for s in self.scrapers
                 if s.prometheus.process is not None and s.prometheus.process.running()}
+
+    def loads_settled(self, names: set[str]) -> bool:
+        """Whether each of the scrapers ``names`` counts in its load exactly the targets it
+        scrapes: each scraped at least once, none it gave up still counted."""
+        for scraper in self.scrapers:
+            if scraper.name in names:
+                active = scraper.prometheus.active_targets(self.job)
+                if active is None or scraper.prometheus.scraped_instances() != active:
+                    return False
+        return True
 
     def scraped_by(self, targets: list[str]) -> dict[str, list[str]] | None:
         """Each of ``targets`` -> the running scrapers that scrape it (an empty list: none);
