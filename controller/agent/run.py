@@ -27,7 +27,7 @@ from controller.agent.loadreport import LoadUnavailable, Measurement
 from controller.agent.prometheus import PrometheusOutput, PrometheusRenderer, shares
 from controller.agent.reload import Reload, ReloadFailed, prometheus_targets
 from controller.client import Ring, RingFormatError, parse
-from controller.core import loads
+from controller.core import loads, ringfile
 from controller.core.acks import Ack
 from controller.core.rfc3339 import now_rfc3339
 from controller.core.views import RING_LABEL
@@ -109,6 +109,10 @@ class Agent:
     ack_pending: bool = False
     reloading: Retry = field(default_factory=Retry)
     acking: Retry = field(default_factory=Retry)
+    # A version the agent could not swap in or render (a base promtool refuses, a full disk):
+    # tried again with backoff, so that fixing the base is enough (with each new version, too).
+    unapplied: tuple[Mapping[str, str], tuple[Any, str] | None, float] | None = None
+    applying: Retry = field(default_factory=Retry)
     ring: Ring | None = None  # the version applied last, and this member in it
     member: str | None = None
     load_due: float | None = None
@@ -184,7 +188,8 @@ class Agent:
         self._retry()
 
     def _next_due(self) -> float:
-        due = [d for d in (self.reloading.due, self.acking.due, self.load_due) if d is not None]
+        due = [d for d in (self.reloading.due, self.acking.due, self.applying.due,
+                           self.load_due) if d is not None]
         return max(0.0, min(due) - self.clock()) if due else 1.0
 
     def _handle(self, received: float, update: Update) -> None:
@@ -222,16 +227,23 @@ class Agent:
     def _apply(self, data: Mapping[str, str], origin: tuple[Any, str] | None,
                received: float) -> None:
         text = data.get("ring.json")
+        owner = (origin[0] or {}) if origin is not None else {}
         try:
             if text is None:
                 raise RingFormatError("the ConfigMap holds no ring.json")
             ring = parse(text)
-        except RingFormatError as error:
+            ringfile.from_client(ring)  # (its ringHash is its assignment's)
+            if owner.get("kind") == "ShardRing" and ring.name and \
+                    (ring.name, ring.namespace) != (owner.get("name"), self.config.namespace):
+                raise RingFormatError(f"it is ShardRing {ring.namespace}/{ring.name}'s, not "
+                                      f"{self.config.namespace}/{owner.get('name')}'s, which "
+                                      f"owns this ConfigMap")
+        except (RingFormatError, ringfile.RingFileError) as error:
             metrics.REJECTED.inc()
             log.error("ring.json not applied (%s); keeping ring version %d",
                       str(error)[:300], self.applied.version)
             return
-        owner_uid = (origin[0] or {}).get("uid") if origin is not None else None
+        owner_uid = owner.get("uid")
         if ring.version < self.applied.version and owner_uid == self._owner_uid():
             return  # an older version of the same ring arriving late: never go back
         member = self._member(ring)
@@ -240,9 +252,13 @@ class Agent:
             config_changed = self.prometheus.render(ring, member) \
                 if self.prometheus is not None else False
         except (OSError, ValueError) as error:
-            metrics.REJECTED.inc()
-            log.error("ring version %d not applied: %s", ring.version, error)
+            self._not_applied(ring.version, error, (data, origin, received))
             return
+        if self.unapplied is not None:
+            log.info("ring version %d applied after %d failed attempt(s)", ring.version,
+                     self.applying.failures)
+            self.unapplied = None
+            self.applying.done()
         if files_changed:
             log.info("ring version %d swapped into %s (%s)", ring.version,
                      self.config.directory, shares(ring, member))
@@ -270,6 +286,18 @@ class Agent:
             if new_ack:  # acknowledged at once (the retry timer is for failures)
                 self.ack_pending = True
                 self.acking.done()
+
+    def _not_applied(self, version: int, error: Exception,
+                     attempt: tuple[Mapping[str, str], tuple[Any, str] | None, float]) -> None:
+        """Said once per ConfigMap content; tried again with backoff until it applies or another
+        comes."""
+        again = self.unapplied is not None and self.unapplied[0] == attempt[0]
+        self.unapplied = attempt
+        delay = self.applying.failed(self.clock())
+        if not again:
+            metrics.REJECTED.inc()
+            log.error("ring version %d not applied: %s; trying again in %.0f s, then with "
+                      "backoff", version, error, delay)
 
     def _owner_uid(self) -> str | None:
         return (self.applied.owner or {}).get("uid")
@@ -338,6 +366,9 @@ class Agent:
 
     def _retry(self) -> None:
         now = self.clock()
+        if self.unapplied is not None and self.applying.due is not None and \
+                now >= self.applying.due:
+            self._apply(*self.unapplied)
         if self.reload_pending and self.reloading.due is not None and now >= self.reloading.due:
             self._reload()
         if self.load_due is not None and now >= self.load_due and not self.measuring:

@@ -143,7 +143,7 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
         return PassPlan(status=status, subscribe=True, events=warnings(ring, problem),
                         requeue_after=RECHECK, configmap_unowned=True,
                         memory=replace(gathered.memory, handover_since=None))
-    previous, from_configmap = _previous(configmap, gathered)
+    previous, from_configmap = _previous(ring, configmap, gathered)
     measured = _shard_loads(previous, gathered, now_text, config.balance.half_life)
     by_load = measured.per_shard if config.balance.by_load else None
     decision = _decide(ring, config, source, previous, gathered, now, limits, by_load)
@@ -290,19 +290,23 @@ def _quiet(decision: Decision, previous: ringfile.RingFile | None) -> bool:
         previous is not None and decision.ring is previous and not previous.handover
 
 
-def _previous(configmap: ConfigMapView | None, gathered: Gathered
+def _previous(ring: RingObject, configmap: ConfigMapView | None, gathered: Gathered
               ) -> tuple[ringfile.RingFile | None, bool]:
     """The published ring: the ConfigMap's (True), else the one this operator last wrote, which
-    restores a deleted or mangled ConfigMap. What this operator wrote itself is not parsed again:
-    the worker carries it parsed, and knows it by its text's digest."""
+    restores a deleted or mangled ConfigMap, or one holding another ring's ring.json. What this
+    operator wrote itself is not parsed again: the worker carries it parsed, and knows it by its
+    text's digest."""
     parsed = gathered.memory.last_published_ring
     if gathered.memory.holds(configmap):
         return parsed, True
     if configmap is not None and configmap.ring_json is not None:
         try:
-            return ringfile.parse(configmap.ring_json), True
+            found = ringfile.parse(configmap.ring_json)
         except ringfile.RingFileError:
-            pass
+            return parsed, False
+        if not found.shard_ring or \
+                found.shard_ring == {"namespace": ring.namespace, "name": ring.name}:
+            return found, True
     return parsed, False
 
 

@@ -234,6 +234,11 @@ def parse(text: str) -> RingFile:
         ring = client.parse(text)
     except client.RingFormatError as error:
         raise RingFileError(f"ring.json is malformed: {error}") from None
+    return from_client(ring)
+
+
+def from_client(ring: client.Ring) -> RingFile:
+    """The ring a reader parsed, checked as :func:`parse` checks it (its ringHash too)."""
     try:
         spec = RingSpec(shards=ring.shards, replication=ring.replication_factor,
                         algorithm=Algorithm(ring.algorithm),
@@ -244,7 +249,7 @@ def parse(text: str) -> RingFile:
     members = tuple(Member(id=m.id, weight=m.weight, zone=m.zone) for m in described
                     if not m.draining)
     table = np.array(ring.assignment, dtype=np.int64).reshape(spec.shards, spec.replication)
-    return RingFile(
+    parsed = RingFile(
         assignment=Assignment(members, table, spec), version=ring.version,
         source_index=ring.source_index,
         shard_ring={"namespace": ring.namespace, "name": ring.name} if ring.name else {},
@@ -252,3 +257,9 @@ def parse(text: str) -> RingFile:
         endpoints={m.id: Endpoint(m.address, m.port or 0) for m in described
                    if m.address is not None},
         member_load={m.id: m.load for m in described if m.load is not None})
+    # An assignment edited by hand keeps the hash of the one it was: readers that know a ring by
+    # its hash would take it for that one.
+    if ring.hash and ring.hash != parsed.hash:
+        raise RingFileError("ring.json is malformed: its ringHash is not its assignment's (was "
+                            "the assignment edited by hand?)")
+    return parsed

@@ -250,6 +250,56 @@ def test_started_without_the_api_the_agent_serves_its_last_files_then_catches_up
         back.stop()
 
 
+PROMETHEUS_BASE = """global: {scrape_interval: %s}
+scrape_configs:
+  - job_name: nodes
+    static_configs: [{targets: ["10.0.0.1:9100", "10.0.0.2:9100"]}]
+"""
+
+
+def test_a_version_promtool_refused_applies_once_the_base_is_fixed_without_another_version(
+        operator, rings, consul_helper, control_plane, api_client, core_v1, namespace,
+        tmp_path):
+    service, ports, ids = three_members(consul_helper, rings, 9460)
+    base, rendered = tmp_path / "base.yml", tmp_path / "prometheus.yml"
+    base.write_text(PROMETHEUS_BASE % "15s")
+    _, agents = start_agents(control_plane, api_client, core_v1, namespace, tmp_path, ports,
+                             "--prometheus-base", str(base), "--prometheus-config",
+                             str(rendered), "--promtool",
+                             str(control_plane.assets / "promtool"))
+    first = agents[0]
+    try:
+        version = rings.ring("scrapers-ring").version
+        wait_for(lambda: convergence(rings, "scrapers").get("applied") == 3 and
+                 convergence(rings, "scrapers").get("ringVersion") == version, "converged")
+        before = rendered.read_text()
+        base.write_text(PROMETHEUS_BASE % "soon")  # an edit promtool refuses
+        consul_helper.set_health(ids[2], passing=False)
+        ring = rings.wait_ring("scrapers-ring", lambda r: len(r.assignment.members) == 2,
+                               "2 members")
+        wait_for(lambda: f"ring version {ring.version} not applied: promtool refused" in
+                 first.output(), "the refusal")
+        time.sleep(3)  # its first retries: refused again, quietly; the ring waits for it
+        assert first.output().count("not applied") == 1
+        lagging = convergence(rings, "scrapers")
+        assert lagging["ringVersion"] == ring.version and lagging["applied"] == 1
+        assert rendered.read_text() == before  # (the last good one stays)
+        base.write_text(PROMETHEUS_BASE % "30s")  # fixed: no new ring version needed
+        wait_for(lambda: convergence(rings, "scrapers").get("applied") == 2,
+                 "the fixed base applied", timeout=40)
+        assert rings.ring("scrapers-ring").version == ring.version
+        mounted = MountedRing(first.dir).ring
+        assert mounted.version == ring.version
+        keep = yaml.safe_load(rendered.read_text())["scrape_configs"][0]["relabel_configs"]
+        assert keep[1]["regex"] == "|".join(
+            map(str, mounted.shards_of(mounted.member_at("127.0.0.1", ports[0]))))
+        assert f"ring version {ring.version} applied after" in first.output()
+        assert "Traceback" not in first.output()
+    finally:
+        for agent in agents:
+            agent.stop()
+
+
 def test_a_draining_member_hands_its_shards_over_and_is_drained_once_they_are_applied(
         operator, rings, consul_helper, control_plane, api_client, core_v1, namespace,
         tmp_path):

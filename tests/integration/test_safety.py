@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -127,6 +128,15 @@ def test_hand_edited_or_deleted_configmap_is_restored(operator, rings, consul_he
     assert rings.ring("drift-ring").version == ring.version  # same ring, same version
     report(f"drift restored in {edit_restored:.2f} s (edit), {time.monotonic() - started:.2f} s "
           f"(delete)")
+    # Edits that still parse: the assignment under the published ringHash, another ring's file.
+    document = json.loads(original["ring.json"])
+    for edit in ({"assignment": [[0]] * len(document["assignment"])},
+                 {"ring": {"namespace": namespace, "name": "bystander"}}):
+        core_v1.patch_namespaced_config_map("drift-ring", namespace, {"data": {
+            "ring.json": json.dumps({**document, **edit}, sort_keys=True)}})
+        wait_for(lambda: rings.configmap("drift-ring").data == original,
+                 f"the edit of {next(iter(edit))} to be undone", timeout=10)
+    assert rings.ring("drift-ring").version == ring.version
 
 
 def test_an_unowned_configmap_is_never_adopted(operator, rings, consul_helper, core_v1,

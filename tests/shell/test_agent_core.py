@@ -4,6 +4,7 @@ acknowledgement Lease and convergence (pure), and the agent's loop with fakes of
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -347,6 +348,68 @@ def test_a_base_that_cannot_be_used_at_start_is_one_error_and_the_agent_goes_on(
     path.write_text(BASE)  # fixed: the next version renders
     feed(agent, Seen(configmap(ring_of(["a", "b"]))))
     assert (tmp_path / "prometheus.yml").exists()
+
+
+def test_a_version_the_base_refused_is_tried_again_with_backoff_until_the_base_is_fixed(
+        tmp_path, caplog):
+    # (It waited for the next ring version or a restart: the ring stayed Stalled, NotConverged.)
+    caplog.set_level("INFO", logger="shardring.agent")
+    reloads, leases, clock = Reloads(), Leases(), Clock()
+    agent = agent_for(tmp_path, reload=reloads, leases=leases, clock=clock)
+    first = ring_of(["a", "b"])
+    feed(agent, Seen(configmap(first)))
+    base = tmp_path / "base.yml"
+    base.write_text("scrape_configs: [{job_name: other}]")  # an edit gone wrong
+    second = ring_of(["a", "b", "c"], version=2)
+    feed(agent, Seen(configmap(second)))
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "ring version 2 not applied" in errors[0] and \
+        "trying again in 1 s" in errors[0]
+    for _ in range(3):  # still broken: quiet, each wait twice the last
+        clock.now += 60
+        agent.step(0)
+    assert agent.applying.failures == 4 and agent.applying.due == clock.now + 8
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+    assert [a.version for a in leases.written] == [1]
+    base.write_text(BASE)  # fixed: no new version needed
+    clock.now += 7
+    agent.step(0)
+    assert [a.version for a in leases.written] == [1]  # (not due yet)
+    clock.now += 1
+    agent.step(0)
+    assert [a.version for a in leases.written] == [1, 2] and reloads.calls == 2
+    rendered = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    keep = rendered["scrape_configs"][0]["relabel_configs"][1]["regex"]
+    assert keep == "|".join(map(str, second.assignment.shards_of("a")))
+    assert "ring version 2 applied after 4 failed attempt(s)" in caplog.text
+    assert agent.unapplied is None and agent.applying.due is None
+    clock.now += 60
+    agent.step(0)
+    assert reloads.calls == 2  # nothing left to try
+
+
+def test_a_hand_edited_assignment_or_another_rings_file_is_not_applied(tmp_path, caplog):
+    # (Both were applied: the first split the work as nobody published it, the second as another
+    # ring's members do.)
+    leases = Leases()
+    agent = agent_for(tmp_path, leases=leases)
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    second = ring_of(["a", "b", "c"], version=2)
+    edited = configmap(second)
+    document = json.loads(edited["data"]["ring.json"])
+    document["assignment"] = [[1]] * 16  # everything to b, under the published ringHash
+    edited["data"] = {**edited["data"], "ring.json": ringfile.canonical_json(document)}
+    elsewhere = replace(second, shard_ring={"namespace": "ns", "name": "other"})
+    feed(agent, Seen(edited), Seen({**configmap(second),
+                                    "data": configmap_data(elsewhere, False)}))
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2 and all("keeping ring version 1" in e for e in errors)
+    assert "ringHash is not its assignment's" in errors[0]
+    assert "it is ShardRing ns/other's, not ns/r's, which owns this ConfigMap" in errors[1]
+    assert MountedRing(tmp_path / "ring", me="a").ring.version == 1
+    assert [a.version for a in leases.written] == [1]
+    feed(agent, Seen(configmap(second)))  # what the operator published
+    assert [a.version for a in leases.written] == [1, 2]
 
 
 def targets_reply(active, dropped, job="nodes"):

@@ -52,17 +52,40 @@ def test_an_unchanged_membership_keeps_the_operators_own_ring_without_the_engine
     assert runs == [] and again.configmap is None and again.change is None
 
 
+def everything_to_one_member(text: str, rehash: bool = True) -> str:
+    document = json.loads(text)
+    document["assignment"] = [[0] for _ in document["assignment"]]
+    if rehash:  # (as whoever edited it knew to)
+        document["ringHash"] = ringfile.parse(ringfile.canonical_json(
+            {**document, "ringHash": ""})).hash
+    return ringfile.canonical_json(document)
+
+
 def test_a_ring_edited_by_someone_else_is_planned_again(monkeypatch):
-    def everything_to_one_member(text: str) -> str:
-        document = json.loads(text)
-        document["assignment"] = [[0] for _ in document["assignment"]]
-        return ringfile.canonical_json(document)
     first, again, runs = published(monkeypatch, everything_to_one_member)
     assert runs == [1]  # the engine ran
     assert again.configmap is not None and again.change is not None
     assert again.published.assignment.owners != ((0,),) * 16
     loads = again.published.assignment.loads
     assert max(loads.values()) - min(loads.values()) <= 1  # balanced again
+
+
+def another_rings(text: str) -> str:
+    document = json.loads(text)
+    document["ring"]["name"] = "other"
+    return ringfile.canonical_json(document)
+
+
+def test_an_edit_that_keeps_the_old_hash_or_another_rings_file_is_replaced_by_the_published(
+        monkeypatch):
+    # (Both were taken as the published ring: the first planned again as a new version, while
+    # agents applied the edit; the second kept, for agents to apply another ring's split.)
+    for edit in (lambda text: everything_to_one_member(text, rehash=False), another_rings):
+        monkeypatch.undo()
+        first, again, runs = published(monkeypatch, edit)
+        assert runs == [] and again.change is None
+        assert again.configmap is not None and again.configmap.data == first.configmap.data
+        assert again.published == first.published
 
 
 def test_rings_reading_one_snapshot_share_one_reading_of_its_members(monkeypatch):

@@ -378,6 +378,16 @@ def test_bad_ring_json_is_refused(broken):
         ringfile.parse(broken)
 
 
+def test_an_assignment_that_is_not_its_ring_hashs_is_refused():
+    text = ringfile.render(ringfile.RingFile(plan([Member("a"), Member("b")], RingSpec(8))))
+    document = json.loads(text)
+    document["assignment"] = [[0]] * 8
+    with pytest.raises(ringfile.RingFileError, match="ringHash is not its assignment's"):
+        ringfile.parse(ringfile.canonical_json(document))
+    del document["ringHash"]  # (optional: nothing to check)
+    assert ringfile.parse(ringfile.canonical_json(document)).assignment.owners == (("a",),) * 8
+
+
 def test_member_keys_are_safe_unique_and_stable():
     ids = ["a/b", "a_b", "a b", "ok", "", "x" * 300]
     keys = ringfile.member_keys(ids)
