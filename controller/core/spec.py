@@ -205,6 +205,9 @@ class SourceSpec:
     # (the whole spec, the ring's namespace) -> its query and what it authenticates with;
     # raises SpecError for what the CRD schema cannot refuse.
     parse: Callable[[Mapping[str, Any], str], ParsedSource]
+    # Where its instances can say they are draining (spec.members.drainFrom's kinds): a rule
+    # that looks where the source has nothing would never drain anyone.
+    drain_kinds: tuple[str, ...] = ()
 
 
 def parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
@@ -256,7 +259,7 @@ def _parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
         weight_from=_rule(value_of(members, "weightFrom"), _WEIGHT_FROM,
                           "spec.members.weightFrom"),
         zone_from=_rule(value_of(members, "zoneFrom"), _ZONE_FROM, "spec.members.zoneFrom"),
-        drain_from=_drain_rule(value_of(members, "drainFrom")),
+        drain_from=_drain_rule(value_of(members, "drainFrom"), named[0]),
         token=token,
         credentials=credentials,
         stabilization=Stabilization(
@@ -325,11 +328,21 @@ def _balance(balance: Mapping[str, Any], ring: RingSpec) -> Balance:
                                             "spec.balance.smoothing"))
 
 
-def _drain_rule(rule: str | None) -> str | None:
+_DRAIN_FORMS = {"tag": "tag:<tag>", "meta": "meta:<key>", "field": "field:<name>"}
+
+
+def _drain_rule(rule: str | None, source: SourceSpec) -> str | None:
     if rule is None:
         return None
     kind, _, name = str(rule).partition(":")
-    if kind not in ("tag", "meta", "field") or not name:
+    if kind not in _DRAIN_FORMS or not name:
         raise SpecError(f"spec.members.drainFrom {rule!r} is not tag:<tag>, meta:<key> or "
                         f"field:<name>")
+    if not source.drain_kinds:
+        raise SpecError(f"spec.members.drainFrom {rule!r}: a ring following {source.title} "
+                        f"reads no drain rule: its source says itself which members drain")
+    if kind not in source.drain_kinds:
+        forms = " or ".join(_DRAIN_FORMS[k] for k in source.drain_kinds)
+        raise SpecError(f"spec.members.drainFrom {rule!r}: {source.title} has no {kind}s to "
+                        f"read; use {forms}")
     return str(rule)

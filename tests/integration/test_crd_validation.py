@@ -101,6 +101,36 @@ def test_an_invalid_spec_is_refused_with_the_real_problem_only(rings, crd, spec,
         assert noise not in message, message
 
 
+SOURCES = {"service": {"name": "svc"}, "etcd": {"prefix": "/svc/"},
+           "zookeeper": {"path": "/svc"}, "kubernetes": {"service": "svc"}}
+READS = {"service": ("tag", "meta"), "etcd": ("meta", "field"), "zookeeper": ("meta", "field"),
+         "kubernetes": ()}
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_a_drain_rule_is_admitted_only_where_the_source_has_it(rings, crd, source):
+    # (tag: on an etcd ring was admitted, and never drained anyone; the operator refuses it as
+    # InvalidSpec too, for rings stored without this CRD.)
+    for kind in ("tag", "meta", "field"):
+        spec = {source: SOURCES[source], "members": {"drainFrom": f"{kind}:draining"}}
+        name = f"drain-{uuid.uuid4().hex[:6]}"
+        if kind in READS[source]:
+            assert rings.create(name, spec)["spec"]["members"]["drainFrom"] == f"{kind}:draining"
+            continue
+        with pytest.raises(k8s.ApiException) as refused:
+            rings.create(name, spec)
+        body = json.loads(refused.value.body)
+        assert refused.value.status == 422, body
+        causes = {c["field"]: c["message"] for c in body["details"]["causes"]}
+        assert len(body["details"]["causes"]) == 1 and list(causes) == \
+            ["spec.members.drainFrom"], body["message"]
+        rule = next(r for r in spec_schema()["x-kubernetes-validations"]
+                    if "drainFrom" in r["rule"] and
+                    (f"'{kind}:'" in r["rule"] if source != "kubernetes" else
+                     "startsWith" not in r["rule"]))
+        assert normalized(rule["message"]) in normalized(causes["spec.members.drainFrom"])
+
+
 @pytest.mark.parametrize("window,max_delay", [("10s", "10s"), ("1500ms", "1.5s"), ("0s", "0s"),
                                               ("1m30s", "90.5s"), ("1h", "1h0m0.001s"),
                                               # the longest and largest the pattern admits

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -71,6 +72,24 @@ def test_drain_rules_for_every_source():
     assert members_from([zk], "id", drain_from="field:drain").draining == ()
     with pytest.raises(SpecError, match="drainFrom"):
         config(drainFrom="label:x")
+
+
+@pytest.mark.parametrize("source, rule, says", [
+    ({"etcd": {"prefix": "/s/"}}, "tag:draining", "spec.etcd has no tags to read; use "
+     "meta:<key> or field:<name>"),
+    ({"zookeeper": {"path": "/s"}}, "tag:draining", "spec.zookeeper has no tags"),
+    ({"service": {"name": "svc"}}, "field:draining", "(a Consul service) has no fields to read; "
+     "use tag:<tag> or meta:<key>"),
+    ({"kubernetes": {"service": "web"}}, "meta:drain", "a ring following spec.kubernetes reads "
+     "no drain rule"),
+])
+def test_a_drain_rule_looking_where_the_source_has_nothing_is_refused(source, rule, says):
+    # (It was accepted, and never drained anyone.)
+    with pytest.raises(SpecError, match=re.escape(says)):
+        parse_spec("r", {**source, "members": {"drainFrom": rule}})
+    for kind in {"service": ("tag", "meta"), "etcd": ("meta", "field"),
+                 "zookeeper": ("meta", "field"), "kubernetes": ()}[next(iter(source))]:
+        assert parse_spec("r", {**source, "members": {"drainFrom": f"{kind}:x"}}).drain_from
 
 
 def test_a_draining_pod_finds_itself_and_owns_nothing():

@@ -104,4 +104,5 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
     return query, token, None
 
 
-SPEC = SourceSpec(field="service", title="spec.service (a Consul service)", parse=parse)
+SPEC = SourceSpec(field="service", title="spec.service (a Consul service)", parse=parse,
+                  drain_kinds=("tag", "meta"))

@@ -60,4 +60,4 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
         credentials_ref(value_of(etcd, "credentialsSecretRef"))
 
 
-SPEC = SourceSpec(field="etcd", title="spec.etcd", parse=parse)
+SPEC = SourceSpec(field="etcd", title="spec.etcd", parse=parse, drain_kinds=("meta", "field"))

@@ -65,7 +65,8 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
     return KubernetesQuery(namespace=namespace, service=service, port=port), None, None
 
 
-SPEC = SourceSpec(field="kubernetes", title="spec.kubernetes", parse=parse)
+# (No drain rule: an endpoint drains while it terminates, as Kubernetes says.)
+SPEC = SourceSpec(field="kubernetes", title="spec.kubernetes", parse=parse, drain_kinds=())
 
 
 # A Service port's name (ServicePort.name, EndpointPort.name): a DNS label.

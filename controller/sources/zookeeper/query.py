@@ -66,4 +66,5 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
     return query, None, credentials_ref(value_of(zookeeper, "credentialsSecretRef"))
 
 
-SPEC = SourceSpec(field="zookeeper", title="spec.zookeeper", parse=parse)
+SPEC = SourceSpec(field="zookeeper", title="spec.zookeeper", parse=parse,
+                  drain_kinds=("meta", "field"))
