@@ -33,7 +33,7 @@ def _decoded(origin: str, name: str, value: bytes, address_field: str) -> Instan
         return Instance(origin, name, invalid="the value starts like JSON but is not valid JSON")
     if document is None:
         host, digits = _host_port(text.strip())
-        if not host or digits is None:
+        if not host or digits is None or _spaced(host):
             return Instance(origin, name, invalid="the value is neither JSON nor host:port")
         port = _port(digits)
         if port is None:
@@ -47,6 +47,13 @@ def _decoded(origin: str, name: str, value: bytes, address_field: str) -> Instan
     if digits is not None and port is None and document.get("port") is None:
         return Instance(origin, name, invalid=f"port {shown(digits)} in \"{address_field}\" is "
                                               f"not a port number")
+    if _spaced(host):
+        return Instance(origin, name, invalid=f"\"{address_field}\" {shown(host)} is not a host "
+                                              f"or host:port")
+    if port is not None and document.get("port") not in (None, port):
+        # (One of the two is wrong, and nobody can tell which: "port" was taken silently.)
+        return Instance(origin, name, invalid=f"\"{address_field}\" gives port {port} and "
+                                              f"\"port\" {document['port']}")
     weight = document.get("weight")
     metadata = document.get("metadata")
     zone = document.get("zone")
@@ -116,6 +123,11 @@ def _host_port(text: str) -> tuple[str, str | None]:
             (":" in host and not host.startswith("[")):
         return text, None
     return host.strip("[]"), port
+
+
+def _spaced(host: str) -> bool:
+    """A host with white space or control characters in it (no address has them)."""
+    return any(c.isspace() or not c.isprintable() for c in host)
 
 
 def _port(digits: str) -> int | None:

@@ -49,6 +49,12 @@ def test_plain_and_json_values_become_members_with_endpoints_weights_and_zones()
     (json.dumps({"address": "h:1", "zone": {"a": 1}}), "zone {'a': 1} is not a string"),
     (json.dumps({"address": "h:1", "metadata": {"x": [1]}}), "metadata 'x' is not a string"),
     (json.dumps({"address": 5}), '"address" 5 is not a host or host:port'),
+    # Two ports that disagree: "port" was taken silently.
+    (json.dumps({"address": "h:80", "port": 81}), '"address" gives port 80 and "port" 81'),
+    # White space in a host was published in it.
+    (json.dumps({"address": " 10.0.0.1", "port": 80}), "\"address\" ' 10.0.0.1' is not a host"),
+    (json.dumps({"address": "10.0.0.1\n:80"}), "is not a host or host:port"),
+    ("10.0.0 .1:80", "neither JSON nor host:port"),
     # Nested deeper than the JSON parser recurses: RecursionError, not ValueError.
     ("[" * 5000 + "]" * 5000, "cannot be read (RecursionError)"),
     ('{"address": "h:1", "metadata": {"deep": ' + "[" * 5000 + "]" * 5000 + "}}",
@@ -124,3 +130,6 @@ def test_a_huge_id_is_refused_and_quoted_short():
 def test_port_0_is_any_port_as_ring_json_reads_it():
     assert (entry("z", "h:0").port, entry("p", "h:000080").port) == (0, 80)
     assert entry("j", json.dumps({"address": "h", "port": 0})).invalid is None
+    agreeing = entry("a", json.dumps({"address": "h:80", "port": 80}))
+    assert agreeing.invalid is None and agreeing.port == 80
+    assert entry("n", "10.0.0.1:80\n").address == "10.0.0.1"  # (a value's own ends trimmed)
