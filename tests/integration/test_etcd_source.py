@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import time
 import uuid
 
@@ -140,7 +141,8 @@ def test_bad_values_degrade_naming_the_key_and_keep_the_last_ring(
 
 
 def test_a_restarted_server_resumes_the_watch_without_a_write(
-        etcd_operator, rings, registrar, etcd_server, core_v1, namespace):
+        etcd_operator, rings, registrar, etcd_server, core_v1, namespace, caplog):
+    caplog.set_level(logging.INFO)
     for n in range(3):
         registrar.register(f"m{n}", f"10.0.1.{n}:9100")
     rings.create("steady", etcd_ring(registrar.prefix))
@@ -150,9 +152,18 @@ def test_a_restarted_server_resumes_the_watch_without_a_write(
     watcher = next(w for w in etcd_operator.sources.registries["etcd"].watchers.values()
                    if w.key.query.prefix == registrar.prefix)
     lists = watcher.lists
-    etcd_server.restart()  # same data: the keys and their leases are still there
+    etcd_server.stop(signal.SIGKILL)
+    wait_for(lambda: (rings.condition("steady", "SourceReachable") or {}).get("status") ==
+             "False", "the outage reported", timeout=10)
+    time.sleep(2)  # (its retries meanwhile fail each its own way: refused, reset, timed out)
+    etcd_server.start()  # same data: the keys and their leases are still there
     wait_for(lambda: watcher.lists > lists and watcher.state.error is None,
              "listed again after the restart", timeout=30)
+    # One line as it goes (a broken watch, then refused connections, said two before), one as
+    # it comes back (none before).
+    ours = [r.getMessage() for r in caplog.records if registrar.prefix in r.getMessage()]
+    assert sum("cannot be reached" in m for m in ours) == 1, ours
+    assert sum("reachable again" in m for m in ours) == 1, ours
     registrar.keep_alive()
     assert core_v1.read_namespaced_config_map("steady-ring", namespace).metadata \
         .resource_version == kept

@@ -42,6 +42,7 @@ from controller.sources.registration import from_registration
 log = logging.getLogger("shardring.etcd")
 
 MIN_WATCH = 1.0  # a watch that ended sooner than this is followed by a pause, not a hot loop
+UNREACHABLE = "etcd cannot be reached"
 
 
 @dataclass(frozen=True)
@@ -129,19 +130,23 @@ class Watcher(SourceWatcher):
             instances == self.state.snapshot.instances
         if unchanged:
             return
+        if self.state.error == UNREACHABLE:
+            log.info("etcd reachable again (prefix %s)", prefix)
         self.state = SourceState(snapshot=Snapshot(self._revision, instances, self.clock()))
         metrics.source_changed(self.key.query)
         self._notify()
 
     def _fail(self, error: BaseException) -> None:
         denied = isinstance(error, PermissionDenied)
-        message = str(error) if isinstance(error, EtcdError) else \
-            f"etcd cannot be reached: {type(error).__name__}"
+        # (One message for every way of not reaching it: a killed server broke the watch, then
+        # refused connections, and each said so.)
+        message = str(error) if isinstance(error, EtcdError) else UNREACHABLE
         metrics.source_error(self.key.query, error_reason(
             denied=denied, over_limit="maxReplyBytes" in message,
             unreachable=not isinstance(error, EtcdError)))
-        if self.state.error != message:
-            log.warning("%s (prefix %s)", message, self.key.query.prefix)
+        if self.state.error != message:  # one line when it starts, whatever fails meanwhile
+            log.warning("%s (prefix %s)%s", message, self.key.query.prefix,
+                        "" if isinstance(error, EtcdError) else f": {type(error).__name__}")
             self.state = SourceState(snapshot=self.state.snapshot, error=message,
                                      permission_denied=denied)
             self._notify()
