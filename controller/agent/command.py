@@ -62,7 +62,10 @@ def add_parser(commands: Any) -> None:
                                              "http://localhost:9090/-/reload)")
     reload.add_argument("--reload-signal", metavar="SIGNAL",
                         help="send this signal (e.g. HUP) to the pid in --pid-file")
-    reload.add_argument("--reload-command", help="run this command after a change")
+    reload.add_argument("--reload-command",
+                        help="run this command after a change (split into words as a shell "
+                             "would, but not run by one: for pipes or variables, "
+                             "sh -c '...')")
     agent.add_argument("--pid-file", type=Path, help="for --reload-signal")
     load = agent.add_mutually_exclusive_group()
     load.add_argument("--load-url", metavar="URL",
