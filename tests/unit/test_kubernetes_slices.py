@@ -118,3 +118,24 @@ def test_a_port_a_service_could_have_is_read(port):
     from controller.sources.specs import parse_spec
     assert parse_spec("r", {"kubernetes": {"service": "web", "port": port}, "shards": 8}
                       ).query.port == port
+
+
+def test_no_endpoint_at_all_says_where_to_look():
+    # (It said "0 serving endpoint(s)" only: a Service that does not exist looks the same from
+    # the EndpointSlices, the only thing the operator reads.)
+    from controller.core.limits import Access
+    from controller.core.planner import Gathered, plan_pass, prepare
+    from controller.core.source_state import Snapshot, SourceState
+    from controller.core.spec import IN_CLUSTER
+    from controller.core.views import RingObject
+    from controller.sources.specs import read_spec
+    ring = RingObject("team", "r", "uid", 1, {"kubernetes": {"service": "web"}}, {})
+    config = prepare(ring, {("kubernetes", IN_CLUSTER): Access()}, "t", read_spec).config
+    for slices in ([], [slice_("web-1", ep("10.0.0.1", "p1", ready=False, serving=False))]):
+        found = instances_from_slices(slices, config.query)
+        planned = plan_pass(ring, config, Gathered(None, SourceState(Snapshot(1, found, 0.0))),
+                            1.0, "t")
+        degraded = next(c for c in planned.status["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "NotEnoughMembers"
+        assert "0 serving endpoint(s) of Service 'web' (no EndpointSlice lists a ready " \
+            "endpoint for it: check that the Service exists" in degraded["message"]

@@ -17,7 +17,13 @@ from controller.core.spec import (
     value_of,
 )
 
-WORDS = Vocabulary(name="Kubernetes", spec_field="kubernetes", connection_field="spec.kubernetes")
+WORDS = Vocabulary(
+    name="Kubernetes", spec_field="kubernetes", connection_field="spec.kubernetes",
+    # (The operator reads EndpointSlices only, not Services: a Service that does not exist, one
+    # without a selector, and Pods that are not ready all look alike from here.)
+    empty_hint=" (no EndpointSlice lists a ready endpoint for it: check that the Service exists "
+               "in the ring's namespace, that its selector matches Pods, and that they are "
+               "ready)")
 
 
 @dataclass(frozen=True)
