@@ -78,7 +78,7 @@ def test_no_members_names_what_the_spec_narrowed_the_service_to():
     message = condition(plan_pass(RingObject("team", "r", "uid-1", 1, long, {}),
                                   parse_spec("r", long), Gathered(None, source_with()), 0.0,
                                   "t").status, "Ready")["message"]
-    assert len(message) < 400 and "Service.Port ==…'" in message, message
+    assert len(message) < 400 and "Service.Port =='… (2100 characters)" in message, message
     plain = plan_pass(ring_object(), CONFIG, Gathered(None, source_with()), 0.0, "t")
     assert condition(plain.status, "Ready")["message"].startswith(
         "Consul reports 0 healthy instance(s) of 'svc' (with Consul ACLs")

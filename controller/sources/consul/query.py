@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from controller.core.printable import shown
 from controller.core.spec import ParsedSource, SourceSpec, SpecError, TokenRef, Vocabulary, value_of
 
 WORDS = Vocabulary(
@@ -50,7 +51,7 @@ class ServiceQuery:
             said.append("on nodes with " + _listed([f"{key}={value!r}"
                                                     for key, value in self.node_meta]))
         if self.filter:
-            said.append(f"matching {_cut(self.filter)!r}")
+            said.append(f"matching {shown(self.filter)}")  # (a filter may be 2,048 characters)
         if self.datacenter:
             said.append(f"in datacenter {self.datacenter!r}")
         return "".join(f", {part}" for part in said)
@@ -76,11 +77,6 @@ class ServiceQuery:
 
 def _listed(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _cut(text: str, limit: int = 120) -> str:
-    """A filter may be long (2,048 characters): a message quotes its start."""
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
