@@ -42,16 +42,18 @@ def _decoded(origin: str, name: str, value: bytes, address_field: str) -> Instan
     problem = _registration_problem(document, address_field)
     if problem:
         return Instance(origin, name, invalid=problem)
-    host, digits = _host_port(str(document[address_field]))
+    # (The ends trimmed, as a plain value's are.)
+    host, digits = _host_port(str(document[address_field]).strip())
     port = _port(digits) if digits is not None else None
-    if digits is not None and port is None and document.get("port") is None:
+    if digits is not None and port is None:
         return Instance(origin, name, invalid=f"port {shown(digits)} in \"{address_field}\" is "
                                               f"not a port number")
     if _spaced(host):
         return Instance(origin, name, invalid=f"\"{address_field}\" {shown(host)} is not a host "
                                               f"or host:port")
-    if port is not None and document.get("port") not in (None, port):
-        # (One of the two is wrong, and nobody can tell which: "port" was taken silently.)
+    if port and document.get("port") not in (None, 0, port):
+        # (One of the two is wrong, and nobody can tell which: "port" was taken silently. A
+        # port 0 is "any", which the other one narrows.)
         return Instance(origin, name, invalid=f"\"{address_field}\" gives port {port} and "
                                               f"\"port\" {document['port']}")
     weight = document.get("weight")

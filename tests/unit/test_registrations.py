@@ -52,8 +52,10 @@ def test_plain_and_json_values_become_members_with_endpoints_weights_and_zones()
     # Two ports that disagree: "port" was taken silently.
     (json.dumps({"address": "h:80", "port": 81}), '"address" gives port 80 and "port" 81'),
     # White space in a host was published in it.
-    (json.dumps({"address": " 10.0.0.1", "port": 80}), "\"address\" ' 10.0.0.1' is not a host"),
+    (json.dumps({"address": "10.0 .0.1", "port": 80}), "\"address\" '10.0 .0.1' is not a host"),
     (json.dumps({"address": "10.0.0.1\n:80"}), "is not a host or host:port"),
+    # A bad port in the address was hidden by "port".
+    (json.dumps({"address": "h:99999", "port": 9090}), "port '99999' in \"address\" is not"),
     ("10.0.0 .1:80", "neither JSON nor host:port"),
     # Nested deeper than the JSON parser recurses: RecursionError, not ValueError.
     ("[" * 5000 + "]" * 5000, "cannot be read (RecursionError)"),
@@ -132,4 +134,8 @@ def test_port_0_is_any_port_as_ring_json_reads_it():
     assert entry("j", json.dumps({"address": "h", "port": 0})).invalid is None
     agreeing = entry("a", json.dumps({"address": "h:80", "port": 80}))
     assert agreeing.invalid is None and agreeing.port == 80
+    # Port 0 is any: the other port says which (a Go struct without omitempty writes 0).
+    assert entry("g", json.dumps({"address": "h:9090", "port": 0})).port == 9090
+    assert entry("o", json.dumps({"address": "h:0", "port": 9090})).port == 9090
+    assert entry("s", json.dumps({"address": " h:80\n"})).address == "h"
     assert entry("n", "10.0.0.1:80\n").address == "10.0.0.1"  # (a value's own ends trimmed)
