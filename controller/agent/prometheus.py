@@ -43,9 +43,10 @@ class PrometheusRenderer:
     def render(self, ring: Ring, member: str | None) -> bool:
         """Write this member's configuration if it changed; True when it did."""
         shards = ring.shards_of(member) if member else []
-        self.rules = (shards, ring.shards)
         changed = self.write(promconfig.render(self.output.base.read_text(), shards,
                                                ring.shards, self.output.jobs))
+        # (Only once written: a reload still pending checks Prometheus against these.)
+        self.rules = (shards, ring.shards)
         if changed:
             log.info("ring version %d rendered into %s (%s)", ring.version, self.output.output,
                      shares(ring, member))
@@ -55,8 +56,8 @@ class PrometheusRenderer:
         """No ring yet: a configuration that scrapes none of the split jobs' targets, so the
         workload can start (and become the member that makes the first ring)."""
         if not self.output.output.exists():
-            self.rules = ([], 1)
             self.write(promconfig.render(self.output.base.read_text(), [], 1, self.output.jobs))
+            self.rules = ([], 1)
             log.info("no ring yet: rendered %s, which keeps none of the split jobs' targets",
                      self.output.output)
 

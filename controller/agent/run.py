@@ -214,6 +214,8 @@ class Agent:
         if body is None:
             log.warning("ConfigMap %s/%s does not exist; keeping ring version %d",
                         self.config.namespace, self.config.configmap, self.applied.version)
+            self.unapplied = None  # (a version of a ring gone: never to be applied)
+            self.applying.done()
             return
         data = body.get("data") or {}
         metadata = body.get("metadata") or {}
@@ -232,13 +234,15 @@ class Agent:
             if text is None:
                 raise RingFormatError("the ConfigMap holds no ring.json")
             ring = parse(text)
-            ringfile.from_client(ring)  # (its ringHash is its assignment's)
+            if ringfile.hash_refuted(ring):
+                raise RingFormatError("its ringHash is not its assignment's (was the assignment "
+                                      "edited by hand?)")
             if owner.get("kind") == "ShardRing" and ring.name and \
                     (ring.name, ring.namespace) != (owner.get("name"), self.config.namespace):
                 raise RingFormatError(f"it is ShardRing {ring.namespace}/{ring.name}'s, not "
                                       f"{self.config.namespace}/{owner.get('name')}'s, which "
                                       f"owns this ConfigMap")
-        except (RingFormatError, ringfile.RingFileError) as error:
+        except RingFormatError as error:
             metrics.REJECTED.inc()
             log.error("ring.json not applied (%s); keeping ring version %d",
                       str(error)[:300], self.applied.version)
@@ -292,6 +296,8 @@ class Agent:
         """Said once per ConfigMap content; tried again with backoff until it applies or another
         comes."""
         again = self.unapplied is not None and self.unapplied[0] == attempt[0]
+        if not again:  # (another version: its own first try, its own count)
+            self.applying.done()
         self.unapplied = attempt
         delay = self.applying.failed(self.clock())
         if not again:

@@ -234,11 +234,28 @@ def parse(text: str) -> RingFile:
         ring = client.parse(text)
     except client.RingFormatError as error:
         raise RingFileError(f"ring.json is malformed: {error}") from None
-    return from_client(ring)
+    parsed = _ring_file(ring)
+    # An assignment edited by hand keeps the hash of the one it was: readers that know a ring by
+    # its hash would take it for that one.
+    if ring.hash and ring.hash != parsed.hash:
+        raise RingFileError("ring.json is malformed: its ringHash is not its assignment's (was "
+                            "the assignment edited by hand?)")
+    return parsed
 
 
-def from_client(ring: client.Ring) -> RingFile:
-    """The ring a reader parsed, checked as :func:`parse` checks it (its ringHash too)."""
+def hash_refuted(ring: client.Ring) -> bool:
+    """Whether a ring a reader parsed carries a ringHash shown not to be its assignment's. False
+    when it carries none, or when its assignment is not one this engine builds (an algorithm of
+    a later version: readers need not know it), so that nothing can be told."""
+    if not ring.hash:
+        return False
+    try:
+        return bool(_ring_file(ring).hash != ring.hash)
+    except (RingFileError, RingError, ValueError):
+        return False
+
+
+def _ring_file(ring: client.Ring) -> RingFile:
     try:
         spec = RingSpec(shards=ring.shards, replication=ring.replication_factor,
                         algorithm=Algorithm(ring.algorithm),
@@ -249,7 +266,7 @@ def from_client(ring: client.Ring) -> RingFile:
     members = tuple(Member(id=m.id, weight=m.weight, zone=m.zone) for m in described
                     if not m.draining)
     table = np.array(ring.assignment, dtype=np.int64).reshape(spec.shards, spec.replication)
-    parsed = RingFile(
+    return RingFile(
         assignment=Assignment(members, table, spec), version=ring.version,
         source_index=ring.source_index,
         shard_ring={"namespace": ring.namespace, "name": ring.name} if ring.name else {},
@@ -257,9 +274,3 @@ def from_client(ring: client.Ring) -> RingFile:
         endpoints={m.id: Endpoint(m.address, m.port or 0) for m in described
                    if m.address is not None},
         member_load={m.id: m.load for m in described if m.load is not None})
-    # An assignment edited by hand keeps the hash of the one it was: readers that know a ring by
-    # its hash would take it for that one.
-    if ring.hash and ring.hash != parsed.hash:
-        raise RingFileError("ring.json is malformed: its ringHash is not its assignment's (was "
-                            "the assignment edited by hand?)")
-    return parsed

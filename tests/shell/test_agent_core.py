@@ -386,6 +386,17 @@ def test_a_version_the_base_refused_is_tried_again_with_backoff_until_the_base_i
     clock.now += 60
     agent.step(0)
     assert reloads.calls == 2  # nothing left to try
+    # Another version failing later starts from the first wait again, and is said again; one
+    # whose ConfigMap is deleted meanwhile is never tried again.
+    base.write_text("scrape_configs: [{job_name: other}]")
+    for version in (3, 4):
+        feed(agent, Seen(configmap(ring_of(["a", "b"], version=version))))
+        assert agent.applying.failures == 1 and agent.applying.due == clock.now + 1
+        clock.now += 1
+        agent.step(0)
+    assert sum("not applied" in r.getMessage() for r in caplog.records) == 3
+    feed(agent, Seen(None))
+    assert agent.unapplied is None and agent.applying.due is None
 
 
 def test_a_hand_edited_assignment_or_another_rings_file_is_not_applied(tmp_path, caplog):
@@ -410,6 +421,13 @@ def test_a_hand_edited_assignment_or_another_rings_file_is_not_applied(tmp_path,
     assert [a.version for a in leases.written] == [1]
     feed(agent, Seen(configmap(second)))  # what the operator published
     assert [a.version for a in leases.written] == [1, 2]
+    # An algorithm of a later version (readers need not know it): nothing to tell by, applied.
+    later = configmap(ring_of(["a", "b"], version=3))
+    document = json.loads(later["data"]["ring.json"])
+    later["data"] = {**later["data"], "ring.json": ringfile.canonical_json(
+        {**document, "algorithm": "maglev"})}
+    feed(agent, Seen(later))
+    assert [a.version for a in leases.written] == [1, 2, 3]
 
 
 def targets_reply(active, dropped, job="nodes"):
