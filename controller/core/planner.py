@@ -304,9 +304,14 @@ def _previous(ring: RingObject, configmap: ConfigMapView | None, gathered: Gathe
             found = ringfile.parse(configmap.ring_json)
         except ringfile.RingFileError:
             return parsed, False
-        if not found.shard_ring or \
-                found.shard_ring == {"namespace": ring.namespace, "name": ring.name}:
+        ours = {"namespace": ring.namespace, "name": ring.name}
+        if not found.shard_ring or found.shard_ring == ours:
             return found, True
+        if parsed is None and found.hash == ring.status.get("ringHash"):
+            # Another ring's file, but this ring's assignment, as its status says (two rings over
+            # one service; a copy): after a restart, the base that moves nothing.
+            return replace(found, shard_ring=ours,
+                           version=int(ring.status.get("ringVersion") or found.version)), False
     return parsed, False
 
 

@@ -174,3 +174,30 @@ def test_members_returning_after_a_held_outage_wait_out_the_window_not_max_delay
     assert back.change is None and back.requeue_after == 3.0
     assert a_pass(21.0, everyone, 21.0).change is None  # all back
     assert a_pass(24.0, everyone, 21.0).change is None  # the window held: nothing to publish
+
+
+def test_after_a_restart_another_rings_file_holding_this_rings_assignment_moves_nothing():
+    # (Without the operator's memory the file was refused, and a ring planned from the members
+    # alone moved 28 of 64 shards of a ring whose history had moved them before.)
+    spec = {**SPEC, "shards": 64}
+    ring = RingObject("team", "r", "uid", 1, spec, {})
+    config = prepare(ring, CONNECTIONS, "t", read_spec).config
+    first = plan_pass(ring, config, Gathered(None, SourceState(Snapshot(1, instances(4), 0.0))),
+                      1.0, "t")
+    grown = plan_pass(RingObject("team", "r", "uid", 1, spec, first.status), config,
+                      Gathered(None, SourceState(Snapshot(2, instances(6), 0.0)),
+                               memory=first.memory), 2.0, "t")
+    fresh = plan_pass(ring, config, Gathered(None, SourceState(Snapshot(2, instances(6), 0.0))),
+                      1.0, "t")
+    assert grown.published.assignment != fresh.published.assignment  # (history matters)
+    data = dict(grown.configmap.data)
+    data["ring.json"] = another_rings(data["ring.json"])
+    view = view_from_dict({"metadata": {"name": "r-ring", "resourceVersion": "9",
+                                        "labels": dict(grown.configmap.labels),
+                                        "ownerReferences": [dict(grown.configmap.owner)]},
+                           "data": data})
+    restarted = plan_pass(RingObject("team", "r", "uid", 1, spec, grown.status), config,
+                          Gathered(view, SourceState(Snapshot(2, instances(6), 0.0))), 60.0, "t")
+    assert restarted.change is None and restarted.status["lastChange"] == \
+        grown.status["lastChange"]
+    assert restarted.configmap is not None and restarted.configmap.data == grown.configmap.data
