@@ -44,9 +44,10 @@ def subprocess_env(control_plane, kubeconfig=None) -> dict[str, str]:
     return env
 
 
-def apply_crd(api_client: k8s.ApiClient) -> None:
+def apply_crd(api_client: k8s.ApiClient, body: dict[str, Any] | None = None) -> None:
+    """The CRD of crds/ (or ``body``, one made from it), created or replaced, established."""
     extensions = k8s.ApiextensionsV1Api(api_client)
-    body = yaml.safe_load(CRD.read_text())
+    body = body or yaml.safe_load(CRD.read_text())
     try:
         extensions.create_custom_resource_definition(body)
     except k8s.ApiException as error:

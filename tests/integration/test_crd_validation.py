@@ -131,6 +131,53 @@ def test_a_drain_rule_is_admitted_only_where_the_source_has_it(rings, crd, sourc
         assert normalized(rule["message"]) in normalized(causes["spec.members.drainFrom"])
 
 
+def test_a_ring_admitted_before_the_drain_rules_still_takes_status_and_other_edits(
+        rings, crd, api_client):
+    # An upgrade: the rules must not stop the operator writing InvalidSpec into such a ring's
+    # status, nor its labels from being edited (the API server ratchets rules over what an
+    # update leaves unchanged); an edit of its spec must mend the rule too.
+    import copy
+
+    import yaml
+
+    from tests.operator_helpers import CRD, apply_crd, wait_for
+    current = yaml.safe_load(CRD.read_text())
+    older = copy.deepcopy(current)
+    for version in older["spec"]["versions"]:
+        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        spec["x-kubernetes-validations"] = [r for r in spec["x-kubernetes-validations"]
+                                            if "drainFrom" not in r["rule"]]
+    name = f"old-{uuid.uuid4().hex[:6]}"
+    spec = {"etcd": {"prefix": "/svc/"}, "members": {"drainFrom": "tag:x"}}
+
+    def created(ring: str) -> bool:
+        try:
+            return bool(rings.create(ring, spec))
+        except k8s.ApiException as error:
+            if error.status != 422:
+                raise
+            return False
+    apply_crd(api_client, older)
+    try:  # (a replaced schema takes effect a moment later)
+        wait_for(lambda: created(name), "a ring admitted by the older CRD", timeout=20)
+    finally:
+        apply_crd(api_client, current)
+    wait_for(lambda: not created(f"new-{uuid.uuid4().hex[:6]}"),
+             "the rules holding for new rings again", timeout=20)
+    rings.custom.patch_namespaced_custom_object_status(
+        "shardring.io", "v1alpha1", rings.namespace, "shardrings", name,
+        {"status": {"observedGeneration": 1}})
+    def patch(body: dict) -> dict:
+        return rings.custom.patch_namespaced_custom_object(
+            "shardring.io", "v1alpha1", rings.namespace, "shardrings", name, body)
+    assert patch({"metadata": {"labels": {"team": "a"}}})["status"]["observedGeneration"] == 1
+    with pytest.raises(k8s.ApiException) as refused:
+        patch({"spec": {"shards": 32}})
+    assert refused.value.status == 422 and "reads a Consul tag" in refused.value.body
+    mended = patch({"spec": {"shards": 32, "members": {"drainFrom": "field:x"}}})
+    assert mended["spec"]["shards"] == 32
+
+
 @pytest.mark.parametrize("window,max_delay", [("10s", "10s"), ("1500ms", "1.5s"), ("0s", "0s"),
                                               ("1m30s", "90.5s"), ("1h", "1h0m0.001s"),
                                               # the longest and largest the pattern admits
