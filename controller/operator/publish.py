@@ -64,12 +64,25 @@ def merge_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[s
     return patch
 
 
-# A status that differs only by observedMembers is written at most this often.
+# A status that differs only by what membership churn moves is written at most this often.
 OBSERVED_EVERY = 5.0
+# What churn moves in a status besides the count the source reports: whether a change waits out
+# its window. A member flapping every half second flipped both conditions (and their times) on
+# every flip: a status write per flip for every ring over the service.
+_CHURN_CONDITIONS = frozenset({("Stable", "Settled"), ("Stable", "Stabilizing"),
+                               ("Reconciling", "Settled"), ("Reconciling", "Stabilizing")})
 
 
 def _without_observed(status: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in status.items() if key != "observedMembers"}
+
+
+def _beyond_churn(status: Mapping[str, Any]) -> dict[str, Any]:
+    """``status`` without what churn alone moves."""
+    kept = _without_observed(status)
+    kept["conditions"] = [c for c in status.get("conditions") or []
+                          if (c.get("type"), c.get("reason")) not in _CHURN_CONDITIONS]
+    return kept
 
 
 def _degraded(status: Mapping[str, Any]) -> bool:
@@ -98,6 +111,10 @@ class Publisher:
         self._status_written_at = float("-inf")
         self.observed_due: float | None = None  # a status held back is due then (monotonic)
         self._observed_since: float | None = None  # when the count held back first changed
+        # When a status that churn alone had changed (beyond the count) was last written, and
+        # whether the one being written is such a status.
+        self._churn_written_at = float("-inf")
+        self._writing_churn = False
 
     async def configmap(self, desired: DesiredConfigMap,
                         current: ConfigMapView | None) -> ConfigMapView:
@@ -119,7 +136,7 @@ class Publisher:
         this worker last wrote: an older event can still be on its way), by more than a count
         held back (``observed_due``: when that is due). ``next_pass``: seconds until the
         plan's next pass, if it has one."""
-        self.observed_due = None
+        self.observed_due, self._writing_churn = None, False
         if status == body.get("status") or status == self.written_status:
             self._observed_since = None
             return False
@@ -127,24 +144,29 @@ class Publisher:
         # nobody else writes the status), else the body's.
         holds = self.written_status if self.written_status is not None else \
             body.get("status") or {}
-        if _without_observed(status) == _without_observed(holds):
-            # Only the count the source reports changed: under churn every flip would be a
-            # status write for every ring over the service, and the API server's queue of them
-            # held up the writes that matter (a new version, a condition). It waits until
+        if _beyond_churn(status) == _beyond_churn(holds):
+            # Only what churn moves changed. Under churn every flip would be a status write for
+            # every ring over the service, and the API server's queue of them held up the
+            # writes that matter (a new version, a condition). The count alone waits until
             # OBSERVED_EVERY after the last status write; and, when the plan's next pass is that
             # near (under churn: the end of the change's window, which publishes and writes the
             # status anyway), for that pass: one write, not two, for each ring as churn stops
-            # (the source's last replies, a second apart, each move the window). Never more
-            # than twice OBSERVED_EVERY after the count first changed.
+            # (the source's last replies, a second apart, each move the window). Whether a
+            # change waits out its window is said at once, unless it was said within
+            # OBSERVED_EVERY (a member flapping every half second flipped it on every flip).
+            # Never more than twice OBSERVED_EVERY after the first change held back.
+            only_count = _without_observed(status) == _without_observed(holds)
             since = now if self._observed_since is None else self._observed_since
-            due = self._status_written_at + OBSERVED_EVERY
-            if next_pass is not None and next_pass <= OBSERVED_EVERY and \
+            due = (self._status_written_at if only_count else self._churn_written_at) + \
+                OBSERVED_EVERY
+            if only_count and next_pass is not None and next_pass <= OBSERVED_EVERY and \
                     now + next_pass <= since + 2 * OBSERVED_EVERY:
                 due = max(due, now + next_pass)
             if now < due:
                 self._observed_since = since
                 self.observed_due = due
                 return False
+            self._writing_churn = not only_count
         return True
 
     async def write_status(self, status: dict[str, Any], body: Mapping[str, Any],
@@ -170,6 +192,8 @@ class Publisher:
                 fresh_metadata.get("resourceVersion"))
         self.written_status = status
         self._status_written_at = now
+        if self._writing_churn:
+            self._churn_written_at = now
         self._observed_since = None
         return patched
 

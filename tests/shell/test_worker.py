@@ -437,6 +437,30 @@ def test_a_count_that_changes_as_a_window_begins_goes_with_the_pass_that_ends_it
     asyncio.run(scenario())
 
 
+def test_a_member_flapping_faster_than_the_window_flips_stable_at_most_every_few_seconds():
+    """Each flip changed Stable and Reconciling (Settled <-> Stabilizing) with the count: a
+    status write per flip, for every ring over the service. The first is said at once, the
+    flips within OBSERVED_EVERY of it are held back, and the last goes out within twice that."""
+    from controller.operator.publish import OBSERVED_EVERY
+
+    async def scenario():
+        s, writes = await stabilizing("2s")  # Stable False, written at once
+        start = s.clock.now
+        for flip in range(20):  # every half second: back to the published 3, then 4 again
+            s.clock.now += 0.5
+            s.sources.members(3 if flip % 2 == 0 else 4)
+            await s.step()
+        assert s.kube.published().version == 1  # (never held for a window)
+        assert s.kube.status_writes - writes <= (s.clock.now - start) / OBSERVED_EVERY + 1
+        s.sources.members(3)  # it stops, as published
+        for _ in range(25):
+            s.clock.now += 0.5
+            await s.step()
+        assert s.kube.condition("Stable") == ("True", "Settled")
+        assert s.kube.ring["status"]["observedMembers"] == 3
+    asyncio.run(scenario())
+
+
 def test_under_steady_churn_a_held_count_still_goes_out_within_twice_observed_every():
     from controller.operator.publish import OBSERVED_EVERY
 
