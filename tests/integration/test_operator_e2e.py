@@ -107,7 +107,7 @@ def test_a_reply_without_a_membership_change_writes_nothing(operator, rings, con
     assert worker(operator, namespace, "quiet").writes == writes
 
 
-def test_spec_changes_apply_at_once(operator, rings, consul_helper):
+def test_spec_changes_apply_at_once(operator, rings, consul_helper, control_plane, namespace):
     service = service_name()
     register(consul_helper, service, 2, tags=["blue"])
     register_green = [consul_helper.register(service, f"{service}-g{i}", port=9200 + i,
@@ -124,6 +124,13 @@ def test_spec_changes_apply_at_once(operator, rings, consul_helper):
                            lambda r: [m.id for m in r.assignment.members] == sorted(register_green),
                            "only green members", timeout=10)
     assert ring.version == 3
+    # A change the ring cannot take (5 replicas of 3 members): the last ring stays, and so do
+    # the columns that describe it.
+    rings.patch("reshape", {"shards": 32, "replicationFactor": 5})
+    wait_for(lambda: (rings.condition("reshape", "Degraded") or {}).get("reason") ==
+             "NotEnoughMembers", "the change refused")
+    row = kubectl(control_plane, "get", "shardring", "reshape", "-n", namespace).splitlines()[1]
+    assert row.split()[2:5] == ["3", "3", "128"]  # MEMBERS, OBSERVED, SHARDS
 
 
 def test_two_rings_on_one_service_share_one_consul_query(operator, rings, consul_helper):
