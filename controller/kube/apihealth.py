@@ -80,6 +80,8 @@ class ApiHealth:
 
     def _say_down(self, why: str) -> None:
         self._said = True
+        if why == WARMING_UP:  # (it answers: what it answers is "not yet")
+            why += ": its storage is (re)initializing, as after a restart or a CRD created again"
         log.warning("the Kubernetes API cannot be reached (%s); every ring keeps what it "
                     "published, and the operator retries quietly", why)
 
