@@ -10,6 +10,8 @@ from kubernetes import client as k8s
 
 from controller.core.acks import Ack, build_lease
 
+FIELD_MANAGER = "shardring-agent"  # who wrote the acknowledgements, in their managedFields
+
 
 class LeaseWriter:
     def __init__(self, coordination: k8s.CoordinationV1Api, namespace: str):
@@ -27,11 +29,12 @@ class LeaseWriter:
             try:
                 if self._version is None:
                     reply = self.api.create_namespaced_lease(
-                        self.namespace, body, _preload_content=False, _request_timeout=(5, 15))
+                        self.namespace, body, field_manager=FIELD_MANAGER,
+                        _preload_content=False, _request_timeout=(5, 15))
                 else:
                     reply = self.api.replace_namespaced_lease(
-                        ack.lease, self.namespace, body, _preload_content=False,
-                        _request_timeout=(5, 15))
+                        ack.lease, self.namespace, body, field_manager=FIELD_MANAGER,
+                        _preload_content=False, _request_timeout=(5, 15))
             except k8s.ApiException as error:
                 if error.status in (404, 409):  # deleted or changed meanwhile: read it again
                     self._version = None

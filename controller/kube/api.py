@@ -49,6 +49,7 @@ REQUESTS = 8  # requests in flight at once (the operator's PARALLEL_PASSES)
 # A write that timed out may still have been applied: the next one, conditional on what the
 # pass saw, finds out (409) and reads again.
 REQUEST_TIMEOUT = (5.0, 30.0)
+FIELD_MANAGER = "shardring-operator"  # who wrote what, in every object's managedFields
 # How long an Event waits for a moment with none of the rings' requests in flight (eventqueue.py).
 EVENT_PATIENCE = 30.0
 log = logging.getLogger("shardring.kube")
@@ -147,11 +148,13 @@ class Kube:
         self.health.answered(sent)
         return answer
 
-    async def _json(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None) -> Any:
+    async def _json(self, fn: Any, *args: Any, executor: ThreadPoolExecutor | None = None,
+                    **options: Any) -> Any:
         """The reply as plain JSON: the client's models would be built only to be turned back
         into dicts (for a ConfigMap of a big ring, most of a write's CPU time)."""
         def call() -> Any:
-            reply = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            reply = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
+                       **options)
             return json.loads(reply.data) if reply.data else None
         return await self._in(executor, call)
 
@@ -173,6 +176,8 @@ class Kube:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        if method in ("POST", "PUT", "PATCH"):  # (managedFields name us, not the client library)
+            query = [*(query or []), ("fieldManager", FIELD_MANAGER)]
 
         def call() -> Any:  # (all of it in the request thread: the body's encoding, the token)
             request = self.api.param_serialize(
@@ -253,7 +258,8 @@ class Kube:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
             return await self._json(self.custom.patch_namespaced_custom_object_status, GROUP,
-                                    VERSION, namespace, PLURAL, name, body)
+                                    VERSION, namespace, PLURAL, name, body,
+                                    field_manager=FIELD_MANAGER)
         except k8s.ApiException as error:
             if error.status == 404:
                 raise RingGone(name) from None

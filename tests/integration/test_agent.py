@@ -145,6 +145,7 @@ def test_agents_follow_the_ring_reload_once_per_change_and_the_ring_converges(
         lease = k8s.CoordinationV1Api(api_client).read_namespaced_lease(leases[0], namespace)
         assert lease.metadata.annotations["shardring.io/ring-version"] == str(version)
         assert lease.metadata.owner_references[0].kind == "ShardRing"
+        assert {m.manager for m in lease.metadata.managed_fields} == {"shardring-agent"}
         assert lease.spec.holder_identity == f"{consul_node(consul_helper)}/{ids[0]}"
         assert "CONVERGED" in kubectl(control_plane, "get", "shardrings", "-n", namespace)
 

@@ -66,6 +66,12 @@ def test_ring_is_published_then_follows_a_failing_instance(
     assert configmap.metadata.labels["app.kubernetes.io/managed-by"] == "shardring-operator"
     owner = configmap.metadata.owner_references[0]
     assert owner.kind == "ShardRing" and owner.controller
+    # managedFields name the operator (not its client library's default, "OpenAPI-Generator").
+    assert {m.manager for m in configmap.metadata.managed_fields} == {"shardring-operator"}
+    written = rings.custom.get_namespaced_custom_object(
+        "shardring.io", "v1alpha1", namespace, "shardrings", "scrapers")["metadata"]
+    assert {m["manager"] for m in written["managedFields"] if m.get("subresource") == "status"} \
+        == {"shardring-operator"}
 
     before = ring
     consul_helper.set_health(ids[2], passing=False)

@@ -70,9 +70,12 @@ def test_configmaps_are_read_created_and_replaced_at_their_paths():
     methods_and_urls = [(method, url) for method, url, _, _ in server.sent]
     assert methods_and_urls == [
         ("GET", "https://api.test/api/v1/namespaces/ns/configmaps/r%20ring"),
-        ("POST", "https://api.test/api/v1/namespaces/ns/configmaps"),
-        ("PUT", "https://api.test/api/v1/namespaces/ns/configmaps/r-ring"),
-        ("PUT", "https://api.test/api/v1/namespaces/ns/configmaps/r-ring")]
+        # (every write names the operator as its field manager)
+        ("POST", "https://api.test/api/v1/namespaces/ns/configmaps?fieldManager=shardring-operator"),
+        ("PUT", "https://api.test/api/v1/namespaces/ns/configmaps/r-ring?fieldManager="
+                "shardring-operator"),
+        ("PUT", "https://api.test/api/v1/namespaces/ns/configmaps/r-ring?fieldManager="
+                "shardring-operator")]
     _, _, body, headers = server.sent[2]
     assert body["metadata"]["resourceVersion"] == "6" and body["data"] == {"a": "1"}
     assert headers["Content-Type"] == "application/json"
@@ -109,7 +112,8 @@ def test_an_event_into_a_terminating_namespace_is_dropped_quietly():
         await adapter.post_event(ring, "Warning", "NoMembers", "none")
     asyncio.run(scenario())
     method, url, body, _ = server.sent[1]
-    assert (method, url) == ("POST", "https://api.test/api/v1/namespaces/ns/events")
+    assert (method, url) == ("POST", "https://api.test/api/v1/namespaces/ns/events"
+                                     "?fieldManager=shardring-operator")
     assert (body["reason"], body["count"], body["involvedObject"]["uid"]) == \
         ("NoMembers", 1, "u")
 
@@ -169,7 +173,8 @@ def test_a_namespace_where_the_operator_may_list_but_not_watch_is_refused():
         "GET", "https://api.test/apis/shardring.io/v1alpha1/namespaces/team-a/shardrings")
     assert "limit=1" in url
     assert (method2, url2) == (
-        "POST", "https://api.test/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        "POST", "https://api.test/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+        "?fieldManager=shardring-operator")
     assert body["spec"]["resourceAttributes"] == {"namespace": "team-a", "verb": "watch",
                                                   "group": "shardring.io",
                                                   "resource": "shardrings"}
