@@ -48,6 +48,9 @@ class ConsulConnection:
         scheme = scheme or ("https" if ca_file else "http")
         if scheme not in ("http", "https"):
             raise SettingsError(f"Consul connection {name!r}: scheme must be http or https")
+        if ca_file and scheme == "http":  # (the CA went unused: no TLS, said nowhere)
+            raise SettingsError(f"Consul connection {name!r}: caFile is set but scheme is http; "
+                                f"use https (implied by caFile), or drop caFile")
         return cls(name, host, int(port), scheme, ca_file or True, access)
 
 

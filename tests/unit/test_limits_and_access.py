@@ -134,6 +134,10 @@ def test_limits_and_connection_rules_are_read_strictly(tmp_path):
     path.write_text("connections:\n  p: {address: 'c:8500', requireToken: 'yes'}\n")
     with pytest.raises(SettingsError, match="requireToken"):
         OperatorConfig.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
+    # A CA beside plain http went unused (Helm merges a chart's caFile into one's own entry).
+    path.write_text("connections:\n  p: {address: 'c:8500', scheme: http, caFile: /ca.pem}\n")
+    with pytest.raises(SettingsError, match="caFile is set but scheme is http"):
+        OperatorConfig.from_env({"SHARDRING_CONSUL_CONNECTIONS": str(path)})
 
 
 def test_a_big_ring_waits_longer_between_versions_than_a_small_one():
