@@ -336,9 +336,21 @@ def test_the_chart_lints_strictly_refuses_unknown_values_and_renders_what_kustom
         linted = helm("lint", "--strict", str(CHART), "-f", str(values_file(tmp_path, name)))
         assert linted.returncode == 0, f"{name}: {linted.stdout}{linted.stderr}"
     for wrong in ("replica=2", "installMode=everywhere", "metrics.serviceMonitor.enable=true",
-                  "metrics.port=8080"):  # (the liveness probe's port)
+                  "metrics.port=8080",  # (the liveness probe's port)
+                  # a connection's field misspelt: the operator would stop at start, in a
+                  # crash loop after an install that looked fine
+                  "connections.connections.prod.namespace={payments}",
+                  "connections.etcd.main.endpoint={https://etcd:2379}",
+                  "connections.zookeeper.zk.host={zk:2181}"):
         refused = helm("template", str(CHART), "--set", wrong)
         assert refused.returncode != 0 and "schema" in refused.stderr.lower(), wrong
+    # Helm merges maps: the shipped default connection goes only when set to null.
+    only = helm("template", str(CHART), "--set", "connections.connections.default=null",
+                "--set", "connections.connections.prod.address=consul-prod:8501")
+    assert only.returncode == 0, only.stderr
+    listed = next(d for d in yaml.safe_load_all(only.stdout) if d and d["kind"] == "ConfigMap"
+                  and "connections.yaml" in (d.get("data") or {}))
+    assert list(yaml.safe_load(listed["data"]["connections.yaml"])["connections"]) == ["prod"]
 
     # One source of truth: RBAC rules, CRDs and the Deployment's settings as manifests/ has them.
     for values, mode in (("defaults", "manifests"), ("namespaced", "manifests/namespaced")):
@@ -425,6 +437,14 @@ def test_helm_install_upgrade_and_uninstall_keep_the_crds_when_asked(plane, helm
         "shardring-operator"
     assert can_i(plane, "list", "secrets", "--all-namespaces")
 
+    # A served namespace that does not exist (a typo): refused before anything changes (Helm
+    # applied the narrowed ClusterRole, then failed on its RoleBinding: the running operator
+    # lost its rights in every other namespace).
+    typo = helm("upgrade", "shardring", str(CHART), "-n", SYSTEM, "--reuse-values",
+                "--set", "installMode=namespaced", "--set", f"namespaces={{{SYSTEM},no-such-ns}}",
+                plane=plane)
+    assert typo.returncode != 0 and '"no-such-ns" does not exist' in typo.stderr, typo.stderr
+    assert can_i(plane, "list", "secrets", "--all-namespaces")
     upgraded = helm("upgrade", "shardring", str(CHART), "-n", SYSTEM, "--reuse-values",
                     "--set", "installMode=namespaced", "--set", "replicas=1", plane=plane)
     assert upgraded.returncode == 0, upgraded.stderr
