@@ -88,7 +88,8 @@ def index(rings: Iterable[RingView], namespace: str | None = None) -> str:
     table = ("<table><tr><th>Namespace</th><th>Ring</th><th>Source</th><th>Members</th>"
              "<th>Shards</th><th>Version</th><th>Ready</th><th>Converged</th><th>Applied</th>"
              "</tr>" + "".join(rows) + "</table>")
-    return _page(title, f"<h1>{escape(title)}</h1>{form}<p id=\"count\">{len(shown)} rings</p>"
+    count = f"{len(shown)} ring{'' if len(shown) == 1 else 's'}"
+    return _page(title, f"<h1>{escape(title)}</h1>{form}<p id=\"count\">{count}</p>"
                         f"{table}")
 
 
