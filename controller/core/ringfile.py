@@ -23,6 +23,7 @@ import numpy as np
 
 import shardring_client as client
 from controller.core.ring import Algorithm, Assignment, Member, RingError, RingSpec, hash64
+from controller.core.ring.loadbalance import imbalance
 
 FORMAT = "shardring.io/ring/v1"
 KEY_HASH = "md5-hashmod"  # shard = uint64_be(md5(key)[8:16]) mod shards == Prometheus hashmod
@@ -124,7 +125,6 @@ def _member_core(member: Member) -> dict[str, Any]:
 
 
 _EXACT = 2.0**53  # past it a float no longer holds every integer
-IMBALANCE_MAX = 1e9
 
 
 def _number(value: float) -> int | float:
@@ -206,18 +206,10 @@ def render(ring: RingFile, keys: Mapping[str, str] | None = None) -> str:
 
 def load_imbalance(members: Sequence[Member], member_load: Mapping[str, float]) -> float:
     """The highest member load over its weighted fair share of the total (1.0: even), as the
-    load balancer reckons it; at most IMBALANCE_MAX (a member with load whose fair share is too
-    small for a float, a weight of 5e-324, would be infinitely over it: not a JSON number)."""
+    load balancer reckons it (``loadbalance.imbalance``: finite, at most IMBALANCE_MAX)."""
     carried = np.array([member_load.get(m.id, 0.0) for m in members], dtype=np.float64)
     weights = np.array([m.weight for m in members], dtype=np.float64)
-    fair = carried.sum() * weights / weights.sum()
-    if not len(carried) or fair.sum() <= 0:
-        return 1.0
-    # A member carrying nothing is at 0 whatever its share (0/0 is not "infinitely over").
-    with np.errstate(over="ignore"):
-        ratios = np.divide(carried, fair, out=np.where(carried > 0, np.inf, 0.0),
-                           where=fair > 0)
-    return round(min(float(ratios.max()), IMBALANCE_MAX), 3)
+    return round(imbalance(carried, carried.sum() * weights / weights.sum()), 3)
 
 
 def _draining_entry(member_id: str, endpoint: Endpoint | None) -> dict[str, Any]:

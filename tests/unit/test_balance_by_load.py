@@ -214,3 +214,26 @@ def test_ring_json_shows_each_members_load_under_the_version_it_was_made_with():
     first = counted.run(1.0, members=(*MEMBERS, "e"))
     assert first.change is not None
     assert all("load" not in m for m in json.loads(first.configmap.data["ring.json"])["members"])
+
+
+def test_a_member_whose_fair_share_is_too_small_for_a_float_neither_blocks_balance_nor_overflows():
+    # (Carrying nothing over a share of 0 was NaN: never "within the tolerance", so the ring said
+    # Rebalancing for ever; carrying something was Infinity in status.measuredLoad.)
+    from controller.core.balance import balance_condition
+    from controller.core.ring import Member, RingSpec, plan
+    from controller.core.ring.loadbalance import IMBALANCE_MAX, fair_shares, imbalance
+    config = parse_spec("r", {"service": {"name": "s"}, "shards": 4,
+                              "balance": {"by": "load"}})
+    members = [Member("a"), Member("b"), Member("tiny", weight=5e-324)]
+    ring = ringfile.RingFile(plan(members, RingSpec(4)))
+    carried = {m.id: 0.0 for m in members}
+    shard_load = np.array([0.0] * 4)
+    for shard, owner in enumerate(ring.assignment.owners):
+        shard_load[shard] = 0.0 if owner[0] == "tiny" else 0.1  # (a share of it: below 5e-324)
+        carried[owner[0]] += shard_load[shard]
+    assert carried["tiny"] == 0 < carried["a"] and carried["a"] == carried["b"]
+    balanced = balance_condition(config, ring, shard_load)
+    assert balanced is not None and (balanced.status, balanced.reason) == (True, "WithinTolerance")
+    weights = np.array([m.weight for m in members])
+    over = imbalance(np.array([1.0, 1.0, 1.0]), fair_shares(np.array([3.0]), weights, 1))
+    assert over == IMBALANCE_MAX

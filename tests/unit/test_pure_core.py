@@ -17,6 +17,7 @@ from controller.core.limits import SettingsError
 from controller.core.membership import MembershipError, members_from
 from controller.core.render import RingTooLarge, configmap_data, relabel_rules
 from controller.core.ring import Member, RingSpec, plan, shard_of
+from controller.core.ring.loadbalance import IMBALANCE_MAX
 from controller.core.spec import SpecError, parse_duration
 from controller.operator.settings import OperatorConfig
 from controller.sources.connections import ConsulConnection
@@ -343,11 +344,11 @@ def test_a_ring_showing_extreme_loads_reads_back(weights, shard_load):
     text = ringfile.render(ring)
     document = json.loads(text, parse_constant=pytest.fail)  # (Infinity and NaN are not JSON)
     assert ringfile.parse(text).member_load == ring.member_load
-    assert 0 < document["loadImbalance"] <= ringfile.IMBALANCE_MAX
+    assert 0 < document["loadImbalance"] <= IMBALANCE_MAX
 
 
 def test_load_imbalance_is_finite_and_a_member_carrying_nothing_is_not_over():
-    from controller.core.ringfile import IMBALANCE_MAX, load_imbalance
+    from controller.core.ringfile import load_imbalance
     tiny = [Member("a", weight=1), Member("b", weight=5e-324)]
     assert load_imbalance(tiny, {"a": 0.1}) == 1.0  # (0/0 for b: nothing carried)
     assert load_imbalance(tiny, {"a": 50, "b": 50}) == IMBALANCE_MAX

@@ -63,11 +63,20 @@ def fair_shares(shard_load: np.ndarray, weights: np.ndarray, replication: int) -
     return shares
 
 
+# The highest imbalance said: a member with load whose fair share is too small for a float (a
+# weight of 5e-324) is infinitely over it, which no status or ring.json can hold (not JSON).
+IMBALANCE_MAX = 1e9
+
+
 def imbalance(loads: np.ndarray, fair: np.ndarray) -> float:
-    """The highest load over fair share (1.0: perfectly even; 1.0 also when nothing is loaded)."""
+    """The highest load over fair share (1.0: perfectly even; 1.0 also when nothing is loaded),
+    at most IMBALANCE_MAX. A member carrying nothing is at 0 whatever its share: 0 over a share
+    of 0 was NaN, which no comparison holds, and the ring never counted as balanced."""
     if not len(loads) or fair.sum() <= 0:
         return 1.0
-    return float((loads / fair).max())
+    with np.errstate(over="ignore"):
+        ratios = np.divide(loads, fair, out=np.where(loads > 0, np.inf, 0.0), where=fair > 0)
+    return min(float(ratios.max()), IMBALANCE_MAX)
 
 
 def fill_by_load(owners: np.ndarray, shard_load: np.ndarray, weights: np.ndarray,
