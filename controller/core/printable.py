@@ -12,7 +12,6 @@ def printable(name: str) -> str:
     return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
 
 
-
 def has_control_characters(text: str) -> bool:
     """C0 or C1 control characters (a newline, an escape): what a terminal or a log line acts
     on. Other characters that do not print alone (a no-break space, a zero-width joiner) are
