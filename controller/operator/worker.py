@@ -93,6 +93,11 @@ class RingWorker:
         self._worked = worked
         self._planning = planning
         self.body: dict[str, Any] | None = None
+        # The resourceVersion our last status write gave the ring, until an event shows that
+        # write: events from before it can still arrive (the watch is behind our own writes),
+        # and a pass planned on their status would undo what the write recorded (lastHandover,
+        # lastChange). Nobody else writes the status, so until then it is the one we wrote.
+        self._echo_awaited: str | None = None
         self._spec: tuple[tuple[str, int], RingConfig | SpecError] | None = None  # as last read
         self.subscription: Subscription | None = None
         self.seen: SeenConfigMap | None = None  # None: not read yet
@@ -130,8 +135,20 @@ class RingWorker:
     # ---- what wakes it --------------------------------------------------------------------------
 
     def observe(self, body: Mapping[str, Any]) -> None:
-        self.body = plain_body(body, self.publisher.written_status)
+        self.body = self._after_our_write(body)
         self.wake()
+
+    def _after_our_write(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``body`` as the worker keeps it: with the status it last wrote, if the body is from
+        before that write."""
+        written = self.publisher.written_status
+        if self._echo_awaited is not None and written is not None:
+            if body.get("status") == written or \
+                    (body.get("metadata") or {}).get("resourceVersion") == self._echo_awaited:
+                self._echo_awaited = None
+            else:
+                body = {**body, "status": written}
+        return plain_body(body, written)
 
     def configmap_seen(self, name: str, view: ConfigMapView | None) -> None:
         self.seen = SeenConfigMap(name, self._without_our_text(view))
@@ -184,6 +201,8 @@ class RingWorker:
         stopper = asyncio.create_task(wake_on_stop())
         self.serving = True
         self._stopped = stopped
+        # (Paused, another replica may have written the status since: its events are taken.)
+        self._echo_awaited = None
         try:
             while not stopped and not self.retired:
                 self._wake.clear()
@@ -468,10 +487,13 @@ class RingWorker:
 
     async def _write_status(self, plan: PassPlan, body: dict[str, Any]) -> None:
         patched = await self.publisher.write_status(plan.status, body, self.clock.monotonic())
-        if self.body is body:  # a newer body that came meanwhile wins
+        self._echo_awaited = (patched.get("metadata") or {}).get("resourceVersion")
+        if self.body is body:
             self.body = plain_body({**body, "status": patched.get("status", plan.status),
                                     "metadata": patched.get("metadata", body.get("metadata"))},
                                    self.publisher.written_status)
+        elif self.body is not None:  # a body that came meanwhile: its spec wins, not its status
+            self.body = self._after_our_write(self.body)
         self.publisher.events(plan, body, warnings=True)
 
     # ---- the membership subscription ----------------------------------------------------------

@@ -5,6 +5,7 @@ No control plane: these run in about a second."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 
@@ -266,6 +267,29 @@ def test_a_problem_is_warned_once_even_when_an_older_body_arrives_after_the_stat
         s.sources.members(0)
         await s.step()
         assert s.kube.events.count(("Warning", "NotEnoughMembers")) == 2
+    asyncio.run(scenario())
+
+
+def test_an_event_from_before_a_status_write_does_not_undo_what_the_write_recorded():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        s.observe()
+        stale = copy.deepcopy(s.kube.ring)  # version 1's status, as its echo shows it
+        s.sources.members(4)
+        await s.step()
+        recorded = s.kube.ring["status"]["lastChange"]
+        assert recorded["added"] == 1 and s.kube.ring["status"]["ringVersion"] == 2
+        s.worker.observe(stale)  # that echo, still on its way, arrives after version 2's write
+        s.sources.members(4)  # a reply that changes nothing: a pass runs
+        await s.step()
+        assert s.kube.ring["status"]["lastChange"] == recorded
+        assert s.kube.ring["status"]["ringVersion"] == 2
+        # Once an event shows the write, a status that differs is someone else's, and taken.
+        s.observe()
+        s.kube.ring["status"] = {**s.kube.ring["status"], "ringVersion": 99}
+        s.observe()
+        assert s.worker.body["status"]["ringVersion"] == 99
     asyncio.run(scenario())
 
 
