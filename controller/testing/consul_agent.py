@@ -86,6 +86,11 @@ class ConsulAgent:
         if self.process:
             self.process.stop(sig=sig)
 
+    def signal(self, sig: int) -> None:
+        """SIGSTOP hangs the agent (it accepts connections and answers nothing); SIGCONT ends it."""
+        if self.process and self.process.popen:
+            self.process.popen.send_signal(sig)
+
     def restart(self) -> None:
         self.stop()
         self.start()

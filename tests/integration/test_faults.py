@@ -108,6 +108,44 @@ def test_consul_outage_keeps_the_ring_and_recovers(fault_operator, agents, rings
 
 
 @pytest.mark.slow
+def test_a_hung_consul_agent_is_noticed_in_seconds_not_when_its_queries_time_out(
+        fault_operator, agents, rings, report, caplog):
+    caplog.set_level(logging.INFO, logger="shardring.consul")
+    agent = agents["persistent"]
+    helper = ConsulHelper(agent.client())
+    service = service_name()
+    ids = [helper.register(service, f"{service}-{i}", port=9100 + i) for i in range(3)]
+    rings.create("hung", quick(service, consul={"connection": "persistent"}, members=BY_ID))
+    before = rings.wait_ring("hung-ring", lambda r: len(r.assignment.members) == 3, "ring")
+    configmap_version = rings.configmap("hung-ring").metadata.resource_version
+    # The hub's blocking queries wait up to 55 s, and the hung agent holds them all that time.
+    agent.signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        wait_for(lambda: ready_status(rings, "hung", "SourceReachable") == "False",
+                 "SourceReachable=False", timeout=30)
+        noticed = time.monotonic() - started
+        report(f"hung Consul agent noticed in {noticed:.1f} s")
+        condition = rings.condition("hung", "SourceReachable")
+        assert "does not answer" in condition["message"], condition
+        assert rings.configmap("hung-ring").metadata.resource_version == configmap_version
+    finally:
+        agent.signal(signal.SIGCONT)
+    back = time.monotonic()
+    wait_for(lambda: ready_status(rings, "hung", "SourceReachable") == "True",
+             "SourceReachable=True", timeout=15)
+    report(f"followed again {time.monotonic() - back:.1f} s after the agent resumed")
+    said = [r.getMessage() for r in caplog.records if r.name == "shardring.consul"]
+    assert sum("does not answer" in line for line in said) == 1, said  # one line each way
+    assert sum("answers again" in line for line in said) == 1, said
+    assert rings.ring("hung-ring").hash == before.hash
+    helper.set_health(ids[0], passing=False)
+    rings.wait_ring("hung-ring", lambda r: len(r.assignment.members) == 2,
+                    "membership to follow after the hang", timeout=10)
+    helper.cleanup()
+
+
+@pytest.mark.slow
 def test_api_server_restart_is_survived(fault_operator, control_plane, rings, consul_helper,
                                         report):
     service = service_name()

@@ -117,12 +117,13 @@ def health_reply(response: base.Response) -> tuple[int, bytes]:
     return int(index), body
 
 
-def new_client(connection: ConsulConnection, max_reply_bytes: int) -> consul.aio.Consul:
+def new_client(connection: ConsulConnection, max_reply_bytes: int,
+               connections: int = MAX_CONNECTIONS) -> consul.aio.Consul:
     """One client (one aiohttp session and connection pool) per Consul connection, shared by all
     its watchers: a client per watcher loaded the CA store each time, ~0.9 MB per service query."""
     client = BoundedConsul(host=connection.host, port=connection.port, scheme=connection.scheme,
                            verify=connection.verify if connection.scheme == "https" else False,
-                           connections_limit=MAX_CONNECTIONS, max_reply_bytes=max_reply_bytes)
+                           connections_limit=connections, max_reply_bytes=max_reply_bytes)
     # py-consul lets CONSUL_HTTP_TOKEN override the constructor's token; every request here
     # carries the ring's own token explicitly, and nothing falls back to the environment.
     client.token = None

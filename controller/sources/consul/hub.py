@@ -84,6 +84,7 @@ class Hub:
         self._listed: dict[str, bool] = dict.fromkeys(TABLES, False)
         self._unhealthy: Unhealthy | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
         self._datacenters: tuple[float, list[str] | None] | None = None  # (when, as listed)
 
     @property
@@ -96,9 +97,20 @@ class Hub:
                        for table in TABLES]
 
     async def stop(self) -> None:
+        self._stopped = True
         await asyncio.gather(*(stop_task(task, task.get_name()) for task in self._tasks))
         if self.failure is not None:  # (gone while failing: its outage is not said to end)
             self._forget_failure()
+
+    async def restart(self, failure: Failure) -> None:
+        """The agent stopped answering (its heartbeat says so): the outage is said now, and the
+        queries in flight, which would wait out their time, start again, each listing afresh."""
+        await asyncio.gather(*(stop_task(task, task.get_name()) for task in self._tasks))
+        if self._stopped:  # (released meanwhile)
+            return
+        self._listed = dict.fromkeys(TABLES, False)
+        self._failed(failure)
+        self.start()
 
     def join(self, reader: Reader) -> None:
         self.readers.add(reader)

@@ -15,6 +15,7 @@ agent stay bounded (client.MAX_CONNECTIONS) however many services are watched.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from controller.sources.consul.client import (
 )
 from controller.sources.consul.decode import instances_from_reply
 from controller.sources.consul.failures import Failure
+from controller.sources.consul.heartbeat import Heartbeat
 from controller.sources.consul.hub import Hub, hub_name
 from controller.sources.consul.query import ServiceQuery
 
@@ -164,6 +166,7 @@ class WatcherRegistry(PooledRegistry):
     max_reply_bytes: int = 64 << 20
     clients: dict[str, consul.aio.Consul] = field(default_factory=dict)
     hubs: dict[tuple[str, str | None, str], Hub] = field(default_factory=dict)
+    heartbeats: dict[str, Heartbeat] = field(default_factory=dict)  # by connection
     _reads: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _said: dict[str, dict[int, str]] = field(default_factory=dict)  # failing hubs (hub.py)
 
@@ -192,12 +195,20 @@ class WatcherRegistry(PooledRegistry):
                 self.clients[query.connection] = new_client(
                     self.connections[query.connection], self.max_reply_bytes)
                 self._reads[query.connection] = asyncio.Semaphore(READS)
+                heartbeat = Heartbeat(f"connection {query.connection!r}",
+                                      self.connections[query.connection],
+                                      functools.partial(self._hubs_of, query.connection))
+                heartbeat.start()
+                self.heartbeats[query.connection] = heartbeat
             hub = Hub(hub_name(query.connection, query.datacenter),
                       self.clients[query.connection], token, query.datacenter,
                       self._reads[query.connection], self._said)
             hub.start()
             self.hubs[name] = hub
         return self.hubs[name]
+
+    def _hubs_of(self, connection: str) -> list[Hub]:
+        return [hub for (name, _, _), hub in self.hubs.items() if name == connection]
 
     async def released(self, watcher: SourceWatcher) -> None:
         """A hub no watcher uses any more stops (its token rotated, its rings gone). Rings
@@ -212,6 +223,9 @@ class WatcherRegistry(PooledRegistry):
         for hub in list(self.hubs.values()):  # (a release may take one meanwhile)
             await hub.stop()
         self.hubs.clear()
+        for heartbeat in self.heartbeats.values():
+            await heartbeat.stop()
+        self.heartbeats.clear()
         for client in self.clients.values():
             await close_client(client)
         self.clients.clear()
