@@ -44,6 +44,15 @@ class LeaseWriter:
             return
         raise RuntimeError(f"Lease {ack.lease} kept changing under this agent")
 
+    def intact(self, name: str) -> bool:
+        """Whether the Lease is still as this agent last wrote it (deleted, or written by someone
+        else: not); raises the client's ApiException when the read is refused."""
+        found = self._read(name)
+        if found != self._version:
+            self._version = found  # (the next write replaces, or creates, it)
+            return False
+        return True
+
     def _read(self, name: str) -> str | None:
         try:
             reply = self.api.read_namespaced_lease(name, self.namespace, _preload_content=False,

@@ -34,6 +34,11 @@ from controller.core.views import RING_LABEL
 
 log = logging.getLogger("shardring.agent")
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
+# How often the agent reads its acknowledgement Lease back: one deleted (by hand, a clean-up
+# job) or overwritten is written again within this, not only with the next version. A read,
+# not a write: a thousand agents cost the API server 17 reads a second.
+LEASE_CHECK_EVERY = 60.0
+STOP_LATENCY = 1.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class Agent:
     load_due: float | None = None
     load_failing: bool = False
     load_written: float | None = None  # when the report last went into the Lease (clock())
+    lease_check_due: float | None = None  # when to read the Lease back (after an ack)
     measuring: bool = False  # a measurement runs off the loop
     # What it found, for the ring's K: loads, or the error (set off the loop, taken on it).
     measurement: tuple[int, Measurement | Exception] | None = None
@@ -140,7 +146,8 @@ class Agent:
                          daemon=True).start()
         self.start()
         while not stop.is_set():
-            self.step(self._next_due())
+            # (A second at most: SIGTERM only sets ``stop``, and a wait is not cut short by it.)
+            self.step(min(self._next_due(), STOP_LATENCY))
 
     def start(self) -> None:
         """Before the API answers: the files on disk are what the workload has; render and reload
@@ -189,7 +196,7 @@ class Agent:
 
     def _next_due(self) -> float:
         due = [d for d in (self.reloading.due, self.acking.due, self.applying.due,
-                           self.load_due) if d is not None]
+                           self.load_due, self.lease_check_due) if d is not None]
         return max(0.0, min(due) - self.clock()) if due else 1.0
 
     def _handle(self, received: float, update: Update) -> None:
@@ -369,6 +376,21 @@ class Agent:
                      applied.version, self.config.lease, self.acking.failures)
         self.acking.done()
         self.ack_pending = False
+        self.lease_check_due = self.clock() + LEASE_CHECK_EVERY
+
+    def _check_lease(self) -> None:
+        """Read the Lease back: written again if it is no longer as this agent left it."""
+        assert self.leases is not None and self.config.lease is not None
+        self.lease_check_due = self.clock() + LEASE_CHECK_EVERY
+        try:
+            intact = self.leases.intact(self.config.lease)
+        except Exception:  # noqa: BLE001 - unreachable or refused: the feed says the former,
+            return  # and a refusal shows at the next write; read again next time
+        if not intact:
+            log.info("Lease %s was deleted or changed by someone else; acknowledging ring "
+                     "version %d in it again", self.config.lease, self.applied.version)
+            self.ack_pending = True
+            self._ack()
 
     def _retry(self) -> None:
         now = self.clock()
@@ -384,6 +406,9 @@ class Agent:
             self._report(*self.measurement)
         if self.ack_pending and (self.acking.due is None or now >= self.acking.due):
             self._ack()
+        elif not self.ack_pending and self.lease_check_due is not None and \
+                now >= self.lease_check_due:
+            self._check_lease()
 
     def _measure(self) -> None:
         """Measure this member's shards, off the loop (``_report`` takes the result)."""

@@ -484,3 +484,34 @@ def test_an_agent_reports_its_members_load_with_its_acknowledgement(
         finally:
             for agent in agents:
                 agent.stop()
+
+
+def test_the_agents_lease_read_back_tells_a_deleted_or_overwritten_lease_under_its_role(
+        control_plane, api_client, core_v1, namespace, tmp_path):
+    from kubernetes import config as k8s_config
+
+    from controller.agent.lease import LeaseWriter
+    from controller.core.acks import Ack, ack_from_lease
+    from controller.core.rfc3339 import now_rfc3339
+    agent_role(k8s.RbacAuthorizationV1Api(api_client), core_v1, namespace, "scrapers-ring")
+    kubeconfig = service_account_kubeconfig(control_plane, core_v1, namespace, "scraper",
+                                            tmp_path / "scraper.kubeconfig")
+    as_agent = k8s.CoordinationV1Api(k8s_config.new_client_from_config(str(kubeconfig)))
+    admin = k8s.CoordinationV1Api(api_client)
+    leases = LeaseWriter(as_agent, namespace)
+    ack = Ack(lease="scrapers-ring.scraper-0", ring="scrapers", member="m", version=3,
+              ring_hash="h", reload="ok", applied_at=now_rfc3339(micro=True))
+    leases.write(ack, None)
+    assert leases.intact(ack.lease)
+    admin.delete_namespaced_lease(ack.lease, namespace)
+    assert not leases.intact(ack.lease)
+    leases.write(ack, None)  # what the agent then does: created again
+    assert leases.intact(ack.lease)
+    admin.patch_namespaced_lease(ack.lease, namespace,  # someone else's write
+                                 {"metadata": {"labels": {"shardring.io/ack": None}}})
+    assert ack_from_lease(admin.read_namespaced_lease(ack.lease, namespace).to_dict()) is None
+    assert not leases.intact(ack.lease)
+    leases.write(ack, None)
+    assert leases.intact(ack.lease)
+    found = ack_from_lease(admin.read_namespaced_lease(ack.lease, namespace).to_dict())
+    assert found is not None and found.version == 3

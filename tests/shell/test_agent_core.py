@@ -17,7 +17,7 @@ from controller.agent.feed import Seen, Unreachable
 from controller.agent.files import AtomicDir
 from controller.agent.loadreport import Measurement
 from controller.agent.reload import Command, ReloadFailed
-from controller.agent.run import Agent, AgentConfig, PrometheusOutput
+from controller.agent.run import LEASE_CHECK_EVERY, Agent, AgentConfig, PrometheusOutput
 from controller.client import MountedRing
 from controller.core import ringfile
 from controller.core.acks import Ack, ack_from_lease, build_lease, convergence, lease_name
@@ -181,6 +181,7 @@ class Leases:
         self.written: list[Ack] = []
         self.owners: list = []
         self.fail = 0
+        self.present, self.reads = False, 0
 
     def write(self, sent, owner):
         if self.fail:
@@ -188,6 +189,11 @@ class Leases:
             raise RuntimeError("API server unreachable")
         self.written.append(sent)
         self.owners.append(owner)
+        self.present = True
+
+    def intact(self, name):
+        self.reads += 1
+        return self.present
 
 
 class Reloads:
@@ -286,6 +292,24 @@ def test_an_acknowledgement_that_fails_is_written_later(tmp_path):
     clock.now += 1.0
     agent.step(0)
     assert [a.version for a in leases.written] == [1]
+
+
+def test_a_deleted_acknowledgement_lease_is_written_again_within_a_check(tmp_path):
+    leases, clock = Leases(), Clock()
+    agent = agent_for(tmp_path, leases=leases, clock=clock, prometheus=False)
+    feed(agent, Seen(configmap(ring_of(["a", "b"]))))
+    assert [a.version for a in leases.written] == [1] and leases.reads == 0
+    assert agent._next_due() == LEASE_CHECK_EVERY
+    clock.now += LEASE_CHECK_EVERY
+    agent.step(0)
+    assert leases.reads == 1 and len(leases.written) == 1  # still there: a read, no write
+    leases.present = False  # deleted by hand
+    clock.now += LEASE_CHECK_EVERY - 1
+    agent.step(0)
+    assert leases.reads == 1  # not before its time
+    clock.now += 1
+    agent.step(0)
+    assert leases.reads == 2 and [a.version for a in leases.written] == [1, 1]
 
 
 def test_a_bad_ring_json_is_not_applied_and_the_last_files_stay(tmp_path):
