@@ -195,8 +195,10 @@ class Agent:
         self._retry()
 
     def _next_due(self) -> float:
+        # (The read-back waits while an acknowledgement is pending: that write comes first.)
+        lease_check = None if self.ack_pending else self.lease_check_due
         due = [d for d in (self.reloading.due, self.acking.due, self.applying.due,
-                           self.load_due, self.lease_check_due) if d is not None]
+                           self.load_due, lease_check) if d is not None]
         return max(0.0, min(due) - self.clock()) if due else 1.0
 
     def _handle(self, received: float, update: Update) -> None:
@@ -408,7 +410,10 @@ class Agent:
             self._ack()
         elif not self.ack_pending and self.lease_check_due is not None and \
                 now >= self.lease_check_due:
-            self._check_lease()
+            if self.reachable is False:  # (the feed finds out when it answers again)
+                self.lease_check_due = now + LEASE_CHECK_EVERY
+            else:
+                self._check_lease()
 
     def _measure(self) -> None:
         """Measure this member's shards, off the loop (``_report`` takes the result)."""

@@ -46,6 +46,9 @@ RETRY_MIN, RETRY_MAX = 1.0, 60.0
 ACK_COALESCE = 0.25
 # How long a status waits for the passes waiting for a slot before it takes its turn with them.
 STATUS_PATIENCE = 5.0
+# How long an event from before our last status write is expected (the watch is usually well
+# under a second behind): past that, events are taken as they are, whatever they carry.
+ECHO_PATIENCE = 10.0
 
 
 class Stopped(Protocol):
@@ -93,11 +96,12 @@ class RingWorker:
         self._worked = worked
         self._planning = planning
         self.body: dict[str, Any] | None = None
-        # The resourceVersion our last status write gave the ring, until an event shows that
-        # write: events from before it can still arrive (the watch is behind our own writes),
-        # and a pass planned on their status would undo what the write recorded (lastHandover,
-        # lastChange). Nobody else writes the status, so until then it is the one we wrote.
-        self._echo_awaited: str | None = None
+        # The resourceVersion our last status write gave the ring (and until when, monotonic),
+        # until an event shows that write: events from before it can still arrive (the watch is
+        # behind our own writes), and a pass planned on their status would undo what the write
+        # recorded (lastHandover, lastChange). Nobody else writes the status while this worker
+        # serves, so until then it is the one we wrote.
+        self._echo_awaited: tuple[str, float] | None = None
         self._spec: tuple[tuple[str, int], RingConfig | SpecError] | None = None  # as last read
         self.subscription: Subscription | None = None
         self.seen: SeenConfigMap | None = None  # None: not read yet
@@ -135,18 +139,34 @@ class RingWorker:
     # ---- what wakes it --------------------------------------------------------------------------
 
     def observe(self, body: Mapping[str, Any]) -> None:
+        if self._older(body):
+            return
         self.body = self._after_our_write(body)
         self.wake()
 
+    def _older(self, body: Mapping[str, Any]) -> bool:
+        """Whether ``body`` is of an older generation than the one the worker has (an event
+        still on its way after a re-read moved the worker ahead of the watch): its spec would
+        publish the ring of a spec already replaced."""
+        if self.body is None:
+            return False
+        have, new = self.body.get("metadata") or {}, body.get("metadata") or {}
+        generation, current = new.get("generation"), have.get("generation")
+        return have.get("uid") == new.get("uid") and isinstance(generation, int) and \
+            isinstance(current, int) and generation < current
+
     def _after_our_write(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``body`` as the worker keeps it: with the status it last wrote, if the body is from
-        before that write."""
+        before that write (or that write's own event)."""
         written = self.publisher.written_status
         if self._echo_awaited is not None and written is not None:
-            if body.get("status") == written or \
-                    (body.get("metadata") or {}).get("resourceVersion") == self._echo_awaited:
+            version, until = self._echo_awaited
+            if self.clock.monotonic() > until:
                 self._echo_awaited = None
             else:
+                if body.get("status") == written or \
+                        (body.get("metadata") or {}).get("resourceVersion") == version:
+                    self._echo_awaited = None
                 body = {**body, "status": written}
         return plain_body(body, written)
 
@@ -201,8 +221,6 @@ class RingWorker:
         stopper = asyncio.create_task(wake_on_stop())
         self.serving = True
         self._stopped = stopped
-        # (Paused, another replica may have written the status since: its events are taken.)
-        self._echo_awaited = None
         try:
             while not stopped and not self.retired:
                 self._wake.clear()
@@ -216,8 +234,12 @@ class RingWorker:
                 except TimeoutError:
                     pass
         finally:
-            if self._held is not None:  # not written: the next serve() plans it again
-                self._held, self.fingerprint = None, None
+            # A held status is not written now. And paused, another replica may write the
+            # status: when this one serves again, the events it saw meanwhile (kopf delivers
+            # them before it starts the daemon again) are taken as they are, and it plans once
+            # and compares its status with theirs, not with what it wrote itself.
+            self._held, self.fingerprint = None, None
+            self._echo_awaited, self.publisher.written_status = None, None
             self.serving = False
             stopper.cancel()
             try:
@@ -487,7 +509,9 @@ class RingWorker:
 
     async def _write_status(self, plan: PassPlan, body: dict[str, Any]) -> None:
         patched = await self.publisher.write_status(plan.status, body, self.clock.monotonic())
-        self._echo_awaited = (patched.get("metadata") or {}).get("resourceVersion")
+        version = (patched.get("metadata") or {}).get("resourceVersion")
+        self._echo_awaited = (version, self.clock.monotonic() + ECHO_PATIENCE) \
+            if version else None
         if self.body is body:
             self.body = plain_body({**body, "status": patched.get("status", plan.status),
                                     "metadata": patched.get("metadata", body.get("metadata"))},

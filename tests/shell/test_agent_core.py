@@ -310,6 +310,13 @@ def test_a_deleted_acknowledgement_lease_is_written_again_within_a_check(tmp_pat
     clock.now += 1
     agent.step(0)
     assert leases.reads == 2 and [a.version for a in leases.written] == [1, 1]
+    # An acknowledgement in backoff when the read-back falls due: it waits for the write (the
+    # loop neither reads meanwhile nor spins on a due time it will not act on).
+    leases.fail = 5
+    feed(agent, Seen(configmap(ring_of(["a", "b", "c"], version=2))))
+    clock.now += LEASE_CHECK_EVERY + 1  # past the read-back's time
+    agent.step(0)  # the acknowledgement's retry: fails again, backs off
+    assert agent.ack_pending and agent._next_due() > 0 and leases.reads == 2
 
 
 def test_a_bad_ring_json_is_not_applied_and_the_last_files_stay(tmp_path):

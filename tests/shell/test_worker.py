@@ -16,6 +16,7 @@ from controller.core.credentials import Token
 from controller.core.limits import Limits
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import view_from_dict
+from controller.operator.worker import ECHO_PATIENCE
 from tests.shell.fakes import NAME, NAMESPACE, FakeClock, FakeKube, FakeSources, Setup, setup, spec
 
 
@@ -290,6 +291,83 @@ def test_an_event_from_before_a_status_write_does_not_undo_what_the_write_record
         s.kube.ring["status"] = {**s.kube.ring["status"], "ringVersion": 99}
         s.observe()
         assert s.worker.body["status"]["ringVersion"] == 99
+    asyncio.run(scenario())
+
+
+def test_an_event_from_an_older_generation_does_not_bring_its_spec_back():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        s.observe()
+        stale = copy.deepcopy(s.kube.ring)  # kopf's event from before the edit, late
+        s.kube.edit_spec(shards=32)
+        s.observe()
+        await s.step()
+        assert s.kube.published().assignment.shards == 32
+        s.worker.observe(stale)
+        s.sources.members(3)
+        await s.step()
+        assert s.kube.published().assignment.shards == 32 and s.kube.published().version == 2
+    asyncio.run(scenario())
+
+
+def test_a_status_someone_else_wrote_is_taken_once_our_writes_event_is_overdue():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        # A relist skipped our write's own event, and someone wrote the status since.
+        s.kube.ring["status"] = {**s.kube.ring["status"], "ringVersion": 99}
+        s.kube.ring["metadata"]["resourceVersion"] = "later"
+        s.observe()
+        assert s.worker.body["status"]["ringVersion"] == 1  # as if from before our write
+        s.clock.advance(ECHO_PATIENCE + 1)
+        s.observe()
+        assert s.worker.body["status"]["ringVersion"] == 99
+    asyncio.run(scenario())
+
+
+class Running:
+    """kopf's DaemonStopped."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.stop.is_set()
+
+    async def wait(self) -> None:
+        await self.stop.wait()
+
+
+async def until(condition) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("never happened")
+
+
+def test_a_worker_serving_again_takes_the_status_another_replica_wrote_while_it_was_paused():
+    async def scenario():
+        s = setup(spec())
+        running = Running()
+        serving = asyncio.create_task(s.worker.serve(running))
+        await until(lambda: s.sources.active())
+        s.sources.members(3)
+        await until(lambda: s.kube.ring["status"].get("members") == 3)
+        running.stop.set()  # paused: the other replica serves the ring now
+        await asyncio.wait_for(serving, 1)
+        s.kube.ring["status"] = {**s.kube.ring["status"], "members": 7}
+        s.kube.ring["metadata"]["resourceVersion"] = "other-replica"
+        s.observe()  # (kopf delivers it before it starts the daemon again)
+        assert s.worker.body["status"]["members"] == 7
+        running = Running()
+        serving = asyncio.create_task(s.worker.serve(running))
+        await until(lambda: s.sources.active())
+        s.sources.members(3)  # the source as before
+        await until(lambda: s.kube.ring["status"].get("members") == 3)  # put right
+        running.stop.set()
+        await asyncio.wait_for(serving, 1)
     asyncio.run(scenario())
 
 

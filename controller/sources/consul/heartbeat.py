@@ -4,14 +4,15 @@ A hub's blocking queries wait up to WAIT_SECONDS by design, so an agent that acc
 and never answers (a stopped process, a host gone without a reset) would be noticed only when the
 queries in flight time out, about a minute later. A heartbeat per connection asks the agent
 something small every EVERY seconds, on a connection of its own (the blocking queries may hold
-all of the shared pool's); no answer within TIMEOUT makes the connection's hubs say the outage and
-start their queries again. Any answer, even an error, is the agent answering: what an error means
-is the queries' to say.
+all of the shared pool's); MISSES answers in a row not given within TIMEOUT make the connection's
+hubs say the outage and start their queries again. Any answer, even an error, is the agent
+answering: what an error means is the queries' to say.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 
 from controller.sources.base import error_reason, stop_task
@@ -22,24 +23,26 @@ from controller.sources.consul.hub import Hub
 
 EVERY = 5.0
 TIMEOUT = 10.0
+# In a row (the second asked at once): one slow answer, from a client agent whose servers are
+# busy, is not an outage, and restarting every hub's queries would only add to their load.
+MISSES = 2
 REPLY_BYTES = 1 << 16  # the leader's address
 
+log = logging.getLogger("shardring.consul")
 
-def silent(timeout: float) -> Failure:
-    return Failure(f"Consul does not answer (nothing in {timeout:.0f} s): the agent may be "
-                   f"stopped or overloaded, or the network drops its packets",
+
+def silent() -> Failure:
+    return Failure(f"Consul does not answer (nothing in {TIMEOUT * MISSES:.0f} s): the agent "
+                   f"may be stopped or overloaded, or the network drops its packets",
                    error_reason(unreachable=True))
 
 
 class Heartbeat:
     def __init__(self, name: str, connection: ConsulConnection,
-                 hubs: Callable[[], Iterable[Hub]], every: float = EVERY,
-                 timeout: float = TIMEOUT):
+                 hubs: Callable[[], Iterable[Hub]]):
         self.name = name  # for the task's name: the connection's, never a token
         self.client = new_client(connection, REPLY_BYTES, connections=1)
         self._hubs = hubs
-        self.every, self.timeout = every, timeout
-        self.beats = 0  # answers (a test counts them)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -50,24 +53,35 @@ class Heartbeat:
             await stop_task(self._task, self._task.get_name())
         await close_client(self.client)
 
+    def _following(self) -> list[Hub]:
+        """The hubs that follow Consul now. (Those that already fail are finding out when it
+        answers again, with their own short listings: nothing to add.)"""
+        return [hub for hub in self._hubs() if hub.failure is None and hub.ready]
+
     async def _run(self) -> None:
+        missed = 0
         while True:
-            await asyncio.sleep(self.every)
-            # Hubs that already fail are finding out when it answers again, with their own
-            # short listings: nothing to add.
-            following = [hub for hub in self._hubs() if hub.failure is None and hub.ready]
-            if not following:
+            if not missed:
+                await asyncio.sleep(EVERY)
+            if not self._following():
+                missed = 0
                 continue
+            missed = 0 if await self._answers() else missed + 1
+            if missed < MISSES:
+                continue
+            missed = 0
             try:
-                async with asyncio.timeout(self.timeout):
-                    await self.client.status.leader()
-            except asyncio.CancelledError:
-                raise
-            except TimeoutError:
-                failure = silent(self.timeout)
-                for hub in following:
-                    await hub.restart(failure)
-                continue
-            except Exception:  # noqa: BLE001 - it answered: its queries say what this means
-                pass
-            self.beats += 1
+                for hub in self._following():
+                    await hub.restart(silent())
+            except Exception as error:  # noqa: BLE001 - never ends the heartbeat unseen
+                log.error("restarting the Consul queries of %s failed: %r", self.name, error)
+
+    async def _answers(self) -> bool:
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await self.client.status.leader()
+        except TimeoutError:
+            return False
+        except Exception:  # noqa: BLE001 - it answered: its queries say what this means
+            pass
+        return True

@@ -195,6 +195,7 @@ class WatcherRegistry(PooledRegistry):
                 self.clients[query.connection] = new_client(
                     self.connections[query.connection], self.max_reply_bytes)
                 self._reads[query.connection] = asyncio.Semaphore(READS)
+            if query.connection not in self.heartbeats:
                 heartbeat = Heartbeat(f"connection {query.connection!r}",
                                       self.connections[query.connection],
                                       functools.partial(self._hubs_of, query.connection))
@@ -218,6 +219,10 @@ class WatcherRegistry(PooledRegistry):
             if not hub.readers and self.hubs.get(name) is hub:
                 del self.hubs[name]
                 await hub.stop()
+        for connection, heartbeat in list(self.heartbeats.items()):
+            if not self._hubs_of(connection) and self.heartbeats.get(connection) is heartbeat:
+                del self.heartbeats[connection]
+                await heartbeat.stop()
 
     async def close_clients(self) -> None:
         for hub in list(self.hubs.values()):  # (a release may take one meanwhile)
