@@ -8,12 +8,11 @@ what was applied. An agent writes it only when what it applied changes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.core import loads
+from controller.core import loads, names
 from controller.core.conditions import Condition
 from controller.core.printable import printable
 from controller.core.rfc3339 import epoch
@@ -29,7 +28,6 @@ RELOAD = "shardring.io/reload"
 APPLIED_AT = "shardring.io/applied-at"
 MEMBER = "shardring.io/member"
 SHOWN_LAGGING = 10  # members named in status.convergence.lagging; the count says the rest
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class Ack:
 def lease_name(configmap: str, identity: str) -> str:
     """``<ConfigMap>.<identity>`` (the identity is usually the pod's name)."""
     name = f"{configmap}.{identity}".lower()
-    if not _DNS_SUBDOMAIN.match(name):
+    if not names.is_subdomain(name):
         raise ValueError(f"{name!r} is not a valid Lease name: the identity must be lower-case "
                          f"letters, digits, '-' and '.' (a pod name is)")
     return name

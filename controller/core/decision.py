@@ -129,13 +129,18 @@ def decide(config: RingConfig, membership: Membership, source_index: int,
         after = {m.id for m in members}
         # A member that starts draining leaves the assignment on purpose: not a loss.
         removed, added = before - after - set(membership.draining), after - before
-        # A new identity rule renames every member: that is a spec change, not members leaving.
-        renamed = previous.service.get("identity") != config.identity
-        if before and not renamed and \
-                len(removed) * 100 > guard.max_member_loss_percent * len(before):
+        # A new source, query, identity or membership rule names other members (or renames
+        # them): that is a spec change, not members leaving. And members replaced by as many
+        # (new addresses after a restart) are no loss either: counted net, a one-member ring
+        # whose member was replaced was held for ever.
+        repointed = dict(previous.service) != service
+        lost = len(removed) - len(added)
+        if before and not repointed and \
+                lost * 100 > guard.max_member_loss_percent * len(before):
+            joined = f" and only {len(added)} joined" if added else ""
             return Decision(previous, problem=Problem(
                 Reason.MEMBER_LOSS,
-                f"{len(removed)} of {len(before)} members left at once, more than "
+                f"{len(removed)} of {len(before)} members left at once{joined}, more than "
                 f"maxMemberLossPercent={guard.max_member_loss_percent}. The last ring is kept; "
                 f"if this is intended, raise spec.stabilization.maxMemberLossPercent."),
                 observed=len(members))

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from controller.core import names, printable
 from controller.core.ring import Algorithm, RingError, RingSpec
 
 # <host>/<name>: the source's unique key for an instance (Consul's node and service ID).
@@ -237,10 +238,12 @@ def _parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
     stabilization = value_of(spec, "stabilization", {})
     algorithm = value_of(spec, "algorithm", "balanced")
     try:
-        ring = RingSpec(shards=int(value_of(spec, "shards", 256)),
-                        replication=int(value_of(spec, "replicationFactor", 1)),
+        ring = RingSpec(shards=_whole(value_of(spec, "shards", 256), "spec.shards"),
+                        replication=_whole(value_of(spec, "replicationFactor", 1),
+                                           "spec.replicationFactor"),
                         algorithm=Algorithm(algorithm),
-                        virtual_nodes=int(value_of(spec, "virtualNodes", 160)))
+                        virtual_nodes=_whole(value_of(spec, "virtualNodes", 160),
+                                             "spec.virtualNodes"))
     except (RingError, ValueError) as error:
         raise SpecError(f"spec: {error}") from None
     window = duration_ns(value_of(stabilization, "window", "10s"), "spec.stabilization.window")
@@ -252,8 +255,7 @@ def _parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
     return RingConfig(
         query=query,
         ring_spec=ring,
-        configmap=_text(value_of(value_of(spec, "configMap", {}), "name", f"{name}-ring"),
-                        "spec.configMap.name"),
+        configmap=_configmap_name(value_of(value_of(spec, "configMap", {}), "name"), name),
         identity=_rule(value_of(members, "identity", DEFAULT_IDENTITY), _IDENTITY,
                        "spec.members.identity"),
         weight_from=_rule(value_of(members, "weightFrom"), _WEIGHT_FROM,
@@ -264,8 +266,10 @@ def _parse_spec(name: str, spec: Mapping[str, Any], namespace: str,
         credentials=credentials,
         stabilization=Stabilization(
             window=window / 10**9, max_delay=max_delay / 10**9,
-            min_members=int(value_of(stabilization, "minMembers", 1)),
-            max_member_loss_percent=int(value_of(stabilization, "maxMemberLossPercent", 50))),
+            min_members=_whole(value_of(stabilization, "minMembers", 1),
+                               "spec.stabilization.minMembers", 0, 100_000),
+            max_member_loss_percent=_whole(value_of(stabilization, "maxMemberLossPercent", 50),
+                                           "spec.stabilization.maxMemberLossPercent", 0, 100)),
         prometheus_relabel=_flag(value_of(value_of(spec, "outputs", {}), "prometheusRelabel",
                                           False), "spec.outputs.prometheusRelabel"),
         suspend=_flag(value_of(spec, "suspend", False), "spec.suspend"),
@@ -292,6 +296,33 @@ def _rule(value: Any, pattern: re.Pattern[str], field_name: str) -> Any:
 def _text(value: Any, field_name: str) -> str:
     if not isinstance(value, str):
         raise SpecError(f"{field_name} {value!r} is not a string")
+    return value
+
+
+def _configmap_name(value: Any, ring: str) -> str:
+    if value is None:
+        configmap = f"{ring}-ring"
+        if not names.is_subdomain(configmap):  # (a ring's name 249 characters long or more)
+            raise SpecError(f"the default ConfigMap name {printable.shown(configmap)} is longer "
+                            f"than {names.MAX_LENGTH} characters: set spec.configMap.name")
+        return configmap
+    configmap = _text(value, "spec.configMap.name")
+    if not names.is_subdomain(configmap):
+        raise SpecError(f"spec.configMap.name {printable.shown(configmap)} is not a ConfigMap "
+                        f"name: lower-case letters, digits, '-' and '.', each dot-separated "
+                        f"part starting and ending with a letter or digit, at most "
+                        f"{names.MAX_LENGTH} characters")
+    return configmap
+
+
+def _whole(value: Any, field_name: str, least: int | None = None,
+           most: int | None = None) -> int:
+    """A whole number, within the CRD's bounds when given (true is not 1, nor 2.5 two: the CRD
+    refuses them; a ring stored without it must not be published as if they were)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{field_name} {printable.shown(value)} is not a whole number")
+    if (least is not None and value < least) or (most is not None and value > most):
+        raise SpecError(f"{field_name} {value} is not between {least} and {most}")
     return value
 
 

@@ -35,6 +35,8 @@ def says(field: str, problem: str) -> str:
         return f"should be greater than or equal to {node['minimum']}"
     if problem == "maximum":
         return f"should be less than or equal to {node['maximum']}"
+    if problem == "minLength":
+        return f"should be at least {node['minLength']} chars long"
     # the message of the field's validation rule that uses ``problem``
     rules = [r for r in node["x-kubernetes-validations"] if problem in r["rule"]]
     assert len(rules) == 1, rules
@@ -42,10 +44,12 @@ def says(field: str, problem: str) -> str:
 
 
 def refusal(rings, spec: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    """Create a ring with ``spec`` (a Consul source added); the API server's message and its
-    causes (field → message) when it refuses."""
+    """Create a ring with ``spec`` (a Consul source added if it names none); the API server's
+    message and its causes (field → message) when it refuses."""
     with pytest.raises(k8s.ApiException) as refused:
-        rings.create(f"bad-{uuid.uuid4().hex[:6]}", {"service": {"name": "svc"}, **spec})
+        source = {} if any(kind in spec for kind in ("etcd", "zookeeper", "kubernetes")) \
+            else {"service": {"name": "svc"}}
+        rings.create(f"bad-{uuid.uuid4().hex[:6]}", {**source, **spec})
     assert refused.value.status == 422, refused.value.body
     body = json.loads(refused.value.body)
     causes: dict[str, str] = {}
@@ -84,6 +88,11 @@ INVALID = [
      {"stabilization.window": "pattern", "stabilization.minMembers": "minimum",
       "stabilization.maxMemberLossPercent": "maximum", "shards": "minimum"}),
     ("shards-above", {"shards": 65537}, {"shards": "maximum"}),
+    # Names the API server would refuse only when the ConfigMap is written (HTTP 422).
+    ("configMap-double-dot", {"configMap": {"name": "a..b"}}, {"configMap.name": "pattern"}),
+    ("configMap-dot-dash", {"configMap": {"name": "a.-b"}}, {"configMap.name": "pattern"}),
+    ("zookeeper-addressField-empty", {"zookeeper": {"path": "/svc", "addressField": ""}},
+     {"zookeeper.addressField": "minLength"}),
     ("replicationFactor-and-virtualNodes",
      {"replicationFactor": 0, "algorithm": "consistent", "virtualNodes": 10001},
      {"replicationFactor": "minimum", "virtualNodes": "maximum"}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -112,8 +113,41 @@ def test_a_duration_longer_than_go_allows_is_refused():
 def test_a_spec_stored_without_the_crds_schema_is_an_invalid_spec(spec):
     # (The CRD refuses these at apply time; a ring stored under an older CRD, or none, says so
     # as InvalidSpec rather than failing every pass with a traceback.)
-    with pytest.raises(SpecError, match="does not match the ShardRing schema"):
+    with pytest.raises(SpecError, match="does not match the ShardRing schema|not a whole number"):
         parse_spec("r", spec)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"shards": True}, "spec.shards True is not a whole number"),
+    ({"shards": 2.5}, "spec.shards 2.5 is not a whole number"),
+    ({"replicationFactor": 1.0}, "spec.replicationFactor 1.0 is not a whole number"),
+    ({"stabilization": {"maxMemberLossPercent": 500}}, "maxMemberLossPercent 500 is not between"),
+    ({"stabilization": {"minMembers": -3}}, "minMembers -3 is not between 0 and 100000"),
+    ({"configMap": {"name": "a..b"}}, "spec.configMap.name 'a..b' is not a ConfigMap name"),
+    ({"configMap": {"name": "a.-b"}}, "'a.-b' is not a ConfigMap name"),
+    ({"configMap": {"name": "Bad_Name!"}}, "'Bad_Name!' is not a ConfigMap name"),
+    ({"configMap": {"name": "a" * 254}}, "is not a ConfigMap name"),
+])
+def test_values_the_crd_refuses_are_an_invalid_spec_when_stored_without_it(spec, message):
+    # (shards: true was published as 1 shard, 2.5 as 2; a ConfigMap name the API server refuses
+    # failed every pass with HTTP 422 and a traceback, the ring's status saying nothing.)
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec("r", {"service": {"name": "s"}, **spec})
+    assert parse_spec("r", {"service": {"name": "s"}, "configMap": {"name": "a.b-c.d"}}
+                      ).configmap == "a.b-c.d"
+
+
+@pytest.mark.parametrize("field", ["", "  ", 5])
+def test_a_zookeeper_address_field_that_names_nothing_is_an_invalid_spec(field):
+    # ("" was blamed on every node's data: 'the JSON value has no ""'.)
+    with pytest.raises(SpecError, match="spec.zookeeper.addressField .* names no JSON field"):
+        parse_spec("r", {"zookeeper": {"path": "/svc", "addressField": field}})
+
+
+def test_a_default_configmap_name_too_long_for_the_api_server_is_an_invalid_spec():
+    assert parse_spec("r" * 248, {"service": {"name": "s"}}).configmap == "r" * 248 + "-ring"
+    with pytest.raises(SpecError, match="longer than 253 characters: set spec.configMap.name"):
+        parse_spec("r" * 249, {"service": {"name": "s"}})
 
 
 @pytest.mark.parametrize("path", ["//", "/a//b", "/a/./b", "/..", "/a/b\n"])
@@ -319,6 +353,37 @@ def test_guards_keep_the_last_ring():
                   pending_since=None)
     assert loss.ring is ring and loss.problem.reason == "MemberLoss"
     assert "maxMemberLossPercent" in loss.problem.message
+    # Counted net of the members that joined with them: 3 left, 1 joined, 2 of 4 lost.
+    loss = decide(config, members("a", "e"), 9, ring, shard_ring={}, now=1, seen_at=1,
+                  pending_since=None)
+    assert loss.problem.message.startswith("3 of 4 members left at once and only 1 joined")
+
+
+def test_members_replaced_by_as_many_are_no_loss():
+    # A one-member ring whose member came back under a new address was held for ever.
+    config = config_for(stabilization={"window": "0s", "maxDelay": "0s"})
+    ring = published(config, members("a"))
+    replaced = decide(config, members("b"), 9, ring, shard_ring={}, now=1, seen_at=1,
+                      pending_since=None)
+    assert replaced.problem is None and replaced.ring.assignment.ids == ["b"]
+    ring = published(config, members("a", "b", "c", "d"))
+    replaced = decide(config, members("a", "x", "y", "z"), 9, ring, shard_ring={}, now=1,
+                      seen_at=1, pending_since=None)
+    assert replaced.problem is None and replaced.changed
+
+
+def test_a_new_source_is_a_spec_change_not_a_member_loss():
+    consul = config_for(stabilization={"window": "1h", "maxDelay": "2h"})
+    ring = published(consul, members("a", "b", "c"))
+    etcd = parse_spec("r", {"etcd": {"prefix": "/svc/"},
+                            "stabilization": {"window": "1h", "maxDelay": "2h"}})
+    switched = decide(etcd, members("x"), 9, ring, shard_ring={}, now=1, seen_at=1,
+                      pending_since=None)
+    assert switched.problem is None and switched.changed  # at once, like any spec change
+    assert switched.ring.assignment.ids == ["x"]
+    same = decide(consul, members("x"), 9, ring, shard_ring={}, now=1, seen_at=1,
+                  pending_since=None)
+    assert same.problem.reason == "MemberLoss"  # the same source losing two of three is held
 
 
 def test_versions_continue_from_status_when_the_configmap_was_lost():

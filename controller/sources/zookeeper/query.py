@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from controller.core.printable import has_control_characters, printable
+from controller.core.printable import has_control_characters, printable, shown
 from controller.core.spec import (
     ParsedSource,
     SourceSpec,
@@ -60,9 +60,12 @@ def parse(spec: Mapping[str, Any], namespace: str) -> ParsedSource:
         raise SpecError(f"spec.zookeeper.path {printable(path)} is not a ZooKeeper node's path "
                         f"(steps separated by single slashes, none empty, '.' or '..', no "
                         f"control characters; for example /services/web)")
+    address_field = value_of(zookeeper, "addressField", "address")
+    if not isinstance(address_field, str) or not address_field.strip():
+        raise SpecError(f"spec.zookeeper.addressField {shown(address_field)} names no JSON "
+                        f"field (leave it out for \"address\")")
     query = ZooKeeperQuery(connection=value_of(zookeeper, "connection", "default"),
-                           path=path.rstrip("/"),
-                           address_field=value_of(zookeeper, "addressField", "address"))
+                           path=path.rstrip("/"), address_field=address_field)
     return query, None, credentials_ref(value_of(zookeeper, "credentialsSecretRef"))
 
 
