@@ -119,7 +119,10 @@ def decide(config: RingConfig, membership: Membership, source_index: int,
     if len(members) < needed:
         what = "minMembers" if guard.min_members >= config.ring_spec.replication else \
             "replicationFactor"
-        hint = config.query.words.empty_hint if not members else ""
+        # (Members draining are counted apart: the source's empty hint, about instances it
+        # hides, would point the wrong way.)
+        hint = f", and {len(membership.draining)} more draining (spec.members.drainFrom)" \
+            if membership.draining else config.query.words.empty_hint if not members else ""
         return Decision(previous, problem=Problem(
             Reason.NOT_ENOUGH_MEMBERS,
             f"{config.query.members_found(len(members))}{hint}; "

@@ -122,6 +122,17 @@ class Operator:
     def _listed(self, namespace: str, name: str) -> bool:
         return self.configmaps is not None and (namespace, name) in self.configmaps
 
+    def unwatched(self, namespace: str | None, plural: str) -> None:
+        """kopf stopped watching ShardRings (in ``namespace``, or everywhere): perhaps their CRD
+        was deleted, and then no deletion event comes. Each worker finds out whether its ring
+        is still there before it does anything more (a ring that never published held nothing
+        that would show it: it lived on, and published once the way was clear)."""
+        if plural != "shardrings":
+            return
+        for (ring_namespace, _), worker in list(self.workers.items()):
+            if namespace is None or ring_namespace == namespace:
+                worker.unwatched()
+
     def forget(self, namespace: str, name: str, uid: str) -> None:
         worker = self.workers.get((namespace, name))
         if worker is None or worker.uid != uid:
@@ -207,7 +218,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     if isinstance(memo.kube, Kube):
         # A namespace served without its RoleBinding is said once and waits: the others are
         # served (kopf would retry its watches there for a minute, then stop the operator).
-        memo.unwrap_watches = refusals.install(refusals.Refusals(memo.kube.may_list))
+        memo.unwrap_watches = refusals.install(refusals.Refusals(memo.kube.may_list,
+                                                                ended=memo.unwatched))
         memo.api_health.probe = memo.kube.api_answers
         memo.api_health.loop = asyncio.get_running_loop()
     memo.api_health.started()  # kopf's watches start once the startup handlers are done

@@ -32,33 +32,45 @@ MayList = Callable[[str, str, str, str], Awaitable[bool]]
 
 
 class Refusals:
-    def __init__(self, may_list: MayList, recheck: float = RECHECK) -> None:
+    def __init__(self, may_list: MayList, recheck: float = RECHECK,
+                 ended: Callable[[str | None, str], None] | None = None) -> None:
         self._may_list = may_list
         self._recheck = recheck
+        # Told (namespace, plural) when kopf ends a watch: its resource gone (the CRD deleted,
+        # and no deletion event comes for its objects), the namespace no longer served, or exit.
+        self._ended = ended
         self.refused: dict[str, set[str]] = {}  # namespace -> plurals refused there
 
     def wrap(self, watcher: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         async def watch(*, namespace: str | None, resource: Any, **kwargs: Any) -> None:
-            while True:
-                if namespace is not None:
-                    await self._allowed(namespace, resource, kwargs)
-                try:
-                    return await watcher(namespace=namespace, resource=resource, **kwargs)
-                except Exception as error:
-                    status = getattr(error, "status", None)
-                    if status == 403 and namespace is not None:
-                        self._refuse(namespace, resource.plural)  # its RoleBinding went away
-                        await asyncio.sleep(self._recheck)  # (whatever the pre-check says)
-                    elif status == 404:
-                        # The resource itself is gone (its CRD deleted): kopf stops this watch
-                        # once it sees the CRD go, and would stop the operator if the watch
-                        # failed first. Should the resource still be there, it is watched again.
-                        log.debug("%s: not found; watched again in %.0f s", resource.plural,
-                                  self._recheck)
-                        await asyncio.sleep(self._recheck)
-                    else:
-                        raise
+            try:
+                await self._watch(watcher, namespace, resource, kwargs)
+            finally:
+                if self._ended is not None:
+                    self._ended(namespace, resource.plural)
         return watch
+
+    async def _watch(self, watcher: Callable[..., Awaitable[None]], namespace: str | None,
+                     resource: Any, kwargs: dict[str, Any]) -> None:
+        while True:
+            if namespace is not None:
+                await self._allowed(namespace, resource, kwargs)
+            try:
+                return await watcher(namespace=namespace, resource=resource, **kwargs)
+            except Exception as error:
+                status = getattr(error, "status", None)
+                if status == 403 and namespace is not None:
+                    self._refuse(namespace, resource.plural)  # its RoleBinding went away
+                    await asyncio.sleep(self._recheck)  # (whatever the pre-check says)
+                elif status == 404:
+                    # The resource itself is gone (its CRD deleted): kopf stops this watch
+                    # once it sees the CRD go, and would stop the operator if the watch
+                    # failed first. Should the resource still be there, it is watched again.
+                    log.debug("%s: not found; watched again in %.0f s", resource.plural,
+                              self._recheck)
+                    await asyncio.sleep(self._recheck)
+                else:
+                    raise
 
     async def _allowed(self, namespace: str, resource: Any, kwargs: dict[str, Any]) -> None:
         """Returns once the operator may list the resource in the namespace."""

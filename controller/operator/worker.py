@@ -22,6 +22,7 @@ from controller.core.credentials import Credentials, Token, UserPassword
 from controller.core.limits import Access, Limits
 from controller.core.memory import RingMemory, Verified
 from controller.core.planner import Gathered, PassPlan, prepare
+from controller.core.printable import has_control_characters
 from controller.core.source_state import SourceState
 from controller.core.spec import RingConfig, SpecError
 from controller.core.views import (
@@ -102,6 +103,7 @@ class RingWorker:
         # recorded (lastHandover, lastChange). Nobody else writes the status while this worker
         # serves, so until then it is the one we wrote.
         self._echo_awaited: tuple[str, float] | None = None
+        self._unwatched = False  # no event may come for this ring: read it before anything
         self._spec: tuple[tuple[str, int], RingConfig | SpecError] | None = None  # as last read
         self.subscription: Subscription | None = None
         self.seen: SeenConfigMap | None = None  # None: not read yet
@@ -139,6 +141,7 @@ class RingWorker:
     # ---- what wakes it --------------------------------------------------------------------------
 
     def observe(self, body: Mapping[str, Any]) -> None:
+        self._unwatched = False  # (watched again)
         if self._older(body):
             return
         self.body = self._after_our_write(body)
@@ -182,6 +185,12 @@ class RingWorker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def unwatched(self) -> None:
+        """kopf no longer watches the ring (``Operator.unwatched``): the next wake reads it, and
+        retires the worker if it is gone."""
+        self._unwatched = True
+        self.wake()
 
     def retire(self) -> None:
         """The ring was deleted: finish the pass in flight, unsubscribe and return from serve()."""
@@ -335,6 +344,12 @@ class RingWorker:
             self.fingerprint._replace(configmap="") == self._inputs()._replace(configmap="")
 
     async def _pass_if_needed(self) -> float | None:
+        if self._unwatched:
+            async with self._slots.passing():  # (a thousand rings: not a thousand reads at once)
+                if self.retired or self._stopped:
+                    return None
+                await self._own_ring()  # RingGone if it went with its CRD
+            self._unwatched = False
         now = self.clock.monotonic()
         due = self.deadline is not None and now >= self.deadline
         if not due and self.fingerprint is not None and self.fingerprint == self._inputs():
@@ -416,7 +431,15 @@ class RingWorker:
         ring's marked Secret."""
         read = self.kube.read_secret_key
         if config.token:
-            return Token(await read(self.namespace, config.token.secret, config.token.key))
+            token = await read(self.namespace, config.token.secret, config.token.key)
+            if has_control_characters(token):
+                # (An HTTP header cannot carry it: every query failed with a bare ValueError, said
+                # as an outage. Never quoted: it is a credential.)
+                raise SecretMissing(
+                    f"the key {config.token.key!r} of Secret {config.token.secret!r} holds a "
+                    f"line break or another control character inside the token: a Consul token "
+                    f"is one line")
+            return Token(token)
         if config.credentials:
             ref = config.credentials
             return UserPassword(await read(self.namespace, ref.secret, ref.username_key),

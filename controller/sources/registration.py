@@ -42,25 +42,15 @@ def _decoded(origin: str, name: str, value: bytes, address_field: str) -> Instan
     problem = _registration_problem(document, address_field)
     if problem:
         return Instance(origin, name, invalid=problem)
-    # (The ends trimmed, as a plain value's are.)
-    host, digits = _host_port(str(document[address_field]).strip())
-    port = _port(digits) if digits is not None else None
-    if digits is not None and port is None:
-        return Instance(origin, name, invalid=f"port {shown(digits)} in \"{address_field}\" is "
-                                              f"not a port number")
-    if _spaced(host):
-        return Instance(origin, name, invalid=f"\"{address_field}\" {shown(host)} is not a host "
-                                              f"or host:port")
-    if port and document.get("port") not in (None, 0, port):
-        # (One of the two is wrong, and nobody can tell which: "port" was taken silently. A
-        # port 0 is "any", which the other one narrows.)
-        return Instance(origin, name, invalid=f"\"{address_field}\" gives port {port} and "
-                                              f"\"port\" {document['port']}")
+    host, port, problem = host_and_port(str(document[address_field]),
+                                        int(document.get("port") or 0), address_field, "port")
+    if problem:
+        return Instance(origin, name, invalid=problem)
     weight = document.get("weight")
     metadata = document.get("metadata")
     zone = document.get("zone")
     return Instance(
-        origin, name, address=host, port=int(document.get("port") or port or 0),
+        origin, name, address=host, port=port,
         weights=Weights(weight, weight) if weight is not None else None,
         labels=frozen({str(k): str(v) for k, v in metadata.items()} if metadata else None),
         host_labels=frozen({"zone": str(zone)} if zone else None),
@@ -113,6 +103,24 @@ def _registration_problem(document: Any, address_field: str) -> str | None:
     return None
 
 
+def host_and_port(address: str, port: int, address_field: str, port_field: str
+                  ) -> tuple[str, int, str | None]:
+    """An address as a registry holds it (a host, a bracketed IPv6 address, or either with
+    :port; the ends trimmed) beside the registration's own port: (host, port, None), or what is
+    wrong with it. A port in the address narrows a port 0 ("any") and must otherwise agree: one
+    of the two is wrong, and nobody can tell which."""
+    host, digits = _host_port(address.strip())
+    in_address = _port(digits) if digits is not None else None
+    if digits is not None and in_address is None:
+        return host, port, f"port {shown(digits)} in \"{address_field}\" is not a port number"
+    if _spaced(host):
+        return host, port, f"\"{address_field}\" {shown(host)} is not a host or host:port"
+    if in_address and port not in (0, in_address):
+        return host, port, f"\"{address_field}\" gives port {in_address} and " \
+                           f"\"{port_field}\" {port}"
+    return host, port or in_address or 0, None
+
+
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float)
 
@@ -123,8 +131,13 @@ def _host_port(text: str) -> tuple[str, str | None]:
     host, colon, port = text.rpartition(":")
     if not colon or not (port.isascii() and port.isdigit()) or \
             (":" in host and not host.startswith("[")):
-        return text, None
-    return host.strip("[]"), port
+        return _unbracketed(text), None
+    return _unbracketed(host), port
+
+
+def _unbracketed(host: str) -> str:
+    """``[fd00::1]`` is the address ``fd00::1``."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def _spaced(host: str) -> bool:

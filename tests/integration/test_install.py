@@ -230,12 +230,21 @@ def test_a_ring_left_with_a_finalizer_by_an_older_version_is_released_and_crds_d
         published_ring(plane, namespace, "fresh", service)
         wait_for(lambda: not rings.get("legacy")["metadata"].get("finalizers"),
                  "the old finalizer removed", 30)
+        # A ring that never published (its ConfigMap's name is taken): nothing it holds would
+        # show it gone, and once the way is clear it would publish.
+        rings.create("intruder", {"service": {"name": service}, "shards": 4,
+                                  "configMap": {"name": "fresh-ring"},
+                                  "stabilization": {"window": "0s", "maxDelay": "0s"}})
+        wait_for(lambda: (rings.condition("intruder", "Ready") or {}).get("reason") ==
+                 "ConfigMapConflict", "the intruder refused", 30)
         # The CRDs deleted under the running operator: their rings go, nothing hangs. No
         # deletion event comes for a ring whose CRD went, and its ConfigMap goes when the
         # garbage collector gets to it (as here, by hand: the collector may take its time, or
         # never, once it cannot map the owner's kind): its worker must not put it back, again
         # and again.
         ok(plane, "delete", "-k", str(REPO / "crds"), "--timeout=60s", timeout=90)
+        wait_for(lambda: f"[{namespace}/intruder] the ShardRing is gone" in running.output(),
+                 "the never-published ring's worker retired", 30)
         core = k8s.CoreV1Api(api)
         try:
             core.delete_namespaced_config_map("fresh-ring", namespace)

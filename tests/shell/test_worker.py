@@ -222,6 +222,19 @@ def test_a_missing_token_secret_is_reported_and_rechecked():
     asyncio.run(scenario())
 
 
+def test_a_token_with_a_line_break_inside_is_a_secret_problem_not_an_outage():
+    async def scenario():
+        s = setup(spec(consul={"connection": "default",
+                               "tokenSecretRef": {"name": "acl", "key": "token"}}))
+        s.kube.secrets[("acl", "token")] = "abc\ndef"  # (the Secret's text is stripped)
+        await s.step()
+        assert s.kube.condition("Degraded") == ("True", "SecretMissing")
+        message = next(c["message"] for c in s.kube.ring["status"]["conditions"]
+                       if c["type"] == "Degraded")
+        assert "line break" in message and "abc" not in message and not s.sources.watches
+    asyncio.run(scenario())
+
+
 def test_a_heavy_plan_runs_in_the_planning_thread_and_a_light_one_inline():
     from concurrent.futures import ThreadPoolExecutor
 
@@ -368,6 +381,45 @@ def test_a_worker_serving_again_takes_the_status_another_replica_wrote_while_it_
         await until(lambda: s.kube.ring["status"].get("members") == 3)  # put right
         running.stop.set()
         await asyncio.wait_for(serving, 1)
+    asyncio.run(scenario())
+
+
+def test_a_worker_kopf_stopped_watching_reads_its_ring_before_it_publishes_anything():
+    async def scenario():
+        s = setup(spec(service={"name": "missing"}))
+        await s.step()  # subscribes; never published (nothing would show it gone)
+        reads = []
+
+        async def gone(*_args):  # the CRD deleted: the ring with it, and no deletion event
+            reads.append(1)
+            return None
+        s.kube.read_ring = gone  # type: ignore[method-assign]
+        s.worker.unwatched()
+        s.sources.members(3)  # the way is clear: it would publish now
+        await s.step()
+        assert reads == [1] and s.worker.retired and not s.kube.configmaps
+        assert s.kube.configmap_writes == 0
+    asyncio.run(scenario())
+
+
+def test_a_worker_watched_again_does_not_read_its_ring():
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        reads = []
+        read_ring = s.kube.read_ring
+
+        async def counted(*args):
+            reads.append(1)
+            return await read_ring(*args)
+        s.kube.read_ring = counted  # type: ignore[method-assign]
+        s.worker.unwatched()
+        await s.step()  # still there: it goes on
+        assert reads == [1] and not s.worker.retired
+        s.worker.unwatched()
+        s.observe()  # an event: watched again
+        await s.step()
+        assert reads == [1]
     asyncio.run(scenario())
 
 

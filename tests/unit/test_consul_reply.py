@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -62,3 +63,37 @@ def test_a_port_no_reader_accepts_refuses_the_membership_and_names_the_instance(
     for valid in (0, 65535):
         entries[1]["Service"]["Port"], entries[1]["Checks"] = valid, []
         assert len(members_from(instances_from_health(entries)).members) == 3
+
+
+@pytest.mark.parametrize("address,port,problem", [
+    ("10.9.9.9:1234", 9003, '"Address" gives port 1234 and "Port" 9003'),
+    ("10.4.0.2 evil", 1, "\"Address\" '10.4.0.2 evil' is not a host or host:port"),
+    ("10.4.0.2\n", 1, None),  # (the ends trimmed)
+    ("h:99999", 1, "port '99999' in \"Address\" is not a port number"),
+])
+def test_an_address_is_checked_as_the_other_sources_registrations_are(address, port, problem):
+    # (Both were published: ids '10.9.9.9:1234:9003' and '10.4.0.2 evil:1'.)
+    from controller.core.membership import MembershipError, members_from
+    entries = reply_entries(2)
+    entries[1]["Service"].update(Address=address, Port=port)
+    if problem is None:
+        assert len(members_from(instances_from_health(entries)).members) == 2
+        return
+    with pytest.raises(MembershipError, match=re.escape(f"'web-1' on node 'n1': {problem}")):
+        members_from(instances_from_health(entries))
+
+
+@pytest.mark.parametrize("address,port,expected", [
+    ("[fe80::1]", 9002, ("fe80::1", 9002)),  # as etcd's and ZooKeeper's are
+    ("::1", 9001, ("::1", 9001)),
+    ("h:1234", 0, ("h", 1234)),  # a port 0 is "any": the address narrows it
+])
+def test_addresses_are_read_as_the_other_sources_read_them(address, port, expected):
+    entries = reply_entries(1)
+    entries[0]["Service"].update(Address=address, Port=port)
+    instance = instances_from_health(entries)[0]
+    assert (instance.address, instance.port, instance.invalid) == (*expected, None)
+    entries[0]["Service"]["Address"] = ""  # the node's address, checked the same way
+    entries[0]["Node"]["Address"] = "10.0.0.1 x"
+    problem = instances_from_health(entries)[0].invalid
+    assert problem is not None and "\"Node.Address\" '10.0.0.1 x' is not a host" in problem

@@ -105,3 +105,15 @@ def test_a_draining_pod_finds_itself_and_owns_nothing():
     broken["draining"] = [{"address": "x"}]
     with pytest.raises(ringfile.RingFileError):
         ringfile.parse(json.dumps(broken))
+
+
+def test_a_ring_whose_members_all_drain_says_so_not_that_the_source_hides_them():
+    # (It said "Consul reports 0 healthy instance(s) ... with Consul ACLs, instances the ring's
+    # token may not read are hidden": the ACL hint pointed the wrong way.)
+    ring_config = config(drainFrom="tag:draining")
+    first = decided(ring_config, [consul_entry(i) for i in "abc"], None).ring
+    drained = decided(ring_config, [consul_entry(i, tags=["draining"]) for i in "abc"], first,
+                      first.version)
+    assert drained.problem is not None and drained.ring is first
+    assert "0 healthy instance(s) of 'svc', and 3 more draining (spec.members.drainFrom)" in \
+        drained.problem.message and "ACL" not in drained.problem.message

@@ -8,6 +8,7 @@ from typing import Any
 
 from controller.core.instance import CRITICAL, PASSING, WARNING, Health, Instance, Weights, frozen
 from controller.core.printable import shown
+from controller.sources.registration import host_and_port
 
 _SEVERITY: dict[str, int] = {PASSING: 0, WARNING: 1, CRITICAL: 2}
 
@@ -34,13 +35,18 @@ def instance_from_health(entry: Mapping[str, Any]) -> Instance:
     port = service.get("Port") or 0
     # The catalog takes any integer; a ring publishes only what its readers accept.
     valid_port = isinstance(port, int) and 0 <= port < 65536
+    field = "Address" if service.get("Address") else "Node.Address"
+    # The catalog takes any text too (host:port, white space): checked as the other sources'
+    # registrations are, and a bracketed IPv6 address unbracketed as theirs are.
+    address, port, problem = host_and_port(str(service.get("Address") or node.get("Address")
+                                               or ""), port if valid_port else 0, field, "Port")
     return Instance(
         origin=f"{shown(service.get('ID'))} on node {shown(node.get('Node'))}",
         name=str(service.get("ID") or ""),
         node=str(node.get("Node") or ""),
-        address=service.get("Address") or node.get("Address") or "",
-        port=port if valid_port else 0,
-        invalid=None if valid_port else f"port {port!r} is not a port number",
+        address=address,
+        port=port,
+        invalid=problem if valid_port else f"port {service.get('Port')!r} is not a port number",
         health=health_status(entry.get("Checks")),
         weights=Weights(weights.get("Passing", 1), weights.get("Warning", 1)) if weights
         else None,

@@ -17,6 +17,9 @@ _BEXPR_REFUSAL = "Failed to create boolean expression evaluator"
 REFUSAL_TEXT_MAX = 300  # characters of Consul's own explanation kept for the ring's status
 
 
+UNREACHABLE = "Consul cannot be reached (no connection, or no answer in time)"
+
+
 @dataclass(frozen=True)
 class Failure:
     message: str  # safe to show: never the token
@@ -43,6 +46,10 @@ def describe(error: BaseException, token: str | None) -> Failure:
                    "(200 by default); something else on this address shares the limit")
     elif isinstance(error, consul.ConsulException):
         message = f"Consul query failed: Consul returned an error: {_refusal(error, token)}"
+    elif isinstance(error, aiohttp.ClientConnectionError | TimeoutError):
+        # One message however the connection failed (refused, reset, closed, timed out): an
+        # outage is one line as it begins, whichever request finds it first.
+        message = UNREACHABLE
     else:
         message = f"Consul query failed: {type(error).__name__}"
     unreachable = isinstance(error, aiohttp.ClientConnectionError | TimeoutError)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from controller.sources.base import error_reason, stop_task
 from controller.sources.connections import ConsulConnection
 from controller.sources.consul.client import close_client, new_client
-from controller.sources.consul.failures import Failure
+from controller.sources.consul.failures import UNREACHABLE, Failure
 from controller.sources.consul.hub import Hub
 
 EVERY = 5.0
@@ -32,9 +32,8 @@ log = logging.getLogger("shardring.consul")
 
 
 def silent() -> Failure:
-    return Failure(f"Consul does not answer (nothing in {TIMEOUT * MISSES:.0f} s): the agent "
-                   f"may be stopped or overloaded, or the network drops its packets",
-                   error_reason(unreachable=True))
+    # (The words of any other outage: one line as it begins, whichever request finds it first.)
+    return Failure(UNREACHABLE, error_reason(unreachable=True))
 
 
 class Heartbeat:
@@ -54,9 +53,10 @@ class Heartbeat:
         await close_client(self.client)
 
     def _following(self) -> list[Hub]:
-        """The hubs that follow Consul now. (Those that already fail are finding out when it
-        answers again, with their own short listings: nothing to add.)"""
-        return [hub for hub in self._hubs() if hub.failure is None and hub.ready]
+        """The hubs that follow Consul now, or start to (their first listings hang as well).
+        (Those that already fail are finding out when it answers again, with their own short
+        listings: nothing to add.)"""
+        return [hub for hub in self._hubs() if hub.failure is None]
 
     async def _run(self) -> None:
         missed = 0
