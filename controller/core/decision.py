@@ -87,6 +87,14 @@ class Decision:
     observed: int | None = None  # members the source reports now (None: not known)
     rebalanced: Rebalanced | None = None  # this version moves shards for their load
 
+    @property
+    def afresh(self) -> bool:
+        """A new version planned without the one before it (its ConfigMap deleted while the
+        operator was away): every member counts as joined, and what moved is not known."""
+        ring = self.ring
+        return ring is not None and self.changed and ring.version > 1 and not self.removed \
+            and self.added == len(ring.assignment.members)
+
 
 @dataclass(frozen=True)
 class Rebalanced:

@@ -36,6 +36,11 @@ def handover_ended(state: handover.Progress, decision: Decision) -> Event:
 def resharded(decision: Decision) -> Event:
     ring = decision.ring
     assert ring is not None
+    if decision.afresh:
+        return Event("Normal", "Resharded",
+                     f"ring version {ring.version}: {len(ring.assignment.members)} members, "
+                     f"planned afresh: the previous version was not found (its ConfigMap "
+                     f"deleted while the operator was away), so shards may have moved")
     who = "; ".join(f"{what}: {named(names, count)}" for what, names, count in (
         ("joined", decision.joined, decision.added), ("left", decision.left, decision.removed))
         if count)

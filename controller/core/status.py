@@ -56,6 +56,8 @@ def build_status(ring: RingObject, config: RingConfig | None, problem: Problem |
     if decision is not None and decision.changed and not released:
         status["lastChange"] = {"time": now_text, "added": decision.added,
                                 "removed": decision.removed, "movedShards": decision.moved}
+        if decision.afresh:  # (not known: not 0)
+            del status["lastChange"]["movedShards"]
         if decision.joined:
             status["lastChange"]["joined"] = list(decision.joined[:SHOWN_MEMBERS])
         if decision.left:

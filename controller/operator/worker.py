@@ -127,6 +127,7 @@ class RingWorker:
         self._ack_wake: Timer | None = None
         self.passes = 0  # wake-ups handled: a bad spec must not make this climb (no hot loop)
         self.failures = self.conflicts = 0
+        self._forbidden = False  # the last failure was a 403: said once, and when it ends
         self._wake = asyncio.Event()
         self._stopped: Stopped | bool = False  # serve()'s: a held status is not written after
         self.retired = False  # the ring is gone: serve() returns
@@ -292,6 +293,9 @@ class RingWorker:
                 return self._failed(error)
         except Exception as error:  # noqa: BLE001 - one ring's failure never stops the others
             return self._failed(error)
+        if self._forbidden:
+            self._forbidden = False
+            self.log.info("the API server takes this operator's writes here again")
         self.failures = self.conflicts = 0
         return timeout
 
@@ -306,6 +310,18 @@ class RingWorker:
         if isinstance(error, ApiUnreachable):
             # An outage: said once for the whole operator (apihealth), not once per ring.
             self.log.debug("reconcile waits for the API (retry in %.0f s)", timeout)
+            return timeout
+        if getattr(error, "status", None) == 403:
+            # Its rights taken away here (the namespace's RoleBinding deleted, say): said once,
+            # without a traceback, then retried quietly until they come back.
+            if not self._forbidden:
+                self._forbidden = True
+                self.log.warning(
+                    "the API server refuses this operator's writes in namespace %s (HTTP 403 "
+                    "Forbidden): its RoleBinding there (to the ClusterRole "
+                    "shardring-operator-namespace, or as installed) may be gone; retrying "
+                    "quietly, up to every %.0f s", self.namespace, RETRY_MAX)
+            metrics.RECONCILE_ERRORS.labels(self.namespace, self.name).inc()
             return timeout
         metrics.RECONCILE_ERRORS.labels(self.namespace, self.name).inc()
         self.log.error("reconcile failed (retry in %.0f s): %s", timeout, safe_text(error),

@@ -423,6 +423,35 @@ def test_a_worker_watched_again_does_not_read_its_ring():
     asyncio.run(scenario())
 
 
+def test_writes_refused_with_403_are_one_warning_then_quiet_and_one_line_when_they_pass(caplog):
+    class Forbidden(Exception):
+        status = 403
+
+    async def scenario():
+        s = setup(spec())
+        await published_with(s, 3)
+        patch_status = s.kube.patch_status
+
+        async def refused(*_args):
+            raise Forbidden("shardrings.shardring.io is forbidden")
+        s.kube.patch_status = refused  # type: ignore[method-assign]
+        for members in (4, 5, 4):
+            s.sources.members(members)
+            s.clock.advance(61)
+            await s.step()
+        s.kube.patch_status = patch_status  # type: ignore[method-assign]
+        s.sources.members(5)
+        s.clock.advance(61)
+        await s.step()
+        assert s.kube.ring["status"]["members"] == 5
+    with caplog.at_level(logging.INFO, logger="shardring"):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if "403" in r.getMessage() or
+             "writes here again" in r.getMessage() or r.levelno >= logging.ERROR]
+    assert len(lines) == 2 and "HTTP 403 Forbidden" in lines[0], lines
+    assert "again" in lines[1] and not any(r.exc_info for r in caplog.records)
+
+
 def test_a_ring_found_gone_retires_its_worker_quietly(caplog):
     """A deletion the watch never delivered (a re-list after an outage replays none): the
     status patch's 404 ends the worker, with one info line and no error."""

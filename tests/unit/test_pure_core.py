@@ -391,6 +391,12 @@ def test_versions_continue_from_status_when_the_configmap_was_lost():
     decision = decide(config, members("a"), 3, None, shard_ring={}, now=0, seen_at=0,
                       pending_since=None, last_version=41)
     assert decision.ring.version == 42
+    # Planned without the version before it: not "+1 -0, 0 shard replicas moved".
+    from controller.core.events import resharded
+    assert decision.afresh and "planned afresh" in resharded(decision).message
+    first = decide(config, members("a"), 3, None, shard_ring={}, now=0, seen_at=0,
+                   pending_since=None)
+    assert not first.afresh and "0 shard replicas moved" in resharded(first).message
 
 
 # ---- rendering -----------------------------------------------------------------------------------
