@@ -140,8 +140,10 @@ class Operator:
         metrics.forget_ring(namespace, name)
         del self.workers[(namespace, name)]
         if not worker.retired and not worker.namespace_terminating:  # (else it said so)
-            worker.log.info("the ShardRing was deleted; it is no longer published (its "
-                            "ConfigMap goes with it)")
+            view = worker.seen.view if worker.seen is not None else None
+            worker.log.info("the ShardRing was deleted; %s", "it is no longer published (its "
+                            "ConfigMap goes with it)" if view is not None and
+                            view.controller_uid == worker.uid else "it had published nothing")
         worker.retire()
         if not self.acks.get((namespace, name)):
             self.acks.pop((namespace, name), None)

@@ -741,8 +741,20 @@ def test_a_deleted_ring_is_one_info_line(caplog):
         operator.forget(NAMESPACE, NAME, "uid-1")  # its deletionTimestamp
         operator.forget(NAMESPACE, NAME, "uid-1")  # then its DELETED event
     said = [(r.levelname, r.getMessage()) for r in caplog.records]
-    assert said == [("INFO", f"[{NAMESPACE}/{NAME}] the ShardRing was deleted; it is no longer "
-                             "published (its ConfigMap goes with it)")]
+    # (This worker never published: nothing of it goes with it.)
+    assert said == [("INFO", f"[{NAMESPACE}/{NAME}] the ShardRing was deleted; it had published "
+                             "nothing")]
+    from controller.operator.inputs import SeenConfigMap
+    worker = operator.worker(NAMESPACE, NAME, "uid-2")
+    worker.seen = SeenConfigMap("r-ring", view_from_dict({"metadata": {
+        "name": "r-ring", "resourceVersion": "1",
+        "ownerReferences": [{"controller": True, "uid": "uid-2"}]}, "data": {}}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="shardring"):
+        operator.forget(NAMESPACE, NAME, "uid-2")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"[{NAMESPACE}/{NAME}] the ShardRing was deleted; it is no longer published (its "
+        "ConfigMap goes with it)"]
 
 
 def test_a_configmap_gone_is_put_back_unless_its_ring_is_gone_too():
