@@ -76,7 +76,8 @@ class DesiredConfigMap:
 
     def matches(self, current: ConfigMapView) -> bool:
         return current.data_digest == self.digest and \
-            all(current.labels.get(k) == v for k, v in self.labels.items())
+            all(current.labels.get(k) == v for k, v in self.labels.items()) and \
+            current.controller_uid == self.owner.get("uid")
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def plan_pass(ring: RingObject, config: RingConfig, gathered: Gathered, now: flo
                       now_text, requeue_after=RECHECK)
     source = gathered.source
     configmap = gathered.configmap
-    if configmap is not None and configmap.controller_uid != ring.uid:
+    if configmap is not None and configmap.controller_uid != ring.uid and \
+            not _predecessors(configmap, ring):
         problem = Problem(Reason.CONFIGMAP_CONFLICT,
                           f"ConfigMap {config.configmap!r} already exists and is not owned by this "
                           f"ShardRing; it is left untouched. Delete or rename it, or set "
@@ -288,6 +290,14 @@ def _quiet(decision: Decision, previous: ringfile.RingFile | None) -> bool:
     return not decision.changed and decision.problem is None and \
         decision.wait_until is None and decision.observed is not None and \
         previous is not None and decision.ring is previous and not previous.handover
+
+
+def _predecessors(configmap: ConfigMapView, ring: RingObject) -> bool:
+    """Whether ``configmap`` is the one a deleted ShardRing of this name published (this one
+    deleted and created again before the garbage collector took it): taken over, not a
+    conflict for a person to resolve. (Two rings of one name cannot both exist.)"""
+    return all(configmap.labels.get(k) == v for k, v in MANAGED_BY.items()) and \
+        configmap.labels.get(RING_LABEL) == ring.name and configmap.controller_uid is not None
 
 
 def _previous(ring: RingObject, configmap: ConfigMapView | None, gathered: Gathered

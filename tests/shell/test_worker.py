@@ -561,6 +561,33 @@ def test_renamed_onto_a_configmap_not_its_own_the_status_names_where_the_ring_st
     asyncio.run(scenario())
 
 
+def test_the_configmap_of_a_deleted_ring_of_its_name_is_taken_over_not_a_conflict():
+    # Deleted and created again before the garbage collector took the old one's ConfigMap: it
+    # said ConfigMapConflict, Stalled, "Delete or rename it", until the collector came.
+    async def scenario():
+        old = setup(spec())
+        await published_with(old, 3)
+        left = old.kube.configmaps[f"{NAME}-ring"]
+        assert left["metadata"]["labels"]["shardring.io/ring"] == NAME
+        left["metadata"]["ownerReferences"][0]["uid"] = "uid-of-the-deleted-one"
+        s = setup(spec())
+        s.kube.configmaps[f"{NAME}-ring"] = left
+        await published_with(s, 3)
+        assert s.kube.condition("Ready") == ("True", "Published")
+        owners = s.kube.configmaps[f"{NAME}-ring"]["metadata"]["ownerReferences"]
+        assert [o["uid"] for o in owners] == [s.kube.ring["metadata"]["uid"]]
+        # Another ring's ConfigMap is still not taken.
+        other = {**left, "metadata": {**left["metadata"], "labels": {
+            **left["metadata"]["labels"], "shardring.io/ring": "another"}}}
+        t = setup(spec())
+        t.kube.configmaps[f"{NAME}-ring"] = other
+        await t.step()
+        t.sources.members(3)
+        await t.step()
+        assert t.kube.condition("Ready") == ("False", "ConfigMapConflict")
+    asyncio.run(scenario())
+
+
 async def stabilizing(window: str) -> tuple[Setup, int]:
     """A ring published with 3 members; 30 s later a fourth joins and Stable turns False, which
     is written at once. Returns the setup and its status writes so far."""
