@@ -105,9 +105,8 @@ def ring_lookup(args: argparse.Namespace) -> int:
         print(f"{key}\tshard {ring.shard(key)}\t{','.join(ring.owners(key))}")
     member = args.member
     if args.address:
-        address, _, port = args.address.rpartition(":") if args.address.count(":") == 1 \
-            else (args.address, "", "")
-        member = ring.member_at(address, int(port) if port.isdigit() else None)
+        address, port = _address_and_port(args.address)
+        member = ring.member_at(address, port)
         if member is None:
             raise UsageError(f"no single member is registered at {args.address}")
     if member is not None:
@@ -249,6 +248,18 @@ def run_operator(args: argparse.Namespace) -> int:
              priority=priority, liveness_endpoint=getattr(args, "liveness", None),
              memo=Operator(config))
     return 0
+
+
+def _address_and_port(text: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, an IPv6 address, or ``[v6]`` with or without ``:port``."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        return host, int(port) if port.isdigit() else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port) if port.isdigit() else None
+    return text, None
 
 
 def _ports_refused(metrics_port: int | None, address: str, liveness: str | None) -> str | None:

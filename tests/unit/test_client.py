@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from controller.client import MountedRing
 from controller.core import ringfile
 from controller.core.render import configmap_data
@@ -103,6 +105,22 @@ def test_a_member_finds_itself_by_identity_or_by_its_registered_endpoint(tmp_pat
     unknown = subprocess.run([sys.executable, "-m", "controller", "ring", "lookup", "--member",
                               "web", str(tmp_path)], capture_output=True, text=True)
     assert unknown.returncode == 2 and "'web' is not a member" in unknown.stderr
+
+
+@pytest.mark.parametrize("given", ["[fd00::2]:9090", "[fd00::2]"])
+def test_ring_lookup_finds_an_ipv6_member_by_address(tmp_path, given):
+    # (Neither "[::1]:9001" nor "::1:9001" was found.)
+    from controller.cli import _address_and_port
+    assert _address_and_port("fd00::2") == ("fd00::2", None)
+    assert _address_and_port("10.0.0.2:9090") == ("10.0.0.2", 9090)
+    endpoints = {"a": ringfile.Endpoint("fd00::1", 9090), "b": ringfile.Endpoint("fd00::2", 9090)}
+    ring_file = ringfile.RingFile(plan([Member("a"), Member("b")], RingSpec(8)), version=1,
+                                  endpoints=endpoints)
+    kubelet_volume(tmp_path, configmap_data(ring_file, False), "v1")
+    lookup = subprocess.run([sys.executable, "-m", "controller", "ring", "lookup", "--address",
+                             given, str(tmp_path)], capture_output=True, text=True)
+    assert lookup.returncode == 0, lookup.stderr
+    assert lookup.stdout.startswith("member b\t")
 
 
 def test_the_sources_position_has_a_neutral_name_and_ring_json_keeps_its_first():
