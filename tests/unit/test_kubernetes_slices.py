@@ -74,7 +74,9 @@ def test_ports_fqdn_slices_and_zones():
     (by_name,) = instances_from_slices([digits_named], KubernetesQuery("team", "web", "80"))
     assert by_name.port == 8080
     (missing,) = instances_from_slices([two_ports], KubernetesQuery("team", "web", "grpc"))
-    assert missing.invalid == "the Service has no port 'grpc'"
+    assert missing.invalid == (
+        "the Service's endpoints have no port 'grpc' (a number is the port the Pods listen on, "
+        "its targetPort, not the Service's port; they list http (80), metrics (9100))")
     assert instances_from_slices([slice_("f", ep("web.example"), address_type="FQDN")],
                                  QUERY) == ()
     zoned = {**ep("10.0.0.1", "p"), "zone": "eu-1a"}

@@ -34,7 +34,11 @@ def _port(slice_: Mapping[str, Any], wanted: str | int | None) -> tuple[int | No
         chosen = next((p for p in ports if p.get("name") == wanted), None) or \
             next((p for p in ports if number is not None and p.get("port") == number), None)
         if chosen is None:
-            return None, f"the Service has no port {wanted!r}"
+            listed = ", ".join(sorted({f"{p['name']} ({p.get('port')})" if p.get("name")
+                                       else str(p.get("port")) for p in ports}))
+            return None, (f"the Service's endpoints have no port {wanted!r} (a number is the "
+                          f"port the Pods listen on, its targetPort, not the Service's port; "
+                          f"they list {listed or 'none'})")
     port = chosen.get("port") if chosen else None
     return (port if isinstance(port, int) else 0), None
 
