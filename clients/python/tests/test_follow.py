@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,10 @@ def test_a_reader_never_sees_a_half_swapped_directory(tmp_path):
     def write() -> None:
         for version in range(2, 400):
             volume.write({"ring.json": versioned(SMALL, version)})
+            # A swap a millisecond (kubelet: one a minute at most). Back to back, this thread
+            # kept the GIL for several swaps while the reader sat between its readlink and its
+            # open: on a loaded machine, five misses in a row (CI, once).
+            time.sleep(0.001)
         done.set()
     writer = threading.Thread(target=write)
     writer.start()
