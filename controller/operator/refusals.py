@@ -36,8 +36,9 @@ class Refusals:
                  ended: Callable[[str | None, str], None] | None = None) -> None:
         self._may_list = may_list
         self._recheck = recheck
-        # Told (namespace, plural) when kopf ends a watch: its resource gone (the CRD deleted,
-        # and no deletion event comes for its objects), the namespace no longer served, or exit.
+        # Told (namespace, plural) when a watch finds its resource gone (the CRD deleted: no
+        # deletion event comes for its objects), or kopf ends it (the same, the namespace no
+        # longer served, or exit).
         self._ended = ended
         self.refused: dict[str, set[str]] = {}  # namespace -> plurals refused there
 
@@ -64,10 +65,13 @@ class Refusals:
                     await asyncio.sleep(self._recheck)  # (whatever the pre-check says)
                 elif status == 404:
                     # The resource itself is gone (its CRD deleted): kopf stops this watch
-                    # once it sees the CRD go, and would stop the operator if the watch
-                    # failed first. Should the resource still be there, it is watched again.
+                    # once it sees the CRD go (if ever: it may take minutes), and would stop
+                    # the operator if the watch failed first. Should the resource still be
+                    # there, it is watched again. Its objects are said gone at once.
                     log.debug("%s: not found; watched again in %.0f s", resource.plural,
                               self._recheck)
+                    if self._ended is not None:
+                        self._ended(namespace, resource.plural)
                     await asyncio.sleep(self._recheck)
                 else:
                     raise

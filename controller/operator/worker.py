@@ -10,6 +10,7 @@ clock), so fast tests run it against fakes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
@@ -50,6 +51,17 @@ STATUS_PATIENCE = 5.0
 # How long an event from before our last status write is expected (the watch is usually well
 # under a second behind): past that, events are taken as they are, whatever they carry.
 ECHO_PATIENCE = 10.0
+MESSAGE_MAX = 400  # characters of the API server's refusal in the log
+
+
+def forbidden_text(error: Exception) -> str:
+    """The API server's own words for a 403 (its Status' message: who may not do what, where;
+    no credential), one line, bounded."""
+    try:
+        message = str(json.loads(getattr(error, "body", None) or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        message = ""
+    return " ".join(message.split())[:MESSAGE_MAX] or "no reason given"
 
 
 class Stopped(Protocol):
@@ -104,6 +116,7 @@ class RingWorker:
         # serves, so until then it is the one we wrote.
         self._echo_awaited: tuple[str, float] | None = None
         self._unwatched = False  # no event may come for this ring: read it before anything
+        self._unwatched_reads = 0  # reads that found it still there
         self._spec: tuple[tuple[str, int], RingConfig | SpecError] | None = None  # as last read
         self.subscription: Subscription | None = None
         self.seen: SeenConfigMap | None = None  # None: not read yet
@@ -190,7 +203,8 @@ class RingWorker:
     def unwatched(self) -> None:
         """kopf no longer watches the ring (``Operator.unwatched``): the next wake reads it, and
         retires the worker if it is gone."""
-        self._unwatched = True
+        if not self._unwatched:
+            self._unwatched, self._unwatched_reads = True, 0
         self.wake()
 
     def retire(self) -> None:
@@ -317,10 +331,11 @@ class RingWorker:
             if not self._forbidden:
                 self._forbidden = True
                 self.log.warning(
-                    "the API server refuses this operator's writes in namespace %s (HTTP 403 "
-                    "Forbidden): its RoleBinding there (to the ClusterRole "
+                    "the API server refuses this operator a request in namespace %s (HTTP 403 "
+                    "Forbidden: %s): its rights there (the RoleBinding to the ClusterRole "
                     "shardring-operator-namespace, or as installed) may be gone; retrying "
-                    "quietly, up to every %.0f s", self.namespace, RETRY_MAX)
+                    "quietly, up to every %.0f s", self.namespace, forbidden_text(error),
+                    RETRY_MAX)
             metrics.RECONCILE_ERRORS.labels(self.namespace, self.name).inc()
             return timeout
         metrics.RECONCILE_ERRORS.labels(self.namespace, self.name).inc()
@@ -365,7 +380,11 @@ class RingWorker:
                 if self.retired or self._stopped:
                     return None
                 await self._own_ring()  # RingGone if it went with its CRD
-            self._unwatched = False
+            # Still there: a CRD being deleted takes its rings a moment later (or the ring's
+            # namespace is no longer served). Nothing is published meanwhile; read again, less
+            # and less often, until it is gone or an event shows it watched again.
+            self._unwatched_reads += 1
+            return min(RETRY_MAX, RETRY_MIN * 2.0 ** min(self._unwatched_reads - 1, 16))
         now = self.clock.monotonic()
         due = self.deadline is not None and now >= self.deadline
         if not due and self.fingerprint is not None and self.fingerprint == self._inputs():

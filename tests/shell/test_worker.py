@@ -424,8 +424,11 @@ def test_a_worker_watched_again_does_not_read_its_ring():
 
 
 def test_writes_refused_with_403_are_one_warning_then_quiet_and_one_line_when_they_pass(caplog):
-    class Forbidden(Exception):
+    class Forbidden(Exception):  # as the client raises it: the Status in its body
         status = 403
+        body = json.dumps({"kind": "Status", "message": 'shardrings.shardring.io "scrapers" is '
+                           'forbidden: User "system:serviceaccount:x:y" cannot patch resource '
+                           '"shardrings/status"'})
 
     async def scenario():
         s = setup(spec())
@@ -448,7 +451,8 @@ def test_writes_refused_with_403_are_one_warning_then_quiet_and_one_line_when_th
         asyncio.run(scenario())
     lines = [r.getMessage() for r in caplog.records if "403" in r.getMessage() or
              "writes here again" in r.getMessage() or r.levelno >= logging.ERROR]
-    assert len(lines) == 2 and "HTTP 403 Forbidden" in lines[0], lines
+    assert len(lines) == 2 and "HTTP 403 Forbidden: shardrings.shardring.io" in lines[0], lines
+    assert 'cannot patch resource "shardrings/status"' in lines[0]  # the admin's why
     assert "again" in lines[1] and not any(r.exc_info for r in caplog.records)
 
 
