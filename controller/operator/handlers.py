@@ -220,8 +220,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: Operator, **_: Any) ->
     if isinstance(memo.kube, Kube):
         # A namespace served without its RoleBinding is said once and waits: the others are
         # served (kopf would retry its watches there for a minute, then stop the operator).
-        memo.unwrap_watches = refusals.install(refusals.Refusals(memo.kube.may_list,
-                                                                ended=memo.unwatched))
+        memo.unwrap_watches = refusals.install(
+            refusals.Refusals(memo.kube.may_list, ended=memo.unwatched), settings)
         memo.api_health.probe = memo.kube.api_answers
         memo.api_health.loop = asyncio.get_running_loop()
     memo.api_health.started()  # kopf's watches start once the startup handlers are done

@@ -110,20 +110,36 @@ class Refusals:
         self.refused.setdefault(namespace, set()).add(plural)
 
 
-def install(refusals: Refusals) -> Callable[[], None]:
-    """Wrap kopf's per-namespace watches; returns what undoes it (nothing, if kopf's internals
-    are not as expected: then a refused namespace is kopf's to handle, as before)."""
+# The operators of this process (one, but for the test suite's in-process ones), by their kopf
+# settings' identity: each watch runs under its own operator's Refusals, so that one operator's
+# watches ending say nothing to another's rings.
+_OPERATORS: dict[int, Refusals] = {}
+
+
+def install(refusals: Refusals, settings: Any) -> Callable[[], None]:
+    """Wrap kopf's per-namespace watches of the operator whose settings these are; returns
+    what undoes it (nothing, if kopf's internals are not as expected: then a refused namespace
+    is kopf's to handle, as before)."""
     try:
         from kopf._core.reactor import queueing
     except ImportError:
         return lambda: None
     original = getattr(queueing, "watcher", None)
-    if original is None or getattr(original, "wrapped_by_shardring", False):
-        return lambda: None  # (kopf retried a startup that had wrapped it already)
-    wrapped = refusals.wrap(original)
-    wrapped.wrapped_by_shardring = True  # type: ignore[attr-defined]
-    queueing.watcher = wrapped  # type: ignore[assignment]
+    if original is None:
+        return lambda: None
+    if not getattr(original, "wrapped_by_shardring", False):
+        async def watch(*, settings: Any = None, **kwargs: Any) -> None:
+            found = _OPERATORS.get(id(settings))
+            run = original if found is None else found.wrap(original)
+            await run(settings=settings, **kwargs)
+        watch.wrapped_by_shardring = True  # type: ignore[attr-defined]
+        watch.original = original  # type: ignore[attr-defined]
+        queueing.watcher = watch
+    _OPERATORS[id(settings)] = refusals
 
     def undo() -> None:
-        queueing.watcher = original
+        _OPERATORS.pop(id(settings), None)
+        current = queueing.watcher
+        if not _OPERATORS and getattr(current, "wrapped_by_shardring", False):
+            queueing.watcher = current.original  # type: ignore[attr-defined]
     return undo
