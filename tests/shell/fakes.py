@@ -232,3 +232,25 @@ def setup(ring_spec: dict[str, Any], limits: Limits = Limits(min_publish_interva
     worker.run_pass = counted  # type: ignore[method-assign]
     made.observe()
     return made
+
+
+class Running:
+    """kopf's DaemonStopped for a worker's serve(): set ``stop`` to stop it."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.stop.is_set()
+
+    async def wait(self) -> None:
+        await self.stop.wait()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (about two seconds at most)."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("never happened")

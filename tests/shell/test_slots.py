@@ -4,23 +4,13 @@ ConfigMap goes out before the statuses; the slots themselves, then rings' worker
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from controller.operator import worker as worker_module
 from controller.operator.slots import PassSlots
-from tests.shell.fakes import Setup, setup, spec
+from tests.shell.fakes import Running, Setup, setup, spec, until
 from tests.shell.test_worker import published_with
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(2000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("never happened")
-
 
 # ---- the slots --------------------------------------------------------------------------------
 
@@ -90,17 +80,6 @@ def test_a_waiter_cancelled_after_it_was_handed_the_slot_gives_it_back():
 
 
 # ---- rings sharing them -----------------------------------------------------------------------
-
-class Running:
-    def __init__(self) -> None:
-        self.stop = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self.stop.is_set()
-
-    async def wait(self) -> None:
-        await self.stop.wait()
-
 
 def record(s: Setup, name: str, order: list[str], gate: asyncio.Event | None = None) -> None:
     """The ring's writes in the order they reach the API server; each yields to the loop, as a

@@ -17,7 +17,18 @@ from controller.core.limits import Limits
 from controller.core.source_state import Snapshot, SourceState
 from controller.core.views import view_from_dict
 from controller.operator.worker import ECHO_PATIENCE
-from tests.shell.fakes import NAME, NAMESPACE, FakeClock, FakeKube, FakeSources, Setup, setup, spec
+from tests.shell.fakes import (
+    NAME,
+    NAMESPACE,
+    FakeClock,
+    FakeKube,
+    FakeSources,
+    Running,
+    Setup,
+    setup,
+    spec,
+    until,
+)
 
 
 async def published_with(s: Setup, members: int) -> None:
@@ -337,27 +348,6 @@ def test_a_status_someone_else_wrote_is_taken_once_our_writes_event_is_overdue()
         s.observe()
         assert s.worker.body["status"]["ringVersion"] == 99
     asyncio.run(scenario())
-
-
-class Running:
-    """kopf's DaemonStopped."""
-
-    def __init__(self) -> None:
-        self.stop = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self.stop.is_set()
-
-    async def wait(self) -> None:
-        await self.stop.wait()
-
-
-async def until(condition) -> None:
-    for _ in range(2000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("never happened")
 
 
 def test_a_worker_serving_again_takes_the_status_another_replica_wrote_while_it_was_paused():
