@@ -251,15 +251,11 @@ def run_operator(args: argparse.Namespace) -> int:
 
 
 def _address_and_port(text: str) -> tuple[str, int | None]:
-    """``host``, ``host:port``, an IPv6 address, or ``[v6]`` with or without ``:port``."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-        return host, int(port) if port.isdigit() else None
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host, int(port) if port.isdigit() else None
-    return text, None
+    """``host``, ``host:port``, an IPv6 address, or ``[v6]`` with or without ``:port``, read as
+    the sources read a registration's address (None: no port given)."""
+    from controller.sources.registration import host_and_port
+    host, port, _problem = host_and_port(text, 0, "--address", "port")
+    return host, port or None
 
 
 def _ports_refused(metrics_port: int | None, address: str, liveness: str | None) -> str | None:

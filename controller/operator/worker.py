@@ -54,6 +54,12 @@ ECHO_PATIENCE = 10.0
 MESSAGE_MAX = 400  # characters of the API server's refusal in the log
 
 
+def _retry_after(attempts: int) -> float:
+    """Seconds before the next try after ``attempts`` in a row: doubling from RETRY_MIN up to
+    RETRY_MAX (the exponent capped: a float overflows after a thousand)."""
+    return min(RETRY_MAX, RETRY_MIN * 2.0 ** min(attempts - 1, 16))
+
+
 def forbidden_text(error: Exception) -> str:
     """The API server's own words for a 403 (its Status' message: who may not do what, where;
     no credential), one line, bounded."""
@@ -320,7 +326,7 @@ class RingWorker:
 
     def _failed(self, error: Exception) -> float:
         self.failures += 1
-        timeout = min(RETRY_MAX, RETRY_MIN * 2.0 ** (self.failures - 1))
+        timeout = _retry_after(self.failures)
         if isinstance(error, ApiUnreachable):
             # An outage: said once for the whole operator (apihealth), not once per ring.
             self.log.debug("reconcile waits for the API (retry in %.0f s)", timeout)
@@ -384,7 +390,7 @@ class RingWorker:
             # namespace is no longer served). Nothing is published meanwhile; read again, less
             # and less often, until it is gone or an event shows it watched again.
             self._unwatched_reads += 1
-            return min(RETRY_MAX, RETRY_MIN * 2.0 ** min(self._unwatched_reads - 1, 16))
+            return _retry_after(self._unwatched_reads)
         now = self.clock.monotonic()
         due = self.deadline is not None and now >= self.deadline
         if not due and self.fingerprint is not None and self.fingerprint == self._inputs():

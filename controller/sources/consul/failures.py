@@ -34,6 +34,7 @@ def describe(error: BaseException, token: str | None) -> Failure:
     refused = isinstance(error, BadRequest) or (
         isinstance(error, consul.ConsulException) and _BEXPR_REFUSAL in str(error))
     over_limit = isinstance(error, ReplyTooLarge)
+    unreachable = isinstance(error, aiohttp.ClientConnectionError | TimeoutError)
     if denied:
         message = "Consul refused the ACL token (permission denied)"
     elif over_limit:
@@ -46,13 +47,12 @@ def describe(error: BaseException, token: str | None) -> Failure:
                    "(200 by default); something else on this address shares the limit")
     elif isinstance(error, consul.ConsulException):
         message = f"Consul query failed: Consul returned an error: {_refusal(error, token)}"
-    elif isinstance(error, aiohttp.ClientConnectionError | TimeoutError):
+    elif unreachable:
         # One message however the connection failed (refused, reset, closed, timed out): an
         # outage is one line as it begins, whichever request finds it first.
         message = UNREACHABLE
     else:
         message = f"Consul query failed: {type(error).__name__}"
-    unreachable = isinstance(error, aiohttp.ClientConnectionError | TimeoutError)
     return Failure(message, error_reason(denied=denied, refused=refused, over_limit=over_limit,
                                          unreachable=unreachable),
                    denied=denied, refused=refused, over_limit=over_limit)
